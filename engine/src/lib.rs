@@ -1,0 +1,15 @@
+//! Cairn's engine: the transactional store every node shares, and (above it) the cache catalog.
+//!
+//! - [`store`]: an ordered key-value store with FoundationDB's transaction model and three
+//!   backends (embedded on-disk, PostgreSQL, FoundationDB), chosen by URL.
+//! - [`keys`]: the one place where the layout of every stored key is defined.
+//! - [`error`]: the engine's error type, in which retryable and fatal failures stay distinct.
+
+pub mod error;
+pub mod keys;
+pub mod store;
+
+pub use error::{Error, Result, SizeLimit};
+pub use store::{
+    AnyStore, AnyTx, KeyValue, RangeOptions, RetryPolicy, Store, Transaction, transact,
+};

@@ -1,0 +1,148 @@
+//! [`AnyStore`]: the backend chosen at run time from a store URL.
+
+use super::embedded::{EmbeddedStore, EmbeddedTx};
+#[cfg(feature = "fdb")]
+use super::foundationdb::{FdbStore, FdbTx};
+use super::postgres::{PostgresStore, PostgresTx};
+use super::{KeyValue, RangeOptions, Store, StoreCounters, StoreUrl, Subscription, Transaction};
+use crate::error::Result;
+
+/// Any backend; what binaries and the layers above use when the backend comes from config.
+#[derive(Clone)]
+pub enum AnyStore {
+    /// `embedded:<dir>`.
+    Embedded(EmbeddedStore),
+    /// `postgres://…`.
+    Postgres(PostgresStore),
+    /// `fdb:<cluster-file>`.
+    #[cfg(feature = "fdb")]
+    Fdb(FdbStore),
+}
+
+/// A transaction of [`AnyStore`].
+#[derive(Clone)]
+pub enum AnyTx {
+    /// On the embedded store.
+    Embedded(EmbeddedTx),
+    /// On PostgreSQL.
+    Postgres(PostgresTx),
+    /// On FoundationDB.
+    #[cfg(feature = "fdb")]
+    Fdb(FdbTx),
+}
+
+impl AnyStore {
+    /// Opens the store a URL names (see [`StoreUrl`]).
+    pub async fn open(url: &str) -> Result<Self> {
+        match url.parse::<StoreUrl>()? {
+            StoreUrl::Embedded { dir, fsync } => {
+                Ok(AnyStore::Embedded(EmbeddedStore::open(dir, fsync).await?))
+            }
+            StoreUrl::Postgres {
+                conninfo,
+                pool_size,
+                table,
+            } => Ok(AnyStore::Postgres(
+                PostgresStore::connect(&conninfo, &table, pool_size).await?,
+            )),
+            #[cfg(feature = "fdb")]
+            StoreUrl::Fdb { cluster_file } => {
+                Ok(AnyStore::Fdb(FdbStore::open(cluster_file.as_deref())?))
+            }
+            #[cfg(not(feature = "fdb"))]
+            StoreUrl::Fdb { .. } => Err(crate::Error::BadUrl {
+                url: url.to_string(),
+                reason: "this build of Cairn has no FoundationDB support (cargo feature `fdb`)"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// Runs `$body` with `$s` bound to the backend inside `$value`, wrapping transactions back.
+macro_rules! each {
+    ($value:expr, $s:ident => $body:expr) => {
+        match $value {
+            AnyStore::Embedded($s) => $body,
+            AnyStore::Postgres($s) => $body,
+            #[cfg(feature = "fdb")]
+            AnyStore::Fdb($s) => $body,
+        }
+    };
+}
+
+macro_rules! each_tx {
+    ($value:expr, $t:ident => $body:expr) => {
+        match $value {
+            AnyTx::Embedded($t) => $body,
+            AnyTx::Postgres($t) => $body,
+            #[cfg(feature = "fdb")]
+            AnyTx::Fdb($t) => $body,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    type Tx = AnyTx;
+
+    async fn begin(&self) -> Result<AnyTx> {
+        Ok(match self {
+            AnyStore::Embedded(s) => AnyTx::Embedded(s.begin().await?),
+            AnyStore::Postgres(s) => AnyTx::Postgres(s.begin().await?),
+            #[cfg(feature = "fdb")]
+            AnyStore::Fdb(s) => AnyTx::Fdb(s.begin().await?),
+        })
+    }
+
+    async fn begin_read(&self) -> Result<AnyTx> {
+        Ok(match self {
+            AnyStore::Embedded(s) => AnyTx::Embedded(s.begin_read().await?),
+            AnyStore::Postgres(s) => AnyTx::Postgres(s.begin_read().await?),
+            #[cfg(feature = "fdb")]
+            AnyStore::Fdb(s) => AnyTx::Fdb(s.begin_read().await?),
+        })
+    }
+
+    async fn subscribe(&self, key: &[u8]) -> Result<Subscription> {
+        each!(self, s => s.subscribe(key).await)
+    }
+
+    fn backend(&self) -> &'static str {
+        each!(self, s => s.backend())
+    }
+
+    fn counters(&self) -> &StoreCounters {
+        each!(self, s => s.counters())
+    }
+}
+
+impl Transaction for AnyTx {
+    async fn get(&self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>> {
+        each_tx!(self, t => t.get(key, snapshot).await)
+    }
+
+    async fn get_range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        options: RangeOptions,
+    ) -> Result<Vec<KeyValue>> {
+        each_tx!(self, t => t.get_range(begin, end, options).await)
+    }
+
+    fn set(&self, key: &[u8], value: &[u8]) {
+        each_tx!(self, t => t.set(key, value))
+    }
+
+    fn clear(&self, key: &[u8]) {
+        each_tx!(self, t => t.clear(key))
+    }
+
+    fn clear_range(&self, begin: &[u8], end: &[u8]) {
+        each_tx!(self, t => t.clear_range(begin, end))
+    }
+
+    async fn commit(&self) -> Result<()> {
+        each_tx!(self, t => t.commit().await)
+    }
+}

@@ -1,0 +1,421 @@
+//! The embedded backend: fjall's `OptimisticTxDatabase` in a local directory.
+//!
+//! fjall provides read-your-writes and optimistic conflict detection (a commit fails with a
+//! conflict when a key or range the transaction read was written by a transaction that committed
+//! after it began). This module adds what FoundationDB has and fjall does not: snapshot reads
+//! inside a read-write transaction, `clear_range`, size limits, and commit notifications for
+//! watches.
+//!
+//! **Durability.** By default every commit is written to the journal and handed to the operating
+//! system before `commit` returns (fjall's `PersistMode::Buffer`): a crash of the process loses
+//! nothing committed, a crash of the machine or a power loss can lose the last commits (those
+//! the OS had not written back yet, typically under 30 s). With `?fsync=true` every commit is
+//! `fdatasync`ed before it returns, and nothing committed is ever lost.
+//!
+//! **Blocking.** fjall's API is synchronous. Reads and non-syncing commits touch memory (the
+//! memtable, the block cache, the OS page cache) and return in microseconds, so they run inline;
+//! a syncing commit waits for the disk and runs on tokio's blocking pool.
+//!
+//! Snapshot reads inside a read-write transaction read a snapshot taken right after the
+//! transaction began, merged with the transaction's own writes; a commit landing between those
+//! two instants can make them slightly newer than the transaction's conflict-checked reads.
+//! Being snapshot reads, they are not validated at commit in either case.
+
+use super::watch::{Notifier, Subscription};
+use super::{KeyValue, Limits, RangeOptions, Store, StoreCounters, Transaction, WriteSize};
+use crate::error::{Error, Result};
+use fjall::{
+    KeyspaceCreateOptions, OptimisticTxDatabase, OptimisticTxKeyspace, PersistMode, Readable,
+    Snapshot,
+};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const BACKEND: &str = "embedded";
+
+fn backend_err(e: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        detail: e.to_string(),
+    }
+}
+
+/// The embedded store; clones share one database.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    db: OptimisticTxDatabase,
+    kv: OptimisticTxKeyspace,
+    fsync: bool,
+    dir: PathBuf,
+    limits: Limits,
+    notifier: Notifier,
+    counters: StoreCounters,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`. With `fsync`, every commit is synced to disk.
+    pub async fn open(dir: impl AsRef<Path>, fsync: bool) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(dir, fsync))
+            .await
+            .map_err(backend_err)?
+    }
+
+    fn open_blocking(dir: PathBuf, fsync: bool) -> Result<Self> {
+        let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable {
+            url: format!("embedded:{}", dir.display()),
+            detail: e.to_string(),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| unreachable(&e))?;
+        let db = OptimisticTxDatabase::builder(&dir)
+            .open()
+            .map_err(|e| unreachable(&e))?;
+        let kv = db
+            .keyspace("cairn", KeyspaceCreateOptions::default)
+            .map_err(|e| unreachable(&e))?;
+        Ok(EmbeddedStore {
+            shared: Arc::new(Shared {
+                db,
+                kv,
+                fsync,
+                dir,
+                limits: Limits::default(),
+                notifier: Notifier::default(),
+                counters: StoreCounters::default(),
+            }),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+}
+
+impl Store for EmbeddedStore {
+    type Tx = EmbeddedTx;
+
+    async fn begin(&self) -> Result<EmbeddedTx> {
+        let mut tx = self.shared.db.write_tx().map_err(backend_err)?;
+        if self.shared.fsync {
+            tx = tx.durability(Some(PersistMode::SyncData));
+        }
+        let snapshot = self.shared.db.read_tx();
+        Ok(EmbeddedTx::new(
+            self.shared.clone(),
+            State::Write(Box::new(WriteState {
+                tx,
+                snapshot,
+                own: BTreeMap::new(),
+                cleared: Vec::new(),
+                size: WriteSize::default(),
+                deferred: None,
+            })),
+        ))
+    }
+
+    async fn begin_read(&self) -> Result<EmbeddedTx> {
+        Ok(EmbeddedTx::new(
+            self.shared.clone(),
+            State::Read(self.shared.db.read_tx()),
+        ))
+    }
+
+    async fn subscribe(&self, key: &[u8]) -> Result<Subscription> {
+        Ok(self.shared.notifier.subscribe(key))
+    }
+
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn counters(&self) -> &StoreCounters {
+        &self.shared.counters
+    }
+}
+
+/// A transaction on the embedded store.
+#[derive(Clone)]
+pub struct EmbeddedTx {
+    shared: Arc<Shared>,
+    state: Arc<Mutex<State>>,
+}
+
+enum State {
+    Write(Box<WriteState>),
+    Read(Snapshot),
+    /// Committed, or given up.
+    Finished,
+    /// A write could not be applied; commit reports this error.
+    Failed(Error),
+}
+
+struct WriteState {
+    tx: fjall::OptimisticWriteTx,
+    /// For snapshot reads, which must not add read conflicts.
+    snapshot: Snapshot,
+    /// This transaction's own point writes (`None`: cleared), for snapshot reads and notifications.
+    own: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Ranges cleared by this transaction, in order.
+    cleared: Vec<(Vec<u8>, Vec<u8>)>,
+    size: WriteSize,
+    /// An error met while buffering a write, reported by `commit`.
+    deferred: Option<Error>,
+}
+
+impl WriteState {
+    /// What this transaction's own writes say about `key`: `Some(value)` if it wrote or cleared it.
+    fn own_value(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if let Some(v) = self.own.get(key) {
+            return Some(v.clone());
+        }
+        self.cleared
+            .iter()
+            .any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
+            .then_some(None)
+    }
+}
+
+fn collect(
+    iter: impl Iterator<Item = fjall::Guard>,
+    limit: Option<usize>,
+) -> Result<Vec<KeyValue>> {
+    iter.take(limit.unwrap_or(usize::MAX))
+        .map(|guard| {
+            let (key, value) = guard.into_inner().map_err(backend_err)?;
+            Ok(KeyValue {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// One of the transaction's own point writes: key and value (`None`: cleared).
+type OwnWrite<'a> = (&'a Vec<u8>, &'a Option<Vec<u8>>);
+
+/// A snapshot range read merged with the transaction's own writes (which win over the snapshot).
+fn snapshot_range_with_own(
+    ws: &WriteState,
+    kv: &OptimisticTxKeyspace,
+    begin: &[u8],
+    end: &[u8],
+    options: RangeOptions,
+) -> Result<Vec<KeyValue>> {
+    let limit = options.limit.unwrap_or(usize::MAX);
+    let reverse = options.reverse;
+    let base = ws.snapshot.range(kv, begin..end);
+    let mut base: Box<dyn Iterator<Item = fjall::Guard>> = if reverse {
+        Box::new(base.rev())
+    } else {
+        Box::new(base)
+    };
+    let own = ws
+        .own
+        .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)));
+    let mut own: Box<dyn Iterator<Item = OwnWrite<'_>>> = if reverse {
+        Box::new(own.rev())
+    } else {
+        Box::new(own)
+    };
+    // The next snapshot pair that the transaction's own writes neither replace nor clear.
+    let mut next_base = || -> Result<Option<KeyValue>> {
+        for guard in base.by_ref() {
+            let (key, value) = guard.into_inner().map_err(backend_err)?;
+            if ws.own_value(&key).is_none() {
+                return Ok(Some(KeyValue {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                }));
+            }
+        }
+        Ok(None)
+    };
+    let mut out = Vec::new();
+    let mut b = next_base()?;
+    let mut o = own.next();
+    while out.len() < limit {
+        let take_own = match (&b, &o) {
+            (None, None) => break,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (Some(bk), Some((ok, _))) => (ok.as_slice() < bk.key.as_slice()) != reverse,
+        };
+        if take_own {
+            if let Some((key, Some(value))) = o {
+                out.push(KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                });
+            }
+            o = own.next();
+        } else if let Some(pair) = b.take() {
+            out.push(pair);
+            b = next_base()?;
+        }
+    }
+    Ok(out)
+}
+
+impl EmbeddedTx {
+    fn new(shared: Arc<Shared>, state: State) -> Self {
+        EmbeddedTx {
+            shared,
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// Applies a write to a read-write transaction; writes elsewhere are remembered as errors.
+    fn write(&self, apply: impl FnOnce(&mut WriteState, &OptimisticTxKeyspace)) {
+        let mut state = self.state.lock();
+        match &mut *state {
+            State::Write(ws) => apply(ws, &self.shared.kv),
+            State::Read(_) => *state = State::Failed(Error::ReadOnly),
+            State::Finished | State::Failed(_) => {}
+        }
+    }
+}
+
+impl Transaction for EmbeddedTx {
+    async fn get(&self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>> {
+        let kv = &self.shared.kv;
+        let value = match &*self.state.lock() {
+            State::Write(ws) if snapshot => match ws.own_value(key) {
+                Some(own) => return Ok(own),
+                None => ws.snapshot.get(kv, key),
+            },
+            State::Write(ws) => ws.tx.get(kv, key),
+            State::Read(snap) => snap.get(kv, key),
+            State::Finished | State::Failed(_) => return Err(Error::Finished),
+        };
+        Ok(value.map_err(backend_err)?.map(|v| v.to_vec()))
+    }
+
+    async fn get_range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        options: RangeOptions,
+    ) -> Result<Vec<KeyValue>> {
+        if begin >= end {
+            return Ok(Vec::new());
+        }
+        let kv = &self.shared.kv;
+        let state = self.state.lock();
+        let iter = match &*state {
+            State::Write(ws) if options.snapshot => {
+                return snapshot_range_with_own(ws, kv, begin, end, options);
+            }
+            State::Write(ws) => ws.tx.range(kv, begin..end),
+            State::Read(snap) => snap.range(kv, begin..end),
+            State::Finished | State::Failed(_) => return Err(Error::Finished),
+        };
+        if options.reverse {
+            collect(iter.rev(), options.limit)
+        } else {
+            collect(iter, options.limit)
+        }
+    }
+
+    fn set(&self, key: &[u8], value: &[u8]) {
+        self.write(|ws, kv| {
+            ws.size.add(&self.shared.limits, key, Some(value));
+            ws.tx.insert(kv, key, value);
+            ws.own.insert(key.to_vec(), Some(value.to_vec()));
+        });
+    }
+
+    fn clear(&self, key: &[u8]) {
+        self.write(|ws, kv| {
+            ws.size.add(&self.shared.limits, key, None);
+            ws.tx.remove(kv, key);
+            ws.own.insert(key.to_vec(), None);
+        });
+    }
+
+    fn clear_range(&self, begin: &[u8], end: &[u8]) {
+        if begin >= end {
+            return;
+        }
+        self.write(|ws, kv| {
+            ws.size.add(&self.shared.limits, begin, Some(end));
+            // Reading the range through the transaction makes a concurrent insert into it a
+            // conflict, so the clear also removes keys committed after this transaction began,
+            // as FoundationDB's clear_range does.
+            let keys: Result<Vec<_>> = ws
+                .tx
+                .range(kv, begin..end)
+                .map(|g| g.key().map_err(backend_err))
+                .collect();
+            match keys {
+                Ok(keys) => {
+                    for key in keys {
+                        ws.tx.remove(kv, key);
+                    }
+                    let inside: Vec<Vec<u8>> = ws
+                        .own
+                        .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in inside {
+                        ws.own.remove(&k);
+                    }
+                    ws.cleared.push((begin.to_vec(), end.to_vec()));
+                }
+                Err(e) => ws.deferred = Some(e),
+            }
+        });
+    }
+
+    async fn commit(&self) -> Result<()> {
+        let state = std::mem::replace(&mut *self.state.lock(), State::Finished);
+        let ws = match state {
+            State::Write(ws) => ws,
+            State::Read(_) => return Ok(()),
+            State::Finished => return Err(Error::Finished),
+            State::Failed(e) => return Err(e),
+        };
+        let WriteState {
+            tx,
+            own,
+            cleared,
+            size,
+            deferred,
+            snapshot,
+        } = *ws;
+        drop(snapshot);
+        size.check()?;
+        if let Some(e) = deferred {
+            return Err(e);
+        }
+        let outcome = if self.shared.fsync {
+            tokio::task::spawn_blocking(move || tx.commit())
+                .await
+                .map_err(backend_err)?
+        } else {
+            tx.commit()
+        };
+        match outcome {
+            Ok(Ok(())) => {
+                let notifier = &self.shared.notifier;
+                if cleared.is_empty() {
+                    for key in own.keys() {
+                        notifier.notify_key(key);
+                    }
+                } else {
+                    notifier.notify_all();
+                }
+                Ok(())
+            }
+            Ok(Err(fjall::Conflict)) => Err(Error::Conflict { backend: BACKEND }),
+            Err(e) => Err(backend_err(e)),
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The store: an ordered key-value store with serializable transactions, shaped after
+//! FoundationDB's transaction model so that FoundationDB itself is one backend among several.
+//!
+//! Everything Cairn keeps is written through [`Transaction`]s; nothing above this module knows
+//! which backend it runs on. The module owns:
+//! - the [`Store`] and [`Transaction`] traits and their contract (read-your-writes, serializable
+//!   isolation, snapshot reads, retryable conflicts, FoundationDB's size [`Limits`] everywhere);
+//! - [`transact`], the retry loop every caller uses;
+//! - change notifications ([`watch`]), the same wait-for-change algorithm over every backend;
+//! - the backends, one module each, and [`AnyStore`], which picks one from a URL.
+//!
+//! It never interprets keys or values: their layout belongs to [`crate::keys`].
+
+mod any;
+pub mod embedded;
+#[cfg(feature = "fdb")]
+pub mod foundationdb;
+mod limits;
+pub mod postgres;
+mod retry;
+mod url;
+pub mod watch;
+
+pub use any::{AnyStore, AnyTx};
+pub use limits::{Limits, WriteSize};
+pub use retry::{RetryPolicy, StoreCounters, transact};
+pub use url::StoreUrl;
+pub use watch::Subscription;
+
+use crate::error::Result;
+use std::future::Future;
+
+/// One key and its value, as returned by range reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its value.
+    pub value: Vec<u8>,
+}
+
+/// How a range read runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// At most this many pairs; `None` reads the whole range.
+    pub limit: Option<usize>,
+    /// Read from the end of the range backwards.
+    pub reverse: bool,
+    /// A snapshot read: it does not make the transaction conflict with writers of the range.
+    pub snapshot: bool,
+}
+
+impl RangeOptions {
+    /// Read the whole range forwards, with conflict tracking.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// At most `n` pairs.
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Backwards from the end of the range.
+    pub fn reverse(mut self) -> Self {
+        self.reverse = true;
+        self
+    }
+
+    /// Without read conflicts.
+    pub fn snapshot(mut self) -> Self {
+        self.snapshot = true;
+        self
+    }
+}
+
+/// A store: a handle to one database, cheap to clone and shared by every task of a process.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// The transaction type of this backend.
+    type Tx: Transaction;
+
+    /// Starts a read-write transaction with serializable isolation.
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx>> + Send;
+
+    /// Starts a read-only transaction over a consistent snapshot. Its reads never conflict and
+    /// it can never fail to commit; writes return [`crate::Error::ReadOnly`].
+    fn begin_read(&self) -> impl Future<Output = Result<Self::Tx>> + Send;
+
+    /// Registers interest in `key`: the returned subscription fires after any commit that may
+    /// have changed it. Wake-ups may be spurious; [`watch::wait_for_change`] re-reads.
+    fn subscribe(&self, key: &[u8]) -> impl Future<Output = Result<Subscription>> + Send;
+
+    /// The backend's name (`embedded`, `postgres`, `fdb`), for errors and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Retry and conflict counters of this store handle (shared by its clones).
+    fn counters(&self) -> &StoreCounters;
+}
+
+/// A transaction. Clones share the same transaction, so a closure given to [`transact`] can own
+/// one while the retry loop keeps another to commit it.
+///
+/// Writes are buffered and checked against [`Limits`]; an oversized write makes the commit fail
+/// with [`crate::Error::TooLarge`], as in FoundationDB.
+pub trait Transaction: Clone + Send + Sync + 'static {
+    /// Reads one key. A `snapshot` read adds no read conflict.
+    fn get(
+        &self,
+        key: &[u8],
+        snapshot: bool,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// Reads the keys in `[begin, end)` in key order (or reverse order), merged with this
+    /// transaction's own writes.
+    fn get_range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        options: RangeOptions,
+    ) -> impl Future<Output = Result<Vec<KeyValue>>> + Send;
+
+    /// Sets `key` to `value`.
+    fn set(&self, key: &[u8], value: &[u8]);
+
+    /// Removes `key`.
+    fn clear(&self, key: &[u8]);
+
+    /// Removes every key in `[begin, end)`.
+    fn clear_range(&self, begin: &[u8], end: &[u8]);
+
+    /// Commits every write atomically, or fails with a retryable [`crate::Error::Conflict`] if
+    /// anything this transaction read (without `snapshot`) was changed by a commit since it began.
+    fn commit(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The smallest key strictly greater than every key that starts with `prefix`, for range reads of
+/// a prefix. `None` when the prefix is all `0xff` (the range runs to the end of the keyspace).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte_below_ff() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+}

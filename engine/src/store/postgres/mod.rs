@@ -1,0 +1,466 @@
+//! The PostgreSQL backend: one key/value table, SERIALIZABLE transactions, `LISTEN/NOTIFY`
+//! for watches.
+//!
+//! PostgreSQL's serializable snapshot isolation gives FoundationDB's guarantee (the outcome is
+//! as if transactions ran one at a time) and reports violations as SQLSTATE 40001 (or 40P01 for
+//! a deadlock), which this module turns into the retryable [`Error::Conflict`].
+//!
+//! Writes are buffered (they cannot fail, as in FoundationDB) and sent, pipelined, before the
+//! next read of the transaction or with `COMMIT`, so a transaction costs one round trip per read
+//! plus one for the commit; `BEGIN` rides along with the first statement.
+//!
+//! Differences from FoundationDB, all on the safe side: a snapshot read inside a read-write
+//! transaction is an ordinary serializable read (PostgreSQL cannot read without taking a
+//! predicate lock there), so it may add a conflict FoundationDB would not; read-only
+//! transactions ([`Store::begin_read`]) run at REPEATABLE READ and never conflict.
+
+mod listener;
+mod pool;
+mod sql;
+
+use super::watch::{Notifier, Subscription};
+use super::{KeyValue, Limits, RangeOptions, Store, StoreCounters, Transaction, WriteSize};
+use crate::error::{Error, Result};
+use futures::future::{BoxFuture, FutureExt, try_join_all};
+use pool::{Pool, Pooled};
+use sql::Sql;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+
+pub(crate) const BACKEND: &str = "postgres";
+
+const BEGIN_RW: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
+const BEGIN_RO: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+/// How often a waiter re-reads even without a notification, in case one was lost.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Maps a driver error to the engine's error kinds.
+pub(crate) fn classify(e: tokio_postgres::Error, during_commit: bool) -> Error {
+    if let Some(code) = e.code()
+        && (*code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED)
+    {
+        return Error::Conflict { backend: BACKEND };
+    }
+    let lost = e.is_closed()
+        || e.code().is_some_and(|c| {
+            *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+        })
+        || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    match (lost, during_commit) {
+        (true, true) => Error::MaybeCommitted {
+            backend: BACKEND,
+            detail: e.to_string(),
+        },
+        (true, false) => Error::ConnectionLost {
+            backend: BACKEND,
+            detail: e.to_string(),
+        },
+        _ => Error::Backend {
+            backend: BACKEND,
+            detail: match e.as_db_error() {
+                Some(db) => format!("{} ({})", db.message(), db.code().code()),
+                None => e.to_string(),
+            },
+        },
+    }
+}
+
+/// The PostgreSQL store; clones share one pool and one listener.
+#[derive(Clone)]
+pub struct PostgresStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool: Arc<Pool>,
+    notifier: Arc<Notifier>,
+    counters: StoreCounters,
+    limits: Limits,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresStore {
+    /// Connects, creates the table if needed and starts listening for changes.
+    pub async fn connect(conninfo: &str, table: &str, pool_size: usize) -> Result<Self> {
+        let url = super::url::redact(conninfo);
+        let mut config: tokio_postgres::Config =
+            conninfo
+                .parse()
+                .map_err(|e: tokio_postgres::Error| Error::BadUrl {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        let sql = Arc::new(Sql::new(table));
+        // Create the table before preparing statements that name it.
+        {
+            let (client, connection) =
+                config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| Error::Unreachable {
+                        url: url.clone(),
+                        detail: e.to_string(),
+                    })?;
+            let driver = tokio::spawn(connection);
+            client
+                .batch_execute(&sql.create)
+                .await
+                .map_err(|e| classify(e, false))?;
+            drop(client);
+            let _ = driver.await;
+        }
+        let notifier = Arc::new(Notifier::default());
+        let listener = listener::spawn(
+            config.clone(),
+            url.clone(),
+            sql.channel.clone(),
+            notifier.clone(),
+        )
+        .await?;
+        let pool = Pool::new(config, url, sql, pool_size);
+        // Fail now, naming the URL, rather than at the first transaction.
+        drop(pool.checkout().await?);
+        Ok(PostgresStore {
+            shared: Arc::new(Shared {
+                pool,
+                notifier,
+                counters: StoreCounters::default(),
+                limits: Limits::default(),
+                listener,
+            }),
+        })
+    }
+
+    async fn start(&self, read_only: bool) -> Result<PostgresTx> {
+        let conn = self.shared.pool.checkout().await?;
+        Ok(PostgresTx {
+            shared: self.shared.clone(),
+            session: Arc::new(tokio::sync::Mutex::new(Session {
+                conn: Some(conn),
+                began: false,
+                read_only,
+            })),
+            pending: Arc::new(parking_lot::Mutex::new(Pending::default())),
+        })
+    }
+}
+
+impl Store for PostgresStore {
+    type Tx = PostgresTx;
+
+    async fn begin(&self) -> Result<PostgresTx> {
+        self.start(false).await
+    }
+
+    async fn begin_read(&self) -> Result<PostgresTx> {
+        self.start(true).await
+    }
+
+    async fn subscribe(&self, key: &[u8]) -> Result<Subscription> {
+        Ok(self
+            .shared
+            .notifier
+            .subscribe(key)
+            .with_recheck(Some(RECHECK)))
+    }
+
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn counters(&self) -> &StoreCounters {
+        &self.shared.counters
+    }
+}
+
+/// A write waiting to be sent.
+enum Op {
+    Set(Vec<u8>, Vec<u8>),
+    Clear(Vec<u8>),
+    ClearRange(Vec<u8>, Vec<u8>),
+}
+
+#[derive(Default)]
+struct Pending {
+    ops: Vec<Op>,
+    size: WriteSize,
+    /// Notification slots of every key written, or `None` after a range clear (notify all).
+    slots: Option<BTreeSet<usize>>,
+    cleared_range: bool,
+}
+
+struct Session {
+    /// `None` once the transaction is finished.
+    conn: Option<Pooled>,
+    began: bool,
+    read_only: bool,
+}
+
+/// A PostgreSQL transaction.
+#[derive(Clone)]
+pub struct PostgresTx {
+    shared: Arc<Shared>,
+    session: Arc<tokio::sync::Mutex<Session>>,
+    pending: Arc<parking_lot::Mutex<Pending>>,
+}
+
+/// Futures sending `ops`, grouped into as few statements as order allows.
+fn op_futures<'a>(
+    conn: &'a pool::Conn,
+    ops: &'a [Op],
+) -> Vec<BoxFuture<'a, Result<(), tokio_postgres::Error>>> {
+    let mut futs: Vec<BoxFuture<'a, Result<(), tokio_postgres::Error>>> = Vec::new();
+    let mut i = 0;
+    while i < ops.len() {
+        match &ops[i] {
+            Op::Set(..) => {
+                // Consecutive sets become one upsert; the last write of a key wins.
+                let mut batch: std::collections::BTreeMap<&[u8], &[u8]> = Default::default();
+                while let Some(Op::Set(k, v)) = ops.get(i) {
+                    batch.insert(k, v);
+                    i += 1;
+                }
+                let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = batch.into_iter().unzip();
+                futs.push(
+                    async move {
+                        conn.client
+                            .execute(&conn.stmts.upsert, &[&keys, &values])
+                            .await
+                            .map(drop)
+                    }
+                    .boxed(),
+                );
+            }
+            Op::Clear(..) => {
+                let mut keys: Vec<&[u8]> = Vec::new();
+                while let Some(Op::Clear(k)) = ops.get(i) {
+                    keys.push(k);
+                    i += 1;
+                }
+                futs.push(
+                    async move {
+                        conn.client
+                            .execute(&conn.stmts.delete, &[&keys])
+                            .await
+                            .map(drop)
+                    }
+                    .boxed(),
+                );
+            }
+            Op::ClearRange(b, e) => {
+                i += 1;
+                futs.push(
+                    async move {
+                        conn.client
+                            .execute(&conn.stmts.delete_range, &[&b.as_slice(), &e.as_slice()])
+                            .await
+                            .map(drop)
+                    }
+                    .boxed(),
+                );
+            }
+        }
+    }
+    futs
+}
+
+impl PostgresTx {
+    fn buffer(&self, op: Op) {
+        let mut p = self.pending.lock();
+        let limits = &self.shared.limits;
+        match &op {
+            Op::Set(k, v) => p.size.add(limits, k, Some(v)),
+            Op::Clear(k) => p.size.add(limits, k, None),
+            Op::ClearRange(b, e) => p.size.add(limits, b, Some(e)),
+        }
+        match &op {
+            Op::Set(k, _) | Op::Clear(k) => {
+                p.slots
+                    .get_or_insert_with(Default::default)
+                    .insert(Notifier::slot_of(k));
+            }
+            Op::ClearRange(..) => p.cleared_range = true,
+        }
+        p.ops.push(op);
+    }
+
+    /// Runs `query` in the transaction after sending `BEGIN` (if not yet sent) and any buffered
+    /// writes, all pipelined into one round trip.
+    async fn read<T>(
+        &self,
+        query: impl for<'c> FnOnce(&'c pool::Conn) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        let mut session = self.session.lock().await;
+        let ops = std::mem::take(&mut self.pending.lock().ops);
+        let began = session.began;
+        let read_only = session.read_only;
+        if read_only && !ops.is_empty() {
+            return Err(Error::ReadOnly);
+        }
+        let Some(pooled) = session.conn.as_mut() else {
+            return Err(Error::Finished);
+        };
+        pooled.dirty = true;
+        let conn = pooled.conn();
+        let mut futs = Vec::new();
+        if !began {
+            futs.push(
+                conn.client
+                    .batch_execute(if read_only { BEGIN_RO } else { BEGIN_RW })
+                    .boxed(),
+            );
+        }
+        futs.extend(op_futures(conn, &ops));
+        let (prelude, value) = futures::join!(try_join_all(futs), query(conn));
+        prelude.map_err(|e| classify(e, false))?;
+        session.began = true;
+        value.map_err(|e| classify(e, false))
+    }
+}
+
+impl Transaction for PostgresTx {
+    async fn get(&self, key: &[u8], _snapshot: bool) -> Result<Option<Vec<u8>>> {
+        let key = key.to_vec();
+        self.read(move |conn| {
+            async move {
+                let row = conn.client.query_opt(&conn.stmts.get, &[&key]).await?;
+                Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn get_range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        options: RangeOptions,
+    ) -> Result<Vec<KeyValue>> {
+        if begin >= end {
+            return Ok(Vec::new());
+        }
+        let (begin, end) = (begin.to_vec(), end.to_vec());
+        let limit = options.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.read(move |conn| {
+            async move {
+                let stmt = if options.reverse {
+                    &conn.stmts.range_desc
+                } else {
+                    &conn.stmts.range_asc
+                };
+                let rows = conn.client.query(stmt, &[&begin, &end, &limit]).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| KeyValue {
+                        key: r.get(0),
+                        value: r.get(1),
+                    })
+                    .collect())
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    fn set(&self, key: &[u8], value: &[u8]) {
+        self.buffer(Op::Set(key.to_vec(), value.to_vec()));
+    }
+
+    fn clear(&self, key: &[u8]) {
+        self.buffer(Op::Clear(key.to_vec()));
+    }
+
+    fn clear_range(&self, begin: &[u8], end: &[u8]) {
+        if begin < end {
+            self.buffer(Op::ClearRange(begin.to_vec(), end.to_vec()));
+        }
+    }
+
+    async fn commit(&self) -> Result<()> {
+        let mut session = self.session.lock().await;
+        let pending = std::mem::take(&mut *self.pending.lock());
+        let Some(mut pooled) = session.conn.take() else {
+            return Err(Error::Finished);
+        };
+        if session.read_only {
+            if !pending.ops.is_empty() {
+                return Err(Error::ReadOnly);
+            }
+            // Dropping `pooled` ends the snapshot in the background.
+            return Ok(());
+        }
+        pending.size.check()?;
+        if pending.ops.is_empty() && !session.began {
+            return Ok(());
+        }
+        pooled.dirty = true;
+        let conn = pooled.conn();
+        let mut futs = Vec::new();
+        if !session.began {
+            futs.push(conn.client.batch_execute(BEGIN_RW).boxed());
+        }
+        futs.extend(op_futures(conn, &pending.ops));
+        let slots: Vec<String> = if pending.cleared_range {
+            vec!["*".to_string()]
+        } else {
+            pending
+                .slots
+                .iter()
+                .flatten()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        if !slots.is_empty() {
+            futs.push(
+                async move {
+                    conn.client
+                        .execute(&conn.stmts.notify, &[&slots])
+                        .await
+                        .map(drop)
+                }
+                .boxed(),
+            );
+        }
+        let n_before_commit = futs.len();
+        futs.push(conn.client.batch_execute("COMMIT").boxed());
+        // Run them one by one in order but pipelined: each future is polled (sent) in order.
+        let results = futures::future::join_all(futs).await;
+        let mut first_err = None;
+        for (i, r) in results.into_iter().enumerate() {
+            if let Err(e) = r {
+                first_err.get_or_insert((i, e));
+            }
+        }
+        if let Some((i, e)) = first_err {
+            // COMMIT after a failed statement rolls back; the connection stays marked dirty.
+            return Err(classify(e, i >= n_before_commit));
+        }
+        pooled.dirty = false;
+        drop(pooled);
+        // Local waiters need not wait for the round trip through the listener.
+        if pending.cleared_range {
+            self.shared.notifier.notify_all();
+        } else {
+            for slot in pending.slots.iter().flatten() {
+                self.shared.notifier.notify_slot(*slot);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! A small connection pool for the PostgreSQL backend.
+//!
+//! Each connection carries its prepared statements. A connection handed back while a transaction
+//! may still be open on it (a transaction dropped without commit, or one that failed half-way)
+//! is rolled back in a background task before anyone else can take it, so no reader inherits
+//! another transaction's snapshot or predicate locks.
+
+use super::sql::Sql;
+use super::{BACKEND, classify};
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// Prepared statements of one connection.
+pub(super) struct Statements {
+    pub get: Statement,
+    pub range_asc: Statement,
+    pub range_desc: Statement,
+    pub upsert: Statement,
+    pub delete: Statement,
+    pub delete_range: Statement,
+    pub notify: Statement,
+}
+
+pub(super) struct Conn {
+    pub client: Client,
+    pub stmts: Statements,
+}
+
+pub(super) struct Pool {
+    config: tokio_postgres::Config,
+    url: String,
+    sql: Arc<Sql>,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl Pool {
+    pub fn new(
+        config: tokio_postgres::Config,
+        url: String,
+        sql: Arc<Sql>,
+        size: usize,
+    ) -> Arc<Self> {
+        Arc::new(Pool {
+            config,
+            url,
+            sql,
+            permits: Arc::new(Semaphore::new(size)),
+            idle: Mutex::new(Vec::with_capacity(size)),
+        })
+    }
+
+    /// Opens a new connection; errors name the URL.
+    pub async fn connect(&self) -> Result<Conn> {
+        let (client, connection) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|e| Error::Unreachable {
+                    url: self.url.clone(),
+                    detail: e.to_string(),
+                })?;
+        tokio::spawn(async move {
+            // Ends when the client is dropped or the server goes away; callers see the latter
+            // as `ConnectionLost` on their next statement.
+            let _ = connection.await;
+        });
+        let sql = &self.sql;
+        let prepare = |text: &str| {
+            let text = text.to_string();
+            let client = &client;
+            async move { client.prepare(&text).await.map_err(|e| classify(e, false)) }
+        };
+        let stmts = Statements {
+            get: prepare(&sql.get).await?,
+            range_asc: prepare(&sql.range_asc).await?,
+            range_desc: prepare(&sql.range_desc).await?,
+            upsert: prepare(&sql.upsert).await?,
+            delete: prepare(&sql.delete).await?,
+            delete_range: prepare(&sql.delete_range).await?,
+            notify: prepare(&sql.notify).await?,
+        };
+        Ok(Conn { client, stmts })
+    }
+
+    /// Takes a connection, waiting while all are in use.
+    pub async fn checkout(self: &Arc<Self>) -> Result<Pooled> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Backend {
+                backend: BACKEND,
+                detail: "connection pool closed".into(),
+            })?;
+        let reused = {
+            let mut idle = self.idle.lock();
+            let mut found = None;
+            while let Some(conn) = idle.pop() {
+                if !conn.client.is_closed() {
+                    found = Some(conn);
+                    break;
+                }
+            }
+            found
+        };
+        let conn = match reused {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            permit: Some(permit),
+            pool: self.clone(),
+            dirty: false,
+        })
+    }
+
+    fn put_back(&self, conn: Conn) {
+        if !conn.client.is_closed() {
+            self.idle.lock().push(conn);
+        }
+    }
+}
+
+/// A connection on loan from the pool.
+pub(super) struct Pooled {
+    conn: Option<Conn>,
+    permit: Option<OwnedSemaphorePermit>,
+    pool: Arc<Pool>,
+    /// A transaction may be open on the connection: roll back before reuse.
+    pub dirty: bool,
+}
+
+impl Pooled {
+    pub fn conn(&self) -> &Conn {
+        self.conn
+            .as_ref()
+            .expect("a pooled connection is present until drop")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let (Some(conn), Some(permit)) = (self.conn.take(), self.permit.take()) else {
+            return;
+        };
+        if !self.dirty {
+            self.pool.put_back(conn);
+            drop(permit);
+            return;
+        }
+        let pool = self.pool.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if conn.client.batch_execute("ROLLBACK").await.is_ok() {
+                    pool.put_back(conn);
+                }
+                drop(permit);
+            });
+        }
+        // Without a runtime the connection is simply closed, which also ends its transaction.
+    }
+}

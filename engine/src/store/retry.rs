@@ -1,0 +1,138 @@
+//! The retry loop: run a transaction, commit it, and run it again on a retryable error, with
+//! bounded attempts and jittered exponential backoff (as `foundationdb`'s `Database::run`).
+
+use super::{Store, Transaction};
+use crate::error::{Error, Result};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How [`transact`] retries.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Most attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the second retry; the first retry runs at once, later ones double it.
+    pub initial_backoff: Duration,
+    /// Longest backoff between two attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 100,
+            initial_backoff: Duration::from_micros(500),
+            max_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before attempt `attempt` (1-based; the first retry is attempt 2).
+    fn backoff(&self, attempt: u32) -> Duration {
+        if attempt <= 2 {
+            return Duration::ZERO;
+        }
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1 << (attempt - 3).min(16))
+            .min(self.max_backoff);
+        // Full jitter: contenders that conflicted together do not come back together.
+        exp.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// Counters of one store handle, shared by its clones.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    commits: AtomicU64,
+    conflicts: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl StoreCounters {
+    /// Transactions committed through [`transact`].
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Attempts that ended in [`Error::Conflict`].
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
+    }
+
+    /// Attempts that were run again after a retryable error.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `body` in a new transaction and commits it; on a retryable error (conflict, lost
+/// connection, unknown commit result) runs it again in a fresh transaction, up to
+/// `policy.max_attempts` times.
+///
+/// `body` may run several times, so it must not have effects outside the transaction, and the
+/// writes it makes must be idempotent under an unknown commit result (read before writing).
+pub async fn transact<S, T, F, Fut>(store: &S, policy: &RetryPolicy, mut body: F) -> Result<T>
+where
+    S: Store,
+    F: FnMut(S::Tx) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    let counters = store.counters();
+    let mut attempt = 1;
+    loop {
+        let outcome = async {
+            let tx = store.begin().await?;
+            let value = body(tx.clone()).await?;
+            tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        let err = match outcome {
+            Ok(value) => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                return Ok(value);
+            }
+            Err(err) => err,
+        };
+        if matches!(err, Error::Conflict { .. }) {
+            counters.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        if !err.is_retryable() {
+            return Err(err);
+        }
+        if attempt >= policy.max_attempts {
+            return Err(Error::RetriesExhausted {
+                attempts: attempt,
+                elapsed: started.elapsed(),
+                last: Box::new(err),
+            });
+        }
+        attempt += 1;
+        counters.retries.fetch_add(1, Ordering::Relaxed);
+        let pause = policy.backoff(attempt);
+        if pause.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RetryPolicy;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_is_bounded_and_first_retry_is_immediate() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(2), Duration::ZERO);
+        for attempt in 3..200 {
+            assert!(p.backoff(attempt) <= p.max_backoff);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Store URLs: which backend, where, and how.
+//!
+//! - `embedded:<dir>[?fsync=true]` — the on-disk default;
+//! - `postgres://user:pass@host:port/db[?pool_size=N&table=NAME&…]` — PostgreSQL; every other
+//!   query parameter is passed on to the driver;
+//! - `fdb:[<cluster-file>]` — FoundationDB (cargo feature `fdb`), default cluster file if empty.
+
+use crate::error::Error;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A parsed store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// The embedded on-disk store.
+    Embedded {
+        /// Its directory (created if missing).
+        dir: PathBuf,
+        /// Sync the journal to disk on every commit.
+        fsync: bool,
+    },
+    /// PostgreSQL.
+    Postgres {
+        /// The connection URL handed to the driver, without Cairn's own parameters.
+        conninfo: String,
+        /// Connections in the pool.
+        pool_size: usize,
+        /// The key/value table (created on first connect).
+        table: String,
+    },
+    /// FoundationDB.
+    Fdb {
+        /// The cluster file; `None` for the client's default.
+        cluster_file: Option<PathBuf>,
+    },
+}
+
+/// `url` with any password replaced by `***`, fit for errors and logs.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_string(),
+    }
+}
+
+fn bad(url: &str, reason: impl Into<String>) -> Error {
+    Error::BadUrl {
+        url: redact(url),
+        reason: reason.into(),
+    }
+}
+
+fn parse_bool(url: &str, name: &str, v: &str) -> Result<bool, Error> {
+    match v {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(bad(url, format!("{name}={v:?} is not a boolean"))),
+    }
+}
+
+fn is_sql_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 48
+}
+
+impl FromStr for StoreUrl {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Self, Error> {
+        if let Some(rest) = url.strip_prefix("embedded:") {
+            let (dir, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if dir.is_empty() {
+                return Err(bad(
+                    url,
+                    "embedded: needs a directory, e.g. embedded:./cairn-data",
+                ));
+            }
+            let mut fsync = false;
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("fsync", v)) => fsync = parse_bool(url, "fsync", v)?,
+                    _ => {
+                        return Err(bad(
+                            url,
+                            format!("unknown parameter {pair:?} (known: fsync)"),
+                        ));
+                    }
+                }
+            }
+            return Ok(StoreUrl::Embedded {
+                dir: PathBuf::from(dir),
+                fsync,
+            });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let (base, query) = url.split_once('?').unwrap_or((url, ""));
+            let mut pool_size = 8;
+            let mut table = "cairn_kv".to_string();
+            let mut passed = Vec::new();
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("pool_size", v)) => {
+                        pool_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            bad(url, format!("pool_size={v:?} is not a positive number"))
+                        })?;
+                    }
+                    Some(("table", v)) => {
+                        if !is_sql_identifier(v) {
+                            return Err(bad(
+                                url,
+                                format!("table={v:?} must be a lower-case SQL identifier"),
+                            ));
+                        }
+                        table = v.to_string();
+                    }
+                    _ => passed.push(pair),
+                }
+            }
+            let conninfo = if passed.is_empty() {
+                base.to_string()
+            } else {
+                format!("{base}?{}", passed.join("&"))
+            };
+            conninfo
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| bad(url, e.to_string()))?;
+            return Ok(StoreUrl::Postgres {
+                conninfo,
+                pool_size,
+                table,
+            });
+        }
+        if let Some(rest) = url.strip_prefix("fdb:") {
+            return Ok(StoreUrl::Fdb {
+                cluster_file: (!rest.is_empty()).then(|| PathBuf::from(rest)),
+            });
+        }
+        Err(bad(
+            url,
+            "unknown backend; expected embedded:<dir>, postgres://… or fdb:<cluster-file>",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_backend() {
+        assert_eq!(
+            "embedded:/tmp/x?fsync=true".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Embedded {
+                dir: "/tmp/x".into(),
+                fsync: true
+            }
+        );
+        assert_eq!(
+            "postgres://u:p@127.0.0.1:5432/db?pool_size=3&table=t1&connect_timeout=2"
+                .parse::<StoreUrl>()
+                .unwrap(),
+            StoreUrl::Postgres {
+                conninfo: "postgres://u:p@127.0.0.1:5432/db?connect_timeout=2".into(),
+                pool_size: 3,
+                table: "t1".into()
+            }
+        );
+        assert_eq!(
+            "fdb:/etc/fdb.cluster".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Fdb {
+                cluster_file: Some("/etc/fdb.cluster".into())
+            }
+        );
+    }
+
+    #[test]
+    fn bad_urls_name_the_problem_and_hide_passwords() {
+        let err = "redis://x".parse::<StoreUrl>().unwrap_err().to_string();
+        assert!(
+            err.contains("redis://x") && err.contains("unknown backend"),
+            "{err}"
+        );
+        let err = "postgres://u:secret@h/db?table=Bad;drop"
+            .parse::<StoreUrl>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("table=") && !err.contains("secret"), "{err}");
+        let err = "embedded:".parse::<StoreUrl>().unwrap_err().to_string();
+        assert!(err.contains("needs a directory"), "{err}");
+        let err = "embedded:/x?fsync=maybe"
+            .parse::<StoreUrl>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fsync"), "{err}");
+    }
+}

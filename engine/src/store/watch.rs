@@ -1,0 +1,170 @@
+//! Change notifications: wait until a key's value differs from one already seen.
+//!
+//! Backends only deliver *hints* ("a commit may have changed this key"): an in-process
+//! notifier for the embedded store, `LISTEN/NOTIFY` for PostgreSQL, native watches for
+//! FoundationDB. Hints may be spurious or, for a networked store, lost while a connection is
+//! down. [`wait_for_change`] is the one algorithm on top of them: subscribe first, then read, and
+//! compare with what the caller saw; on every hint (or every periodic re-check, for backends
+//! that can lose hints) read again. A change can therefore never slip between the read and the
+//! wait, and a wake-up is never trusted without a read.
+
+use super::{Store, Transaction};
+use crate::error::{Error, Result};
+use futures::future::BoxFuture;
+use std::time::Duration;
+use tokio::sync::watch as channel;
+
+/// Number of notification slots; keys share slots by hash, which only costs spurious wake-ups.
+const SLOTS: usize = 1024;
+
+/// A registered interest in one key; see [`Store::subscribe`].
+pub struct Subscription {
+    source: Source,
+    recheck: Option<Duration>,
+}
+
+enum Source {
+    Slot(channel::Receiver<u64>),
+    Once(Option<BoxFuture<'static, Result<()>>>),
+}
+
+impl Subscription {
+    /// A subscription that fires when `future` resolves (a FoundationDB watch).
+    pub fn from_future(future: BoxFuture<'static, Result<()>>) -> Self {
+        Subscription {
+            source: Source::Once(Some(future)),
+            recheck: None,
+        }
+    }
+
+    /// Also wake up every `period` even without a hint, for backends that can lose hints.
+    pub fn with_recheck(mut self, period: Option<Duration>) -> Self {
+        self.recheck = period;
+        self
+    }
+
+    /// Waits for the next hint that the key may have changed.
+    pub async fn changed(&mut self) -> Result<()> {
+        let hint = async {
+            match &mut self.source {
+                Source::Slot(rx) => rx.changed().await.map_err(|_| Error::Backend {
+                    backend: "notifier",
+                    detail: "the store was closed while a caller waited on it".into(),
+                }),
+                Source::Once(fut) => match fut.take() {
+                    Some(fut) => fut.await,
+                    None => Ok(()),
+                },
+            }
+        };
+        match self.recheck {
+            None => hint.await,
+            Some(period) => match tokio::time::timeout(period, hint).await {
+                Ok(result) => result,
+                Err(_elapsed) => Ok(()),
+            },
+        }
+    }
+}
+
+/// In-process fan-out of commit hints, keyed by a hash of the key.
+pub struct Notifier {
+    slots: Box<[channel::Sender<u64>]>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            slots: (0..SLOTS).map(|_| channel::Sender::new(0)).collect(),
+        }
+    }
+}
+
+impl Notifier {
+    /// The slot of `key`; also what the PostgreSQL backend sends in its notifications.
+    pub fn slot_of(key: &[u8]) -> usize {
+        (xxhash_rust::xxh3::xxh3_64(key) % SLOTS as u64) as usize
+    }
+
+    /// A subscription to the slot of `key`.
+    pub fn subscribe(&self, key: &[u8]) -> Subscription {
+        Subscription {
+            source: Source::Slot(self.slots[Self::slot_of(key)].subscribe()),
+            recheck: None,
+        }
+    }
+
+    /// Wakes the subscribers of slot `slot` (ignores slots out of range: they come off the wire).
+    pub fn notify_slot(&self, slot: usize) {
+        if let Some(tx) = self.slots.get(slot)
+            && tx.receiver_count() > 0
+        {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Wakes the subscribers of `key`.
+    pub fn notify_key(&self, key: &[u8]) {
+        self.notify_slot(Self::slot_of(key));
+    }
+
+    /// Wakes every subscriber (after a range clear, or a reconnect that may have lost hints).
+    pub fn notify_all(&self) {
+        for slot in 0..SLOTS {
+            self.notify_slot(slot);
+        }
+    }
+}
+
+/// Reads `key` outside any read-write transaction (a snapshot read).
+pub async fn read_key<S: Store>(store: &S, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let tx = store.begin_read().await?;
+    tx.get(key, true).await
+}
+
+/// Waits until the value of `key` differs from `seen` (`None`: the key was absent) and returns
+/// the new value. Returns at once if it already differs.
+pub async fn wait_for_change<S: Store>(
+    store: &S,
+    key: &[u8],
+    seen: Option<&[u8]>,
+) -> Result<Option<Vec<u8>>> {
+    loop {
+        let mut sub = store.subscribe(key).await?;
+        let current = read_key(store, key).await?;
+        if current.as_deref() != seen {
+            return Ok(current);
+        }
+        sub.changed().await?;
+    }
+}
+
+/// A watch on one key, FoundationDB style: it remembers the value when it was made and
+/// [`Watch::changed`] resolves once the stored value is different.
+pub struct Watch<S: Store> {
+    store: S,
+    key: Vec<u8>,
+    seen: Option<Vec<u8>>,
+}
+
+impl<S: Store> Watch<S> {
+    /// Reads the current value of `key` and starts watching it.
+    pub async fn new(store: &S, key: &[u8]) -> Result<Self> {
+        let seen = read_key(store, key).await?;
+        Ok(Watch {
+            store: store.clone(),
+            key: key.to_vec(),
+            seen,
+        })
+    }
+
+    /// The value the watch compares against.
+    pub fn seen(&self) -> Option<&[u8]> {
+        self.seen.as_deref()
+    }
+
+    /// Waits until the value differs from [`Watch::seen`]; returns the new value.
+    pub async fn changed(self) -> Result<Option<Vec<u8>>> {
+        wait_for_change(&self.store, &self.key, self.seen.as_deref()).await
+    }
+}
