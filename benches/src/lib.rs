@@ -1,1 +1,84 @@
-//! x
+//! Workloads shared by Cairn's benchmarks (`benches/*.rs`); each checks its own outcome so a
+//! fast wrong answer cannot pass for a result.
+
+use cairn_engine::{RetryPolicy, Store, Transaction, transact};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What one run of [`insert_if_absent`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct InsertRun {
+    /// Transactions committed (one per visit).
+    pub transactions: u64,
+    /// Keys that were inserted (must equal the number of keys).
+    pub inserted: u64,
+    /// Attempts that conflicted and were retried.
+    pub retries: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+/// `tasks` concurrent tasks each visit the same `keys` keys under a fresh random prefix; each
+/// visit is one transaction that reads the key and inserts it if absent. Panics unless exactly
+/// `keys` keys were inserted.
+pub async fn insert_if_absent<S: Store>(store: &S, tasks: u32, keys: u32) -> InsertRun {
+    let mut prefix = vec![cairn_engine::keys::tag::TEST];
+    prefix.extend_from_slice(&rand::random::<u64>().to_be_bytes());
+    let prefix = Arc::new(prefix);
+    let inserted = Arc::new(AtomicU64::new(0));
+    let retries_before = store.counters().retries();
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (store, prefix, inserted) = (store.clone(), prefix.clone(), inserted.clone());
+            tokio::spawn(async move {
+                let policy = RetryPolicy {
+                    max_attempts: 10_000,
+                    ..RetryPolicy::default()
+                };
+                let offset = t * (keys / tasks.max(1));
+                let mut key = prefix.to_vec();
+                key.extend_from_slice(&[0; 4]);
+                let at = prefix.len();
+                for i in 0..keys {
+                    key[at..].copy_from_slice(&((i + offset) % keys).to_be_bytes());
+                    let fresh = transact(&store, &policy, |tx| {
+                        let key = &key;
+                        async move {
+                            if tx.get(key, false).await?.is_some() {
+                                return Ok(false);
+                            }
+                            tx.set(key, b"v");
+                            Ok(true)
+                        }
+                    })
+                    .await
+                    .expect("insert-if-absent transaction");
+                    if fresh {
+                        inserted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("worker task");
+    }
+    let elapsed = started.elapsed();
+    let inserted = inserted.load(Ordering::Relaxed);
+    assert_eq!(inserted, u64::from(keys), "keys inserted exactly once");
+    let end = cairn_engine::store::prefix_end(&prefix).expect("prefix end");
+    let tx = store.begin_read().await.expect("begin_read");
+    let stored = tx
+        .get_range(&prefix, &end, cairn_engine::RangeOptions::all())
+        .await
+        .expect("range");
+    assert_eq!(stored.len() as u64, u64::from(keys), "keys stored");
+    InsertRun {
+        transactions: u64::from(tasks) * u64::from(keys),
+        inserted,
+        retries: store.counters().retries() - retries_before,
+        elapsed,
+    }
+}

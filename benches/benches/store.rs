@@ -1,0 +1,71 @@
+//! Transactional read-then-insert throughput of each store backend: 4 concurrent tasks visit
+//! the same keys, each visit one transaction that reads the key and inserts it if absent.
+//!
+//! `cargo bench -p cairn-benches --bench store`; PostgreSQL runs when `CAIRN_BENCH_POSTGRES`
+//! (a URL) is set.
+
+use cairn_benches::insert_if_absent;
+use cairn_engine::store::embedded::EmbeddedStore;
+use cairn_engine::store::postgres::PostgresStore;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::time::Duration;
+
+const TASKS: u32 = 4;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn bench<S: cairn_engine::Store>(
+    c: &mut Criterion,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    store: &S,
+    keys: u32,
+) {
+    let mut group = c.benchmark_group("store/insert_if_absent");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements(u64::from(TASKS) * u64::from(keys)));
+    group.bench_function(format!("{name}/{TASKS}x{keys}"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let run = rt.block_on(insert_if_absent(store, TASKS, keys));
+                total += run.elapsed;
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+fn store_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = rt
+        .block_on(EmbeddedStore::open(dir.path().join("buffered"), false))
+        .expect("open");
+    bench(c, "embedded", &rt, &embedded, 100_000);
+    let synced = rt
+        .block_on(EmbeddedStore::open(dir.path().join("fsync"), true))
+        .expect("open");
+    bench(c, "embedded-fsync", &rt, &synced, 2_000);
+    match std::env::var("CAIRN_BENCH_POSTGRES") {
+        Ok(url) => {
+            let table = format!("bench_{:08x}", rand::random::<u32>());
+            let pg = rt
+                .block_on(PostgresStore::connect(&url, &table, 8))
+                .expect("connect to CAIRN_BENCH_POSTGRES");
+            bench(c, "postgres", &rt, &pg, 5_000);
+        }
+        Err(_) => eprintln!("store/insert_if_absent/postgres skipped: set CAIRN_BENCH_POSTGRES"),
+    }
+}
+
+criterion_group!(benches, store_benches);
+criterion_main!(benches);
