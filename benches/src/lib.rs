@@ -82,3 +82,44 @@ pub async fn insert_if_absent<S: Store>(store: &S, tasks: u32, keys: u32) -> Ins
         elapsed,
     }
 }
+
+/// Keys `square(0..n)` in a fresh random project, all populated with an 8-byte output.
+pub async fn populated_keys<S: Store>(
+    catalog: &cairn_engine::catalog::Catalog<S>,
+    n: i64,
+) -> Vec<cairn_engine::catalog::CacheKey> {
+    use cairn_engine::catalog::{
+        CacheKey, Committed, KeyInputs, Resolution, ResolveRequest, TaskSignature, TypeDesc,
+    };
+    let project = format!("bench{:016x}", rand::random::<u64>());
+    let sig = TaskSignature::new("square", TypeDesc::of::<i64>()).input("n", TypeDesc::of::<i64>());
+    let mut keys = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut inputs = KeyInputs::new();
+        inputs.add("n", &i).expect("input");
+        let key = CacheKey::new(&project, "bench", &sig, "1", &inputs).expect("key");
+        let execution = cairn_engine::catalog::new_execution_id();
+        let req = ResolveRequest {
+            key: &key,
+            owner: "bench",
+            execution: &execution,
+            lease_ttl: Duration::from_secs(60),
+            max_age: None,
+            overwrite: false,
+            takeover: None,
+        };
+        let Resolution::Acquired(lease) = catalog.resolve(&req).await.expect("resolve") else {
+            panic!("fresh key not acquired");
+        };
+        let out = (i * i).to_be_bytes();
+        let Committed::Stored(_) = catalog
+            .commit(&key, &lease, &out, None)
+            .await
+            .expect("commit")
+        else {
+            panic!("fresh key already stored");
+        };
+        keys.push(key);
+    }
+    keys
+}

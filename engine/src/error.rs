@@ -116,6 +116,25 @@ pub enum Error {
         last: Box<Error>,
     },
 
+    /// A value given to the engine is unusable; `what` names it.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// Which input (a field, a named task input, a URL part).
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A task output is larger than the catalog stores; the output still reaches its caller,
+    /// with cache status `PutFailure`.
+    #[error("output of {size} bytes exceeds the cache's limit of {limit} bytes")]
+    OutputTooLarge {
+        /// The output's size.
+        size: usize,
+        /// The configured maximum.
+        limit: usize,
+    },
+
     /// Any other failure inside a backend (I/O, protocol, SQL); not retryable.
     #[error("{backend} store error: {detail}")]
     Backend {

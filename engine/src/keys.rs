@@ -1,19 +1,61 @@
 //! The key layout of everything Cairn stores, in one place.
 //!
 //! Keys are FoundationDB tuples (`foundationdb-tuple`), so they sort by their components and
-//! every backend stores the same bytes. The first element of every key is a one-byte subspace tag
-//! naming the kind of record; tags are never reused.
+//! every backend stores the same bytes. The first element of every key is a one-byte subspace
+//! tag naming the kind of record; tags are never reused. Values are MessagePack (`rmp-serde`,
+//! named fields) of the types in [`crate::catalog::records`] unless the table says otherwise.
+//! `d` is a cache key digest (16 bytes, big-endian), `ms` a Unix time in milliseconds.
 //!
-//! | subspace | key | value |
+//! | tag | key | value |
 //! |---|---|---|
-//! | `TEST` (0xfe) | `(0xfe, suite, ...)` | test-defined; used by the conformance suite only |
+//! | `ENTRY` 0x01 | `(1, d, 0)` | `LeaseRecord`: who computes `d` now, or whose attempt failed |
+//! | | `(1, d, 1)` | `Tombstone`: `d` was evicted (cleared when a new entry is stored) |
+//! | | `(1, d, 2)` | `EntryMeta`: the stored entry's metadata |
+//! | | `(1, d, 3, i)` | chunk `i` of the output (raw bytes, at most `CHUNK` bytes each) |
+//! | `BY_TASK` 0x02 | `(2, project, domain, task, version, d)` | entry size, u64 big-endian |
+//! | `BY_EXECUTION` 0x03 | `(3, execution, d)` | empty |
+//! | `EXPIRY` 0x04 | `(4, ms, d)` | empty: the entry expires at `ms` |
+//! | `EXECUTION` 0x05 | `(5, execution)` | `ExecutionRecord` |
+//! | `BY_RUN` 0x06 | `(6, run, execution)` | empty |
+//! | `STATS` 0x07 | `(7, project, domain, task, status)` | call count, u64 big-endian |
+//! | `TEST` 0xfe | anything | scratch space of the store conformance suite and benchmarks |
+//!
+//! Everything about one cache key lives under `(1, d)`, so one range read answers a resolve
+//! (lease, tombstone, metadata and output together) and one transaction can change them all.
 
-use foundationdb_tuple::{Subspace, TuplePack};
+use crate::catalog::Digest;
+use foundationdb_tuple::{Bytes, Subspace, TuplePack};
 
 /// Tags of the top-level subspaces.
 pub mod tag {
+    /// Everything about one cache key: lease, tombstone, metadata, output chunks.
+    pub const ENTRY: u8 = 0x01;
+    /// Entries by project, domain, task and version.
+    pub const BY_TASK: u8 = 0x02;
+    /// Entries by the execution that produced them.
+    pub const BY_EXECUTION: u8 = 0x03;
+    /// Entries by expiry time.
+    pub const EXPIRY: u8 = 0x04;
+    /// Execution records of task calls.
+    pub const EXECUTION: u8 = 0x05;
+    /// Executions by run.
+    pub const BY_RUN: u8 = 0x06;
+    /// Per-task call counters by cache status.
+    pub const STATS: u8 = 0x07;
     /// Scratch space of the store conformance suite and benchmarks.
     pub const TEST: u8 = 0xfe;
+}
+
+/// Position of each record under `(ENTRY, d)`.
+pub mod entry_part {
+    /// The lease record.
+    pub const LEASE: i64 = 0;
+    /// The eviction tombstone.
+    pub const TOMBSTONE: i64 = 1;
+    /// The entry's metadata.
+    pub const META: i64 = 2;
+    /// The output chunks.
+    pub const CHUNK: i64 = 3;
 }
 
 /// The subspace with tag `tag`.
@@ -24,4 +66,181 @@ pub fn subspace(tag: u8) -> Subspace {
 /// Packs `t` under `subspace`.
 pub fn pack<T: TuplePack>(subspace: &Subspace, t: &T) -> Vec<u8> {
     subspace.pack(t)
+}
+
+fn digest_bytes(d: &Digest) -> Bytes<'static> {
+    Bytes::from(d.to_bytes().to_vec())
+}
+
+/// `[begin, end)` of everything about cache key `d`.
+pub fn entry_range(d: &Digest) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::ENTRY).subspace(&(digest_bytes(d),)).range()
+}
+
+/// The key of one part of cache key `d` (see [`entry_part`]).
+pub fn entry_part(d: &Digest, part: i64) -> Vec<u8> {
+    subspace(tag::ENTRY).pack(&(digest_bytes(d), part))
+}
+
+/// The key of output chunk `i` of `d`.
+pub fn entry_chunk(d: &Digest, i: u32) -> Vec<u8> {
+    subspace(tag::ENTRY).pack(&(digest_bytes(d), entry_part::CHUNK, i))
+}
+
+/// `[begin, end)` of the output chunks of `d`.
+pub fn entry_chunks(d: &Digest) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::ENTRY)
+        .subspace(&(digest_bytes(d), entry_part::CHUNK))
+        .range()
+}
+
+/// The task index key of an entry.
+pub fn by_task(project: &str, domain: &str, task: &str, version: &str, d: &Digest) -> Vec<u8> {
+    subspace(tag::BY_TASK).pack(&(project, domain, task, version, digest_bytes(d)))
+}
+
+/// `[begin, end)` of the task index, narrowed by as many of project, domain, task and version as
+/// are given (each only if the ones before it are).
+pub fn by_task_range(
+    project: &str,
+    domain: &str,
+    task: Option<&str>,
+    version: Option<&str>,
+) -> (Vec<u8>, Vec<u8>) {
+    let s = subspace(tag::BY_TASK);
+    match (task, version) {
+        (Some(t), Some(v)) => s.subspace(&(project, domain, t, v)).range(),
+        (Some(t), None) => s.subspace(&(project, domain, t)).range(),
+        _ => s.subspace(&(project, domain)).range(),
+    }
+}
+
+/// The digest at the end of a task index key.
+pub fn digest_of_by_task(key: &[u8]) -> Option<Digest> {
+    let (_, _, _, _, d): (String, String, String, String, Vec<u8>) =
+        subspace(tag::BY_TASK).unpack(key).ok()?;
+    Digest::from_slice(&d)
+}
+
+/// The producing-execution index key of an entry.
+pub fn by_execution(execution: &str, d: &Digest) -> Vec<u8> {
+    subspace(tag::BY_EXECUTION).pack(&(execution, digest_bytes(d)))
+}
+
+/// `[begin, end)` of the entries an execution produced.
+pub fn by_execution_range(execution: &str) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::BY_EXECUTION).subspace(&(execution,)).range()
+}
+
+/// The digest at the end of a producing-execution index key.
+pub fn digest_of_by_execution(key: &[u8]) -> Option<Digest> {
+    let (_, d): (String, Vec<u8>) = subspace(tag::BY_EXECUTION).unpack(key).ok()?;
+    Digest::from_slice(&d)
+}
+
+/// The expiry index key of an entry expiring at `ms`.
+pub fn expiry(ms: i64, d: &Digest) -> Vec<u8> {
+    subspace(tag::EXPIRY).pack(&(ms, digest_bytes(d)))
+}
+
+/// `[begin, end)` of expiry index keys of entries expiring before `ms`.
+pub fn expiry_before(ms: i64) -> (Vec<u8>, Vec<u8>) {
+    let s = subspace(tag::EXPIRY);
+    (s.range().0, s.pack(&(ms,)))
+}
+
+/// The expiry time and digest of an expiry index key.
+pub fn parse_expiry(key: &[u8]) -> Option<(i64, Digest)> {
+    let (ms, d): (i64, Vec<u8>) = subspace(tag::EXPIRY).unpack(key).ok()?;
+    Some((ms, Digest::from_slice(&d)?))
+}
+
+/// The record of one execution.
+pub fn execution(execution: &str) -> Vec<u8> {
+    subspace(tag::EXECUTION).pack(&(execution,))
+}
+
+/// The run index key of an execution.
+pub fn by_run(run: &str, execution: &str) -> Vec<u8> {
+    subspace(tag::BY_RUN).pack(&(run, execution))
+}
+
+/// `[begin, end)` of the executions of a run.
+pub fn by_run_range(run: &str) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::BY_RUN).subspace(&(run,)).range()
+}
+
+/// The execution id at the end of a run index key.
+pub fn execution_of_by_run(key: &[u8]) -> Option<String> {
+    let (_, e): (String, String) = subspace(tag::BY_RUN).unpack(key).ok()?;
+    Some(e)
+}
+
+/// The counter of calls of a task that ended with `status`.
+pub fn stats(project: &str, domain: &str, task: &str, status: &str) -> Vec<u8> {
+    subspace(tag::STATS).pack(&(project, domain, task, status))
+}
+
+/// `[begin, end)` of the counters of one task.
+pub fn stats_range(project: &str, domain: &str, task: &str) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::STATS)
+        .subspace(&(project, domain, task))
+        .range()
+}
+
+/// The status name at the end of a counter key.
+pub fn status_of_stats(key: &[u8]) -> Option<String> {
+    let (_, _, _, s): (String, String, String, String) = subspace(tag::STATS).unpack(key).ok()?;
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_parts_sort_inside_the_entry_range() {
+        let d = Digest(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let (b, e) = entry_range(&d);
+        for k in [
+            entry_part(&d, entry_part::LEASE),
+            entry_part(&d, entry_part::TOMBSTONE),
+            entry_part(&d, entry_part::META),
+            entry_chunk(&d, 0),
+            entry_chunk(&d, u32::MAX),
+        ] {
+            assert!(b <= k && k < e);
+        }
+        assert!(entry_part(&d, entry_part::META) < entry_chunk(&d, 0));
+        assert!(
+            entry_chunk(&d, 9) < entry_chunk(&d, 10),
+            "chunks sort numerically"
+        );
+        let other = Digest(d.0 + 1);
+        assert!(entry_part(&other, 0) >= e || entry_part(&other, 0) < b);
+    }
+
+    #[test]
+    fn index_keys_round_trip() {
+        let d = Digest(42);
+        assert_eq!(
+            digest_of_by_task(&by_task("p", "dev", "t", "1", &d)),
+            Some(d)
+        );
+        assert_eq!(digest_of_by_execution(&by_execution("ex-1", &d)), Some(d));
+        assert_eq!(
+            parse_expiry(&expiry(1_700_000_000_000, &d)),
+            Some((1_700_000_000_000, d))
+        );
+        let (b, e) = expiry_before(1_700_000_000_001);
+        let k = expiry(1_700_000_000_000, &d);
+        assert!(b <= k && k < e);
+        assert!(expiry(1_700_000_000_001, &d) >= e);
+        assert_eq!(execution_of_by_run(&by_run("r", "e")), Some("e".into()));
+        let (b, e) = by_task_range("p", "dev", Some("t"), None);
+        let k = by_task("p", "dev", "t", "2", &d);
+        assert!(b <= k && k < e);
+        let (b, e) = by_task_range("p", "dev", Some("t"), Some("1"));
+        assert!(!(b <= k && k < e), "version narrows the range");
+    }
 }

@@ -2,9 +2,14 @@
 //!
 //! - [`store`]: an ordered key-value store with FoundationDB's transaction model and three
 //!   backends (embedded on-disk, PostgreSQL, FoundationDB), chosen by URL.
+//! - [`catalog`]: cache keys and the resolve / lease / commit protocol, eviction, expiry and
+//!   execution records, written once above the store trait.
+//! - [`clock`]: wall-clock time as a dependency.
 //! - [`keys`]: the one place where the layout of every stored key is defined.
 //! - [`error`]: the engine's error type, in which retryable and fatal failures stay distinct.
 
+pub mod catalog;
+pub mod clock;
 pub mod error;
 pub mod keys;
 pub mod store;

@@ -1,5 +1,7 @@
 //! Shared helpers of Cairn's integration tests: test harnesses for each store backend and the
-//! store conformance suite that every backend runs (see `tests/store_*.rs`).
+//! store and catalog conformance suites that every backend runs (see `tests/store_*.rs` and
+//! `tests/catalog_*.rs`).
 
+pub mod catalog_suite;
 pub mod conformance;
 pub mod harness;

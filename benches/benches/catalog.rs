@@ -1,0 +1,95 @@
+//! Catalog hot path: `resolve` of keys that have an entry (a hit), from several concurrent
+//! tasks, on each backend.
+//!
+//! `cargo bench -p cairn-benches --bench catalog`; PostgreSQL runs when `CAIRN_BENCH_POSTGRES`
+//! is set.
+
+use cairn_benches::populated_keys;
+use cairn_engine::Store;
+use cairn_engine::catalog::{CacheKey, Catalog, Resolution, ResolveRequest};
+use cairn_engine::store::embedded::EmbeddedStore;
+use cairn_engine::store::postgres::PostgresStore;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TASKS: u64 = 4;
+const KEYS: i64 = 10_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn resolve_hits<S: Store>(
+    catalog: &Catalog<S>,
+    keys: &Arc<Vec<CacheKey>>,
+    total: u64,
+) -> Duration {
+    let per_task = total.div_ceil(TASKS);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (catalog, keys) = (catalog.clone(), keys.clone());
+            tokio::spawn(async move {
+                let execution = "bench-reader";
+                for i in 0..per_task {
+                    let key = &keys[((t * 7919 + i) % keys.len() as u64) as usize];
+                    let req = ResolveRequest {
+                        key,
+                        owner: "bench",
+                        execution,
+                        lease_ttl: Duration::from_secs(60),
+                        max_age: None,
+                        overwrite: false,
+                        takeover: None,
+                    };
+                    match catalog.resolve(&req).await.expect("resolve") {
+                        Resolution::Hit(hit) => assert_eq!(hit.output.len(), 8),
+                        other => panic!("expected a hit, got {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    started.elapsed()
+}
+
+fn bench<S: Store>(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, store: S) {
+    let catalog = rt.block_on(async { Catalog::new(store) });
+    let keys = Arc::new(rt.block_on(populated_keys(&catalog, KEYS)));
+    let mut group = c.benchmark_group("catalog/resolve_hit");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| rt.block_on(resolve_hits(&catalog, &keys, iters)))
+    });
+    group.finish();
+}
+
+fn catalog_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = rt
+        .block_on(EmbeddedStore::open(dir.path(), false))
+        .expect("open");
+    bench(c, "embedded", &rt, embedded);
+    match std::env::var("CAIRN_BENCH_POSTGRES") {
+        Ok(url) => {
+            let table = format!("bench_{:08x}", rand::random::<u32>());
+            let pg = rt
+                .block_on(PostgresStore::connect(&url, &table, 8))
+                .expect("connect to CAIRN_BENCH_POSTGRES");
+            bench(c, "postgres", &rt, pg);
+        }
+        Err(_) => eprintln!("catalog/resolve_hit/postgres skipped: set CAIRN_BENCH_POSTGRES"),
+    }
+}
+
+criterion_group!(benches, catalog_benches);
+criterion_main!(benches);

@@ -1,0 +1,146 @@
+//! Commit: store an output, its metadata and its index entries and release the lease, in one
+//! transaction. The first writer wins: a live entry is never replaced except by the current
+//! holder of an overwrite lease.
+
+use super::entry::EntryView;
+use super::lease::Lease;
+use super::records::{EntryMeta, LeaseRecord, LeaseState, decode, encode};
+use super::{CacheKey, Catalog, Hit, duration_ms};
+use crate::error::{Error, Result};
+use crate::keys::{self, entry_part};
+use crate::store::{RangeOptions, Store, Transaction, transact};
+use std::time::Duration;
+
+/// What a commit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// The output was stored.
+    Stored(EntryMeta),
+    /// Another execution had stored an output first; this is it (use it: callers of one key all
+    /// get the same output).
+    AlreadyStored(Hit),
+}
+
+/// Removes the index entries of a stored entry (before replacing or evicting it).
+pub(super) fn clear_indexes<T: Transaction>(tx: &T, meta: &EntryMeta) {
+    tx.clear(&keys::by_task(
+        &meta.project,
+        &meta.domain,
+        &meta.task,
+        &meta.version,
+        &meta.digest,
+    ));
+    tx.clear(&keys::by_execution(&meta.execution, &meta.digest));
+    if let Some(at) = meta.expires_at_ms {
+        tx.clear(&keys::expiry(at, &meta.digest));
+    }
+}
+
+impl<S: Store> Catalog<S> {
+    /// Stores `output` for `key` under `lease`. `max_age` sets when the expiry collector removes
+    /// it. Outputs larger than the configured maximum are refused with
+    /// [`Error::OutputTooLarge`] and the lease is failed, so waiters do not wait for it.
+    pub async fn commit(
+        &self,
+        key: &CacheKey,
+        lease: &Lease,
+        output: &[u8],
+        max_age: Option<Duration>,
+    ) -> Result<Committed> {
+        let limit = self.inner.config.max_output_bytes;
+        if output.len() > limit {
+            let err = Error::OutputTooLarge {
+                size: output.len(),
+                limit,
+            };
+            self.fail(lease, &err.to_string()).await?;
+            return Err(err);
+        }
+        let d = key.digest;
+        let (begin, end) = keys::entry_range(&d);
+        let (chunks_begin, chunks_end) = keys::entry_chunks(&d);
+        let chunk_bytes = self.inner.config.chunk_bytes.max(1);
+        transact(&self.inner.store, &self.inner.config.retry, |tx| {
+            let (begin, end, chunks_begin, chunks_end) = (&begin, &end, &chunks_begin, &chunks_end);
+            async move {
+                let view =
+                    EntryView::parse(&d, tx.get_range(begin, end, RangeOptions::all()).await?)?;
+                let now = self.now_ms();
+                let ours = view.held_by(lease);
+                if let Some(meta) = &view.meta {
+                    if meta.execution == lease.execution {
+                        // Stored by this very execution: a retry after an unknown commit result.
+                        return Ok(Committed::Stored(meta.clone()));
+                    }
+                    let live = super::entry::is_live(meta, None, now);
+                    if live && !(lease.overwrite && ours) {
+                        if ours {
+                            self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
+                        }
+                        return Ok(Committed::AlreadyStored(Hit {
+                            output: view.output(meta)?,
+                            meta: meta.clone(),
+                        }));
+                    }
+                    clear_indexes(&tx, meta);
+                }
+                let chunks: Vec<&[u8]> = output.chunks(chunk_bytes).collect();
+                let meta = EntryMeta {
+                    digest: d,
+                    project: key.project.clone(),
+                    domain: key.domain.clone(),
+                    task: key.task.clone(),
+                    version: key.version.clone(),
+                    signature: key.signature,
+                    inputs: key.inputs.clone(),
+                    created_at_ms: now,
+                    execution: lease.execution.clone(),
+                    size: output.len() as u64,
+                    chunks: chunks.len() as u32,
+                    checksum: xxhash_rust::xxh3::xxh3_64(output),
+                    expires_at_ms: max_age.map(|a| {
+                        now.saturating_add(i64::try_from(duration_ms(a)).unwrap_or(i64::MAX))
+                    }),
+                };
+                tx.clear_range(chunks_begin, chunks_end);
+                for (i, chunk) in chunks.iter().enumerate() {
+                    tx.set(&keys::entry_chunk(&d, i as u32), chunk);
+                }
+                tx.set(&keys::entry_part(&d, entry_part::META), &encode(&meta));
+                tx.clear(&keys::entry_part(&d, entry_part::TOMBSTONE));
+                tx.set(
+                    &keys::by_task(&meta.project, &meta.domain, &meta.task, &meta.version, &d),
+                    &meta.size.to_be_bytes(),
+                );
+                tx.set(&keys::by_execution(&meta.execution, &d), &[]);
+                if let Some(at) = meta.expires_at_ms {
+                    tx.set(&keys::expiry(at, &d), &[]);
+                }
+                if ours {
+                    self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
+                }
+                Ok(Committed::Stored(meta))
+            }
+        })
+        .await
+    }
+
+    fn set_lease_state<T: Transaction>(
+        &self,
+        tx: &T,
+        lease: &Lease,
+        view: &EntryView,
+        state: LeaseState,
+    ) -> Result<()> {
+        if let Some((_, raw)) = &view.lease {
+            let mut record: LeaseRecord =
+                decode(|| format!("lease record of {}", lease.digest), raw)?;
+            record.state = state;
+            tx.set(
+                &keys::entry_part(&lease.digest, entry_part::LEASE),
+                &encode(&record),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! Reading everything about one key from one range read.
+
+use super::records::{EntryMeta, LeaseRecord, LeaseState, Tombstone, decode};
+use super::{Digest, Lease};
+use crate::error::{Error, Result};
+use crate::keys::{self, entry_part};
+use crate::store::KeyValue;
+
+/// The records under `(ENTRY, d)`.
+pub(super) struct EntryView {
+    pub lease: Option<(LeaseRecord, Vec<u8>)>,
+    pub tombstone: Option<Tombstone>,
+    pub meta: Option<EntryMeta>,
+    pub chunks: Vec<Vec<u8>>,
+}
+
+impl EntryView {
+    pub fn parse(d: &Digest, pairs: Vec<KeyValue>) -> Result<EntryView> {
+        let lease_key = keys::entry_part(d, entry_part::LEASE);
+        let tomb_key = keys::entry_part(d, entry_part::TOMBSTONE);
+        let meta_key = keys::entry_part(d, entry_part::META);
+        let mut view = EntryView {
+            lease: None,
+            tombstone: None,
+            meta: None,
+            chunks: Vec::new(),
+        };
+        for kv in pairs {
+            if kv.key == lease_key {
+                let record = decode(|| format!("lease record of {d}"), &kv.value)?;
+                view.lease = Some((record, kv.value));
+            } else if kv.key == tomb_key {
+                view.tombstone = Some(decode(|| format!("tombstone of {d}"), &kv.value)?);
+            } else if kv.key == meta_key {
+                view.meta = Some(decode(|| format!("entry metadata of {d}"), &kv.value)?);
+            } else {
+                // Chunks come in key order, which is chunk order.
+                view.chunks.push(kv.value);
+            }
+        }
+        Ok(view)
+    }
+
+    /// The metadata, if the entry exists and has not outlived `max_age_ms` at `now_ms`.
+    pub fn live_meta(&self, max_age_ms: Option<u64>, now_ms: i64) -> Option<&EntryMeta> {
+        self.meta
+            .as_ref()
+            .filter(|m| is_live(m, max_age_ms, now_ms))
+    }
+
+    /// Whether `lease` is the current holder of this key.
+    pub fn held_by(&self, lease: &Lease) -> bool {
+        matches!(&self.lease, Some((l, _))
+            if l.generation == lease.generation
+                && l.execution == lease.execution
+                && l.state == LeaseState::Held)
+    }
+
+    /// The output, checked against the metadata's size, chunk count and checksum.
+    pub fn output(&self, meta: &EntryMeta) -> Result<Vec<u8>> {
+        let corrupt = |detail: String| Error::Corrupt {
+            what: format!("output of {}", meta.digest),
+            detail,
+        };
+        if self.chunks.len() != meta.chunks as usize {
+            return Err(corrupt(format!(
+                "{} chunks stored, metadata says {}",
+                self.chunks.len(),
+                meta.chunks
+            )));
+        }
+        let mut out = Vec::with_capacity(meta.size as usize);
+        for c in &self.chunks {
+            out.extend_from_slice(c);
+        }
+        if out.len() as u64 != meta.size {
+            return Err(corrupt(format!(
+                "{} bytes stored, metadata says {}",
+                out.len(),
+                meta.size
+            )));
+        }
+        if xxhash_rust::xxh3::xxh3_64(&out) != meta.checksum {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        Ok(out)
+    }
+}
+
+/// An entry is live until the expiry it was stored with, and until the task's current
+/// `max_age` has passed since it was created (so shortening `max_age` takes effect at once).
+pub(super) fn is_live(meta: &EntryMeta, max_age_ms: Option<u64>, now_ms: i64) -> bool {
+    let stored = meta.expires_at_ms.is_none_or(|t| t > now_ms);
+    let current = max_age_ms.is_none_or(|age| {
+        meta.created_at_ms
+            .saturating_add(i64::try_from(age).unwrap_or(i64::MAX))
+            > now_ms
+    });
+    stored && current
+}

@@ -1,0 +1,124 @@
+//! Leases: who computes a key now. Acquired by resolve; kept alive by heartbeats; ended by
+//! commit (released), `fail` (failed: waiters take over at once) or `release`.
+//!
+//! Expiry is never decided by comparing wall clocks: the holder bumps a heartbeat counter, and a
+//! waiter takes over only after seeing the same (generation, beat) for the whole TTL on its own
+//! monotonic clock, in a transaction that re-reads the record (see [`super::Catalog::wait`]).
+//! Every acquisition increments the generation; commits and heartbeats are fenced by it.
+
+use super::records::{LeaseRecord, LeaseState, decode, encode};
+use super::{Catalog, Digest};
+use crate::error::Result;
+use crate::keys::{self, entry_part};
+use crate::store::{Store, Transaction, transact};
+use std::time::Duration;
+
+/// A lease this caller holds: it should compute the key and commit (or fail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The key.
+    pub digest: Digest,
+    /// The holder.
+    pub owner: String,
+    /// The holder's execution.
+    pub execution: String,
+    /// Fencing generation.
+    pub generation: u64,
+    /// Heartbeat at least this often (a third of it is a good interval).
+    pub ttl: Duration,
+    /// The commit replaces an existing entry.
+    pub overwrite: bool,
+    /// The key had been evicted (the call's status is `Evicted`).
+    pub evicted: bool,
+    /// The key's previous holder failed with this error.
+    pub previous_failure: Option<String>,
+    /// Acquired by taking over an expired lease.
+    pub took_over: bool,
+}
+
+/// A lease someone else holds, as this caller saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    /// The key.
+    pub digest: Digest,
+    /// The holder.
+    pub owner: String,
+    /// The holder's execution.
+    pub execution: String,
+    /// Its generation.
+    pub generation: u64,
+    /// Its heartbeat counter when seen.
+    pub beat: u64,
+    /// The holder's TTL: it may be taken over once (generation, beat) stay unchanged this long.
+    pub ttl: Duration,
+    /// The lease record's bytes as read, for watching it.
+    pub(super) raw: Vec<u8>,
+}
+
+impl HeldLease {
+    pub(super) fn from_record(digest: Digest, record: &LeaseRecord, raw: Vec<u8>) -> Self {
+        HeldLease {
+            digest,
+            owner: record.owner.clone(),
+            execution: record.execution.clone(),
+            generation: record.generation,
+            beat: record.beat,
+            ttl: Duration::from_millis(record.ttl_ms),
+            raw,
+        }
+    }
+}
+
+impl<S: Store> Catalog<S> {
+    /// Changes the lease record of `lease` with `change` if `lease` still holds it (same
+    /// generation and execution, still held); reports whether it did.
+    async fn update_lease(&self, lease: &Lease, change: impl Fn(&mut LeaseRecord)) -> Result<bool> {
+        let key = keys::entry_part(&lease.digest, entry_part::LEASE);
+        transact(&self.inner.store, &self.inner.config.retry, |tx| {
+            let key = &key;
+            let change = &change;
+            async move {
+                let Some(raw) = tx.get(key, false).await? else {
+                    return Ok(false);
+                };
+                let mut record: LeaseRecord =
+                    decode(|| format!("lease record of {}", lease.digest), &raw)?;
+                if record.generation != lease.generation
+                    || record.execution != lease.execution
+                    || record.state != LeaseState::Held
+                {
+                    return Ok(false);
+                }
+                change(&mut record);
+                tx.set(key, &encode(&record));
+                Ok(true)
+            }
+        })
+        .await
+    }
+
+    /// Extends `lease`: bumps its heartbeat counter if it still holds the key. `false` means the
+    /// lease was taken over or ended; the holder may still commit (first writer wins).
+    pub async fn heartbeat(&self, lease: &Lease) -> Result<bool> {
+        self.update_lease(lease, |r| r.beat += 1).await
+    }
+
+    /// Ends `lease` because the execution failed with `error`: waiters acquire at once and see
+    /// the error. Returns whether the lease was still held.
+    pub async fn fail(&self, lease: &Lease, error: &str) -> Result<bool> {
+        let at_ms = self.now_ms();
+        self.update_lease(lease, |r| {
+            r.state = LeaseState::Failed {
+                error: error.to_string(),
+                at_ms,
+            }
+        })
+        .await
+    }
+
+    /// Ends `lease` without a result and without an error (the call was cancelled).
+    pub async fn release(&self, lease: &Lease) -> Result<bool> {
+        self.update_lease(lease, |r| r.state = LeaseState::Released)
+            .await
+    }
+}

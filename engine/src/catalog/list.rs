@@ -1,0 +1,145 @@
+//! Browsing the cache: entries of a project/domain (optionally a task and version) page by page,
+//! one entry by key, and per-task statistics.
+
+use super::entry::EntryView;
+use super::records::{CacheStatus, EntryMeta, decode};
+use super::{Catalog, Digest, Hit};
+use crate::error::{Error, Result};
+use crate::keys::{self, entry_part};
+use crate::store::{RangeOptions, Store, Transaction};
+use std::collections::BTreeMap;
+
+/// One page of entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryPage {
+    /// Entries in (task, version, key) order.
+    pub entries: Vec<EntryMeta>,
+    /// Pass this to get the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Statistics of one task in one project and domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskStats {
+    /// Stored entries (all versions).
+    pub entries: u64,
+    /// Their total output size in bytes.
+    pub bytes: u64,
+    /// Entries per cache version.
+    pub entries_by_version: BTreeMap<String, u64>,
+    /// Recorded calls by cache status (from flushed execution records).
+    pub calls: BTreeMap<CacheStatus, u64>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl<S: Store> Catalog<S> {
+    /// Lists entries of `project`/`domain`, narrowed to a task and a version if given,
+    /// `page_size` at a time, starting after `cursor` (from the previous page's `next`).
+    pub async fn list_entries(
+        &self,
+        project: &str,
+        domain: &str,
+        task: Option<&str>,
+        version: Option<&str>,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<EntryPage> {
+        let (begin, end) = keys::by_task_range(project, domain, task, version);
+        let begin = match cursor {
+            None => begin,
+            Some(c) => {
+                let k = unhex(c)
+                    .filter(|k| k.as_slice() >= begin.as_slice() && k.as_slice() < end.as_slice());
+                k.ok_or_else(|| Error::InvalidInput {
+                    what: "page cursor".into(),
+                    reason: format!("{c:?} is not a cursor of this listing"),
+                })?
+            }
+        };
+        let tx = self.inner.store.begin_read().await?;
+        let page_size = page_size.max(1);
+        let index = tx
+            .get_range(&begin, &end, RangeOptions::all().limit(page_size + 1))
+            .await?;
+        let more = index.len() > page_size;
+        let mut entries = Vec::with_capacity(page_size.min(index.len()));
+        let mut next = None;
+        for (i, kv) in index.iter().enumerate() {
+            if i == page_size {
+                next = Some(hex(&kv.key));
+                break;
+            }
+            let Some(d) = keys::digest_of_by_task(&kv.key) else {
+                continue;
+            };
+            if let Some(raw) = tx
+                .get(&keys::entry_part(&d, entry_part::META), true)
+                .await?
+            {
+                entries.push(decode(|| format!("entry metadata of {d}"), &raw)?);
+            }
+        }
+        debug_assert_eq!(more, next.is_some());
+        Ok(EntryPage { entries, next })
+    }
+
+    /// The entry stored under `digest`, with its output.
+    pub async fn entry(&self, digest: &Digest) -> Result<Option<Hit>> {
+        let (begin, end) = keys::entry_range(digest);
+        let tx = self.inner.store.begin_read().await?;
+        let view = EntryView::parse(
+            digest,
+            tx.get_range(&begin, &end, RangeOptions::all()).await?,
+        )?;
+        match &view.meta {
+            Some(meta) => Ok(Some(Hit {
+                output: view.output(meta)?,
+                meta: meta.clone(),
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// Statistics of `task` in `project`/`domain`.
+    pub async fn task_stats(&self, project: &str, domain: &str, task: &str) -> Result<TaskStats> {
+        let tx = self.inner.store.begin_read().await?;
+        let mut stats = TaskStats::default();
+        let (begin, end) = keys::by_task_range(project, domain, Some(task), None);
+        for kv in tx.get_range(&begin, &end, RangeOptions::all()).await? {
+            let size: [u8; 8] = kv.value.as_slice().try_into().map_err(|_| Error::Corrupt {
+                what: "task index entry".into(),
+                detail: format!("{} bytes where an 8-byte size belongs", kv.value.len()),
+            })?;
+            stats.entries += 1;
+            stats.bytes += u64::from_be_bytes(size);
+            let sub = foundationdb_tuple::Subspace::from_bytes(vec![keys::tag::BY_TASK]);
+            if let Ok((_, _, _, version, _)) =
+                sub.unpack::<(String, String, String, String, Vec<u8>)>(&kv.key)
+            {
+                *stats.entries_by_version.entry(version).or_default() += 1;
+            }
+        }
+        let (begin, end) = keys::stats_range(project, domain, task);
+        for kv in tx.get_range(&begin, &end, RangeOptions::all()).await? {
+            let status = keys::status_of_stats(&kv.key).and_then(|s| CacheStatus::from_name(&s));
+            let count: Option<[u8; 8]> = kv.value.as_slice().try_into().ok();
+            if let (Some(status), Some(count)) = (status, count) {
+                stats.calls.insert(status, u64::from_be_bytes(count));
+            }
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,138 @@
+//! The cache catalog: cache keys and the one atomic resolve / lease / commit protocol that makes
+//! a cacheable task run once per key, written once above the [`Store`] trait for every backend.
+//!
+//! Everything about a key lives under one key prefix (see [`crate::keys`]): its lease, its
+//! eviction tombstone, its metadata and its output chunks. So:
+//! - a **hit** is one read-only range read, with no write;
+//! - **resolve** is one transaction that returns the stored output, or acquires the lease (with a
+//!   fencing generation), or reports who holds it;
+//! - **commit** is one transaction that stores the output and metadata, updates the indexes and
+//!   releases the lease; the first writer wins and nothing is ever overwritten by a late holder;
+//! - **fail** releases the lease at once so waiters need not wait for it to expire;
+//! - waiters sleep on the store's watch of the lease key and take over a lease only after seeing
+//!   it unchanged for its TTL on their own monotonic clock ([`Catalog::wait`]).
+//!
+//! The catalog never runs tasks itself except in [`Catalog::call`], the whole protocol for one
+//! in-process call, which the actor runtime splits between schedulers and workers.
+
+mod call;
+mod canonical;
+mod commit;
+mod entry;
+mod evict;
+mod key;
+mod lease;
+mod list;
+mod recorder;
+pub mod records;
+mod resolve;
+mod wait;
+
+pub use call::{CallOptions, CallOutcome, FailurePolicy};
+pub use canonical::to_canonical_msgpack;
+pub use commit::Committed;
+pub use evict::EvictScope;
+pub use key::{CacheHash, CacheKey, Digest, KeyInputs, TaskSignature, TypeDesc};
+pub use lease::{HeldLease, Lease};
+pub use list::{EntryPage, TaskStats};
+pub use records::{CacheStatus, EntryMeta, ExecutionRecord};
+pub use resolve::{Hit, Resolution, ResolveRequest};
+pub use wait::Answer;
+
+use crate::clock::{Clock, SystemClock};
+use crate::store::{RetryPolicy, Store};
+use recorder::Recorder;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of a catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    /// Largest output stored; a larger one is returned to its caller with status `PutFailure`.
+    pub max_output_bytes: usize,
+    /// Output bytes per stored chunk (below the store's value limit).
+    pub chunk_bytes: usize,
+    /// Retry policy of every catalog transaction.
+    pub retry: RetryPolicy,
+    /// Most execution records written in one transaction.
+    pub record_batch: usize,
+    /// Entries evicted per transaction by bulk eviction and the expiry collector.
+    pub evict_batch: usize,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            max_output_bytes: 8 * 1024 * 1024,
+            chunk_bytes: 90_000,
+            retry: RetryPolicy::default(),
+            record_batch: 512,
+            evict_batch: 64,
+        }
+    }
+}
+
+/// The cache catalog over one store. Cheap to clone; clones share everything.
+pub struct Catalog<S: Store> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Store> Clone for Catalog<S> {
+    fn clone(&self) -> Self {
+        Catalog {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S: Store> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    config: CatalogConfig,
+    recorder: Recorder,
+}
+
+impl<S: Store> Catalog<S> {
+    /// A catalog on `store` with the system clock and default settings. Must be called inside a
+    /// tokio runtime (it starts the execution-record writer).
+    pub fn new(store: S) -> Self {
+        Self::with(store, Arc::new(SystemClock), CatalogConfig::default())
+    }
+
+    /// A catalog with a given clock and settings.
+    pub fn with(store: S, clock: Arc<dyn Clock>, config: CatalogConfig) -> Self {
+        let recorder = Recorder::spawn(store.clone(), config.clone());
+        Catalog {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                recorder,
+            }),
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CatalogConfig {
+        &self.inner.config
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+}
+
+/// A new execution id: time-ordered (milliseconds, then random bits), unique across nodes.
+pub fn new_execution_id() -> String {
+    let ms = SystemClock.now_ms();
+    format!("{ms:012x}-{:016x}", rand::random::<u64>())
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

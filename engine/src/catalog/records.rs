@@ -1,0 +1,190 @@
+//! The values the catalog stores (their keys are in [`crate::keys`]), and their encoding:
+//! MessagePack with named fields, so a newer Cairn can add optional fields and an older one still
+//! reads what it knows. A value that does not decode is reported as [`Error::Corrupt`] naming the
+//! key, never skipped.
+
+use super::Digest;
+use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Encodes a record.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Records are plain data (strings, numbers, options): encoding cannot fail.
+    rmp_serde::to_vec_named(value).unwrap_or_default()
+}
+
+/// Decodes a record; `what` names it in the error.
+pub fn decode<T: DeserializeOwned>(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::Corrupt {
+        what: what(),
+        detail: e.to_string(),
+    })
+}
+
+/// The metadata of a stored entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// The key digest.
+    pub digest: Digest,
+    /// Project of the key.
+    pub project: String,
+    /// Domain of the key.
+    pub domain: String,
+    /// Task name.
+    pub task: String,
+    /// Cache version.
+    pub version: String,
+    /// Signature digest.
+    pub signature: Digest,
+    /// Input digests by name (ignored inputs excluded).
+    pub inputs: Vec<(String, Digest)>,
+    /// When the entry was stored (Unix ms).
+    pub created_at_ms: i64,
+    /// The execution that produced it.
+    pub execution: String,
+    /// Output size in bytes.
+    pub size: u64,
+    /// Number of output chunks.
+    pub chunks: u32,
+    /// xxh3-64 of the output, checked on every read.
+    pub checksum: u64,
+    /// When the expiry collector removes it (Unix ms), if the task has a `max_age`.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// What the lease record of a key says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseState {
+    /// An execution is computing the key.
+    Held,
+    /// The last holder committed or gave up without an error; the next caller acquires.
+    Released,
+    /// The last execution failed; the next caller acquires at once.
+    Failed {
+        /// The error it reported.
+        error: String,
+        /// When (Unix ms).
+        at_ms: i64,
+    },
+}
+
+/// The lease on one cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// The holder (a node or process name).
+    pub owner: String,
+    /// The holder's execution id.
+    pub execution: String,
+    /// Fencing generation: every acquisition or takeover increments it.
+    pub generation: u64,
+    /// Heartbeat counter, bumped by the holder; waiters time expiry on their own clocks from the
+    /// last change they saw.
+    pub beat: u64,
+    /// How long a waiter waits without seeing a heartbeat before taking over (ms).
+    pub ttl_ms: u64,
+    /// When acquired (Unix ms; informational only, never compared across machines).
+    pub acquired_at_ms: i64,
+    /// The holder will replace an existing entry (overwrite).
+    pub overwrite: bool,
+    /// Held or failed.
+    pub state: LeaseState,
+}
+
+/// Left where an evicted entry was, so the next call reports `Evicted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// When (Unix ms).
+    pub evicted_at_ms: i64,
+    /// Why: by key, task, version, project, execution, or expiry.
+    pub reason: String,
+}
+
+/// The cache status of one task call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CacheStatus {
+    /// The task is not cacheable.
+    Disabled,
+    /// No entry; the task ran and its result was not stored (it failed).
+    Miss,
+    /// Answered from the cache.
+    Hit,
+    /// No entry; the task ran and its output was stored.
+    Populated,
+    /// Overwrite requested: the cache was skipped and the entry replaced.
+    Skipped,
+    /// Another execution was computing the key; this call waited for its result.
+    Waited,
+    /// The entry had been evicted; the task ran again.
+    Evicted,
+    /// The cache could not be read; the task ran uncached.
+    LookupFailure,
+    /// The task ran but its output could not be stored; the output still reached the caller.
+    PutFailure,
+}
+
+impl CacheStatus {
+    /// Every status.
+    pub const ALL: [CacheStatus; 9] = [
+        CacheStatus::Disabled,
+        CacheStatus::Miss,
+        CacheStatus::Hit,
+        CacheStatus::Populated,
+        CacheStatus::Skipped,
+        CacheStatus::Waited,
+        CacheStatus::Evicted,
+        CacheStatus::LookupFailure,
+        CacheStatus::PutFailure,
+    ];
+
+    /// The status's stable name (used in keys, metrics and the API).
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheStatus::Disabled => "disabled",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Hit => "hit",
+            CacheStatus::Populated => "populated",
+            CacheStatus::Skipped => "skipped",
+            CacheStatus::Waited => "waited",
+            CacheStatus::Evicted => "evicted",
+            CacheStatus::LookupFailure => "lookup_failure",
+            CacheStatus::PutFailure => "put_failure",
+        }
+    }
+
+    /// The status with this name.
+    pub fn from_name(name: &str) -> Option<CacheStatus> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// The record of one task call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    /// This call's execution id.
+    pub execution: String,
+    /// The run it belongs to, if any.
+    pub run: Option<String>,
+    /// Project.
+    pub project: String,
+    /// Domain.
+    pub domain: String,
+    /// Task name.
+    pub task: String,
+    /// Cache version.
+    pub version: String,
+    /// The cache key, for cacheable calls.
+    pub key: Option<Digest>,
+    /// How the cache answered.
+    pub status: CacheStatus,
+    /// When the call started (Unix ms).
+    pub started_at_ms: i64,
+    /// Time from call to result (µs).
+    pub duration_us: u64,
+    /// Time spent waiting behind another execution (µs).
+    pub wait_us: u64,
+    /// The execution this call waited for, if it waited.
+    pub waited_for: Option<String>,
+    /// The task's error, if it failed.
+    pub error: Option<String>,
+}

@@ -1,0 +1,172 @@
+//! Resolve: answer a call from the cache, or make the caller the one who computes it, or say who
+//! does.
+
+use super::entry::EntryView;
+use super::lease::{HeldLease, Lease};
+use super::records::{EntryMeta, LeaseRecord, LeaseState, encode};
+use super::{CacheKey, Catalog, duration_ms};
+use crate::error::Result;
+use crate::keys::{self, entry_part};
+use crate::store::{RangeOptions, Store, Transaction, transact};
+use std::time::Duration;
+
+/// One resolve.
+#[derive(Debug, Clone)]
+pub struct ResolveRequest<'a> {
+    /// The key.
+    pub key: &'a CacheKey,
+    /// Who asks (a node or process name).
+    pub owner: &'a str,
+    /// The asking execution.
+    pub execution: &'a str,
+    /// TTL of the lease if acquired.
+    pub lease_ttl: Duration,
+    /// The task's `max_age`: older entries are misses.
+    pub max_age: Option<Duration>,
+    /// Ignore any entry: acquire to replace it.
+    pub overwrite: bool,
+    /// Take over this lease if it is still exactly as seen (same generation and heartbeat): the
+    /// caller has watched it unchanged for its TTL on its own clock.
+    pub takeover: Option<&'a HeldLease>,
+}
+
+/// A cached output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The output bytes.
+    pub output: Vec<u8>,
+    /// The entry's metadata.
+    pub meta: EntryMeta,
+}
+
+/// What resolve found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The output is stored.
+    Hit(Hit),
+    /// The caller now holds the lease and should compute the output.
+    Acquired(Lease),
+    /// Someone else holds the lease.
+    Held(HeldLease),
+}
+
+impl<S: Store> Catalog<S> {
+    /// Reads the key's entry without writing anything: the hit path, one read-only range read.
+    pub async fn lookup(&self, key: &CacheKey, max_age: Option<Duration>) -> Result<Option<Hit>> {
+        let (begin, end) = keys::entry_range(&key.digest);
+        let tx = self.inner.store.begin_read().await?;
+        let pairs = tx
+            .get_range(&begin, &end, RangeOptions::all().snapshot())
+            .await?;
+        let view = EntryView::parse(&key.digest, pairs)?;
+        match view.live_meta(max_age.map(duration_ms), self.now_ms()) {
+            Some(meta) => Ok(Some(Hit {
+                output: view.output(meta)?,
+                meta: meta.clone(),
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves a call: [`Resolution::Hit`] with the stored output, [`Resolution::Acquired`] with
+    /// a lease to compute it, or [`Resolution::Held`] when another execution holds the lease.
+    /// One read when the entry exists; one transaction otherwise.
+    pub async fn resolve(&self, req: &ResolveRequest<'_>) -> Result<Resolution> {
+        if !req.overwrite
+            && let Some(hit) = self.lookup(req.key, req.max_age).await?
+        {
+            return Ok(Resolution::Hit(hit));
+        }
+        let d = req.key.digest;
+        let (begin, end) = keys::entry_range(&d);
+        let lease_key = keys::entry_part(&d, entry_part::LEASE);
+        let max_age_ms = req.max_age.map(duration_ms);
+        transact(&self.inner.store, &self.inner.config.retry, |tx| {
+            let (begin, end, lease_key) = (&begin, &end, &lease_key);
+            async move {
+                let view =
+                    EntryView::parse(&d, tx.get_range(begin, end, RangeOptions::all()).await?)?;
+                let now = self.now_ms();
+                if !req.overwrite
+                    && let Some(meta) = view.live_meta(max_age_ms, now)
+                {
+                    return Ok(Resolution::Hit(Hit {
+                        output: view.output(meta)?,
+                        meta: meta.clone(),
+                    }));
+                }
+                let mut generation = 1;
+                let mut previous_failure = None;
+                let mut took_over = false;
+                if let Some((record, raw)) = &view.lease {
+                    generation = record.generation + 1;
+                    match &record.state {
+                        LeaseState::Held
+                            if record.execution == req.execution && record.owner == req.owner =>
+                        {
+                            // Ours already: a retry after an unknown commit result.
+                            return Ok(Resolution::Acquired(
+                                self.lease_from(req, record, &view, None, false),
+                            ));
+                        }
+                        LeaseState::Held => {
+                            let expired = req.takeover.is_some_and(|seen| {
+                                seen.generation == record.generation && seen.beat == record.beat
+                            });
+                            if !expired {
+                                return Ok(Resolution::Held(HeldLease::from_record(
+                                    d,
+                                    record,
+                                    raw.clone(),
+                                )));
+                            }
+                            took_over = true;
+                        }
+                        LeaseState::Failed { error, .. } => previous_failure = Some(error.clone()),
+                        LeaseState::Released => {}
+                    }
+                }
+                let record = LeaseRecord {
+                    owner: req.owner.to_string(),
+                    execution: req.execution.to_string(),
+                    generation,
+                    beat: 0,
+                    ttl_ms: duration_ms(req.lease_ttl),
+                    acquired_at_ms: now,
+                    overwrite: req.overwrite,
+                    state: LeaseState::Held,
+                };
+                tx.set(lease_key, &encode(&record));
+                Ok(Resolution::Acquired(self.lease_from(
+                    req,
+                    &record,
+                    &view,
+                    previous_failure,
+                    took_over,
+                )))
+            }
+        })
+        .await
+    }
+
+    fn lease_from(
+        &self,
+        req: &ResolveRequest<'_>,
+        record: &LeaseRecord,
+        view: &EntryView,
+        previous_failure: Option<String>,
+        took_over: bool,
+    ) -> Lease {
+        Lease {
+            digest: req.key.digest,
+            owner: record.owner.clone(),
+            execution: record.execution.clone(),
+            generation: record.generation,
+            ttl: Duration::from_millis(record.ttl_ms),
+            overwrite: record.overwrite,
+            evicted: view.tombstone.is_some(),
+            previous_failure,
+            took_over,
+        }
+    }
+}

@@ -1,0 +1,898 @@
+//! The catalog conformance suite: the resolve / lease / commit protocol, eviction, expiry,
+//! listing and execution records, on every backend. Instantiate it with
+//! [`catalog_conformance!`](crate::catalog_conformance).
+//!
+//! Every test uses a random project of its own, so tests share a database without seeing each
+//! other's entries.
+
+use crate::harness::Harness;
+use cairn_engine::catalog::{
+    Answer, CacheKey, CacheStatus, CallOptions, Catalog, CatalogConfig, Committed, EvictScope,
+    FailurePolicy, KeyInputs, Lease, Resolution, ResolveRequest, TaskSignature, TypeDesc,
+    new_execution_id,
+};
+use cairn_engine::clock::ManualClock;
+use cairn_engine::{Error, Store, Transaction};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+const LONG_TTL: Duration = Duration::from_secs(3600);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A random project name.
+pub fn project() -> String {
+    format!("p{:016x}", rand::random::<u64>())
+}
+
+fn signature() -> TaskSignature {
+    TaskSignature::new("square", TypeDesc::of::<i64>()).input("n", TypeDesc::of::<i64>())
+}
+
+/// The key of `square(n)` in `project`/dev at version 1.0.
+pub fn key(project: &str, n: i64) -> CacheKey {
+    key_v(project, "square", "1.0", n)
+}
+
+fn key_v(project: &str, task: &str, version: &str, n: i64) -> CacheKey {
+    let mut sig = signature();
+    sig.name = task.to_string();
+    let mut inputs = KeyInputs::new();
+    inputs.add("n", &n).expect("encode input");
+    CacheKey::new(project, "dev", &sig, version, &inputs).expect("key")
+}
+
+fn request<'a>(key: &'a CacheKey, execution: &'a str, ttl: Duration) -> ResolveRequest<'a> {
+    ResolveRequest {
+        key,
+        owner: "test-node",
+        execution,
+        lease_ttl: ttl,
+        max_age: None,
+        overwrite: false,
+        takeover: None,
+    }
+}
+
+async fn acquire<S: Store>(catalog: &Catalog<S>, key: &CacheKey, ttl: Duration) -> Lease {
+    let execution = new_execution_id();
+    match catalog
+        .resolve(&request(key, &execution, ttl))
+        .await
+        .expect("resolve")
+    {
+        Resolution::Acquired(lease) => lease,
+        other => panic!("expected to acquire {}, got {other:?}", key.digest),
+    }
+}
+
+async fn populate<S: Store>(catalog: &Catalog<S>, key: &CacheKey, output: &[u8]) -> Lease {
+    let lease = acquire(catalog, key, LONG_TTL).await;
+    match catalog
+        .commit(key, &lease, output, None)
+        .await
+        .expect("commit")
+    {
+        Committed::Stored(_) => lease,
+        other => panic!("expected to store, got {other:?}"),
+    }
+}
+
+/// Waits until the store has committed more transactions than `before`: how a test knows that a
+/// call it started has resolved (a resolve that finds the key held commits an empty transaction).
+async fn committed_past<S: Store>(catalog: &Catalog<S>, before: u64) {
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        while catalog.store().counters().commits() <= before {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the call resolved");
+}
+
+async fn catalog_of<H: Harness>(h: &H) -> Catalog<H::S> {
+    Catalog::new(h.open().await)
+}
+
+/// 1,000 concurrent resolves of one key: exactly one acquires, every other sees it held.
+pub async fn concurrent_resolve_acquires_once<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let key = Arc::new(key(&project(), 7));
+    let mut tasks = Vec::new();
+    for _ in 0..1_000 {
+        let (catalog, key) = (catalog.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let execution = new_execution_id();
+            catalog
+                .resolve(&request(&key, &execution, LONG_TTL))
+                .await
+                .expect("resolve")
+        }));
+    }
+    let (mut acquired, mut held) = (0, 0);
+    let mut holders = std::collections::HashSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Resolution::Acquired(l) => {
+                acquired += 1;
+                assert_eq!(l.generation, 1);
+                holders.insert(l.execution);
+            }
+            Resolution::Held(h) => {
+                held += 1;
+                holders.insert(h.execution);
+            }
+            Resolution::Hit(_) => panic!("nothing was committed"),
+        }
+    }
+    assert_eq!((acquired, held), (1, 999));
+    assert_eq!(holders.len(), 1, "everyone saw the same holder");
+}
+
+/// A committed output is a hit afterwards, with its metadata; a hit writes nothing.
+pub async fn commit_then_hit<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let key = key(&project(), 2);
+    assert_eq!(catalog.lookup(&key, None).await.unwrap(), None);
+    let lease = populate(&catalog, &key, b"4").await;
+    let commits_before = catalog.store().counters().commits();
+    let execution = new_execution_id();
+    match catalog
+        .resolve(&request(&key, &execution, LONG_TTL))
+        .await
+        .unwrap()
+    {
+        Resolution::Hit(hit) => {
+            assert_eq!(hit.output, b"4");
+            assert_eq!(hit.meta.execution, lease.execution);
+            assert_eq!(hit.meta.task, "square");
+            assert_eq!(hit.meta.version, "1.0");
+            assert_eq!(hit.meta.size, 1);
+            assert_eq!(hit.meta.inputs, key.inputs);
+        }
+        other => panic!("expected a hit, got {other:?}"),
+    }
+    assert_eq!(
+        catalog.store().counters().commits(),
+        commits_before,
+        "a hit commits nothing"
+    );
+}
+
+/// An expired owner's late commit and its successor's commit: exactly one entry, and both get
+/// the same output. A late commit after the successor's never overwrites it.
+pub async fn late_owner_never_overwrites<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    for round in 0..3 {
+        let key = key(&project(), round);
+        let old = acquire(&catalog, &key, Duration::from_millis(50)).await;
+        let second = new_execution_id();
+        let held = match catalog
+            .resolve(&request(&key, &second, LONG_TTL))
+            .await
+            .unwrap()
+        {
+            Resolution::Held(h) => h,
+            other => panic!("expected held, got {other:?}"),
+        };
+        // The waiter has seen the lease unchanged for its TTL: it takes over.
+        let mut req = request(&key, &second, LONG_TTL);
+        req.takeover = Some(&held);
+        let new = match catalog.resolve(&req).await.unwrap() {
+            Resolution::Acquired(l) => l,
+            other => panic!("expected takeover, got {other:?}"),
+        };
+        assert!(new.took_over);
+        assert_eq!(new.generation, old.generation + 1);
+        assert!(
+            !catalog.heartbeat(&old).await.unwrap(),
+            "the old holder is fenced"
+        );
+
+        let (a, b) = match round {
+            // Both at once.
+            0 => tokio::join!(
+                catalog.commit(&key, &old, b"from the old owner", None),
+                catalog.commit(&key, &new, b"from the new owner", None)
+            ),
+            // Old first, then new.
+            1 => {
+                let a = catalog
+                    .commit(&key, &old, b"from the old owner", None)
+                    .await;
+                (
+                    a,
+                    catalog
+                        .commit(&key, &new, b"from the new owner", None)
+                        .await,
+                )
+            }
+            // New first, then the late old owner.
+            _ => {
+                let b = catalog
+                    .commit(&key, &new, b"from the new owner", None)
+                    .await;
+                (
+                    catalog
+                        .commit(&key, &old, b"from the old owner", None)
+                        .await,
+                    b,
+                )
+            }
+        };
+        let output = |c: Committed, mine: &[u8]| match c {
+            Committed::Stored(_) => mine.to_vec(),
+            Committed::AlreadyStored(hit) => hit.output,
+        };
+        let a = output(a.unwrap(), b"from the old owner");
+        let b = output(b.unwrap(), b"from the new owner");
+        assert_eq!(a, b, "round {round}: both callers get the same output");
+        let stored = catalog.lookup(&key, None).await.unwrap().unwrap();
+        assert_eq!(stored.output, a);
+        if round == 2 {
+            assert_eq!(
+                stored.output, b"from the new owner",
+                "the late commit did not overwrite"
+            );
+        }
+        let page = catalog
+            .list_entries(&key.project, "dev", None, None, 10, None)
+            .await
+            .unwrap();
+        assert_eq!(page.entries.len(), 1, "exactly one entry");
+    }
+}
+
+/// A waiter wakes when the holder commits (not after the TTL), and when the holder fails it
+/// acquires at once and sees the error.
+pub async fn waiters_wake_on_commit_and_fail<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let project = project();
+
+    for fails in [false, true] {
+        let key = Arc::new(key(&project, i64::from(fails)));
+        let lease = acquire(&catalog, &key, LONG_TTL).await;
+        let execution = new_execution_id();
+        let held = match catalog
+            .resolve(&request(&key, &execution, LONG_TTL))
+            .await
+            .unwrap()
+        {
+            Resolution::Held(h) => h,
+            other => panic!("expected held, got {other:?}"),
+        };
+        let waiter = {
+            let (catalog, key) = (catalog.clone(), key.clone());
+            tokio::spawn(async move {
+                let req = request(&key, &execution, LONG_TTL);
+                catalog.wait(&req, held).await.unwrap()
+            })
+        };
+        if fails {
+            assert!(catalog.fail(&lease, "boom").await.unwrap());
+        } else {
+            catalog.commit(&key, &lease, b"done", None).await.unwrap();
+        }
+        let answered = tokio::time::timeout(EVENT_TIMEOUT, waiter)
+            .await
+            .expect("the waiter woke long before the one-hour TTL")
+            .unwrap();
+        match (fails, answered) {
+            (false, Answer::Hit(hit)) => assert_eq!(hit.output, b"done"),
+            (true, Answer::Acquired(l)) => {
+                assert_eq!(l.previous_failure.as_deref(), Some("boom"));
+                assert!(!l.took_over);
+                assert_eq!(l.generation, lease.generation + 1);
+            }
+            (_, other) => panic!("fails={fails}: unexpected {other:?}"),
+        }
+    }
+}
+
+/// A holder that stops heartbeating is taken over once its TTL passes on the waiter's clock;
+/// one that keeps heartbeating is not.
+pub async fn silent_holder_is_taken_over<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let project = project();
+    let ttl = Duration::from_millis(300);
+
+    // Silent holder.
+    let key1 = key(&project, 1);
+    let silent = acquire(&catalog, &key1, ttl).await;
+    let execution = new_execution_id();
+    let req = request(&key1, &execution, LONG_TTL);
+    let Resolution::Held(held) = catalog.resolve(&req).await.unwrap() else {
+        panic!("expected held")
+    };
+    let taken = tokio::time::timeout(EVENT_TIMEOUT, catalog.wait(&req, held))
+        .await
+        .unwrap()
+        .unwrap();
+    match taken {
+        Answer::Acquired(l) => {
+            assert!(l.took_over);
+            assert_eq!(l.generation, silent.generation + 1);
+        }
+        other => panic!("expected takeover, got {other:?}"),
+    }
+
+    // Live holder: heartbeats every TTL/3 for 4 TTLs, then commits; the waiter gets the output.
+    let key2 = Arc::new(key(&project, 2));
+    let live = acquire(&catalog, &key2, ttl).await;
+    let beating = {
+        let (catalog, key2, live) = (catalog.clone(), key2.clone(), live.clone());
+        tokio::spawn(async move {
+            for _ in 0..12 {
+                tokio::time::sleep(ttl / 3).await;
+                assert!(catalog.heartbeat(&live).await.unwrap(), "still the holder");
+            }
+            catalog.commit(&key2, &live, b"alive", None).await.unwrap();
+        })
+    };
+    let execution = new_execution_id();
+    let req = request(&key2, &execution, LONG_TTL);
+    let Resolution::Held(held) = catalog.resolve(&req).await.unwrap() else {
+        panic!("expected held")
+    };
+    let answered = tokio::time::timeout(EVENT_TIMEOUT, catalog.wait(&req, held))
+        .await
+        .unwrap()
+        .unwrap();
+    beating.await.unwrap();
+    match answered {
+        Answer::Hit(hit) => assert_eq!(hit.output, b"alive"),
+        other => panic!("a heartbeating holder was taken over: {other:?}"),
+    }
+}
+
+/// Outputs larger than one store value are chunked and come back intact; outputs over the
+/// configured maximum are refused (the lease is failed, so nobody waits for it).
+pub async fn chunked_and_oversized_outputs<H: Harness>() {
+    let h = H::new().await;
+    let config = CatalogConfig {
+        max_output_bytes: 2_000_000,
+        ..CatalogConfig::default()
+    };
+    let catalog = Catalog::with(
+        h.open().await,
+        Arc::new(cairn_engine::clock::SystemClock),
+        config,
+    );
+    let project = project();
+    let big: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let key1 = key(&project, 1);
+    populate(&catalog, &key1, &big).await;
+    let hit = catalog.lookup(&key1, None).await.unwrap().unwrap();
+    assert_eq!(hit.meta.chunks, 17);
+    assert!(hit.output == big, "chunked output round-trips");
+
+    let key2 = key(&project, 2);
+    let lease = acquire(&catalog, &key2, LONG_TTL).await;
+    let err = catalog
+        .commit(&key2, &lease, &vec![0u8; 2_000_001], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::OutputTooLarge {
+                size: 2_000_001,
+                limit: 2_000_000
+            }
+        ),
+        "{err}"
+    );
+    let execution = new_execution_id();
+    match catalog
+        .resolve(&request(&key2, &execution, LONG_TTL))
+        .await
+        .unwrap()
+    {
+        Resolution::Acquired(l) => assert!(l.previous_failure.unwrap().contains("exceeds")),
+        other => panic!("expected to acquire after the refused commit, got {other:?}"),
+    }
+}
+
+/// Overwrite re-executes and replaces the entry atomically; until then the old one is served.
+pub async fn overwrite_replaces<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let key = key(&project(), 3);
+    populate(&catalog, &key, b"old").await;
+    let execution = new_execution_id();
+    let mut req = request(&key, &execution, LONG_TTL);
+    req.overwrite = true;
+    let lease = match catalog.resolve(&req).await.unwrap() {
+        Resolution::Acquired(l) => l,
+        other => panic!("overwrite must acquire, got {other:?}"),
+    };
+    assert!(lease.overwrite);
+    assert_eq!(
+        catalog.lookup(&key, None).await.unwrap().unwrap().output,
+        b"old"
+    );
+    match catalog.commit(&key, &lease, b"new", None).await.unwrap() {
+        Committed::Stored(meta) => assert_eq!(meta.execution, execution),
+        other => panic!("overwrite must store, got {other:?}"),
+    }
+    assert_eq!(
+        catalog.lookup(&key, None).await.unwrap().unwrap().output,
+        b"new"
+    );
+    let stats = catalog
+        .task_stats(&key.project, "dev", "square")
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.entries, stats.bytes),
+        (1, 3),
+        "the old entry's index entry is gone"
+    );
+}
+
+/// Eviction by key, task version, task, project/domain and producing execution; an evicted key
+/// reports that it was evicted on its next resolve.
+pub async fn eviction_scopes<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let p = project();
+    let mut by_exec = None;
+    for (task, version) in [("a", "1"), ("a", "2"), ("b", "1")] {
+        for n in 0..3 {
+            let lease = populate(&catalog, &key_v(&p, task, version, n), b"x").await;
+            if (task, version, n) == ("b", "1", 0) {
+                by_exec = Some(lease.execution);
+            }
+        }
+    }
+    let other = project();
+    populate(&catalog, &key(&other, 1), b"y").await;
+    let count = |task: Option<&'static str>| {
+        let catalog = catalog.clone();
+        let p = p.clone();
+        async move {
+            catalog
+                .list_entries(&p, "dev", task, None, 100, None)
+                .await
+                .unwrap()
+                .entries
+                .len()
+        }
+    };
+    assert_eq!(count(None).await, 9);
+
+    // By key: the next resolve says it was evicted.
+    let k = key_v(&p, "a", "1", 0);
+    assert_eq!(catalog.evict(&EvictScope::Key(k.digest)).await.unwrap(), 1);
+    assert_eq!(catalog.evict(&EvictScope::Key(k.digest)).await.unwrap(), 0);
+    let execution = new_execution_id();
+    match catalog
+        .resolve(&request(&k, &execution, LONG_TTL))
+        .await
+        .unwrap()
+    {
+        Resolution::Acquired(l) => assert!(l.evicted),
+        other => panic!("expected to acquire an evicted key, got {other:?}"),
+    }
+
+    // By execution.
+    let ev = EvictScope::Execution(by_exec.unwrap());
+    assert_eq!(catalog.evict(&ev).await.unwrap(), 1);
+    assert_eq!(count(Some("b")).await, 2);
+
+    // By task and version, then by task.
+    let v1 = EvictScope::Task {
+        project: p.clone(),
+        domain: "dev".into(),
+        task: "a".into(),
+        version: Some("1".into()),
+    };
+    assert_eq!(catalog.evict(&v1).await.unwrap(), 2);
+    assert_eq!(count(Some("a")).await, 3, "version 2 remains");
+    let all_a = EvictScope::Task {
+        project: p.clone(),
+        domain: "dev".into(),
+        task: "a".into(),
+        version: None,
+    };
+    assert_eq!(catalog.evict(&all_a).await.unwrap(), 3);
+
+    // By project and domain; another project is untouched.
+    let pd = EvictScope::ProjectDomain {
+        project: p.clone(),
+        domain: "dev".into(),
+    };
+    assert_eq!(catalog.evict(&pd).await.unwrap(), 2);
+    assert_eq!(count(None).await, 0);
+    assert!(
+        catalog
+            .lookup(&key(&other, 1), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// `max_age`: an entry older than the task's `max_age` is a miss; the collector removes expired
+/// entries through the expiry index.
+pub async fn max_age_and_expiry<H: Harness>() {
+    let h = H::new().await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let catalog = Catalog::with(
+        h.open().await,
+        Arc::new(clock.clone()),
+        CatalogConfig::default(),
+    );
+    let p = project();
+    let hour = Duration::from_secs(3600);
+    let key1 = key(&p, 1);
+    let lease = acquire(&catalog, &key1, LONG_TTL).await;
+    catalog
+        .commit(&key1, &lease, b"fresh", Some(hour))
+        .await
+        .unwrap();
+    let key2 = key(&p, 2);
+    let lease = acquire(&catalog, &key2, LONG_TTL).await;
+    catalog
+        .commit(&key2, &lease, b"forever", None)
+        .await
+        .unwrap();
+
+    clock.advance(30 * 60 * 1000);
+    assert!(catalog.lookup(&key1, Some(hour)).await.unwrap().is_some());
+    assert!(
+        catalog
+            .lookup(&key1, Some(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .is_none(),
+        "a shorter max_age applies at once"
+    );
+    assert_eq!(catalog.collect_expired().await.unwrap(), 0);
+
+    clock.advance(31 * 60 * 1000);
+    assert!(
+        catalog.lookup(&key1, Some(hour)).await.unwrap().is_none(),
+        "expired is a miss"
+    );
+    let execution = new_execution_id();
+    match catalog
+        .resolve(&request(&key1, &execution, LONG_TTL))
+        .await
+        .unwrap()
+    {
+        Resolution::Acquired(l) => assert!(!l.evicted, "expiry is a miss, not an eviction"),
+        other => panic!("expected to acquire an expired key, got {other:?}"),
+    }
+    assert_eq!(catalog.collect_expired().await.unwrap(), 1);
+    assert_eq!(catalog.collect_expired().await.unwrap(), 0);
+    let page = catalog
+        .list_entries(&p, "dev", None, None, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].digest, key2.digest);
+}
+
+/// Listing pages through every entry once; a foreign cursor is refused by name.
+pub async fn listing_pages<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let p = project();
+    for n in 0..25 {
+        populate(&catalog, &key(&p, n), &n.to_be_bytes()).await;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = catalog
+            .list_entries(
+                &p,
+                "dev",
+                Some("square"),
+                Some("1.0"),
+                10,
+                cursor.as_deref(),
+            )
+            .await
+            .unwrap();
+        pages += 1;
+        for e in &page.entries {
+            assert!(seen.insert(e.digest), "listed twice");
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!((seen.len(), pages), (25, 3));
+    let err = catalog
+        .list_entries(&p, "dev", None, None, 10, Some("zz"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput { .. }) && err.to_string().contains("cursor"),
+        "{err}"
+    );
+    let stats = catalog.task_stats(&p, "dev", "square").await.unwrap();
+    assert_eq!((stats.entries, stats.bytes), (25, 25 * 8));
+    assert_eq!(stats.entries_by_version.get("1.0"), Some(&25));
+}
+
+/// Every cache status comes out of `Catalog::call`, each call is recorded with its run, and the
+/// per-task counters add up.
+pub async fn every_status_is_recorded<H: Harness>() {
+    let h = H::new().await;
+    let config = CatalogConfig {
+        max_output_bytes: 1_000,
+        ..CatalogConfig::default()
+    };
+    let catalog = Catalog::with(
+        h.open().await,
+        Arc::new(cairn_engine::clock::SystemClock),
+        config,
+    );
+    let p = project();
+    let run = format!("run-{p}");
+    let opts = CallOptions {
+        run: Some(run.clone()),
+        ..CallOptions::default()
+    };
+    let ok = |v: &'static [u8]| move || async move { Ok::<_, String>(v.to_vec()) };
+    let mut statuses = Vec::new();
+
+    let k1 = key(&p, 1);
+    statuses.push(catalog.call(&k1, &opts, ok(b"1")).await.unwrap().status); // populated
+    statuses.push(catalog.call(&k1, &opts, ok(b"never")).await.unwrap().status); // hit
+    let no_cache = CallOptions {
+        cache: false,
+        ..opts.clone()
+    };
+    statuses.push(catalog.call(&k1, &no_cache, ok(b"1")).await.unwrap().status); // disabled
+    let overwrite = CallOptions {
+        overwrite: true,
+        ..opts.clone()
+    };
+    statuses.push(
+        catalog
+            .call(&k1, &overwrite, ok(b"1b"))
+            .await
+            .unwrap()
+            .status,
+    ); // skipped
+    assert_eq!(
+        catalog.lookup(&k1, None).await.unwrap().unwrap().output,
+        b"1b"
+    );
+
+    let k2 = key(&p, 2);
+    let failed = catalog
+        .call(&k2, &opts, || async {
+            Err::<Vec<u8>, _>("bad input".to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.output, Err("bad input".to_string()));
+    statuses.push(failed.status); // miss
+    assert!(
+        catalog.lookup(&k2, None).await.unwrap().is_none(),
+        "errors are never cached"
+    );
+
+    catalog.evict(&EvictScope::Key(k1.digest)).await.unwrap();
+    statuses.push(catalog.call(&k1, &opts, ok(b"1c")).await.unwrap().status); // evicted
+
+    let k3 = key(&p, 3);
+    let too_big = catalog
+        .call(&k3, &opts, || async { Ok(vec![1u8; 1_001]) })
+        .await
+        .unwrap();
+    assert_eq!(
+        too_big.output,
+        Ok(vec![1u8; 1_001]),
+        "the output still reaches its caller"
+    );
+    statuses.push(too_big.status); // put failure
+
+    // Corrupt metadata makes the lookup fail by name; the call still runs, uncached.
+    let k4 = key(&p, 4);
+    let tx = catalog.store().begin().await.unwrap();
+    tx.set(
+        &cairn_engine::keys::entry_part(&k4.digest, cairn_engine::keys::entry_part::META),
+        b"\xc1garbage",
+    );
+    tx.commit().await.unwrap();
+    let err = catalog.lookup(&k4, None).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { .. }) && err.to_string().contains(&k4.digest.to_string()),
+        "{err}"
+    );
+    let degraded = catalog.call(&k4, &opts, ok(b"4")).await.unwrap();
+    assert_eq!(degraded.output, Ok(b"4".to_vec()));
+    statuses.push(degraded.status); // lookup failure
+
+    // Waited: one runs, the other waits for it.
+    let k5 = Arc::new(key(&p, 5));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = {
+        let (catalog, k5, opts, runs) = (catalog.clone(), k5.clone(), opts.clone(), runs.clone());
+        let mut gate = Some((started_tx, release_rx));
+        tokio::spawn(async move {
+            catalog
+                .call(&k5, &opts, move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    let gate = gate.take();
+                    async move {
+                        if let Some((started, release)) = gate {
+                            let _ = started.send(());
+                            let _ = release.await;
+                        }
+                        Ok(b"5".to_vec())
+                    }
+                })
+                .await
+                .unwrap()
+        })
+    };
+    started_rx.await.unwrap();
+    catalog.flush_records().await.unwrap();
+    let before = catalog.store().counters().commits();
+    let second = {
+        let (catalog, k5, opts, runs) = (catalog.clone(), k5.clone(), opts.clone(), runs.clone());
+        tokio::spawn(async move {
+            catalog
+                .call(&k5, &opts, move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    async { Ok(b"never".to_vec()) }
+                })
+                .await
+                .unwrap()
+        })
+    };
+    // The second call has found the key held once its resolve committed.
+    committed_past(&catalog, before).await;
+    release_tx.send(()).unwrap();
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(
+        (a.output.clone(), b.output.clone()),
+        (Ok(b"5".to_vec()), Ok(b"5".to_vec()))
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    statuses.push(a.status);
+    statuses.push(b.status);
+
+    for s in CacheStatus::ALL {
+        assert!(
+            statuses.contains(&s),
+            "no call produced {s:?}: {statuses:?}"
+        );
+    }
+    catalog.flush_records().await.unwrap();
+    let records = catalog.run_executions(&run).await.unwrap();
+    assert_eq!(records.len(), statuses.len());
+    let mut recorded: Vec<_> = records.iter().map(|r| r.status).collect();
+    recorded.sort();
+    statuses.sort();
+    assert_eq!(recorded, statuses);
+    let waited = records
+        .iter()
+        .find(|r| r.status == CacheStatus::Waited)
+        .unwrap();
+    assert!(waited.wait_us > 0 && waited.waited_for.is_some());
+    let stats = catalog.task_stats(&p, "dev", "square").await.unwrap();
+    assert_eq!(stats.calls.values().sum::<u64>(), statuses.len() as u64);
+    assert_eq!(stats.calls.get(&CacheStatus::Hit), Some(&1));
+}
+
+/// Concurrent identical calls run the task once; every caller gets the same output. A waiter
+/// behind a failed execution runs the task itself or returns the error, as its policy says.
+pub async fn concurrent_calls_run_once<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let p = project();
+    let key1 = Arc::new(key(&p, 9));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut calls = Vec::new();
+    for _ in 0..200 {
+        let (catalog, key1, runs) = (catalog.clone(), key1.clone(), runs.clone());
+        calls.push(tokio::spawn(async move {
+            catalog
+                .call(&key1, &CallOptions::default(), || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(b"81".to_vec())
+                    }
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap().output, Ok(b"81".to_vec()));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the task ran exactly once");
+
+    // Failure policies of a waiter.
+    for policy in [FailurePolicy::Run, FailurePolicy::Fail] {
+        let key2 = Arc::new(key(&p, 10 + policy as i64));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let failing = {
+            let (catalog, key2) = (catalog.clone(), key2.clone());
+            tokio::spawn(async move {
+                let mut gate = Some((started_tx, release_rx));
+                catalog
+                    .call(&key2, &CallOptions::default(), move || {
+                        let gate = gate.take();
+                        async move {
+                            if let Some((s, r)) = gate {
+                                let _ = s.send(());
+                                let _ = r.await;
+                            }
+                            Err::<Vec<u8>, _>("flaky".to_string())
+                        }
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        started_rx.await.unwrap();
+        catalog.flush_records().await.unwrap();
+        let before = catalog.store().counters().commits();
+        let waiter = {
+            let (catalog, key2) = (catalog.clone(), key2.clone());
+            let opts = CallOptions {
+                on_failure: policy,
+                ..CallOptions::default()
+            };
+            tokio::spawn(async move {
+                catalog
+                    .call(&key2, &opts, || async { Ok(b"ran".to_vec()) })
+                    .await
+                    .unwrap()
+            })
+        };
+        committed_past(&catalog, before).await;
+        release_tx.send(()).unwrap();
+        assert_eq!(failing.await.unwrap().output, Err("flaky".to_string()));
+        let w = tokio::time::timeout(EVENT_TIMEOUT, waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        match policy {
+            FailurePolicy::Run => assert_eq!(w.output, Ok(b"ran".to_vec())),
+            FailurePolicy::Fail => assert_eq!(w.output, Err("flaky".to_string())),
+        }
+    }
+}
+
+/// Instantiates the catalog suite for one backend: `catalog_conformance!(Harness)`.
+#[macro_export]
+macro_rules! catalog_conformance {
+    ($harness:ty) => {
+        $crate::catalog_conformance!(@tests $harness;
+            concurrent_resolve_acquires_once, commit_then_hit, late_owner_never_overwrites,
+            waiters_wake_on_commit_and_fail, silent_holder_is_taken_over,
+            chunked_and_oversized_outputs, overwrite_replaces, eviction_scopes, max_age_and_expiry,
+            listing_pages, every_status_is_recorded, concurrent_calls_run_once);
+    };
+    (@tests $harness:ty; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::catalog_suite::$name::<$harness>().await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,3 @@
+//! The catalog conformance suite on PostgreSQL.
+
+cairn_tests::catalog_conformance!(cairn_tests::harness::PostgresHarness);
