@@ -1,6 +1,8 @@
 //! The `cairn` command: runs a Cairn node and talks to one.
 
 use anyhow::Context;
+use cairn::examples::{daily_report, integer_sqrt, square, sum_of_squares, total};
+use cairn::{CallSummary, Node, RunOptions, RunReport};
 use cairn_engine::{AnyStore, RetryPolicy, Store, Transaction, transact};
 use clap::{Parser, Subcommand};
 use std::time::Instant;
@@ -15,9 +17,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Starts a node with the example workflows and prints every task call with its cache
+    /// status and time. Run it twice: the second time everything cacheable is a hit.
+    Quickstart {
+        /// Store URL: embedded:<dir>, postgres://… or fdb:<cluster-file>.
+        #[arg(long, env = "CAIRN_STORE", default_value = "embedded:./cairn-data")]
+        store: String,
+    },
     /// Opens a store and checks it with a write, a read and a clear, timing each.
     CheckStore {
-        /// Store URL: embedded:<dir>, postgres://… or fdb:<cluster-file>.
+        /// Store URL.
         #[arg(long, env = "CAIRN_STORE", default_value = "embedded:./cairn-data")]
         store: String,
     },
@@ -26,8 +35,117 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Quickstart { store } => quickstart(&store).await,
         Command::CheckStore { store } => check_store(&store).await,
     }
+}
+
+fn print_calls(title: &str, report: &RunReport<impl std::fmt::Debug>) {
+    println!("\n{title}  (run {}, {:?})", report.run_id, report.duration);
+    let mut calls: Vec<&CallSummary> = report.calls.iter().collect();
+    if calls.len() > 12 {
+        let mut by_status = std::collections::BTreeMap::new();
+        for c in &calls {
+            *by_status
+                .entry((c.task.as_str(), format!("{:?}", c.status)))
+                .or_insert(0) += 1;
+        }
+        for ((task, status), n) in by_status {
+            println!("  {n:>5} × {task:<14} {status}");
+        }
+    } else {
+        calls.sort_by_key(|c| c.execution.clone());
+        for c in calls {
+            let error = c
+                .error
+                .as_deref()
+                .map(|e| format!("  error: {e}"))
+                .unwrap_or_default();
+            println!(
+                "  {:<14} {:<14} {:>10.3?}{error}",
+                c.task,
+                format!("{:?}", c.status),
+                c.duration
+            );
+        }
+    }
+    println!("  → {:?}", report.output);
+}
+
+async fn quickstart(store: &str) -> anyhow::Result<()> {
+    let node = Node::builder()
+        .name("quickstart")
+        .store_url(store)
+        .task(square)
+        .task(total)
+        .task(integer_sqrt)
+        .task(daily_report)
+        .start()
+        .await
+        .with_context(|| format!("starting a node on {store}"))?;
+    println!("Cairn quickstart on {store}");
+    let opts = || RunOptions::new("flytesnacks", "development");
+
+    let r = node
+        .run(opts(), |ctx| async move { ctx.call(square, 2).await })
+        .await;
+    print_calls("square(2), first run", &r);
+    let r = node
+        .run(opts(), |ctx| async move { ctx.call(square, 2).await })
+        .await;
+    print_calls("square(2), second run: answered from the cache", &r);
+
+    let r = node.run(opts(), |ctx| sum_of_squares(ctx, 100)).await;
+    print_calls(
+        "sum_of_squares(100): fan-out over 100 inputs, then a join",
+        &r,
+    );
+
+    let r = node
+        .run(
+            opts(),
+            |ctx| async move { ctx.call(integer_sqrt, -4).await },
+        )
+        .await;
+    print_calls(
+        "integer_sqrt(-4): a failing task (errors are never cached)",
+        &r,
+    );
+
+    let started = Instant::now();
+    let runs = (0..20).map(|_| {
+        node.run(opts(), |ctx| async move {
+            ctx.call(daily_report, "2026-11-25".to_string()).await
+        })
+    });
+    let reports = futures::future::join_all(runs).await;
+    let mut by_status = std::collections::BTreeMap::new();
+    for r in &reports {
+        for c in &r.calls {
+            *by_status.entry(format!("{:?}", c.status)).or_insert(0) += 1;
+        }
+    }
+    println!(
+        "\ndaily_report(\"2026-11-25\") called by 20 concurrent runs ({:?} in all):",
+        started.elapsed()
+    );
+    for (status, n) in by_status {
+        println!("  {n:>5} × {status}");
+    }
+    println!("  → {:?}", reports[0].output);
+
+    let overwrite = opts().overwrite_cache(true);
+    let r = node
+        .run(overwrite, |ctx| async move { ctx.call(square, 2).await })
+        .await;
+    print_calls(
+        "square(2) with overwrite_cache: re-executed and replaced",
+        &r,
+    );
+
+    node.shutdown().await?;
+    println!("\nRun it again: every cacheable call above is then a Hit.");
+    Ok(())
 }
 
 async fn check_store(url: &str) -> anyhow::Result<()> {
@@ -55,8 +173,12 @@ async fn check_store(url: &str) -> anyhow::Result<()> {
     .context("write")?;
     println!("write  {:?}", t.elapsed());
     let t = Instant::now();
-    let tx = store.begin_read().await?;
-    let value = tx.get(&key, true).await.context("read")?;
+    let value = store
+        .begin_read()
+        .await?
+        .get(&key, true)
+        .await
+        .context("read")?;
     anyhow::ensure!(
         value.as_deref() == Some(&b"ok"[..]),
         "read back {value:?}, wrote \"ok\""

@@ -1,3 +1,19 @@
-//! Cairn's scheduler actors: they resolve cache keys against the store before dispatching task
-//! messages to workers, and run periodic schedules. (Built by the actor-runtime work; the crate
-//! is part of the fixed workspace layout.)
+//! Cairn's schedulers: every task call passes through one. A scheduler resolves the call's cache
+//! key against the store *before* anything runs, shares one resolution among identical calls in
+//! flight (single flight), waits behind another execution's lease when there is one, and
+//! dispatches a job to a worker only when it holds the lease.
+//!
+//! - [`machine`]: the scheduling decisions as a pure state machine (input → actions), tested
+//!   without actors, stores or time.
+//! - [`actor`]: the scheduler actor, which performs the machine's actions.
+//! - [`SchedulerHandle`]: how callers submit calls (sharded over several scheduler actors).
+//! - [`workflow`]: [`Ctx`], the context workflows call tasks through.
+
+pub mod actor;
+mod handle;
+pub mod machine;
+pub mod workflow;
+
+pub use actor::{CallRequest, CallResult};
+pub use handle::SchedulerHandle;
+pub use workflow::{CallError, CallSummary, Ctx, RunOptions};

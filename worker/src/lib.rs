@@ -1,3 +1,17 @@
-//! Cairn's worker actors: they run task bodies, heartbeat the lease of the call they run and
-//! commit the output through the engine's cache catalog. (Built by the actor-runtime work; the
-//! crate is part of the fixed workspace layout.)
+//! Cairn's workers: they run task bodies and write their outputs back through the catalog.
+//!
+//! - [`execute`]: one job from start to report: heartbeat the lease, run the task with its
+//!   timeout and retries, catch panics, then commit the output (or fail the lease at once).
+//! - [`pool`]: the worker pool actor, which supervises one [`worker`] actor per unit of
+//!   concurrency, queues jobs while all are busy, and replaces a worker that dies, releasing or
+//!   retrying its job per the task's policy.
+//! - [`WorkerPoolHandle`]: how schedulers hand jobs to a pool.
+
+pub mod execute;
+mod handle;
+pub mod pool;
+pub mod worker;
+
+pub use execute::execute;
+pub use handle::WorkerPoolHandle;
+pub use pool::{BusyWorker, PoolStatus};

@@ -74,33 +74,7 @@ struct Trace {
     waited_for: Option<String>,
 }
 
-struct Heartbeat(tokio::task::JoinHandle<()>);
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl<S: Store> Catalog<S> {
-    fn start_heartbeat(&self, lease: &Lease) -> Heartbeat {
-        let (catalog, lease) = (self.clone(), lease.clone());
-        Heartbeat(tokio::spawn(async move {
-            let every = (lease.ttl / 3).max(Duration::from_millis(1));
-            loop {
-                tokio::time::sleep(every).await;
-                match catalog.heartbeat(&lease).await {
-                    Ok(true) => {}
-                    // Taken over: keep running; the commit is still first-writer-wins.
-                    Ok(false) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, key = %lease.digest, "lease heartbeat failed")
-                    }
-                }
-            }
-        }))
-    }
-
     /// Calls a task through the cache: `task` runs only if no output is stored for `key` and no
     /// other execution is computing it; concurrent identical calls wait for the one that runs.
     /// Errors of the task are returned in the outcome and never stored. `Err` is returned only
@@ -193,7 +167,7 @@ impl<S: Store> Catalog<S> {
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<Vec<u8>, String>>,
     {
-        let heartbeat = self.start_heartbeat(lease);
+        let heartbeat = self.keep_alive(lease);
         let out = task().await;
         drop(heartbeat);
         match out {

@@ -262,6 +262,28 @@ fn check_name(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// A signature hashed once, for computing many keys of one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedSignature {
+    /// The task name.
+    pub name: String,
+    /// The signature digest.
+    pub digest: Digest,
+    /// The declared input names.
+    pub inputs: BTreeSet<String>,
+}
+
+impl TaskSignature {
+    /// Hashes the signature once for [`CacheKey::prepared`].
+    pub fn prepare(&self) -> PreparedSignature {
+        PreparedSignature {
+            name: self.name.clone(),
+            digest: self.digest(),
+            inputs: self.inputs.iter().map(|(n, _)| n.clone()).collect(),
+        }
+    }
+}
+
 impl CacheKey {
     /// The key of a call of the task with `signature`, at `version`, in `project`/`domain`.
     pub fn new(
@@ -271,11 +293,22 @@ impl CacheKey {
         version: &str,
         inputs: &KeyInputs,
     ) -> Result<CacheKey> {
+        Self::prepared(project, domain, &signature.prepare(), version, inputs)
+    }
+
+    /// [`CacheKey::new`] with the signature already hashed.
+    pub fn prepared(
+        project: &str,
+        domain: &str,
+        signature: &PreparedSignature,
+        version: &str,
+        inputs: &KeyInputs,
+    ) -> Result<CacheKey> {
         check_name("project", project)?;
         check_name("domain", domain)?;
         check_name("task name", &signature.name)?;
         check_name("cache version", version)?;
-        let declared: BTreeSet<&str> = signature.inputs.iter().map(|(n, _)| n.as_str()).collect();
+        let declared: BTreeSet<&str> = signature.inputs.iter().map(String::as_str).collect();
         for name in inputs.values.keys().chain(inputs.ignored.iter()) {
             if !declared.contains(name.as_str()) {
                 return Err(Error::InvalidInput {
@@ -292,7 +325,7 @@ impl CacheKey {
                 });
             }
         }
-        let sig = signature.digest();
+        let sig = signature.digest;
         let kept: Vec<(String, Digest)> = inputs
             .values
             .iter()

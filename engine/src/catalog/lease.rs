@@ -14,7 +14,7 @@ use crate::store::{Store, Transaction, transact};
 use std::time::Duration;
 
 /// A lease this caller holds: it should compute the key and commit (or fail).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     /// The key.
     pub digest: Digest,
@@ -37,7 +37,7 @@ pub struct Lease {
 }
 
 /// A lease someone else holds, as this caller saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeldLease {
     /// The key.
     pub digest: Digest,
@@ -56,6 +56,27 @@ pub struct HeldLease {
 }
 
 impl HeldLease {
+    /// A held lease as seen elsewhere (another node, a test). Without the record's bytes, a
+    /// wait on it starts with a re-read.
+    pub fn new(
+        digest: Digest,
+        owner: &str,
+        execution: &str,
+        generation: u64,
+        beat: u64,
+        ttl: Duration,
+    ) -> Self {
+        HeldLease {
+            digest,
+            owner: owner.to_string(),
+            execution: execution.to_string(),
+            generation,
+            beat,
+            ttl,
+            raw: Vec::new(),
+        }
+    }
+
     pub(super) fn from_record(digest: Digest, record: &LeaseRecord, raw: Vec<u8>) -> Self {
         HeldLease {
             digest,
@@ -69,7 +90,36 @@ impl HeldLease {
     }
 }
 
+/// Heartbeats a lease in the background until dropped.
+#[must_use = "the heartbeats stop when this guard is dropped"]
+pub struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl<S: Store> Catalog<S> {
+    /// Heartbeats `lease` every third of its TTL until the returned guard is dropped. Stops on
+    /// its own once the lease is lost (the holder may still commit: first writer wins).
+    pub fn keep_alive(&self, lease: &Lease) -> KeepAlive {
+        let (catalog, lease) = (self.clone(), lease.clone());
+        KeepAlive(tokio::spawn(async move {
+            let every = (lease.ttl / 3).max(Duration::from_millis(1));
+            loop {
+                tokio::time::sleep(every).await;
+                match catalog.heartbeat(&lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, key = %lease.digest, "lease heartbeat failed")
+                    }
+                }
+            }
+        }))
+    }
+
     /// Changes the lease record of `lease` with `change` if `lease` still holds it (same
     /// generation and execution, still held); reports whether it did.
     async fn update_lease(&self, lease: &Lease, change: impl Fn(&mut LeaseRecord)) -> Result<bool> {

@@ -1,0 +1,43 @@
+//! The quickstart's tasks and workflows: the seed's `square`, a fan-out, a failing task and a
+//! slow task called by many runs at once.
+
+use crate::{CallError, Ctx};
+use std::time::Duration;
+
+/// The seed's example: calling `square(n=2)` twice, in any run, multiplies once.
+#[cairn::task(cache = true, cache_version = "1.0")]
+pub async fn square(n: i64) -> i64 {
+    n * n
+}
+
+/// Adds numbers up.
+#[cairn::task(cache = true, cache_version = "1.0")]
+pub async fn total(values: Vec<i64>) -> i64 {
+    values.iter().sum()
+}
+
+/// Fails for negative inputs; failures are never cached, so a fixed input runs again.
+#[cairn::task(cache = true, cache_version = "1.0")]
+pub async fn integer_sqrt(n: i64) -> Result<i64, String> {
+    if n < 0 {
+        return Err(format!("{n} has no real square root"));
+    }
+    Ok((n as f64).sqrt().floor() as i64)
+}
+
+/// A slow task: many runs asking for the same report at once share one execution.
+#[cairn::task(cache = true, cache_version = "1.0", timeout = "30s")]
+pub async fn daily_report(day: String) -> String {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    format!("report for {day}: all systems nominal")
+}
+
+/// Fans `square` out over `0..n` and adds the results up.
+pub async fn sum_of_squares(ctx: Ctx, n: i64) -> Result<i64, CallError> {
+    let squares = futures::future::try_join_all((0..n).map(|i| {
+        let ctx = ctx.clone();
+        async move { ctx.call(square, i).await }
+    }))
+    .await?;
+    ctx.call(total, squares).await
+}

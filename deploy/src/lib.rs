@@ -1,0 +1,48 @@
+//! Cairn: write tasks as plain async functions, call them from workflows, and run them on a node
+//! whose transactional cache makes a cacheable task run once per cache key.
+//!
+//! ```no_run
+//! use cairn::{Node, RunOptions};
+//!
+//! #[cairn::task(cache = true, cache_version = "1.0")]
+//! async fn square(n: i64) -> i64 {
+//!     n * n
+//! }
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let node = Node::builder().store_url("embedded:./cairn-data").task(square).start().await?;
+//! let report = node
+//!     .run(RunOptions::new("flytesnacks", "development"), |ctx| async move { ctx.call(square, 2).await })
+//!     .await;
+//! assert_eq!(report.output?, 4);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`task`]: the attribute that makes an `async fn` a task;
+//! - [`Node`]: a store, a catalog, a worker pool and schedulers, started together;
+//! - [`Ctx`]: what workflows call tasks through;
+//! - [`examples`]: the quickstart's tasks and workflows.
+
+extern crate self as cairn;
+
+pub mod examples;
+mod node;
+
+pub use cairn_engine::catalog::{CacheHash, CacheStatus, Catalog, ExecutionRecord};
+pub use cairn_engine::task::{Task, TaskError, TaskRegistry};
+pub use cairn_engine::{AnyStore, Error};
+pub use cairn_macros::task;
+pub use cairn_scheduler::{CallError, CallSummary, Ctx, RunOptions};
+pub use node::{Node, NodeBuilder, RunReport};
+pub use schemars::{self, JsonSchema};
+pub use serde::{self, Deserialize, Serialize};
+
+/// What `#[cairn::task]` expands to refers to these; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use cairn_engine::Result;
+    pub use cairn_engine::catalog::{KeyInputs, TaskSignature, TypeDesc};
+    pub use cairn_engine::task::{Task, TaskError, TaskOptions, TaskSpec};
+    pub use futures::future::BoxFuture;
+}

@@ -1,0 +1,191 @@
+//! A node: one store, one catalog, one worker pool and a few scheduler actors, started together.
+
+use cairn_engine::catalog::{Catalog, CatalogConfig};
+use cairn_engine::clock::SystemClock;
+use cairn_engine::task::{Task, TaskRegistry};
+use cairn_engine::{AnyStore, Error};
+use cairn_scheduler::{CallSummary, Ctx, RunOptions, SchedulerHandle};
+use cairn_worker::WorkerPoolHandle;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+enum StoreSource {
+    Url(String),
+    Open(AnyStore),
+}
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    name: String,
+    store: StoreSource,
+    concurrency: usize,
+    shards: usize,
+    registry: TaskRegistry,
+    config: CatalogConfig,
+    error: Option<Error>,
+}
+
+impl NodeBuilder {
+    /// The node's name (lease owner in the store). Default: `cairn-<pid>`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The store URL (default `embedded:./cairn-data`).
+    pub fn store_url(mut self, url: impl Into<String>) -> Self {
+        self.store = StoreSource::Url(url.into());
+        self
+    }
+
+    /// An already open store.
+    pub fn store(mut self, store: AnyStore) -> Self {
+        self.store = StoreSource::Open(store);
+        self
+    }
+
+    /// Tasks run at once by this node's workers (default 64).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Scheduler actors (default: one per CPU).
+    pub fn schedulers(mut self, n: usize) -> Self {
+        self.shards = n.max(1);
+        self
+    }
+
+    /// Catalog settings.
+    pub fn catalog_config(mut self, config: CatalogConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers a task this node's workers can run.
+    pub fn task<T: Task>(mut self, task: T) -> Self {
+        if let Err(e) = self.registry.register(task) {
+            self.error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Opens the store and starts the actors.
+    pub async fn start(self) -> Result<Node, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let store = match self.store {
+            StoreSource::Url(url) => AnyStore::open(&url).await?,
+            StoreSource::Open(store) => store,
+        };
+        let catalog = Catalog::with(store, Arc::new(SystemClock), self.config);
+        let registry = Arc::new(self.registry);
+        let spawn_err = |e: ractor::SpawnErr| Error::Backend {
+            backend: "actors",
+            detail: e.to_string(),
+        };
+        let workers = WorkerPoolHandle::start(catalog.clone(), registry.clone(), self.concurrency)
+            .await
+            .map_err(spawn_err)?;
+        let scheduler =
+            SchedulerHandle::start(&self.name, catalog.clone(), workers.clone(), self.shards)
+                .await
+                .map_err(spawn_err)?;
+        Ok(Node {
+            name: self.name,
+            catalog,
+            registry,
+            workers,
+            scheduler,
+        })
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunReport<T> {
+    /// The run id.
+    pub run_id: String,
+    /// What the workflow returned.
+    pub output: T,
+    /// Every task call, with its cache status and time, in completion order.
+    pub calls: Vec<CallSummary>,
+    /// Wall time of the run.
+    pub duration: Duration,
+}
+
+/// A running node.
+pub struct Node {
+    name: String,
+    catalog: Catalog<AnyStore>,
+    registry: Arc<TaskRegistry>,
+    workers: WorkerPoolHandle,
+    scheduler: SchedulerHandle,
+}
+
+impl Node {
+    /// A builder with the defaults.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            name: format!("cairn-{}", std::process::id()),
+            store: StoreSource::Url("embedded:./cairn-data".into()),
+            concurrency: 64,
+            shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            registry: TaskRegistry::new(),
+            config: CatalogConfig::default(),
+            error: None,
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cache catalog (browse, evict, read execution records).
+    pub fn catalog(&self) -> &Catalog<AnyStore> {
+        &self.catalog
+    }
+
+    /// The registered tasks.
+    pub fn registry(&self) -> &TaskRegistry {
+        &self.registry
+    }
+
+    /// The worker pool.
+    pub fn workers(&self) -> &WorkerPoolHandle {
+        &self.workers
+    }
+
+    /// A context for a new run, to call tasks outside [`Node::run`].
+    pub fn ctx(&self, options: RunOptions) -> Ctx {
+        Ctx::new(self.scheduler.clone(), options)
+    }
+
+    /// Runs `workflow` as one run and reports every call it made.
+    pub async fn run<F, Fut, T>(&self, options: RunOptions, workflow: F) -> RunReport<T>
+    where
+        F: FnOnce(Ctx) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let ctx = self.ctx(options);
+        let started = Instant::now();
+        let output = workflow(ctx.clone()).await;
+        RunReport {
+            run_id: ctx.run_id().to_string(),
+            output,
+            calls: ctx.calls(),
+            duration: started.elapsed(),
+        }
+    }
+
+    /// Writes pending execution records and stops the actors.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let flushed = self.catalog.flush_records().await;
+        self.scheduler.stop();
+        self.workers.stop();
+        flushed
+    }
+}

@@ -1,0 +1,112 @@
+//! What a scheduler sends a worker and what comes back. Both are plain serializable data (they
+//! cross nodes in a cluster).
+
+use crate::catalog::{CacheKey, CacheStatus, Lease};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a task produced no output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskError {
+    /// The task returned an error.
+    Failed {
+        /// Its message.
+        message: String,
+    },
+    /// The task panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// An attempt ran longer than the task's timeout.
+    TimedOut {
+        /// The timeout in milliseconds.
+        after_ms: u64,
+    },
+    /// The input bytes do not decode as the task's input type.
+    BadInput {
+        /// What failed to decode.
+        detail: String,
+    },
+    /// No task of this name is registered on the worker's node.
+    UnknownTask {
+        /// The name.
+        name: String,
+    },
+    /// The worker running the task was lost (crashed, or its node left).
+    WorkerLost {
+        /// What happened.
+        detail: String,
+    },
+    /// The engine itself failed around the task (the store, a lost actor).
+    Engine {
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Failed { message } => write!(f, "task failed: {message}"),
+            TaskError::Panicked { message } => write!(f, "task panicked: {message}"),
+            TaskError::TimedOut { after_ms } => write!(f, "task timed out after {after_ms} ms"),
+            TaskError::BadInput { detail } => write!(f, "bad task input: {detail}"),
+            TaskError::UnknownTask { name } => write!(f, "unknown task {name:?}"),
+            TaskError::WorkerLost { detail } => write!(f, "worker lost: {detail}"),
+            TaskError::Engine { detail } => write!(f, "engine error: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+impl TaskError {
+    /// Whether another attempt could succeed (the task's own failures, panics and timeouts are
+    /// retried per its `retries`; a bad input or an unknown task never succeeds).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TaskError::Failed { .. }
+                | TaskError::Panicked { .. }
+                | TaskError::TimedOut { .. }
+                | TaskError::WorkerLost { .. }
+        )
+    }
+}
+
+/// The cache side of a job: the key and the lease the job runs under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCache {
+    /// The key to store the output under.
+    pub key: CacheKey,
+    /// The lease acquired by the scheduler.
+    pub lease: Lease,
+}
+
+/// One execution of a task, sent by a scheduler to a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The execution id (also the lease's execution for cached jobs).
+    pub execution: String,
+    /// The task name.
+    pub task: String,
+    /// The input, MessagePack of the task's input type.
+    pub input: Vec<u8>,
+    /// For cacheable tasks: where to commit.
+    pub cache: Option<JobCache>,
+    /// The run this job belongs to.
+    pub run: Option<String>,
+}
+
+/// What a worker reports for a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// The output (MessagePack of the task's output type) or why there is none.
+    pub output: Result<Vec<u8>, TaskError>,
+    /// Populated, Skipped, Evicted, Hit (another execution stored first), Miss, PutFailure, or
+    /// Disabled for uncached jobs.
+    pub status: CacheStatus,
+    /// Attempts made.
+    pub attempts: u32,
+}

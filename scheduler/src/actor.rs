@@ -1,0 +1,345 @@
+//! The scheduler actor: owns a [`Machine`] and performs its actions. Store work (resolve, wait)
+//! and worker round trips run in spawned tasks that report back as messages, so the actor never
+//! blocks and identical calls keep joining flights while a resolve is in progress.
+//!
+//! Failure: the actor holds no state that outlives a call except the flight table; if it dies,
+//! its pending callers' reply ports are dropped and they get [`TaskError::Engine`]; leases it had
+//! acquired expire after their TTL (or are failed by the worker running them).
+
+use crate::machine::{Action, CallId, FlightKey, Input, Lookup, Machine, WaitOutcome};
+use cairn_engine::AnyStore;
+use cairn_engine::catalog::{
+    Answer, CacheKey, CacheStatus, Catalog, ExecutionRecord, Resolution, ResolveRequest,
+    new_execution_id,
+};
+use cairn_engine::task::{Job, JobCache, JobReport, TaskError};
+use cairn_worker::WorkerPoolHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One task call, as submitted to a scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRequest {
+    /// Task name.
+    pub task: String,
+    /// Input (MessagePack of the task's input type).
+    pub input: Vec<u8>,
+    /// The cache key; `None` for tasks that are not cacheable.
+    pub key: Option<CacheKey>,
+    /// Re-execute and replace the entry.
+    pub overwrite: bool,
+    /// Project (for records of uncached calls).
+    pub project: String,
+    /// Domain.
+    pub domain: String,
+    /// Cache version.
+    pub version: String,
+    /// The run the call belongs to.
+    pub run: Option<String>,
+    /// Lease TTL if this call's flight acquires.
+    pub lease_ttl: Duration,
+    /// The task's `max_age`.
+    pub max_age: Option<Duration>,
+    /// After waiting for a failed execution, return its error instead of running again.
+    pub fail_fast: bool,
+}
+
+/// The answer to a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallResult {
+    /// Output bytes or the error.
+    pub output: Result<Vec<u8>, TaskError>,
+    /// How the cache answered.
+    pub status: CacheStatus,
+    /// This call's execution id.
+    pub execution: String,
+    /// Time from submission to answer.
+    pub duration: Duration,
+}
+
+/// What a scheduler is told.
+pub enum SchedulerMsg {
+    /// Make a call and reply with its result.
+    Call(Box<CallRequest>, RpcReplyPort<CallResult>),
+    /// A resolve finished (internal).
+    Resolved(FlightKey, Lookup),
+    /// A wait finished (internal).
+    Waited(FlightKey, WaitOutcome),
+    /// A job came back from a worker (internal).
+    JobDone(CallId, Option<FlightKey>, Box<JobReport>),
+}
+
+/// The scheduler behaviour.
+pub struct Scheduler;
+
+/// What a scheduler starts with.
+pub struct SchedulerArgs {
+    /// This node's name (lease owner).
+    pub owner: String,
+    /// The catalog.
+    pub catalog: Catalog<AnyStore>,
+    /// Where jobs run.
+    pub workers: WorkerPoolHandle,
+}
+
+struct Pending {
+    request: Box<CallRequest>,
+    reply: RpcReplyPort<CallResult>,
+    execution: String,
+    started: Instant,
+    started_ms: i64,
+}
+
+/// A scheduler's state.
+pub struct SchedulerState {
+    args: SchedulerArgs,
+    machine: Machine,
+    calls: HashMap<CallId, Pending>,
+    next: CallId,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl SchedulerState {
+    fn request(&self, call: CallId) -> Option<&Pending> {
+        self.calls.get(&call)
+    }
+
+    fn resolve_request<'a>(
+        &'a self,
+        p: &'a Pending,
+        key: &'a CacheKey,
+        overwrite: bool,
+    ) -> ResolveRequest<'a> {
+        ResolveRequest {
+            key,
+            owner: &self.args.owner,
+            execution: &p.execution,
+            lease_ttl: p.request.lease_ttl,
+            max_age: p.request.max_age,
+            overwrite,
+            takeover: None,
+        }
+    }
+
+    async fn perform(&mut self, myself: &ActorRef<SchedulerMsg>, action: Action) {
+        match action {
+            Action::Resolve { flight, leader } => {
+                let Some(p) = self.request(leader) else {
+                    return;
+                };
+                let Some(key) = p.request.key.clone() else {
+                    return;
+                };
+                let (catalog, me) = (self.args.catalog.clone(), myself.clone());
+                let (owner, execution, ttl, max_age) = (
+                    self.args.owner.clone(),
+                    p.execution.clone(),
+                    p.request.lease_ttl,
+                    p.request.max_age,
+                );
+                tokio::spawn(async move {
+                    let req = ResolveRequest {
+                        key: &key,
+                        owner: &owner,
+                        execution: &execution,
+                        lease_ttl: ttl,
+                        max_age,
+                        overwrite: flight.overwrite,
+                        takeover: None,
+                    };
+                    let outcome = match catalog.resolve(&req).await {
+                        Ok(Resolution::Hit(hit)) => Lookup::Hit(hit.output),
+                        Ok(Resolution::Acquired(lease)) => Lookup::Acquired(lease),
+                        Ok(Resolution::Held(held)) => Lookup::Held(held),
+                        Err(e) => {
+                            tracing::warn!(error = %e, key = %key.digest, "cache lookup failed; running uncached");
+                            Lookup::Failed(e.to_string())
+                        }
+                    };
+                    let _ = me.send_message(SchedulerMsg::Resolved(flight, outcome));
+                });
+            }
+            Action::Wait {
+                flight,
+                leader,
+                held,
+            } => {
+                let Some(p) = self.request(leader) else {
+                    return;
+                };
+                let Some(key) = p.request.key.clone() else {
+                    return;
+                };
+                let req = self.resolve_request(p, &key, flight.overwrite);
+                let (owner, execution, ttl, max_age) = (
+                    req.owner.to_string(),
+                    req.execution.to_string(),
+                    req.lease_ttl,
+                    req.max_age,
+                );
+                let (catalog, me) = (self.args.catalog.clone(), myself.clone());
+                tokio::spawn(async move {
+                    let req = ResolveRequest {
+                        key: &key,
+                        owner: &owner,
+                        execution: &execution,
+                        lease_ttl: ttl,
+                        max_age,
+                        overwrite: flight.overwrite,
+                        takeover: None,
+                    };
+                    let outcome = match catalog.wait(&req, held).await {
+                        Ok(Answer::Hit(hit)) => WaitOutcome::Hit(hit.output),
+                        Ok(Answer::Acquired(lease)) => WaitOutcome::Acquired(lease),
+                        Err(e) => WaitOutcome::Failed(e.to_string()),
+                    };
+                    let _ = me.send_message(SchedulerMsg::Waited(flight, outcome));
+                });
+            }
+            Action::Dispatch {
+                flight,
+                leader,
+                lease,
+            } => {
+                let Some(p) = self.request(leader) else {
+                    return;
+                };
+                let job = Job {
+                    execution: p.execution.clone(),
+                    task: p.request.task.clone(),
+                    input: p.request.input.clone(),
+                    cache: match (lease, &p.request.key) {
+                        (Some(lease), Some(key)) => Some(JobCache {
+                            key: key.clone(),
+                            lease,
+                        }),
+                        _ => None,
+                    },
+                    run: p.request.run.clone(),
+                };
+                let (workers, me) = (self.args.workers.clone(), myself.clone());
+                tokio::spawn(async move {
+                    let report = workers.execute(job).await;
+                    let _ =
+                        me.send_message(SchedulerMsg::JobDone(leader, flight, Box::new(report)));
+                });
+            }
+            Action::Release { lease } => {
+                let catalog = self.args.catalog.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = catalog.release(&lease).await {
+                        tracing::warn!(error = %e, "could not release a lease; it expires after its TTL");
+                    }
+                });
+            }
+            Action::Reply {
+                call,
+                output,
+                status,
+                waited_for,
+            } => {
+                let Some(p) = self.calls.remove(&call) else {
+                    return;
+                };
+                let duration = p.started.elapsed();
+                let record = ExecutionRecord {
+                    execution: p.execution.clone(),
+                    run: p.request.run.clone(),
+                    project: p.request.project.clone(),
+                    domain: p.request.domain.clone(),
+                    task: p.request.task.clone(),
+                    version: p.request.version.clone(),
+                    key: p.request.key.as_ref().map(|k| k.digest),
+                    status,
+                    started_at_ms: p.started_ms,
+                    duration_us: duration.as_micros() as u64,
+                    wait_us: if waited_for.is_some() {
+                        duration.as_micros() as u64
+                    } else {
+                        0
+                    },
+                    waited_for,
+                    error: output.as_ref().err().map(ToString::to_string),
+                };
+                let _ = p.reply.send(CallResult {
+                    output,
+                    status,
+                    execution: p.execution,
+                    duration,
+                });
+                self.args.catalog.record(record).await;
+            }
+        }
+    }
+}
+
+impl Actor for Scheduler {
+    type Msg = SchedulerMsg;
+    type State = SchedulerState;
+    type Arguments = SchedulerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SchedulerMsg>,
+        args: SchedulerArgs,
+    ) -> Result<SchedulerState, ActorProcessingErr> {
+        Ok(SchedulerState {
+            args,
+            machine: Machine::new(),
+            calls: HashMap::new(),
+            next: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        message: SchedulerMsg,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let input = match message {
+            SchedulerMsg::Call(request, reply) => {
+                state.next += 1;
+                let call = state.next;
+                let flight = request.key.as_ref().map(|k| FlightKey {
+                    digest: k.digest,
+                    overwrite: request.overwrite,
+                });
+                let fail_fast = request.fail_fast;
+                state.calls.insert(
+                    call,
+                    Pending {
+                        request,
+                        reply,
+                        execution: new_execution_id(),
+                        started: Instant::now(),
+                        started_ms: unix_ms(),
+                    },
+                );
+                Input::Call {
+                    call,
+                    flight,
+                    fail_fast,
+                }
+            }
+            SchedulerMsg::Resolved(flight, outcome) => Input::Resolved { flight, outcome },
+            SchedulerMsg::Waited(flight, outcome) => Input::Waited { flight, outcome },
+            SchedulerMsg::JobDone(call, flight, report) => Input::JobDone {
+                call,
+                flight,
+                report: *report,
+            },
+        };
+        for action in state.machine.step(input) {
+            state.perform(&myself, action).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,628 @@
+//! The scheduling decisions of one scheduler, as a pure state machine: [`Machine::step`] takes an
+//! [`Input`] and returns the [`Action`]s to perform. No I/O, no time, no actors.
+//!
+//! A *flight* is one resolution of one cache key (plus whether it overwrites). The first call of
+//! a key starts a flight and leads it; identical calls arriving while it is in flight join it and
+//! get its result without any store round trip of their own.
+
+use cairn_engine::catalog::{CacheStatus, Digest, HeldLease, Lease};
+use cairn_engine::task::{JobReport, TaskError};
+use std::collections::HashMap;
+
+/// A call's id, local to one scheduler.
+pub type CallId = u64;
+
+/// What identifies a flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlightKey {
+    /// The cache key digest.
+    pub digest: Digest,
+    /// Overwrite calls never share a flight with ordinary ones.
+    pub overwrite: bool,
+}
+
+/// How a resolve ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The output is stored.
+    Hit(Vec<u8>),
+    /// This flight holds the lease.
+    Acquired(Lease),
+    /// Another execution holds it.
+    Held(HeldLease),
+    /// The store could not answer.
+    Failed(String),
+}
+
+/// How a wait behind another execution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The other execution stored its output.
+    Hit(Vec<u8>),
+    /// This flight holds the lease now (the holder failed, released or went silent).
+    Acquired(Lease),
+    /// The store failed while waiting.
+    Failed(String),
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A call arrived; `flight` is `None` for a task that is not cacheable.
+    Call {
+        /// Its id.
+        call: CallId,
+        /// Its flight.
+        flight: Option<FlightKey>,
+        /// After waiting for an execution that failed, return its error instead of running.
+        fail_fast: bool,
+    },
+    /// A resolve finished.
+    Resolved {
+        /// Whose.
+        flight: FlightKey,
+        /// Its outcome.
+        outcome: Lookup,
+    },
+    /// A wait finished.
+    Waited {
+        /// Whose.
+        flight: FlightKey,
+        /// Its outcome.
+        outcome: WaitOutcome,
+    },
+    /// A worker reported a job.
+    JobDone {
+        /// The call that dispatched it.
+        call: CallId,
+        /// The flight, for cached calls.
+        flight: Option<FlightKey>,
+        /// The report.
+        report: JobReport,
+    },
+}
+
+/// Something to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Resolve the flight's key for its leader.
+    Resolve {
+        /// The flight.
+        flight: FlightKey,
+        /// Its leading call.
+        leader: CallId,
+    },
+    /// Wait behind another execution's lease.
+    Wait {
+        /// The flight.
+        flight: FlightKey,
+        /// Its leading call.
+        leader: CallId,
+        /// The lease as seen.
+        held: HeldLease,
+    },
+    /// Send the leader's job to a worker, under `lease` (or uncached).
+    Dispatch {
+        /// The flight, for cached calls.
+        flight: Option<FlightKey>,
+        /// The call whose input the job runs.
+        leader: CallId,
+        /// The lease to run under; `None` runs uncached.
+        lease: Option<Lease>,
+    },
+    /// Give up a lease without running (fail-fast after a failed execution).
+    Release {
+        /// The lease.
+        lease: Lease,
+    },
+    /// Answer a call.
+    Reply {
+        /// The call.
+        call: CallId,
+        /// Output bytes or error.
+        output: Result<Vec<u8>, TaskError>,
+        /// Its cache status.
+        status: CacheStatus,
+        /// The execution it waited for, if it did.
+        waited_for: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+enum Stage {
+    Resolving,
+    Waiting,
+    Running { lookup_failed: bool },
+}
+
+#[derive(Debug)]
+struct Flight {
+    leader: CallId,
+    joiners: Vec<CallId>,
+    stage: Stage,
+    waited_for: Option<String>,
+    fail_fast: bool,
+}
+
+impl Flight {
+    fn calls(&self) -> impl Iterator<Item = CallId> + '_ {
+        std::iter::once(self.leader).chain(self.joiners.iter().copied())
+    }
+}
+
+/// The single-flight table of one scheduler.
+#[derive(Debug, Default)]
+pub struct Machine {
+    flights: HashMap<FlightKey, Flight>,
+}
+
+impl Machine {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Flights in progress.
+    pub fn in_flight(&self) -> usize {
+        self.flights.len()
+    }
+
+    /// Applies `input`; returns what to do.
+    pub fn step(&mut self, input: Input) -> Vec<Action> {
+        match input {
+            Input::Call {
+                call, flight: None, ..
+            } => vec![Action::Dispatch {
+                flight: None,
+                leader: call,
+                lease: None,
+            }],
+            Input::Call {
+                call,
+                flight: Some(key),
+                fail_fast,
+            } => match self.flights.get_mut(&key) {
+                Some(f) => {
+                    f.joiners.push(call);
+                    Vec::new()
+                }
+                None => {
+                    self.flights.insert(
+                        key,
+                        Flight {
+                            leader: call,
+                            joiners: Vec::new(),
+                            stage: Stage::Resolving,
+                            waited_for: None,
+                            fail_fast,
+                        },
+                    );
+                    vec![Action::Resolve {
+                        flight: key,
+                        leader: call,
+                    }]
+                }
+            },
+            Input::Resolved { flight, outcome } => self.resolved(flight, outcome),
+            Input::Waited { flight, outcome } => match outcome {
+                WaitOutcome::Hit(output) => {
+                    self.finish(flight, |_| (Ok(output.clone()), CacheStatus::Waited))
+                }
+                WaitOutcome::Acquired(lease) => self.acquired(flight, lease),
+                WaitOutcome::Failed(e) => self.finish(flight, |_| {
+                    (
+                        Err(TaskError::Engine { detail: e.clone() }),
+                        CacheStatus::LookupFailure,
+                    )
+                }),
+            },
+            Input::JobDone {
+                call,
+                flight: None,
+                report,
+            } => vec![Action::Reply {
+                call,
+                output: report.output,
+                status: CacheStatus::Disabled,
+                waited_for: None,
+            }],
+            Input::JobDone {
+                flight: Some(key),
+                report,
+                ..
+            } => {
+                let lookup_failed = matches!(
+                    self.flights.get(&key).map(|f| &f.stage),
+                    Some(Stage::Running {
+                        lookup_failed: true
+                    })
+                );
+                self.finish(key, |is_leader| {
+                    let status = if lookup_failed {
+                        CacheStatus::LookupFailure
+                    } else if is_leader || report.status == CacheStatus::Hit {
+                        report.status
+                    } else if report.output.is_ok() {
+                        CacheStatus::Waited
+                    } else {
+                        CacheStatus::Miss
+                    };
+                    (report.output.clone(), status)
+                })
+            }
+        }
+    }
+
+    fn resolved(&mut self, key: FlightKey, outcome: Lookup) -> Vec<Action> {
+        match outcome {
+            Lookup::Hit(output) => self.finish(key, |_| (Ok(output.clone()), CacheStatus::Hit)),
+            Lookup::Acquired(lease) => self.acquired(key, lease),
+            Lookup::Held(held) => match self.flights.get_mut(&key) {
+                Some(f) => {
+                    f.stage = Stage::Waiting;
+                    f.waited_for = Some(held.execution.clone());
+                    vec![Action::Wait {
+                        flight: key,
+                        leader: f.leader,
+                        held,
+                    }]
+                }
+                None => Vec::new(),
+            },
+            // The cache cannot be read: run uncached rather than fail the call.
+            Lookup::Failed(_) => match self.flights.get_mut(&key) {
+                Some(f) => {
+                    f.stage = Stage::Running {
+                        lookup_failed: true,
+                    };
+                    vec![Action::Dispatch {
+                        flight: Some(key),
+                        leader: f.leader,
+                        lease: None,
+                    }]
+                }
+                None => Vec::new(),
+            },
+        }
+    }
+
+    fn acquired(&mut self, key: FlightKey, lease: Lease) -> Vec<Action> {
+        let Some(f) = self.flights.get_mut(&key) else {
+            return vec![Action::Release { lease }];
+        };
+        if let (Some(error), Some(_), true) = (&lease.previous_failure, &f.waited_for, f.fail_fast)
+        {
+            let error = TaskError::Failed {
+                message: error.clone(),
+            };
+            let mut actions = vec![Action::Release {
+                lease: lease.clone(),
+            }];
+            actions.extend(self.finish(key, |_| (Err(error.clone()), CacheStatus::Miss)));
+            return actions;
+        }
+        f.stage = Stage::Running {
+            lookup_failed: false,
+        };
+        vec![Action::Dispatch {
+            flight: Some(key),
+            leader: f.leader,
+            lease: Some(lease),
+        }]
+    }
+
+    /// Ends a flight, replying to every call in it; `answer(is_leader)` gives each reply.
+    fn finish(
+        &mut self,
+        key: FlightKey,
+        answer: impl Fn(bool) -> (Result<Vec<u8>, TaskError>, CacheStatus),
+    ) -> Vec<Action> {
+        let Some(f) = self.flights.remove(&key) else {
+            return Vec::new();
+        };
+        f.calls()
+            .map(|call| {
+                let (output, status) = answer(call == f.leader);
+                Action::Reply {
+                    call,
+                    output,
+                    status,
+                    waited_for: f.waited_for.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(n: u128) -> FlightKey {
+        FlightKey {
+            digest: Digest(n),
+            overwrite: false,
+        }
+    }
+
+    fn lease(n: u128, previous_failure: Option<&str>) -> Lease {
+        Lease {
+            digest: Digest(n),
+            owner: "node".into(),
+            execution: "e1".into(),
+            generation: 1,
+            ttl: Duration::from_secs(30),
+            overwrite: false,
+            evicted: false,
+            previous_failure: previous_failure.map(str::to_string),
+            took_over: false,
+        }
+    }
+
+    fn held(n: u128) -> HeldLease {
+        HeldLease::new(Digest(n), "other-node", "e0", 3, 0, Duration::from_secs(30))
+    }
+
+    fn replies(actions: &[Action]) -> Vec<(CallId, CacheStatus, Result<Vec<u8>, TaskError>)> {
+        let mut r: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reply {
+                    call,
+                    status,
+                    output,
+                    ..
+                } => Some((*call, *status, output.clone())),
+                _ => None,
+            })
+            .collect();
+        r.sort_by_key(|(c, _, _)| *c);
+        r
+    }
+
+    fn call(m: &mut Machine, id: CallId, k: FlightKey) -> Vec<Action> {
+        m.step(Input::Call {
+            call: id,
+            flight: Some(k),
+            fail_fast: false,
+        })
+    }
+
+    #[test]
+    fn identical_calls_share_one_resolution() {
+        let mut m = Machine::new();
+        assert_eq!(
+            call(&mut m, 1, key(7)),
+            vec![Action::Resolve {
+                flight: key(7),
+                leader: 1
+            }]
+        );
+        for id in 2..=1000 {
+            assert!(
+                call(&mut m, id, key(7)).is_empty(),
+                "joiners cause no store work"
+            );
+        }
+        let actions = m.step(Input::Resolved {
+            flight: key(7),
+            outcome: Lookup::Hit(b"49".to_vec()),
+        });
+        let r = replies(&actions);
+        assert_eq!(r.len(), 1000);
+        assert!(
+            r.iter()
+                .all(|(_, s, o)| *s == CacheStatus::Hit && o.as_deref() == Ok(&b"49"[..]))
+        );
+        assert_eq!(m.in_flight(), 0);
+        // The next call resolves again (no stale result is kept).
+        assert_eq!(
+            call(&mut m, 1001, key(7)),
+            vec![Action::Resolve {
+                flight: key(7),
+                leader: 1001
+            }]
+        );
+    }
+
+    #[test]
+    fn acquired_flight_dispatches_once_and_answers_everyone() {
+        let mut m = Machine::new();
+        call(&mut m, 1, key(1));
+        call(&mut m, 2, key(1));
+        let actions = m.step(Input::Resolved {
+            flight: key(1),
+            outcome: Lookup::Acquired(lease(1, None)),
+        });
+        assert_eq!(
+            actions,
+            vec![Action::Dispatch {
+                flight: Some(key(1)),
+                leader: 1,
+                lease: Some(lease(1, None))
+            }]
+        );
+        call(&mut m, 3, key(1));
+        let report = JobReport {
+            output: Ok(b"1".to_vec()),
+            status: CacheStatus::Populated,
+            attempts: 1,
+        };
+        let r = replies(&m.step(Input::JobDone {
+            call: 1,
+            flight: Some(key(1)),
+            report,
+        }));
+        assert_eq!(
+            r.iter().map(|(c, s, _)| (*c, *s)).collect::<Vec<_>>(),
+            vec![
+                (1, CacheStatus::Populated),
+                (2, CacheStatus::Waited),
+                (3, CacheStatus::Waited)
+            ]
+        );
+    }
+
+    #[test]
+    fn held_flight_waits_then_answers_waited() {
+        let mut m = Machine::new();
+        call(&mut m, 1, key(2));
+        let actions = m.step(Input::Resolved {
+            flight: key(2),
+            outcome: Lookup::Held(held(2)),
+        });
+        assert!(matches!(&actions[..], [Action::Wait { leader: 1, .. }]));
+        call(&mut m, 2, key(2));
+        let actions = m.step(Input::Waited {
+            flight: key(2),
+            outcome: WaitOutcome::Hit(b"x".to_vec()),
+        });
+        let r = replies(&actions);
+        assert!(r.iter().all(|(_, s, _)| *s == CacheStatus::Waited));
+        assert!(
+            actions
+                .iter()
+                .all(|a| matches!(a, Action::Reply { waited_for: Some(e), .. } if e == "e0"))
+        );
+    }
+
+    #[test]
+    fn failed_holder_is_rerun_or_reported_per_policy() {
+        for fail_fast in [false, true] {
+            let mut m = Machine::new();
+            m.step(Input::Call {
+                call: 1,
+                flight: Some(key(3)),
+                fail_fast,
+            });
+            m.step(Input::Resolved {
+                flight: key(3),
+                outcome: Lookup::Held(held(3)),
+            });
+            let actions = m.step(Input::Waited {
+                flight: key(3),
+                outcome: WaitOutcome::Acquired(lease(3, Some("boom"))),
+            });
+            if fail_fast {
+                assert!(matches!(actions[0], Action::Release { .. }));
+                let r = replies(&actions);
+                assert_eq!(r[0].1, CacheStatus::Miss);
+                assert_eq!(
+                    r[0].2,
+                    Err(TaskError::Failed {
+                        message: "boom".into()
+                    })
+                );
+            } else {
+                assert!(matches!(
+                    actions[..],
+                    [Action::Dispatch { lease: Some(_), .. }]
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_failure_runs_uncached_and_says_so() {
+        let mut m = Machine::new();
+        call(&mut m, 1, key(4));
+        call(&mut m, 2, key(4));
+        let actions = m.step(Input::Resolved {
+            flight: key(4),
+            outcome: Lookup::Failed("store down".into()),
+        });
+        assert_eq!(
+            actions,
+            vec![Action::Dispatch {
+                flight: Some(key(4)),
+                leader: 1,
+                lease: None
+            }]
+        );
+        let report = JobReport {
+            output: Ok(b"v".to_vec()),
+            status: CacheStatus::Disabled,
+            attempts: 1,
+        };
+        let r = replies(&m.step(Input::JobDone {
+            call: 1,
+            flight: Some(key(4)),
+            report,
+        }));
+        assert!(
+            r.iter()
+                .all(|(_, s, o)| *s == CacheStatus::LookupFailure && o.is_ok())
+        );
+    }
+
+    #[test]
+    fn errors_reach_every_joiner_and_overwrites_do_not_join() {
+        let mut m = Machine::new();
+        call(&mut m, 1, key(5));
+        let ow = FlightKey {
+            digest: Digest(5),
+            overwrite: true,
+        };
+        assert_eq!(
+            call(&mut m, 2, ow),
+            vec![Action::Resolve {
+                flight: ow,
+                leader: 2
+            }],
+            "separate flight"
+        );
+        call(&mut m, 3, key(5));
+        m.step(Input::Resolved {
+            flight: key(5),
+            outcome: Lookup::Acquired(lease(5, None)),
+        });
+        let failed = JobReport {
+            output: Err(TaskError::Failed {
+                message: "no".into(),
+            }),
+            status: CacheStatus::Miss,
+            attempts: 1,
+        };
+        let r = replies(&m.step(Input::JobDone {
+            call: 1,
+            flight: Some(key(5)),
+            report: failed,
+        }));
+        assert_eq!(
+            r.iter().map(|(c, s, _)| (*c, *s)).collect::<Vec<_>>(),
+            vec![(1, CacheStatus::Miss), (3, CacheStatus::Miss)]
+        );
+        assert_eq!(m.in_flight(), 1, "the overwrite flight is still running");
+    }
+
+    #[test]
+    fn uncached_calls_never_share() {
+        let mut m = Machine::new();
+        for id in 1..=3 {
+            assert_eq!(
+                m.step(Input::Call {
+                    call: id,
+                    flight: None,
+                    fail_fast: false
+                }),
+                vec![Action::Dispatch {
+                    flight: None,
+                    leader: id,
+                    lease: None
+                }]
+            );
+        }
+        let report = JobReport {
+            output: Ok(vec![]),
+            status: CacheStatus::Disabled,
+            attempts: 1,
+        };
+        let r = replies(&m.step(Input::JobDone {
+            call: 2,
+            flight: None,
+            report,
+        }));
+        assert_eq!(r, vec![(2, CacheStatus::Disabled, Ok(vec![]))]);
+    }
+}

@@ -1,0 +1,128 @@
+//! Running one job: the part of a task call that happens on a worker.
+
+use cairn_engine::catalog::{CacheStatus, Catalog, Committed};
+use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
+use cairn_engine::{Error, Store};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+/// Runs `job`: looks the task up, keeps its lease alive, runs it (with its timeout, retrying
+/// failures, panics and timeouts `retries` times), then commits the output or fails the lease
+/// so waiters take over at once. Never panics and never returns without a report.
+pub async fn execute<S: Store>(
+    catalog: &Catalog<S>,
+    registry: &TaskRegistry,
+    job: &Job,
+) -> JobReport {
+    let uncached = if job.cache.is_some() {
+        CacheStatus::Miss
+    } else {
+        CacheStatus::Disabled
+    };
+    let Some(task) = registry.get(&job.task) else {
+        let error = TaskError::UnknownTask {
+            name: job.task.clone(),
+        };
+        if let Some(c) = &job.cache {
+            let _ = catalog.fail(&c.lease, &error.to_string()).await;
+        }
+        return JobReport {
+            output: Err(error),
+            status: uncached,
+            attempts: 0,
+        };
+    };
+    let options = &task.spec().options;
+    let keep_alive = job.cache.as_ref().map(|c| catalog.keep_alive(&c.lease));
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        let run = AssertUnwindSafe(task.invoke_bytes(&job.input)).catch_unwind();
+        let result = match options.timeout {
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(r) => r,
+                Err(_) => Ok(Err(TaskError::TimedOut {
+                    after_ms: limit.as_millis() as u64,
+                })),
+            },
+            None => run.await,
+        };
+        let result = result.unwrap_or_else(|panic| {
+            Err(TaskError::Panicked {
+                message: panic_message(&*panic),
+            })
+        });
+        match result {
+            Err(e) if e.is_retryable() && attempts <= options.retries => {
+                tracing::info!(task = %job.task, attempt = attempts, error = %e, "retrying task");
+            }
+            other => break other,
+        }
+    };
+    drop(keep_alive);
+    let Some(cache) = &job.cache else {
+        return JobReport {
+            output: outcome,
+            status: CacheStatus::Disabled,
+            attempts,
+        };
+    };
+    match outcome {
+        Err(error) => {
+            if let Err(e) = catalog.fail(&cache.lease, &error.to_string()).await {
+                tracing::warn!(error = %e, task = %job.task, "could not release a failed lease; waiters take it over after its TTL");
+            }
+            JobReport {
+                output: Err(error),
+                status: CacheStatus::Miss,
+                attempts,
+            }
+        }
+        Ok(output) => match catalog
+            .commit(&cache.key, &cache.lease, &output, options.max_age)
+            .await
+        {
+            Ok(Committed::Stored(_)) => {
+                let status = if cache.lease.overwrite {
+                    CacheStatus::Skipped
+                } else if cache.lease.evicted {
+                    CacheStatus::Evicted
+                } else {
+                    CacheStatus::Populated
+                };
+                JobReport {
+                    output: Ok(output),
+                    status,
+                    attempts,
+                }
+            }
+            // Another execution stored first; every caller of a key gets the same output.
+            Ok(Committed::AlreadyStored(hit)) => JobReport {
+                output: Ok(hit.output),
+                status: CacheStatus::Hit,
+                attempts,
+            },
+            Err(e) => {
+                if !matches!(e, Error::OutputTooLarge { .. }) {
+                    let _ = catalog.fail(&cache.lease, &e.to_string()).await;
+                }
+                tracing::warn!(error = %e, task = %job.task, "could not store the output");
+                JobReport {
+                    output: Ok(output),
+                    status: CacheStatus::PutFailure,
+                    attempts,
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,251 @@
+//! The worker pool: a supervisor actor with one [`Worker`] child per unit of concurrency.
+//!
+//! Jobs wait in a FIFO queue while every worker is busy. When a worker dies (killed, or a panic
+//! that escaped the task), the pool starts a replacement with the same index, then settles the
+//! job it was running: a task with retries left (each death counts as one) is queued again (its lease is still held by the
+//! job's execution, so nobody else runs it meanwhile); otherwise the lease is failed, so waiters
+//! take over at once, and the caller gets [`TaskError::WorkerLost`].
+
+use crate::worker::{Worker, WorkerArgs, WorkerMsg};
+use cairn_engine::AnyStore;
+use cairn_engine::catalog::{CacheStatus, Catalog};
+use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// The pool behaviour.
+pub struct WorkerPool;
+
+/// What the pool is told.
+pub enum PoolMsg {
+    /// Run a job on the next idle worker and reply with its report.
+    Execute(Box<Job>, RpcReplyPort<JobReport>),
+    /// A worker finished its job (sent by workers).
+    Finished {
+        /// The worker's index.
+        worker: usize,
+        /// Its report.
+        report: Box<JobReport>,
+    },
+    /// Reply with the pool's current load.
+    Status(RpcReplyPort<PoolStatus>),
+}
+
+/// A job being run.
+#[derive(Debug, Clone)]
+pub struct BusyWorker {
+    /// The job's execution id.
+    pub execution: String,
+    /// The task.
+    pub task: String,
+    /// The worker actor running it.
+    pub actor: ActorCell,
+}
+
+/// The pool's load.
+#[derive(Debug, Clone)]
+pub struct PoolStatus {
+    /// Workers in the pool (its concurrency).
+    pub workers: usize,
+    /// Jobs running.
+    pub busy: Vec<BusyWorker>,
+    /// Jobs waiting for a worker.
+    pub queued: usize,
+    /// Workers replaced after dying.
+    pub replaced: u64,
+}
+
+/// What the pool is started with.
+pub struct PoolArgs {
+    /// Number of workers.
+    pub concurrency: usize,
+    /// The catalog workers commit through.
+    pub catalog: Catalog<AnyStore>,
+    /// The tasks workers can run.
+    pub registry: Arc<TaskRegistry>,
+}
+
+/// A job, its caller, and how many workers died running it.
+type Pending = (Box<Job>, RpcReplyPort<JobReport>, u32);
+
+/// The pool's state.
+pub struct PoolState {
+    args: PoolArgs,
+    workers: Vec<ActorRef<WorkerMsg>>,
+    ids: HashMap<ActorId, usize>,
+    idle: Vec<usize>,
+    busy: HashMap<usize, Pending>,
+    queue: VecDeque<Pending>,
+    replaced: u64,
+}
+
+impl WorkerPool {
+    async fn start_worker(
+        myself: &ActorRef<PoolMsg>,
+        state: &mut PoolState,
+        id: usize,
+    ) -> Result<(), ActorProcessingErr> {
+        let (worker, _) = Actor::spawn_linked(
+            None,
+            Worker,
+            WorkerArgs {
+                id,
+                pool: myself.clone(),
+                catalog: state.args.catalog.clone(),
+                registry: state.args.registry.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        state.ids.insert(worker.get_id(), id);
+        if id < state.workers.len() {
+            state.workers[id] = worker;
+        } else {
+            state.workers.push(worker);
+        }
+        state.idle.push(id);
+        Ok(())
+    }
+
+    /// Hands queued jobs to idle workers.
+    fn dispatch(state: &mut PoolState) {
+        while let Some(id) = state.idle.pop() {
+            let Some((job, reply, deaths)) = state.queue.pop_front() else {
+                state.idle.push(id);
+                return;
+            };
+            match state.workers[id].send_message(WorkerMsg::Run(job.clone())) {
+                Ok(()) => {
+                    state.busy.insert(id, (job, reply, deaths));
+                }
+                // The worker is stopping; its supervision event will replace it.
+                Err(_) => state.queue.push_front((job, reply, deaths)),
+            }
+        }
+    }
+}
+
+impl Actor for WorkerPool {
+    type Msg = PoolMsg;
+    type State = PoolState;
+    type Arguments = PoolArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PoolMsg>,
+        args: PoolArgs,
+    ) -> Result<PoolState, ActorProcessingErr> {
+        let concurrency = args.concurrency.max(1);
+        let mut state = PoolState {
+            args,
+            workers: Vec::with_capacity(concurrency),
+            ids: HashMap::new(),
+            idle: Vec::with_capacity(concurrency),
+            busy: HashMap::new(),
+            queue: VecDeque::new(),
+            replaced: 0,
+        };
+        for id in 0..concurrency {
+            Self::start_worker(&myself, &mut state, id).await?;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<PoolMsg>,
+        message: PoolMsg,
+        state: &mut PoolState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            PoolMsg::Execute(job, reply) => {
+                state.queue.push_back((job, reply, 0));
+                Self::dispatch(state);
+            }
+            PoolMsg::Finished { worker, report } => {
+                if let Some((_, reply, _)) = state.busy.remove(&worker) {
+                    // The caller may have gone away; nothing to do then.
+                    let _ = reply.send(*report);
+                }
+                state.idle.push(worker);
+                Self::dispatch(state);
+            }
+            PoolMsg::Status(reply) => {
+                let busy = state
+                    .busy
+                    .iter()
+                    .map(|(id, (job, _, _))| BusyWorker {
+                        execution: job.execution.clone(),
+                        task: job.task.clone(),
+                        actor: state.workers[*id].get_cell(),
+                    })
+                    .collect();
+                let _ = reply.send(PoolStatus {
+                    workers: state.workers.len(),
+                    busy,
+                    queued: state.queue.len(),
+                    replaced: state.replaced,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<PoolMsg>,
+        event: SupervisionEvent,
+        state: &mut PoolState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            _ => return Ok(()),
+        };
+        let Some(id) = state.ids.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        tracing::warn!(worker = id, reason = %why, "worker died; replacing it");
+        state.replaced += 1;
+        state.idle.retain(|i| *i != id);
+        if let Some((job, reply, deaths)) = state.busy.remove(&id) {
+            let retries = state
+                .args
+                .registry
+                .get(&job.task)
+                .map_or(0, |t| t.spec().options.retries);
+            if deaths < retries {
+                state.queue.push_front((job, reply, deaths + 1));
+            } else {
+                let error = TaskError::WorkerLost {
+                    detail: format!("worker {id} died: {why}"),
+                };
+                let status = if let Some(c) = &job.cache {
+                    let catalog = state.args.catalog.clone();
+                    let (lease, message) = (c.lease.clone(), error.to_string());
+                    tokio::spawn(async move {
+                        if let Err(e) = catalog.fail(&lease, &message).await {
+                            tracing::warn!(error = %e, "could not release the lease of a dead worker's job");
+                        }
+                    });
+                    CacheStatus::Miss
+                } else {
+                    CacheStatus::Disabled
+                };
+                let _ = reply.send(JobReport {
+                    output: Err(error),
+                    status,
+                    attempts: 1,
+                });
+            }
+        }
+        Self::start_worker(&myself, state, id).await?;
+        Self::dispatch(state);
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! A worker actor: runs one job at a time and reports to its pool.
+//!
+//! Failure: a task's own panic is caught by [`crate::execute()`]; if the actor itself dies (it
+//! is killed, or the engine panics around the task) its pool replaces it and settles its job.
+
+use crate::execute::execute;
+use crate::pool::PoolMsg;
+use cairn_engine::AnyStore;
+use cairn_engine::catalog::Catalog;
+use cairn_engine::task::{Job, TaskRegistry};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::Arc;
+
+/// The worker behaviour.
+pub struct Worker;
+
+/// What a worker is told.
+pub enum WorkerMsg {
+    /// Run this job and report it to the pool.
+    Run(Box<Job>),
+}
+
+/// What a worker is started with.
+pub struct WorkerArgs {
+    /// Its index in the pool.
+    pub id: usize,
+    /// The pool to report to.
+    pub pool: ActorRef<PoolMsg>,
+    /// The catalog to commit through.
+    pub catalog: Catalog<AnyStore>,
+    /// The tasks it can run.
+    pub registry: Arc<TaskRegistry>,
+}
+
+impl Actor for Worker {
+    type Msg = WorkerMsg;
+    type State = WorkerArgs;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        args: WorkerArgs,
+    ) -> Result<WorkerArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        message: WorkerMsg,
+        state: &mut WorkerArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WorkerMsg::Run(job) => {
+                let report = execute(&state.catalog, &state.registry, &job).await;
+                state.pool.send_message(PoolMsg::Finished {
+                    worker: state.id,
+                    report: Box::new(report),
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
