@@ -5,3 +5,4 @@
 pub mod catalog_suite;
 pub mod conformance;
 pub mod harness;
+pub mod runtime;

@@ -72,11 +72,12 @@ fn expand(options: Options, func: &mut ItemFn) -> syn::Result<Tokens> {
             "#[cairn::task] functions cannot be generic",
         ));
     }
-    // The version is a hash of the function as written, before this macro changes anything.
-    let auto_version = format!(
-        "auto-{:016x}",
-        xxhash_rust::xxh3::xxh3_64(quote!(#func).to_string().as_bytes())
-    );
+    // The version is a hash of the function's code as written (signature, body and attributes
+    // other than doc comments), before this macro changes anything.
+    let code_attrs = func.attrs.iter().filter(|a| !a.path().is_ident("doc"));
+    let (code_sig, code_block) = (&func.sig, &func.block);
+    let code = quote!(#(#code_attrs)* #code_sig #code_block).to_string();
+    let auto_version = format!("auto-{:016x}", xxhash_rust::xxh3::xxh3_64(code.as_bytes()));
 
     let mut params = Vec::new();
     for arg in func.sig.inputs.iter_mut() {

@@ -1,0 +1,651 @@
+//! The actor runtime through its public API (`cairn`): tasks, workflows, nodes.
+
+use cairn::{CacheStatus, CallError, RunOptions, TaskError};
+use cairn_tests::runtime::SharedStore;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn opts() -> RunOptions {
+    RunOptions::new("flytesnacks", "development")
+}
+
+static SQUARES: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn square(n: i64) -> i64 {
+    SQUARES.fetch_add(1, Ordering::SeqCst);
+    n * n
+}
+
+mod bumped {
+    use super::*;
+    pub static RUNS: AtomicUsize = AtomicUsize::new(0);
+    /// `square` at cache version 2.0.
+    #[cairn::task(cache = true, cache_version = "2.0", name = "square")]
+    pub async fn square(n: i64) -> i64 {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        n * n
+    }
+}
+
+mod reshaped {
+    use super::*;
+    pub static RUNS: AtomicUsize = AtomicUsize::new(0);
+    /// `square` at version 1.0 with another output type: the signature changed.
+    #[cairn::task(cache = true, cache_version = "1.0", name = "square")]
+    pub async fn square(n: i64) -> (i64, i64) {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        (n, n * n)
+    }
+}
+
+#[tokio::test]
+async fn square_called_in_two_runs_executes_once() {
+    let shared = SharedStore::new().await;
+    let node = shared.node("a").task(square).start().await.unwrap();
+    let before = SQUARES.load(Ordering::SeqCst);
+    let first = node
+        .run(opts(), |ctx| async move { ctx.call(square, 21).await })
+        .await;
+    let second = node
+        .run(opts(), |ctx| async move { ctx.call(square, 21).await })
+        .await;
+    assert_eq!((first.output.unwrap(), second.output.unwrap()), (441, 441));
+    assert_eq!(first.calls[0].status, CacheStatus::Populated);
+    assert_eq!(second.calls[0].status, CacheStatus::Hit);
+    assert_eq!(SQUARES.load(Ordering::SeqCst) - before, 1);
+    assert_ne!(first.run_id, second.run_id);
+
+    // The run's record lists its calls with their statuses.
+    node.catalog().flush_records().await.unwrap();
+    let records = node.catalog().run_executions(&second.run_id).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].task.as_str(), records[0].status),
+        ("square", CacheStatus::Hit)
+    );
+}
+
+#[tokio::test]
+async fn version_bump_and_signature_change_reexecute() {
+    let shared = SharedStore::new().await;
+    let v1 = shared.node("v1").task(square).start().await.unwrap();
+    let v2 = shared
+        .node("v2")
+        .task(bumped::square)
+        .start()
+        .await
+        .unwrap();
+    let v3 = shared
+        .node("v3")
+        .task(reshaped::square)
+        .start()
+        .await
+        .unwrap();
+    let r = v1
+        .run(opts(), |ctx| async move { ctx.call(square, 5).await })
+        .await;
+    assert_eq!(r.calls[0].status, CacheStatus::Populated);
+    let r = v2
+        .run(
+            opts(),
+            |ctx| async move { ctx.call(bumped::square, 5).await },
+        )
+        .await;
+    assert_eq!(
+        (r.output.unwrap(), r.calls[0].status),
+        (25, CacheStatus::Populated),
+        "version bumped"
+    );
+    let r = v3
+        .run(
+            opts(),
+            |ctx| async move { ctx.call(reshaped::square, 5).await },
+        )
+        .await;
+    assert_eq!(
+        (r.output.unwrap(), r.calls[0].status),
+        ((5, 25), CacheStatus::Populated),
+        "signature changed"
+    );
+    let r = v1
+        .run(opts(), |ctx| async move { ctx.call(square, 5).await })
+        .await;
+    assert_eq!(
+        r.calls[0].status,
+        CacheStatus::Hit,
+        "the 1.0 entry is still there"
+    );
+    assert_eq!(bumped::RUNS.load(Ordering::SeqCst), 1);
+    assert_eq!(reshaped::RUNS.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn projects_and_domains_do_not_share() {
+    let shared = SharedStore::new().await;
+    let node = shared.node("a").task(square).start().await.unwrap();
+    for (project, domain, expect) in [
+        ("alpha", "development", CacheStatus::Populated),
+        ("beta", "development", CacheStatus::Populated),
+        ("alpha", "production", CacheStatus::Populated),
+        ("alpha", "development", CacheStatus::Hit),
+    ] {
+        let r = node
+            .run(RunOptions::new(project, domain), |ctx| async move {
+                ctx.call(square, 9).await
+            })
+            .await;
+        assert_eq!(r.calls[0].status, expect, "{project}/{domain}");
+    }
+}
+
+static GREETS: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0", cache_ignore_inputs = ["verbose"])]
+async fn greet(name: String, verbose: bool) -> String {
+    GREETS.fetch_add(1, Ordering::SeqCst);
+    if verbose {
+        format!("Hello, {name}! Welcome.")
+    } else {
+        format!("Hello, {name}!")
+    }
+}
+
+#[tokio::test]
+async fn ignored_inputs_do_not_change_the_key() {
+    let shared = SharedStore::new().await;
+    let node = shared.node("a").task(greet).start().await.unwrap();
+    let a = node
+        .run(opts(), |ctx| async move {
+            ctx.call(greet, ("Ada".into(), false)).await
+        })
+        .await;
+    let b = node
+        .run(opts(), |ctx| async move {
+            ctx.call(greet, ("Ada".into(), true)).await
+        })
+        .await;
+    assert_eq!(b.calls[0].status, CacheStatus::Hit);
+    assert_eq!(a.output.unwrap(), b.output.unwrap());
+    let c = node
+        .run(opts(), |ctx| async move {
+            ctx.call(greet, ("Grace".into(), true)).await
+        })
+        .await;
+    assert_eq!(
+        c.calls[0].status,
+        CacheStatus::Populated,
+        "a key input still counts"
+    );
+}
+
+mod auto_a {
+    /// Same code as `auto_b::f`.
+    #[cairn::task(cache = true, cache_version = "auto", name = "f")]
+    pub async fn f(n: i64) -> i64 {
+        n + 1
+    }
+}
+mod auto_b {
+    /// Same code as `auto_a::f`.
+    #[cairn::task(cache = true, cache_version = "auto", name = "f")]
+    pub async fn f(n: i64) -> i64 {
+        n + 1
+    }
+}
+mod auto_c {
+    /// `f` with its body edited.
+    #[cairn::task(cache = true, cache_version = "auto", name = "f")]
+    pub async fn f(n: i64) -> i64 {
+        n + 2
+    }
+}
+
+#[tokio::test]
+async fn auto_version_changes_when_the_body_changes() {
+    use cairn::Task;
+    let version = |t: &dyn Fn() -> String| t();
+    let a = version(&|| auto_a::f.spec().options.cache_version.clone());
+    let b = version(&|| auto_b::f.spec().options.cache_version.clone());
+    let c = version(&|| auto_c::f.spec().options.cache_version.clone());
+    assert!(a.starts_with("auto-"));
+    assert_eq!(a, b, "identical code, identical version");
+    assert_ne!(a, c, "an edited body is a new version");
+    let shared = SharedStore::new().await;
+    let na = shared.node("a").task(auto_a::f).start().await.unwrap();
+    let nc = shared.node("c").task(auto_c::f).start().await.unwrap();
+    let r = na
+        .run(opts(), |ctx| async move { ctx.call(auto_a::f, 1).await })
+        .await;
+    assert_eq!(
+        (r.output.unwrap(), r.calls[0].status),
+        (2, CacheStatus::Populated)
+    );
+    let r = nc
+        .run(opts(), |ctx| async move { ctx.call(auto_c::f, 1).await })
+        .await;
+    assert_eq!(
+        (r.output.unwrap(), r.calls[0].status),
+        (3, CacheStatus::Populated),
+        "the old entry is not used"
+    );
+}
+
+static STAMPS: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn stamp(label: String) -> String {
+    format!("{label}#{}", STAMPS.fetch_add(1, Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn overwrite_cache_reexecutes_and_replaces() {
+    let shared = SharedStore::new().await;
+    let node = shared.node("a").task(stamp).start().await.unwrap();
+    let first = node
+        .run(opts(), |ctx| async move {
+            ctx.call(stamp, "x".to_string()).await
+        })
+        .await
+        .output
+        .unwrap();
+    let over = node
+        .run(opts().overwrite_cache(true), |ctx| async move {
+            ctx.call(stamp, "x".to_string()).await
+        })
+        .await;
+    assert_eq!(over.calls[0].status, CacheStatus::Skipped);
+    let replaced = over.output.unwrap();
+    assert_ne!(first, replaced, "re-executed");
+    let after = node
+        .run(opts(), |ctx| async move {
+            ctx.call(stamp, "x".to_string()).await
+        })
+        .await;
+    assert_eq!(after.calls[0].status, CacheStatus::Hit);
+    assert_eq!(after.output.unwrap(), replaced, "the entry was replaced");
+}
+
+static SLOW_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn slow_double(n: i64) -> i64 {
+    SLOW_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    n * 2
+}
+
+/// 10,000 identical calls at once: one execution, 10,000 equal results, and every caller is
+/// answered at the instant the execution finishes (paused time: no poll interval passes).
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_identical_calls_run_once() {
+    let shared = SharedStore::new().await;
+    let node = shared.node("a").task(slow_double).start().await.unwrap();
+    let ctx = node.ctx(opts());
+    let started = tokio::time::Instant::now();
+    let calls = (0..10_000).map(|_| {
+        let ctx = ctx.clone();
+        async move { (ctx.call(slow_double, 21).await, tokio::time::Instant::now()) }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), 1, "exactly one execution");
+    let latest = results.iter().map(|(_, at)| *at).max().unwrap();
+    for (r, _) in &results {
+        assert_eq!(r.as_ref().unwrap(), &42);
+    }
+    // The task sleeps 100 ms of virtual time; nothing else may let time pass.
+    assert_eq!(
+        latest - started,
+        Duration::from_millis(100),
+        "answers came at the commit, not after a poll"
+    );
+    let statuses = ctx.calls();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|c| c.status == CacheStatus::Populated)
+            .count(),
+        1
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|c| c.status == CacheStatus::Waited)
+            .count(),
+        9_999
+    );
+}
+
+static SLOW2_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0", lease_ttl = "30s")]
+async fn slow_triple(n: i64) -> i64 {
+    SLOW2_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    n * 3
+}
+
+/// Two nodes on one store: the second waits behind the first's lease and is woken by its
+/// commit, not by its 30 s TTL.
+#[tokio::test(start_paused = true)]
+async fn a_second_node_waits_for_the_first_and_is_woken_by_its_commit() {
+    let shared = SharedStore::new().await;
+    let a = shared.node("a").task(slow_triple).start().await.unwrap();
+    let b = shared.node("b").task(slow_triple).start().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let ctx_a = a.ctx(opts());
+    let first = tokio::spawn(async move { ctx_a.call(slow_triple, 7).await });
+    // Let node a acquire the lease before node b asks.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let rb = b
+        .run(opts(), |ctx| async move { ctx.call(slow_triple, 7).await })
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(first.await.unwrap().unwrap(), 21);
+    assert_eq!(rb.output.unwrap(), 21);
+    assert_eq!(rb.calls[0].status, CacheStatus::Waited);
+    assert_eq!(SLOW2_RUNS.load(Ordering::SeqCst), 1);
+    assert!(
+        waited < Duration::from_millis(1_050),
+        "woken at the commit ({waited:?}), not after the TTL"
+    );
+}
+
+static FLAKY: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0", retries = 1)]
+async fn flaky(n: i64) -> i64 {
+    let attempt = FLAKY.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if attempt < 2 {
+        panic!("attempt {attempt} went wrong");
+    }
+    n
+}
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn always_fails(n: i64) -> Result<i64, String> {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Err(format!("cannot handle {n}"))
+}
+
+/// A failing holder releases its lease at once: a waiter on another node runs the task itself
+/// (retries left) or receives the error (no retries), without waiting for the TTL.
+#[tokio::test(start_paused = true)]
+async fn failures_release_the_lease_at_once() {
+    let shared = SharedStore::new().await;
+    let a = shared
+        .node("a")
+        .task(flaky)
+        .task(always_fails)
+        .start()
+        .await
+        .unwrap();
+    let b = shared
+        .node("b")
+        .task(flaky)
+        .task(always_fails)
+        .start()
+        .await
+        .unwrap();
+
+    // flaky panics twice (both of node a's attempts), then works: node b runs it.
+    let started = tokio::time::Instant::now();
+    let ctx_a = a.ctx(opts());
+    let holder = tokio::spawn(async move { ctx_a.call(flaky, 5).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let rb = b
+        .run(opts(), |ctx| async move { ctx.call(flaky, 5).await })
+        .await;
+    match holder.await.unwrap() {
+        Err(CallError::Task {
+            error: TaskError::Panicked { message },
+            ..
+        }) => assert!(message.contains("attempt 1")),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert_eq!(rb.output.unwrap(), 5);
+    assert_eq!(rb.calls[0].status, CacheStatus::Populated);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no TTL was waited out"
+    );
+
+    // always_fails has no retries: the waiter gets the holder's error.
+    let ctx_a = a.ctx(opts());
+    let holder = tokio::spawn(async move { ctx_a.call(always_fails, 1).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let rb = b
+        .run(opts(), |ctx| async move { ctx.call(always_fails, 1).await })
+        .await;
+    assert!(matches!(
+        holder.await.unwrap(),
+        Err(CallError::Task {
+            error: TaskError::Failed { .. },
+            ..
+        })
+    ));
+    match rb.output {
+        Err(CallError::Task {
+            error: TaskError::Failed { message },
+            ..
+        }) => assert!(message.contains("cannot handle 1")),
+        other => panic!("expected the holder's error, got {other:?}"),
+    }
+    assert_eq!(rb.calls[0].status, CacheStatus::Miss);
+    // Errors are never cached: the next call runs again.
+    let again = b
+        .run(opts(), |ctx| async move { ctx.call(always_fails, 1).await })
+        .await;
+    assert_eq!(again.calls[0].status, CacheStatus::Miss);
+}
+
+static LATE: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0", lease_ttl = "2s")]
+async fn report(day: String) -> String {
+    LATE.fetch_add(1, Ordering::SeqCst);
+    format!("fresh report for {day}")
+}
+
+/// A holder that stops heartbeating (a stuck node, simulated through the catalog) is taken over
+/// once its TTL passes on the waiter's clock, and its late commit does not overwrite.
+#[tokio::test(start_paused = true)]
+async fn a_silent_holder_is_taken_over_and_its_late_commit_loses() {
+    use cairn::Task;
+    use cairn_engine::catalog::{
+        Committed, KeyInputs, Resolution, ResolveRequest, new_execution_id,
+    };
+    let shared = SharedStore::new().await;
+    let node = shared.node("a").task(report).start().await.unwrap();
+    let mut inputs = KeyInputs::new();
+    inputs.add("day", "monday").unwrap();
+    let key = report
+        .spec()
+        .cache_key("flytesnacks", "development", inputs)
+        .unwrap();
+    let stuck = new_execution_id();
+    let req = ResolveRequest {
+        key: &key,
+        owner: "stuck-node",
+        execution: &stuck,
+        lease_ttl: Duration::from_secs(2),
+        max_age: None,
+        overwrite: false,
+        takeover: None,
+    };
+    let Resolution::Acquired(stuck_lease) = node.catalog().resolve(&req).await.unwrap() else {
+        panic!("the stuck node should get the lease")
+    };
+    let started = tokio::time::Instant::now();
+    let r = node
+        .run(opts(), |ctx| async move {
+            ctx.call(report, "monday".to_string()).await
+        })
+        .await;
+    assert_eq!(r.output.unwrap(), "fresh report for monday");
+    assert_eq!(
+        r.calls[0].status,
+        CacheStatus::Populated,
+        "taken over and run"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    match node
+        .catalog()
+        .commit(&key, &stuck_lease, b"stale", None)
+        .await
+        .unwrap()
+    {
+        Committed::AlreadyStored(hit) => assert_ne!(hit.output, b"stale"),
+        other => panic!("the late commit must not store: {other:?}"),
+    }
+    let r = node
+        .run(opts(), |ctx| async move {
+            ctx.call(report, "monday".to_string()).await
+        })
+        .await;
+    assert_eq!(
+        (r.output.unwrap(), r.calls[0].status),
+        ("fresh report for monday".to_string(), CacheStatus::Hit)
+    );
+    assert_eq!(LATE.load(Ordering::SeqCst), 1);
+}
+
+#[cairn::task(cache = true, cache_version = "1.0", timeout = "50ms")]
+async fn too_slow(n: i64) -> i64 {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    n
+}
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn hang(n: i64) -> i64 {
+    std::future::pending::<()>().await;
+    n
+}
+
+#[cairn::task(cache = true, cache_version = "1.0", retries = 1)]
+async fn hang_once(n: i64) -> i64 {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    if CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+        std::future::pending::<()>().await;
+    }
+    n
+}
+
+#[tokio::test]
+async fn timeouts_unknown_tasks_and_dead_workers_are_clear_errors() {
+    let shared = SharedStore::new().await;
+    let node = shared
+        .node("a")
+        .task(too_slow)
+        .task(hang)
+        .task(hang_once)
+        .start()
+        .await
+        .unwrap();
+    let r = node
+        .run(opts(), |ctx| async move { ctx.call(too_slow, 1).await })
+        .await;
+    assert!(
+        matches!(
+            r.output,
+            Err(CallError::Task {
+                error: TaskError::TimedOut { after_ms: 50 },
+                ..
+            })
+        ),
+        "{:?}",
+        r.output
+    );
+
+    // Not registered on this node.
+    let r = node
+        .run(opts(), |ctx| async move {
+            ctx.call(greet, ("x".into(), false)).await
+        })
+        .await;
+    match r.output {
+        Err(
+            e @ CallError::Task {
+                error: TaskError::UnknownTask { .. },
+                ..
+            },
+        ) => assert!(e.to_string().contains("\"greet\"")),
+        other => panic!("expected an unknown task, got {other:?}"),
+    }
+
+    // A worker that dies mid-task is replaced; without retries its caller gets the error and
+    // the lease is released at once.
+    for (retries, task_is_hang) in [(0, true), (1, false)] {
+        let ctx = node.ctx(opts());
+        let call = tokio::spawn(async move {
+            if task_is_hang {
+                ctx.call(hang, 1).await
+            } else {
+                ctx.call(hang_once, 1).await
+            }
+        });
+        let busy = loop {
+            let status = node.workers().status().await.unwrap();
+            if let Some(b) = status.busy.into_iter().next() {
+                break b;
+            }
+            tokio::task::yield_now().await;
+        };
+        busy.actor.kill();
+        let result = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .unwrap()
+            .unwrap();
+        if retries == 0 {
+            assert!(
+                matches!(
+                    result,
+                    Err(CallError::Task {
+                        error: TaskError::WorkerLost { .. },
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+            // The lease was failed, not left to expire: the next resolve acquires at once.
+            use cairn::Task;
+            use cairn_engine::catalog::{KeyInputs, Resolution, ResolveRequest};
+            let mut inputs = KeyInputs::new();
+            inputs.add("n", &1).unwrap();
+            let key = hang
+                .spec()
+                .cache_key("flytesnacks", "development", inputs)
+                .unwrap();
+            let req = ResolveRequest {
+                key: &key,
+                owner: "probe",
+                execution: "probe-1",
+                lease_ttl: Duration::from_secs(30),
+                max_age: None,
+                overwrite: false,
+                takeover: None,
+            };
+            match node.catalog().resolve(&req).await.unwrap() {
+                Resolution::Acquired(l) => assert!(
+                    l.previous_failure.unwrap().contains("worker"),
+                    "released with the reason"
+                ),
+                other => panic!("the dead worker's lease is still held: {other:?}"),
+            }
+        } else {
+            assert_eq!(
+                result.unwrap(),
+                1,
+                "the job was retried on a replacement worker"
+            );
+        }
+    }
+    let status = node.workers().status().await.unwrap();
+    assert_eq!(status.replaced, 2);
+    assert_eq!(status.workers, 16, "the pool is back to full strength");
+}
