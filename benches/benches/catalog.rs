@@ -4,6 +4,9 @@
 //! `cargo bench -p cairn-benches --bench catalog`; PostgreSQL runs when `CAIRN_BENCH_POSTGRES`
 //! is set.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cairn_benches::populated_keys;
 use cairn_engine::Store;
 use cairn_engine::catalog::{CacheKey, Catalog, Resolution, ResolveRequest};

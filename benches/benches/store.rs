@@ -4,6 +4,9 @@
 //! `cargo bench -p cairn-benches --bench store`; PostgreSQL runs when `CAIRN_BENCH_POSTGRES`
 //! (a URL) is set.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cairn_benches::insert_if_absent;
 use cairn_engine::store::embedded::EmbeddedStore;
 use cairn_engine::store::postgres::PostgresStore;

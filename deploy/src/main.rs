@@ -5,6 +5,10 @@ use cairn::examples::{daily_report, integer_sqrt, square, sum_of_squares, total}
 use cairn::{CallSummary, Node, RunOptions, RunReport};
 use cairn_engine::{AnyStore, RetryPolicy, Store, Transaction, transact};
 use clap::{Parser, Subcommand};
+
+// glibc malloc contends between tokio worker threads; mimalloc does not.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 /// Cairn: a distributed task engine with a transactional cache of task outputs.

@@ -10,13 +10,12 @@
 //! |---|---|---|
 //! | `ENTRY` 0x01 | `(1, d, 0)` | `LeaseRecord`: who computes `d` now, or whose attempt failed |
 //! | | `(1, d, 1)` | `Tombstone`: `d` was evicted (cleared when a new entry is stored) |
-//! | | `(1, d, 2)` | `EntryMeta`: the stored entry's metadata |
-//! | | `(1, d, 3, i)` | chunk `i` of the output (raw bytes, at most `CHUNK` bytes each) |
+//! | | `(1, d, 2)` | `StoredMeta`: the entry's metadata, and the output itself if ≤ 16 KiB |
+//! | | `(1, d, 3, i)` | chunk `i` of a larger output (raw bytes, `chunk_bytes` each) |
 //! | `BY_TASK` 0x02 | `(2, project, domain, task, version, d)` | entry size, u64 big-endian |
 //! | `BY_EXECUTION` 0x03 | `(3, execution, d)` | empty |
 //! | `EXPIRY` 0x04 | `(4, ms, d)` | empty: the entry expires at `ms` |
-//! | `EXECUTION` 0x05 | `(5, execution)` | `ExecutionRecord` |
-//! | `BY_RUN` 0x06 | `(6, run, execution)` | empty |
+//! | `EXECUTION` 0x05 | `(5, run, execution)` | `ExecutionRecord` (run `""` for calls outside a run) |
 //! | `STATS` 0x07 | `(7, project, domain, task, status)` | call count, u64 big-endian |
 //! | `TEST` 0xfe | anything | scratch space of the store conformance suite and benchmarks |
 //!
@@ -36,10 +35,8 @@ pub mod tag {
     pub const BY_EXECUTION: u8 = 0x03;
     /// Entries by expiry time.
     pub const EXPIRY: u8 = 0x04;
-    /// Execution records of task calls.
+    /// Execution records of task calls, by run.
     pub const EXECUTION: u8 = 0x05;
-    /// Executions by run.
-    pub const BY_RUN: u8 = 0x06;
     /// Per-task call counters by cache status.
     pub const STATS: u8 = 0x07;
     /// Scratch space of the store conformance suite and benchmarks.
@@ -155,25 +152,14 @@ pub fn parse_expiry(key: &[u8]) -> Option<(i64, Digest)> {
     Some((ms, Digest::from_slice(&d)?))
 }
 
-/// The record of one execution.
-pub fn execution(execution: &str) -> Vec<u8> {
-    subspace(tag::EXECUTION).pack(&(execution,))
+/// The record of one execution of `run` (`""` outside any run).
+pub fn execution(run: &str, execution: &str) -> Vec<u8> {
+    subspace(tag::EXECUTION).pack(&(run, execution))
 }
 
-/// The run index key of an execution.
-pub fn by_run(run: &str, execution: &str) -> Vec<u8> {
-    subspace(tag::BY_RUN).pack(&(run, execution))
-}
-
-/// `[begin, end)` of the executions of a run.
-pub fn by_run_range(run: &str) -> (Vec<u8>, Vec<u8>) {
-    subspace(tag::BY_RUN).subspace(&(run,)).range()
-}
-
-/// The execution id at the end of a run index key.
-pub fn execution_of_by_run(key: &[u8]) -> Option<String> {
-    let (_, e): (String, String) = subspace(tag::BY_RUN).unpack(key).ok()?;
-    Some(e)
+/// `[begin, end)` of the execution records of a run.
+pub fn executions_of_run(run: &str) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::EXECUTION).subspace(&(run,)).range()
 }
 
 /// The counter of calls of a task that ended with `status`.
@@ -236,7 +222,10 @@ mod tests {
         let k = expiry(1_700_000_000_000, &d);
         assert!(b <= k && k < e);
         assert!(expiry(1_700_000_000_001, &d) >= e);
-        assert_eq!(execution_of_by_run(&by_run("r", "e")), Some("e".into()));
+        let (b, e) = executions_of_run("r");
+        let k = execution("r", "e");
+        assert!(b <= k && k < e);
+        assert!(!(b..e).contains(&execution("r2", "e")));
         let (b, e) = by_task_range("p", "dev", Some("t"), None);
         let k = by_task("p", "dev", "t", "2", &d);
         assert!(b <= k && k < e);

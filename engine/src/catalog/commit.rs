@@ -4,7 +4,7 @@
 
 use super::entry::EntryView;
 use super::lease::Lease;
-use super::records::{EntryMeta, LeaseRecord, LeaseState, decode, encode};
+use super::records::{EntryMeta, INLINE_MAX, LeaseRecord, LeaseState, StoredMeta, decode, encode};
 use super::{CacheKey, Catalog, Hit, duration_ms};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
@@ -84,7 +84,12 @@ impl<S: Store> Catalog<S> {
                     }
                     clear_indexes(&tx, meta);
                 }
-                let chunks: Vec<&[u8]> = output.chunks(chunk_bytes).collect();
+                let inline = output.len() <= INLINE_MAX;
+                let chunks: Vec<&[u8]> = if inline {
+                    Vec::new()
+                } else {
+                    output.chunks(chunk_bytes).collect()
+                };
                 let meta = EntryMeta {
                     digest: d,
                     project: key.project.clone(),
@@ -106,7 +111,12 @@ impl<S: Store> Catalog<S> {
                 for (i, chunk) in chunks.iter().enumerate() {
                     tx.set(&keys::entry_chunk(&d, i as u32), chunk);
                 }
-                tx.set(&keys::entry_part(&d, entry_part::META), &encode(&meta));
+                let stored = StoredMeta {
+                    meta,
+                    inline: inline.then(|| output.to_vec()),
+                };
+                tx.set(&keys::entry_part(&d, entry_part::META), &encode(&stored));
+                let meta = stored.meta;
                 tx.clear(&keys::entry_part(&d, entry_part::TOMBSTONE));
                 tx.set(
                     &keys::by_task(&meta.project, &meta.domain, &meta.task, &meta.version, &d),

@@ -1,6 +1,6 @@
 //! Reading everything about one key from one range read.
 
-use super::records::{EntryMeta, LeaseRecord, LeaseState, Tombstone, decode};
+use super::records::{EntryMeta, LeaseRecord, LeaseState, StoredMeta, Tombstone, decode};
 use super::{Digest, Lease};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
@@ -11,28 +11,49 @@ pub(super) struct EntryView {
     pub lease: Option<(LeaseRecord, Vec<u8>)>,
     pub tombstone: Option<Tombstone>,
     pub meta: Option<EntryMeta>,
+    pub inline: Option<Vec<u8>>,
     pub chunks: Vec<Vec<u8>>,
 }
 
+/// The key suffix of each part under `(ENTRY, d)`, packed once.
+struct Suffixes {
+    lease: Vec<u8>,
+    tombstone: Vec<u8>,
+    meta: Vec<u8>,
+}
+
+static SUFFIXES: std::sync::LazyLock<Suffixes> = std::sync::LazyLock::new(|| {
+    let pack = |part: i64| foundationdb_tuple::pack(&(part,));
+    Suffixes {
+        lease: pack(entry_part::LEASE),
+        tombstone: pack(entry_part::TOMBSTONE),
+        meta: pack(entry_part::META),
+    }
+});
+
 impl EntryView {
+    /// Sorts the pairs of one `(ENTRY, d)` range read into their records.
     pub fn parse(d: &Digest, pairs: Vec<KeyValue>) -> Result<EntryView> {
-        let lease_key = keys::entry_part(d, entry_part::LEASE);
-        let tomb_key = keys::entry_part(d, entry_part::TOMBSTONE);
-        let meta_key = keys::entry_part(d, entry_part::META);
+        let prefix_len = keys::entry_range(d).0.len() - 1;
+        let suffixes = &*SUFFIXES;
         let mut view = EntryView {
             lease: None,
             tombstone: None,
             meta: None,
+            inline: None,
             chunks: Vec::new(),
         };
         for kv in pairs {
-            if kv.key == lease_key {
+            let suffix = kv.key.get(prefix_len..).unwrap_or_default();
+            if suffix == suffixes.lease.as_slice() {
                 let record = decode(|| format!("lease record of {d}"), &kv.value)?;
                 view.lease = Some((record, kv.value));
-            } else if kv.key == tomb_key {
+            } else if suffix == suffixes.tombstone.as_slice() {
                 view.tombstone = Some(decode(|| format!("tombstone of {d}"), &kv.value)?);
-            } else if kv.key == meta_key {
-                view.meta = Some(decode(|| format!("entry metadata of {d}"), &kv.value)?);
+            } else if suffix == suffixes.meta.as_slice() {
+                let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), &kv.value)?;
+                view.meta = Some(stored.meta);
+                view.inline = stored.inline;
             } else {
                 // Chunks come in key order, which is chunk order.
                 view.chunks.push(kv.value);
@@ -58,33 +79,45 @@ impl EntryView {
 
     /// The output, checked against the metadata's size, chunk count and checksum.
     pub fn output(&self, meta: &EntryMeta) -> Result<Vec<u8>> {
-        let corrupt = |detail: String| Error::Corrupt {
-            what: format!("output of {}", meta.digest),
-            detail,
-        };
-        if self.chunks.len() != meta.chunks as usize {
-            return Err(corrupt(format!(
-                "{} chunks stored, metadata says {}",
-                self.chunks.len(),
-                meta.chunks
-            )));
-        }
-        let mut out = Vec::with_capacity(meta.size as usize);
-        for c in &self.chunks {
-            out.extend_from_slice(c);
-        }
-        if out.len() as u64 != meta.size {
-            return Err(corrupt(format!(
-                "{} bytes stored, metadata says {}",
-                out.len(),
-                meta.size
-            )));
-        }
-        if xxhash_rust::xxh3::xxh3_64(&out) != meta.checksum {
-            return Err(corrupt("checksum mismatch".into()));
-        }
-        Ok(out)
+        assemble(meta, self.inline.clone(), &self.chunks)
     }
+}
+
+/// Puts an output together from its inline bytes or its chunks and checks it against its
+/// metadata (size, chunk count, checksum): a torn or corrupted entry is an error, never a hit.
+pub(super) fn assemble(
+    meta: &EntryMeta,
+    inline: Option<Vec<u8>>,
+    chunks: &[Vec<u8>],
+) -> Result<Vec<u8>> {
+    let corrupt = |detail: String| Error::Corrupt {
+        what: format!("output of {}", meta.digest),
+        detail,
+    };
+    let out = match inline {
+        Some(bytes) => bytes,
+        None => {
+            if chunks.len() != meta.chunks as usize {
+                return Err(corrupt(format!(
+                    "{} chunks stored, metadata says {}",
+                    chunks.len(),
+                    meta.chunks
+                )));
+            }
+            chunks.concat()
+        }
+    };
+    if out.len() as u64 != meta.size {
+        return Err(corrupt(format!(
+            "{} bytes stored, metadata says {}",
+            out.len(),
+            meta.size
+        )));
+    }
+    if xxhash_rust::xxh3::xxh3_64(&out) != meta.checksum {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    Ok(out)
 }
 
 /// An entry is live until the expiry it was stored with, and until the task's current

@@ -7,7 +7,7 @@
 //! and may still commit.
 
 use super::commit::clear_indexes;
-use super::records::{EntryMeta, Tombstone, decode, encode};
+use super::records::{StoredMeta, Tombstone, decode, encode};
 use super::{Catalog, Digest};
 use crate::error::Result;
 use crate::keys::{self, entry_part};
@@ -79,7 +79,7 @@ async fn remove_entry<T: Transaction>(
     let Some(raw) = tx.get(&meta_key, false).await? else {
         return Ok(false);
     };
-    let meta: EntryMeta = decode(|| format!("entry metadata of {d}"), &raw)?;
+    let StoredMeta { meta, .. } = decode(|| format!("entry metadata of {d}"), &raw)?;
     if only_expiring_at.is_some() && meta.expires_at_ms != only_expiring_at {
         return Ok(false);
     }

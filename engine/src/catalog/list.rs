@@ -2,7 +2,7 @@
 //! one entry by key, and per-task statistics.
 
 use super::entry::EntryView;
-use super::records::{CacheStatus, EntryMeta, decode};
+use super::records::{CacheStatus, EntryMeta, StoredMeta, decode};
 use super::{Catalog, Digest, Hit};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
@@ -89,7 +89,8 @@ impl<S: Store> Catalog<S> {
                 .get(&keys::entry_part(&d, entry_part::META), true)
                 .await?
             {
-                entries.push(decode(|| format!("entry metadata of {d}"), &raw)?);
+                let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), &raw)?;
+                entries.push(stored.meta);
             }
         }
         debug_assert_eq!(more, next.is_some());

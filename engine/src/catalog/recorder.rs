@@ -1,8 +1,8 @@
 //! Execution records, written in batches by one background task so that recording a call costs
 //! the caller a channel send, not a store write (a hit stays one read).
 //!
-//! A batch is one transaction: the records, their run index entries and the per-task status
-//! counters. A batch that fails is retried (with backoff) until it lands; records are never
+//! A batch is one transaction: the records (one key each, under their run) and the per-task
+//! status counters. A batch that fails is retried (with backoff) until it lands; records are never
 //! dropped. The channel is bounded, so a store that stays down slows callers rather than
 //! growing memory without limit.
 
@@ -74,14 +74,21 @@ async fn write_batch<S: Store>(
             .entry((&r.project, &r.domain, &r.task, r.status))
             .or_default() += 1;
     }
+    // Encoded once, not once per attempt.
+    let encoded: Vec<(Vec<u8>, Vec<u8>)> = batch
+        .iter()
+        .map(|r| {
+            (
+                keys::execution(r.run.as_deref().unwrap_or(""), &r.execution),
+                encode(r),
+            )
+        })
+        .collect();
     transact(store, &config.retry, |tx| {
-        let counts = &counts;
+        let (counts, encoded) = (&counts, &encoded);
         async move {
-            for r in batch {
-                tx.set(&keys::execution(&r.execution), &encode(r));
-                if let Some(run) = &r.run {
-                    tx.set(&keys::by_run(run, &r.execution), &[]);
-                }
+            for (key, value) in encoded {
+                tx.set(key, value);
             }
             for ((p, d, t, status), n) in counts {
                 let key = keys::stats(p, d, t, status.name());
@@ -130,37 +137,16 @@ impl<S: Store> Catalog<S> {
         wait.await.map_err(|_| closed())
     }
 
-    /// The record of one execution.
-    pub async fn execution(&self, execution: &str) -> Result<Option<ExecutionRecord>> {
-        let tx = self.inner.store.begin_read().await?;
-        match tx.get(&keys::execution(execution), true).await? {
-            Some(raw) => Ok(Some(super::records::decode(
-                || format!("execution record {execution}"),
-                &raw,
-            )?)),
-            None => Ok(None),
-        }
-    }
-
     /// The records of every execution of a run, in execution-id (time) order.
     pub async fn run_executions(&self, run: &str) -> Result<Vec<ExecutionRecord>> {
         let tx = self.inner.store.begin_read().await?;
-        let (begin, end) = keys::by_run_range(run);
-        let mut out = Vec::new();
-        for kv in tx
-            .get_range(&begin, &end, crate::store::RangeOptions::all())
+        let (begin, end) = keys::executions_of_run(run);
+        tx.get_range(&begin, &end, crate::store::RangeOptions::all().snapshot())
             .await?
-        {
-            let Some(e) = keys::execution_of_by_run(&kv.key) else {
-                continue;
-            };
-            if let Some(raw) = tx.get(&keys::execution(&e), true).await? {
-                out.push(super::records::decode(
-                    || format!("execution record {e}"),
-                    &raw,
-                )?);
-            }
-        }
-        Ok(out)
+            .iter()
+            .map(|kv| {
+                super::records::decode(|| format!("an execution record of run {run}"), &kv.value)
+            })
+            .collect()
     }
 }

@@ -45,13 +45,27 @@ pub struct EntryMeta {
     pub execution: String,
     /// Output size in bytes.
     pub size: u64,
-    /// Number of output chunks.
+    /// Number of output chunks (0 when the output is stored inline).
     pub chunks: u32,
     /// xxh3-64 of the output, checked on every read.
     pub checksum: u64,
     /// When the expiry collector removes it (Unix ms), if the task has a `max_age`.
     pub expires_at_ms: Option<i64>,
 }
+
+/// The value at `(ENTRY, d, META)`: the metadata and, for outputs of at most [`INLINE_MAX`]
+/// bytes, the output itself, so that a hit is one point read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMeta {
+    /// The metadata.
+    pub meta: EntryMeta,
+    /// The output, when it is small enough to live beside its metadata (no chunks then).
+    #[serde(with = "serde_bytes", default)]
+    pub inline: Option<Vec<u8>>,
+}
+
+/// Largest output stored inline with its metadata.
+pub const INLINE_MAX: usize = 16 * 1024;
 
 /// What the lease record of a key says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,9 +1,9 @@
 //! Resolve: answer a call from the cache, or make the caller the one who computes it, or say who
 //! does.
 
-use super::entry::EntryView;
+use super::entry::{EntryView, assemble, is_live};
 use super::lease::{HeldLease, Lease};
-use super::records::{EntryMeta, LeaseRecord, LeaseState, encode};
+use super::records::{EntryMeta, LeaseRecord, LeaseState, StoredMeta, decode, encode};
 use super::{CacheKey, Catalog, duration_ms};
 use crate::error::Result;
 use crate::keys::{self, entry_part};
@@ -51,21 +51,32 @@ pub enum Resolution {
 }
 
 impl<S: Store> Catalog<S> {
-    /// Reads the key's entry without writing anything: the hit path, one read-only range read.
+    /// Reads the key's entry without writing anything: the hit path. One point read for outputs
+    /// stored inline; one more range read of the chunks for larger ones.
     pub async fn lookup(&self, key: &CacheKey, max_age: Option<Duration>) -> Result<Option<Hit>> {
-        let (begin, end) = keys::entry_range(&key.digest);
+        let d = &key.digest;
         let tx = self.inner.store.begin_read().await?;
-        let pairs = tx
-            .get_range(&begin, &end, RangeOptions::all().snapshot())
-            .await?;
-        let view = EntryView::parse(&key.digest, pairs)?;
-        match view.live_meta(max_age.map(duration_ms), self.now_ms()) {
-            Some(meta) => Ok(Some(Hit {
-                output: view.output(meta)?,
-                meta: meta.clone(),
-            })),
-            None => Ok(None),
+        let Some(raw) = tx.get(&keys::entry_part(d, entry_part::META), true).await? else {
+            return Ok(None);
+        };
+        let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), &raw)?;
+        if !is_live(&stored.meta, max_age.map(duration_ms), self.now_ms()) {
+            return Ok(None);
         }
+        let chunks = if stored.inline.is_some() {
+            Vec::new()
+        } else {
+            let (begin, end) = keys::entry_chunks(d);
+            let pairs = tx
+                .get_range(&begin, &end, RangeOptions::all().snapshot())
+                .await?;
+            pairs.into_iter().map(|kv| kv.value).collect()
+        };
+        let output = assemble(&stored.meta, stored.inline, &chunks)?;
+        Ok(Some(Hit {
+            output,
+            meta: stored.meta,
+        }))
     }
 
     /// Resolves a call: [`Resolution::Hit`] with the stored output, [`Resolution::Acquired`] with

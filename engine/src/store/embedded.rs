@@ -26,7 +26,7 @@ use super::{KeyValue, Limits, RangeOptions, Store, StoreCounters, Transaction, W
 use crate::error::{Error, Result};
 use fjall::{
     KeyspaceCreateOptions, OptimisticTxDatabase, OptimisticTxKeyspace, PersistMode, Readable,
-    Snapshot,
+    Slice, Snapshot,
 };
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -162,7 +162,7 @@ struct WriteState {
     /// For snapshot reads, which must not add read conflicts.
     snapshot: Snapshot,
     /// This transaction's own point writes (`None`: cleared), for snapshot reads and notifications.
-    own: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    own: BTreeMap<Slice, Option<Slice>>,
     /// Ranges cleared by this transaction, in order.
     cleared: Vec<(Vec<u8>, Vec<u8>)>,
     size: WriteSize,
@@ -174,7 +174,7 @@ impl WriteState {
     /// What this transaction's own writes say about `key`: `Some(value)` if it wrote or cleared it.
     fn own_value(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
         if let Some(v) = self.own.get(key) {
-            return Some(v.clone());
+            return Some(v.as_ref().map(|v| v.to_vec()));
         }
         self.cleared
             .iter()
@@ -199,7 +199,7 @@ fn collect(
 }
 
 /// One of the transaction's own point writes: key and value (`None`: cleared).
-type OwnWrite<'a> = (&'a Vec<u8>, &'a Option<Vec<u8>>);
+type OwnWrite<'a> = (&'a Slice, &'a Option<Slice>);
 
 /// A snapshot range read merged with the transaction's own writes (which win over the snapshot).
 fn snapshot_range_with_own(
@@ -251,8 +251,8 @@ fn snapshot_range_with_own(
         if take_own {
             if let Some((key, Some(value))) = o {
                 out.push(KeyValue {
-                    key: key.clone(),
-                    value: value.clone(),
+                    key: key.to_vec(),
+                    value: value.to_vec(),
                 });
             }
             o = own.next();
@@ -327,16 +327,19 @@ impl Transaction for EmbeddedTx {
     fn set(&self, key: &[u8], value: &[u8]) {
         self.write(|ws, kv| {
             ws.size.add(&self.shared.limits, key, Some(value));
-            ws.tx.insert(kv, key, value);
-            ws.own.insert(key.to_vec(), Some(value.to_vec()));
+            // Slices are reference-counted: the transaction and the shadow share the bytes.
+            let (key, value) = (Slice::from(key), Slice::from(value));
+            ws.tx.insert(kv, key.clone(), value.clone());
+            ws.own.insert(key, Some(value));
         });
     }
 
     fn clear(&self, key: &[u8]) {
         self.write(|ws, kv| {
             ws.size.add(&self.shared.limits, key, None);
-            ws.tx.remove(kv, key);
-            ws.own.insert(key.to_vec(), None);
+            let key = Slice::from(key);
+            ws.tx.remove(kv, key.clone());
+            ws.own.insert(key, None);
         });
     }
 
@@ -359,7 +362,7 @@ impl Transaction for EmbeddedTx {
                     for key in keys {
                         ws.tx.remove(kv, key);
                     }
-                    let inside: Vec<Vec<u8>> = ws
+                    let inside: Vec<Slice> = ws
                         .own
                         .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
                         .map(|(k, _)| k.clone())
