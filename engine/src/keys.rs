@@ -15,7 +15,7 @@
 //! | `BY_TASK` 0x02 | `(2, project, domain, task, version, d)` | entry size, u64 big-endian |
 //! | `BY_EXECUTION` 0x03 | `(3, execution, d)` | empty |
 //! | `EXPIRY` 0x04 | `(4, ms, d)` | empty: the entry expires at `ms` |
-//! | `EXECUTION` 0x05 | `(5, run, execution)` | `ExecutionRecord` (run `""` for calls outside a run) |
+//! | `EXECUTION` 0x05 | `(5, run, execution)` | a group of up to 128 `ExecutionRecord`s of `run` (`""` outside any run), keyed by the first one's id; tag byte 1 + positional MessagePack |
 //! | `STATS` 0x07 | `(7, project, domain, task, status)` | call count, u64 big-endian |
 //! | `TEST` 0xfe | anything | scratch space of the store conformance suite and benchmarks |
 //!
@@ -152,7 +152,7 @@ pub fn parse_expiry(key: &[u8]) -> Option<(i64, Digest)> {
     Some((ms, Digest::from_slice(&d)?))
 }
 
-/// The record of one execution of `run` (`""` outside any run).
+/// The group of execution records of `run` (`""` outside any run) that starts with `execution`.
 pub fn execution(run: &str, execution: &str) -> Vec<u8> {
     subspace(tag::EXECUTION).pack(&(run, execution))
 }

@@ -1,12 +1,12 @@
 //! Execution records, written in batches by one background task so that recording a call costs
 //! the caller a channel send, not a store write (a hit stays one read).
 //!
-//! A batch is one transaction: the records (one key each, under their run) and the per-task
+//! A batch is one transaction: the records (grouped per run, many to a value) and the per-task
 //! status counters. A batch that fails is retried (with backoff) until it lands; records are never
 //! dropped. The channel is bounded, so a store that stays down slows callers rather than
 //! growing memory without limit.
 
-use super::records::{CacheStatus, ExecutionRecord, encode};
+use super::records::{CacheStatus, ExecutionRecord};
 use super::{Catalog, CatalogConfig};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -16,6 +16,35 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 const QUEUE: usize = 65_536;
+
+/// Records stored together in one value (well below the store's value size limit: a record
+/// encodes to about 150 bytes, and its error message is cut to `MAX_ERROR` bytes).
+const RECORDS_PER_VALUE: usize = 128;
+const MAX_ERROR: usize = 512;
+
+/// Format tag of a group of records: version 1 is a MessagePack array of records, each a
+/// positional array of `ExecutionRecord`'s fields.
+const GROUP_V1: u8 = 1;
+
+fn encode_group(group: &[&ExecutionRecord]) -> Vec<u8> {
+    let mut out = vec![GROUP_V1];
+    // Plain data: encoding into a Vec cannot fail.
+    let _ = rmp_serde::encode::write(&mut out, group);
+    out
+}
+
+fn decode_group(run: &str, bytes: &[u8]) -> Result<Vec<ExecutionRecord>> {
+    match bytes.split_first() {
+        Some((&GROUP_V1, body)) => rmp_serde::from_slice(body).map_err(|e| Error::Corrupt {
+            what: format!("execution records of run {run}"),
+            detail: e.to_string(),
+        }),
+        _ => Err(Error::Corrupt {
+            what: format!("execution records of run {run}"),
+            detail: "unknown record group format".into(),
+        }),
+    }
+}
 
 enum Msg {
     Record(Box<ExecutionRecord>),
@@ -74,14 +103,26 @@ async fn write_batch<S: Store>(
             .entry((&r.project, &r.domain, &r.task, r.status))
             .or_default() += 1;
     }
-    // Encoded once, not once per attempt.
-    let encoded: Vec<(Vec<u8>, Vec<u8>)> = batch
-        .iter()
-        .map(|r| {
-            (
-                keys::execution(r.run.as_deref().unwrap_or(""), &r.execution),
-                encode(r),
-            )
+    // One value per run and group of records, encoded once (not once per attempt).
+    let mut by_run: BTreeMap<&str, Vec<&ExecutionRecord>> = BTreeMap::new();
+    for r in batch {
+        by_run
+            .entry(r.run.as_deref().unwrap_or(""))
+            .or_default()
+            .push(r);
+    }
+    let encoded: Vec<(Vec<u8>, Vec<u8>)> = by_run
+        .into_iter()
+        .flat_map(|(run, records)| {
+            records
+                .chunks(RECORDS_PER_VALUE)
+                .map(|group| {
+                    (
+                        keys::execution(run, &group[0].execution),
+                        encode_group(group),
+                    )
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
     transact(store, &config.retry, |tx| {
@@ -111,7 +152,17 @@ async fn write_batch<S: Store>(
 
 impl<S: Store> Catalog<S> {
     /// Queues the record of a task call; it is written with the next batch.
-    pub async fn record(&self, record: ExecutionRecord) {
+    pub async fn record(&self, mut record: ExecutionRecord) {
+        if let Some(e) = &mut record.error
+            && e.len() > MAX_ERROR
+        {
+            let mut cut = MAX_ERROR;
+            while !e.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            e.truncate(cut);
+            e.push('…');
+        }
         // The writer lives as long as any catalog clone; a send can only fail during shutdown.
         let _ = self
             .inner
@@ -141,12 +192,14 @@ impl<S: Store> Catalog<S> {
     pub async fn run_executions(&self, run: &str) -> Result<Vec<ExecutionRecord>> {
         let tx = self.inner.store.begin_read().await?;
         let (begin, end) = keys::executions_of_run(run);
-        tx.get_range(&begin, &end, crate::store::RangeOptions::all().snapshot())
+        let mut out = Vec::new();
+        for kv in tx
+            .get_range(&begin, &end, crate::store::RangeOptions::all().snapshot())
             .await?
-            .iter()
-            .map(|kv| {
-                super::records::decode(|| format!("an execution record of run {run}"), &kv.value)
-            })
-            .collect()
+        {
+            out.extend(decode_group(run, &kv.value)?);
+        }
+        out.sort_by(|a, b| a.execution.cmp(&b.execution));
+        Ok(out)
     }
 }
