@@ -100,6 +100,48 @@ pub struct SchedulerState {
     next: CallId,
 }
 
+/// The hit path first (one read, nothing decoded but the output), then the read-write path.
+async fn resolve(
+    catalog: &Catalog<AnyStore>,
+    key: &CacheKey,
+    owner: &str,
+    execution: &str,
+    lease_ttl: Duration,
+    max_age: Option<Duration>,
+    overwrite: bool,
+) -> Lookup {
+    let looked_up = if overwrite {
+        Ok(None)
+    } else {
+        catalog.lookup_output(key, max_age).await
+    };
+    let resolved = match looked_up {
+        Ok(Some(output)) => return Lookup::Hit(output),
+        Ok(None) => {
+            let req = ResolveRequest {
+                key,
+                owner,
+                execution,
+                lease_ttl,
+                max_age,
+                overwrite,
+                takeover: None,
+            };
+            Box::pin(catalog.acquire(&req)).await
+        }
+        Err(e) => Err(e),
+    };
+    match resolved {
+        Ok(Resolution::Hit(hit)) => Lookup::Hit(hit.output),
+        Ok(Resolution::Acquired(lease)) => Lookup::Acquired(lease),
+        Ok(Resolution::Held(held)) => Lookup::Held(held),
+        Err(e) => {
+            tracing::warn!(error = %e, key = %key.digest, "cache lookup failed; running uncached");
+            Lookup::Failed(e.to_string())
+        }
+    }
+}
+
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -145,24 +187,16 @@ impl SchedulerState {
                     p.request.max_age,
                 );
                 tokio::spawn(async move {
-                    let req = ResolveRequest {
-                        key: &key,
-                        owner: &owner,
-                        execution: &execution,
-                        lease_ttl: ttl,
+                    let outcome = resolve(
+                        &catalog,
+                        &key,
+                        &owner,
+                        &execution,
+                        ttl,
                         max_age,
-                        overwrite: flight.overwrite,
-                        takeover: None,
-                    };
-                    let outcome = match catalog.resolve(&req).await {
-                        Ok(Resolution::Hit(hit)) => Lookup::Hit(hit.output),
-                        Ok(Resolution::Acquired(lease)) => Lookup::Acquired(lease),
-                        Ok(Resolution::Held(held)) => Lookup::Held(held),
-                        Err(e) => {
-                            tracing::warn!(error = %e, key = %key.digest, "cache lookup failed; running uncached");
-                            Lookup::Failed(e.to_string())
-                        }
-                    };
+                        flight.overwrite,
+                    )
+                    .await;
                     let _ = me.send_message(SchedulerMsg::Resolved(flight, outcome));
                 });
             }

@@ -137,6 +137,10 @@ pub async fn commit_then_hit<H: Harness>() {
     let key = key(&project(), 2);
     assert_eq!(catalog.lookup(&key, None).await.unwrap(), None);
     let lease = populate(&catalog, &key, b"4").await;
+    assert_eq!(
+        catalog.lookup_output(&key, None).await.unwrap(),
+        Some(b"4".to_vec())
+    );
     let commits_before = catalog.store().counters().commits();
     let execution = new_execution_id();
     match catalog
@@ -372,6 +376,10 @@ pub async fn chunked_and_oversized_outputs<H: Harness>() {
     let hit = catalog.lookup(&key1, None).await.unwrap().unwrap();
     assert_eq!(hit.meta.chunks, 17);
     assert!(hit.output == big, "chunked output round-trips");
+    assert!(
+        catalog.lookup_output(&key1, None).await.unwrap().unwrap() == big,
+        "the hit path too"
+    );
 
     let key2 = key(&project, 2);
     let lease = acquire(&catalog, &key2, LONG_TTL).await;
@@ -710,6 +718,8 @@ pub async fn every_status_is_recorded<H: Harness>() {
         b"\xc1garbage",
     );
     tx.commit().await.unwrap();
+    let err = catalog.lookup_output(&k4, None).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     let err = catalog.lookup(&k4, None).await.unwrap_err();
     assert!(
         matches!(err, Error::Corrupt { .. }) && err.to_string().contains(&k4.digest.to_string()),

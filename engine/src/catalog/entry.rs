@@ -83,13 +83,33 @@ impl EntryView {
     }
 }
 
+/// What an output is checked against.
+pub(super) struct Integrity {
+    pub digest: super::Digest,
+    pub size: u64,
+    pub chunks: u32,
+    pub checksum: u64,
+}
+
+impl From<&EntryMeta> for Integrity {
+    fn from(m: &EntryMeta) -> Self {
+        Integrity {
+            digest: m.digest,
+            size: m.size,
+            chunks: m.chunks,
+            checksum: m.checksum,
+        }
+    }
+}
+
 /// Puts an output together from its inline bytes or its chunks and checks it against its
 /// metadata (size, chunk count, checksum): a torn or corrupted entry is an error, never a hit.
 pub(super) fn assemble(
-    meta: &EntryMeta,
+    meta: impl Into<Integrity>,
     inline: Option<Vec<u8>>,
     chunks: &[Vec<u8>],
 ) -> Result<Vec<u8>> {
+    let meta = meta.into();
     let corrupt = |detail: String| Error::Corrupt {
         what: format!("output of {}", meta.digest),
         detail,
@@ -123,11 +143,48 @@ pub(super) fn assemble(
 /// An entry is live until the expiry it was stored with, and until the task's current
 /// `max_age` has passed since it was created (so shortening `max_age` takes effect at once).
 pub(super) fn is_live(meta: &EntryMeta, max_age_ms: Option<u64>, now_ms: i64) -> bool {
-    let stored = meta.expires_at_ms.is_none_or(|t| t > now_ms);
+    live(meta.created_at_ms, meta.expires_at_ms, max_age_ms, now_ms)
+}
+
+pub(super) fn live(
+    created_at_ms: i64,
+    expires_at_ms: Option<i64>,
+    max_age_ms: Option<u64>,
+    now_ms: i64,
+) -> bool {
+    let stored = expires_at_ms.is_none_or(|t| t > now_ms);
     let current = max_age_ms.is_none_or(|age| {
-        meta.created_at_ms
-            .saturating_add(i64::try_from(age).unwrap_or(i64::MAX))
-            > now_ms
+        created_at_ms.saturating_add(i64::try_from(age).unwrap_or(i64::MAX)) > now_ms
     });
     stored && current
+}
+
+/// The fields of a stored entry that the hit path needs, decoded without copying: other fields
+/// are skipped, the inline output is borrowed.
+#[derive(serde::Deserialize)]
+pub(super) struct Peek<'a> {
+    pub meta: PeekMeta,
+    #[serde(borrow, default)]
+    pub inline: Option<&'a serde_bytes::Bytes>,
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct PeekMeta {
+    pub digest: super::Digest,
+    pub created_at_ms: i64,
+    pub size: u64,
+    pub chunks: u32,
+    pub checksum: u64,
+    pub expires_at_ms: Option<i64>,
+}
+
+impl From<&PeekMeta> for Integrity {
+    fn from(m: &PeekMeta) -> Self {
+        Integrity {
+            digest: m.digest,
+            size: m.size,
+            chunks: m.chunks,
+            checksum: m.checksum,
+        }
+    }
 }

@@ -22,6 +22,17 @@ pub fn decode<T: DeserializeOwned>(what: impl FnOnce() -> String, bytes: &[u8]) 
     })
 }
 
+/// Decodes a record that borrows from `bytes`.
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(
+    what: impl FnOnce() -> String,
+    bytes: &'a [u8],
+) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::Corrupt {
+        what: what(),
+        detail: e.to_string(),
+    })
+}
+
 /// The metadata of a stored entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryMeta {

@@ -1,9 +1,11 @@
 //! Resolve: answer a call from the cache, or make the caller the one who computes it, or say who
 //! does.
 
-use super::entry::{EntryView, assemble, is_live};
+use super::entry::{EntryView, Peek, assemble, is_live, live};
 use super::lease::{HeldLease, Lease};
-use super::records::{EntryMeta, LeaseRecord, LeaseState, StoredMeta, decode, encode};
+use super::records::{
+    EntryMeta, LeaseRecord, LeaseState, StoredMeta, decode, decode_borrowed, encode,
+};
 use super::{CacheKey, Catalog, duration_ms};
 use crate::error::Result;
 use crate::keys::{self, entry_part};
@@ -88,6 +90,49 @@ impl<S: Store> Catalog<S> {
         {
             return Ok(Resolution::Hit(hit));
         }
+        // Boxed: the read-write path's state stays off the hit path's future.
+        Box::pin(self.acquire(req)).await
+    }
+
+    /// The output stored for `key`, if live: [`Catalog::lookup`] without the metadata, decoding
+    /// only what the check needs. The scheduler's hit path.
+    pub async fn lookup_output(
+        &self,
+        key: &CacheKey,
+        max_age: Option<Duration>,
+    ) -> Result<Option<Vec<u8>>> {
+        let d = &key.digest;
+        let tx = self.inner.store.begin_read().await?;
+        let Some(raw) = tx.get(&keys::entry_part(d, entry_part::META), true).await? else {
+            return Ok(None);
+        };
+        let peek: Peek<'_> = decode_borrowed(|| format!("entry metadata of {d}"), &raw)?;
+        let m = &peek.meta;
+        if !live(
+            m.created_at_ms,
+            m.expires_at_ms,
+            max_age.map(duration_ms),
+            self.now_ms(),
+        ) {
+            return Ok(None);
+        }
+        let chunks = match peek.inline {
+            Some(_) => Vec::new(),
+            None => {
+                let (begin, end) = keys::entry_chunks(d);
+                let pairs = tx
+                    .get_range(&begin, &end, RangeOptions::all().snapshot())
+                    .await?;
+                pairs.into_iter().map(|kv| kv.value).collect()
+            }
+        };
+        assemble(m, peek.inline.map(|b| b.to_vec()), &chunks).map(Some)
+    }
+
+    /// The read-write half of [`Catalog::resolve`]: in one transaction, returns the entry if one
+    /// is live (committed since any lookup), or acquires the lease, or reports its holder.
+    /// Callers that already looked the key up call this directly.
+    pub async fn acquire(&self, req: &ResolveRequest<'_>) -> Result<Resolution> {
         let d = req.key.digest;
         let (begin, end) = keys::entry_range(&d);
         let lease_key = keys::entry_part(&d, entry_part::LEASE);
