@@ -51,7 +51,7 @@ fn print_calls(title: &str, report: &RunReport<impl std::fmt::Debug>) {
         let mut by_status = std::collections::BTreeMap::new();
         for c in &calls {
             *by_status
-                .entry((c.task.as_str(), format!("{:?}", c.status)))
+                .entry((&*c.task, format!("{:?}", c.status)))
                 .or_insert(0) += 1;
         }
         for ((task, status), n) in by_status {

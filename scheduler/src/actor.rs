@@ -17,13 +17,14 @@ use cairn_worker::WorkerPoolHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One task call, as submitted to a scheduler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRequest {
     /// Task name.
-    pub task: String,
+    pub task: Arc<str>,
     /// Input (MessagePack of the task's input type).
     pub input: Vec<u8>,
     /// The cache key; `None` for tasks that are not cacheable.
@@ -31,13 +32,13 @@ pub struct CallRequest {
     /// Re-execute and replace the entry.
     pub overwrite: bool,
     /// Project (for records of uncached calls).
-    pub project: String,
+    pub project: Arc<str>,
     /// Domain.
-    pub domain: String,
+    pub domain: Arc<str>,
     /// Cache version.
-    pub version: String,
+    pub version: Arc<str>,
     /// The run the call belongs to.
-    pub run: Option<String>,
+    pub run: Option<Arc<str>>,
     /// Lease TTL if this call's flight acquires.
     pub lease_ttl: Duration,
     /// The task's `max_age`.
@@ -247,7 +248,7 @@ impl SchedulerState {
                 };
                 let job = Job {
                     execution: p.execution.clone(),
-                    task: p.request.task.clone(),
+                    task: p.request.task.to_string(),
                     input: p.request.input.clone(),
                     cache: match (lease, &p.request.key) {
                         (Some(lease), Some(key)) => Some(JobCache {
@@ -256,7 +257,7 @@ impl SchedulerState {
                         }),
                         _ => None,
                     },
-                    run: p.request.run.clone(),
+                    run: p.request.run.as_deref().map(str::to_string),
                 };
                 let (workers, me) = (self.args.workers.clone(), myself.clone());
                 tokio::spawn(async move {

@@ -73,7 +73,7 @@ pub enum CallError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallSummary {
     /// Task name.
-    pub task: String,
+    pub task: Arc<str>,
     /// The call's execution id.
     pub execution: String,
     /// How the cache answered.
@@ -87,7 +87,9 @@ pub struct CallSummary {
 struct Inner {
     scheduler: SchedulerHandle,
     options: RunOptions,
-    run_id: String,
+    run_id: Arc<str>,
+    project: Arc<str>,
+    domain: Arc<str>,
     calls: Mutex<Vec<CallSummary>>,
 }
 
@@ -100,13 +102,16 @@ pub struct Ctx {
 impl Ctx {
     /// A context for a new run.
     pub fn new(scheduler: SchedulerHandle, options: RunOptions) -> Ctx {
-        let run_id = options
+        let run_id: Arc<str> = options
             .run_id
             .clone()
-            .unwrap_or_else(|| format!("run-{}", cairn_engine::catalog::new_execution_id()));
+            .unwrap_or_else(|| format!("run-{}", cairn_engine::catalog::new_execution_id()))
+            .into();
         Ctx {
             inner: Arc::new(Inner {
                 scheduler,
+                project: options.project.as_str().into(),
+                domain: options.domain.as_str().into(),
                 options,
                 run_id,
                 calls: Mutex::new(Vec::new()),
@@ -133,10 +138,9 @@ impl Ctx {
     /// (once, however many identical calls are made at the same time).
     pub async fn call<T: Task>(&self, task: T, input: T::Input) -> Result<T::Output, CallError> {
         let spec = task.spec();
-        let name = spec.name().to_string();
-        let opts = &self.inner.options;
+        let inner = &*self.inner;
         let input_error = |detail: String| CallError::Input {
-            task: name.clone(),
+            task: spec.name().to_string(),
             detail,
         };
         let key = if spec.options.cache {
@@ -144,43 +148,42 @@ impl Ctx {
                 .key_inputs(&input)
                 .map_err(|e| input_error(e.to_string()))?;
             Some(
-                spec.cache_key(&opts.project, &opts.domain, inputs)
+                spec.cache_key(&inner.project, &inner.domain, inputs)
                     .map_err(|e| input_error(e.to_string()))?,
             )
         } else {
             None
         };
         let encoded = rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
-        let result = self
-            .inner
+        let result = inner
             .scheduler
             .call(CallRequest {
-                task: name.clone(),
+                task: spec.shared_name().clone(),
                 input: encoded,
                 key,
-                overwrite: opts.overwrite_cache,
-                project: opts.project.clone(),
-                domain: opts.domain.clone(),
-                version: spec.options.cache_version.clone(),
-                run: Some(self.inner.run_id.clone()),
+                overwrite: inner.options.overwrite_cache,
+                project: inner.project.clone(),
+                domain: inner.domain.clone(),
+                version: spec.shared_version().clone(),
+                run: Some(inner.run_id.clone()),
                 lease_ttl: spec.options.lease_ttl,
                 max_age: spec.options.max_age,
                 fail_fast: spec.options.retries == 0,
             })
             .await;
-        self.inner.calls.lock().push(CallSummary {
-            task: name.clone(),
-            execution: result.execution.clone(),
+        inner.calls.lock().push(CallSummary {
+            task: spec.shared_name().clone(),
+            execution: result.execution,
             status: result.status,
             duration: result.duration,
             error: result.output.as_ref().err().map(ToString::to_string),
         });
         let bytes = result.output.map_err(|error| CallError::Task {
-            task: name.clone(),
+            task: spec.name().to_string(),
             error,
         })?;
         rmp_serde::from_slice(&bytes).map_err(|e| CallError::Output {
-            task: name,
+            task: spec.name().to_string(),
             detail: e.to_string(),
         })
     }

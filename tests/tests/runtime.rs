@@ -61,7 +61,7 @@ async fn square_called_in_two_runs_executes_once() {
     let records = node.catalog().run_executions(&second.run_id).await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(
-        (records[0].task.as_str(), records[0].status),
+        (&*records[0].task, records[0].status),
         ("square", CacheStatus::Hit)
     );
 }

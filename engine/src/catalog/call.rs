@@ -218,11 +218,11 @@ impl<S: Store> Catalog<S> {
         } = trace;
         self.record(ExecutionRecord {
             execution: execution.clone(),
-            run: opts.run.clone(),
-            project: key.project.clone(),
-            domain: key.domain.clone(),
-            task: key.task.clone(),
-            version: key.version.clone(),
+            run: opts.run.as_deref().map(Into::into),
+            project: key.project.as_str().into(),
+            domain: key.domain.as_str().into(),
+            task: key.task.as_str().into(),
+            version: key.version.as_str().into(),
             key: opts.cache.then_some(key.digest),
             status,
             started_at_ms: started_ms,

@@ -7,6 +7,7 @@ use super::Digest;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Encodes a record.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -189,15 +190,15 @@ pub struct ExecutionRecord {
     /// This call's execution id.
     pub execution: String,
     /// The run it belongs to, if any.
-    pub run: Option<String>,
+    pub run: Option<Arc<str>>,
     /// Project.
-    pub project: String,
+    pub project: Arc<str>,
     /// Domain.
-    pub domain: String,
+    pub domain: Arc<str>,
     /// Task name.
-    pub task: String,
+    pub task: Arc<str>,
     /// Cache version.
-    pub version: String,
+    pub version: Arc<str>,
     /// The cache key, for cacheable calls.
     pub key: Option<Digest>,
     /// How the cache answered.

@@ -52,6 +52,8 @@ impl Default for TaskOptions {
 /// A task's identity and options; built once per task.
 #[derive(Debug)]
 pub struct TaskSpec {
+    name: std::sync::Arc<str>,
+    version: std::sync::Arc<str>,
     /// The signature (name, inputs, output).
     pub signature: TaskSignature,
     /// Options.
@@ -63,6 +65,8 @@ impl TaskSpec {
     /// A spec.
     pub fn new(signature: TaskSignature, options: TaskOptions) -> Self {
         TaskSpec {
+            name: signature.name.as_str().into(),
+            version: options.cache_version.as_str().into(),
             signature,
             options,
             prepared: OnceLock::new(),
@@ -71,7 +75,17 @@ impl TaskSpec {
 
     /// The task name.
     pub fn name(&self) -> &str {
-        &self.signature.name
+        &self.name
+    }
+
+    /// The cache version, shared.
+    pub fn shared_version(&self) -> &std::sync::Arc<str> {
+        &self.version
+    }
+
+    /// The task name, shared.
+    pub fn shared_name(&self) -> &std::sync::Arc<str> {
+        &self.name
     }
 
     /// The signature, hashed once.
