@@ -101,6 +101,18 @@ pub async fn read_your_writes<H: Harness>() {
         assert_eq!(keys(&range), vec![ns.k("a"), ns.k("b")]);
         assert_eq!(range[0].value, b"new");
     }
+    let many = tx
+        .get_many(
+            &[&ns.k("c"), &ns.k("a"), &ns.k("missing"), &ns.k("b")],
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        many,
+        vec![None, Some(b"new".to_vec()), None, Some(b"b".to_vec())],
+        "in the order asked"
+    );
     // Nothing is visible outside before the commit.
     assert_eq!(read(&store, &ns.k("a")).await, Some(b"old".to_vec()));
     tx.commit().await.unwrap();

@@ -43,33 +43,37 @@ pub async fn execute<S: Store>(
         };
     };
     let options = &task.spec().options;
-    let keep_alive = job.cache.as_ref().map(|c| catalog.keep_alive(&c.lease));
     let mut attempts = 0;
-    let outcome = loop {
-        attempts += 1;
-        let run = AssertUnwindSafe(task.invoke_bytes(&job.input)).catch_unwind();
-        let result = match options.timeout {
-            Some(limit) => match tokio::time::timeout(limit, run).await {
-                Ok(r) => r,
-                Err(_) => Ok(Err(TaskError::TimedOut {
-                    after_ms: limit.as_millis() as u64,
-                })),
-            },
-            None => run.await,
-        };
-        let result = result.unwrap_or_else(|panic| {
-            Err(TaskError::Panicked {
-                message: panic_message(&*panic),
-            })
-        });
-        match result {
-            Err(e) if e.is_retryable() && attempts <= options.retries => {
-                tracing::info!(task = %job.task, attempt = attempts, error = %e, "retrying task");
+    let attempts_loop = async {
+        loop {
+            attempts += 1;
+            let run = AssertUnwindSafe(task.invoke_bytes(&job.input)).catch_unwind();
+            let result = match options.timeout {
+                Some(limit) => match tokio::time::timeout(limit, run).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(Err(TaskError::TimedOut {
+                        after_ms: limit.as_millis() as u64,
+                    })),
+                },
+                None => run.await,
+            };
+            let result = result.unwrap_or_else(|panic| {
+                Err(TaskError::Panicked {
+                    message: panic_message(&*panic),
+                })
+            });
+            match result {
+                Err(e) if e.is_retryable() && attempts <= options.retries => {
+                    tracing::info!(task = %job.task, attempt = attempts, error = %e, "retrying task");
+                }
+                other => break other,
             }
-            other => break other,
         }
     };
-    drop(keep_alive);
+    let outcome = match &job.cache {
+        Some(c) => catalog.heartbeating(&c.lease, attempts_loop).await,
+        None => attempts_loop.await,
+    };
     let Some(cache) = &job.cache else {
         return JobReport {
             output: outcome,

@@ -167,9 +167,7 @@ impl<S: Store> Catalog<S> {
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<Vec<u8>, String>>,
     {
-        let heartbeat = self.keep_alive(lease);
-        let out = task().await;
-        drop(heartbeat);
+        let out = self.heartbeating(lease, task()).await;
         match out {
             Err(error) => {
                 if let Err(e) = self.fail(lease, &error).await {

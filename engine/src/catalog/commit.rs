@@ -8,7 +8,7 @@ use super::records::{EntryMeta, INLINE_MAX, LeaseRecord, LeaseState, StoredMeta,
 use super::{CacheKey, Catalog, Hit, duration_ms};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
-use crate::store::{RangeOptions, Store, Transaction, transact};
+use crate::store::{Store, Transaction, transact};
 use std::time::Duration;
 
 /// What a commit did.
@@ -57,14 +57,12 @@ impl<S: Store> Catalog<S> {
             return Err(err);
         }
         let d = key.digest;
-        let (begin, end) = keys::entry_range(&d);
         let (chunks_begin, chunks_end) = keys::entry_chunks(&d);
         let chunk_bytes = self.inner.config.chunk_bytes.max(1);
         transact(&self.inner.store, &self.inner.config.retry, |tx| {
-            let (begin, end, chunks_begin, chunks_end) = (&begin, &end, &chunks_begin, &chunks_end);
+            let (chunks_begin, chunks_end) = (&chunks_begin, &chunks_end);
             async move {
-                let view =
-                    EntryView::parse(&d, tx.get_range(begin, end, RangeOptions::all()).await?)?;
+                let view = EntryView::load(&tx, &d, false).await?;
                 let now = self.now_ms();
                 let ours = view.held_by(lease);
                 if let Some(meta) = &view.meta {
@@ -78,7 +76,7 @@ impl<S: Store> Catalog<S> {
                             self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
                         }
                         return Ok(Committed::AlreadyStored(Hit {
-                            output: view.output(meta)?,
+                            output: view.output(&tx, meta).await?,
                             meta: meta.clone(),
                         }));
                     }
@@ -107,7 +105,10 @@ impl<S: Store> Catalog<S> {
                         now.saturating_add(i64::try_from(duration_ms(a)).unwrap_or(i64::MAX))
                     }),
                 };
-                tx.clear_range(chunks_begin, chunks_end);
+                if view.meta.as_ref().is_some_and(|m| m.chunks > 0) {
+                    // Replacing an entry that had chunks: none of them may survive.
+                    tx.clear_range(chunks_begin, chunks_end);
+                }
                 for (i, chunk) in chunks.iter().enumerate() {
                     tx.set(&keys::entry_chunk(&d, i as u32), chunk);
                 }

@@ -1,63 +1,55 @@
-//! Reading everything about one key from one range read.
+//! Reading everything about one key: its lease, tombstone and metadata in one multi-key read,
+//! and its output chunks only when they are needed.
 
 use super::records::{EntryMeta, LeaseRecord, LeaseState, StoredMeta, Tombstone, decode};
 use super::{Digest, Lease};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
-use crate::store::KeyValue;
+use crate::store::{RangeOptions, Transaction};
 
 /// The records under `(ENTRY, d)`.
 pub(super) struct EntryView {
+    pub digest: Digest,
     pub lease: Option<(LeaseRecord, Vec<u8>)>,
     pub tombstone: Option<Tombstone>,
     pub meta: Option<EntryMeta>,
     pub inline: Option<Vec<u8>>,
-    pub chunks: Vec<Vec<u8>>,
 }
-
-/// The key suffix of each part under `(ENTRY, d)`, packed once.
-struct Suffixes {
-    lease: Vec<u8>,
-    tombstone: Vec<u8>,
-    meta: Vec<u8>,
-}
-
-static SUFFIXES: std::sync::LazyLock<Suffixes> = std::sync::LazyLock::new(|| {
-    let pack = |part: i64| foundationdb_tuple::pack(&(part,));
-    Suffixes {
-        lease: pack(entry_part::LEASE),
-        tombstone: pack(entry_part::TOMBSTONE),
-        meta: pack(entry_part::META),
-    }
-});
 
 impl EntryView {
-    /// Sorts the pairs of one `(ENTRY, d)` range read into their records.
-    pub fn parse(d: &Digest, pairs: Vec<KeyValue>) -> Result<EntryView> {
-        let prefix_len = keys::entry_range(d).0.len() - 1;
-        let suffixes = &*SUFFIXES;
+    /// Reads the lease, tombstone and metadata of `d` (point reads, so conflicts are tracked
+    /// per key; the metadata is written with every change of the output, so a concurrent commit
+    /// always conflicts through it).
+    pub async fn load<T: Transaction>(tx: &T, d: &Digest, snapshot: bool) -> Result<EntryView> {
+        let keys = [
+            keys::entry_part(d, entry_part::LEASE),
+            keys::entry_part(d, entry_part::TOMBSTONE),
+            keys::entry_part(d, entry_part::META),
+        ];
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let mut values = tx.get_many(&refs, snapshot).await?.into_iter();
+        let (lease, tomb, meta) = (
+            values.next().flatten(),
+            values.next().flatten(),
+            values.next().flatten(),
+        );
         let mut view = EntryView {
+            digest: *d,
             lease: None,
             tombstone: None,
             meta: None,
             inline: None,
-            chunks: Vec::new(),
         };
-        for kv in pairs {
-            let suffix = kv.key.get(prefix_len..).unwrap_or_default();
-            if suffix == suffixes.lease.as_slice() {
-                let record = decode(|| format!("lease record of {d}"), &kv.value)?;
-                view.lease = Some((record, kv.value));
-            } else if suffix == suffixes.tombstone.as_slice() {
-                view.tombstone = Some(decode(|| format!("tombstone of {d}"), &kv.value)?);
-            } else if suffix == suffixes.meta.as_slice() {
-                let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), &kv.value)?;
-                view.meta = Some(stored.meta);
-                view.inline = stored.inline;
-            } else {
-                // Chunks come in key order, which is chunk order.
-                view.chunks.push(kv.value);
-            }
+        if let Some(raw) = lease {
+            view.lease = Some((decode(|| format!("lease record of {d}"), &raw)?, raw));
+        }
+        if let Some(raw) = tomb {
+            view.tombstone = Some(decode(|| format!("tombstone of {d}"), &raw)?);
+        }
+        if let Some(raw) = meta {
+            let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), &raw)?;
+            view.meta = Some(stored.meta);
+            view.inline = stored.inline;
         }
         Ok(view)
     }
@@ -77,10 +69,23 @@ impl EntryView {
                 && l.state == LeaseState::Held)
     }
 
-    /// The output, checked against the metadata's size, chunk count and checksum.
-    pub fn output(&self, meta: &EntryMeta) -> Result<Vec<u8>> {
-        assemble(meta, self.inline.clone(), &self.chunks)
+    /// The output, read (from its chunks if it is not inline) and checked against the
+    /// metadata's size, chunk count and checksum.
+    pub async fn output<T: Transaction>(&self, tx: &T, meta: &EntryMeta) -> Result<Vec<u8>> {
+        let chunks = if self.inline.is_some() {
+            Vec::new()
+        } else {
+            read_chunks(tx, &self.digest).await?
+        };
+        assemble(meta, self.inline.clone(), &chunks)
     }
+}
+
+/// The output chunks of `d`, in order.
+pub(super) async fn read_chunks<T: Transaction>(tx: &T, d: &Digest) -> Result<Vec<Vec<u8>>> {
+    let (begin, end) = keys::entry_chunks(d);
+    let pairs = tx.get_range(&begin, &end, RangeOptions::all()).await?;
+    Ok(pairs.into_iter().map(|kv| kv.value).collect())
 }
 
 /// What an output is checked against.

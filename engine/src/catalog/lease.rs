@@ -11,6 +11,7 @@ use super::{Catalog, Digest};
 use crate::error::Result;
 use crate::keys::{self, entry_part};
 use crate::store::{Store, Transaction, transact};
+use std::future::Future;
 use std::time::Duration;
 
 /// A lease this caller holds: it should compute the key and commit (or fail).
@@ -90,34 +91,25 @@ impl HeldLease {
     }
 }
 
-/// Heartbeats a lease in the background until dropped.
-#[must_use = "the heartbeats stop when this guard is dropped"]
-pub struct KeepAlive(tokio::task::JoinHandle<()>);
-
-impl Drop for KeepAlive {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl<S: Store> Catalog<S> {
-    /// Heartbeats `lease` every third of its TTL until the returned guard is dropped. Stops on
-    /// its own once the lease is lost (the holder may still commit: first writer wins).
-    pub fn keep_alive(&self, lease: &Lease) -> KeepAlive {
-        let (catalog, lease) = (self.clone(), lease.clone());
-        KeepAlive(tokio::spawn(async move {
-            let every = (lease.ttl / 3).max(Duration::from_millis(1));
-            loop {
-                tokio::time::sleep(every).await;
-                match catalog.heartbeat(&lease).await {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, key = %lease.digest, "lease heartbeat failed")
+    /// Drives `work` to completion while heartbeating `lease` every third of its TTL, in the
+    /// same task (no extra task, no extra thread). Stops heartbeating once the lease is lost;
+    /// the holder may still commit afterwards (first writer wins).
+    pub async fn heartbeating<F: Future>(&self, lease: &Lease, work: F) -> F::Output {
+        let every = (lease.ttl / 3).max(Duration::from_millis(1));
+        let mut work = std::pin::pin!(work);
+        let mut held = true;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(every), if held => {
+                    match self.heartbeat(lease).await {
+                        Ok(still) => held = still,
+                        Err(e) => tracing::warn!(error = %e, key = %lease.digest, "lease heartbeat failed"),
                     }
                 }
             }
-        }))
+        }
     }
 
     /// Changes the lease record of `lease` with `change` if `lease` still holds it (same

@@ -99,15 +99,11 @@ impl<S: Store> Catalog<S> {
 
     /// The entry stored under `digest`, with its output.
     pub async fn entry(&self, digest: &Digest) -> Result<Option<Hit>> {
-        let (begin, end) = keys::entry_range(digest);
         let tx = self.inner.store.begin_read().await?;
-        let view = EntryView::parse(
-            digest,
-            tx.get_range(&begin, &end, RangeOptions::all()).await?,
-        )?;
+        let view = EntryView::load(&tx, digest, true).await?;
         match &view.meta {
             Some(meta) => Ok(Some(Hit {
-                output: view.output(meta)?,
+                output: view.output(&tx, meta).await?,
                 meta: meta.clone(),
             })),
             None => Ok(None),

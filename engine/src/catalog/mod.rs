@@ -33,7 +33,7 @@ pub use canonical::to_canonical_msgpack;
 pub use commit::Committed;
 pub use evict::EvictScope;
 pub use key::{CacheHash, CacheKey, Digest, KeyInputs, PreparedSignature, TaskSignature, TypeDesc};
-pub use lease::{HeldLease, KeepAlive, Lease};
+pub use lease::{HeldLease, Lease};
 pub use list::{EntryPage, TaskStats};
 pub use records::{CacheStatus, EntryMeta, ExecutionRecord};
 pub use resolve::{Hit, Resolution, ResolveRequest};

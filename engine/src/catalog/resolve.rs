@@ -134,20 +134,18 @@ impl<S: Store> Catalog<S> {
     /// Callers that already looked the key up call this directly.
     pub async fn acquire(&self, req: &ResolveRequest<'_>) -> Result<Resolution> {
         let d = req.key.digest;
-        let (begin, end) = keys::entry_range(&d);
         let lease_key = keys::entry_part(&d, entry_part::LEASE);
         let max_age_ms = req.max_age.map(duration_ms);
         transact(&self.inner.store, &self.inner.config.retry, |tx| {
-            let (begin, end, lease_key) = (&begin, &end, &lease_key);
+            let lease_key = &lease_key;
             async move {
-                let view =
-                    EntryView::parse(&d, tx.get_range(begin, end, RangeOptions::all()).await?)?;
+                let view = EntryView::load(&tx, &d, false).await?;
                 let now = self.now_ms();
                 if !req.overwrite
                     && let Some(meta) = view.live_meta(max_age_ms, now)
                 {
                     return Ok(Resolution::Hit(Hit {
-                        output: view.output(meta)?,
+                        output: view.output(&tx, meta).await?,
                         meta: meta.clone(),
                     }));
                 }

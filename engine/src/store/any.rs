@@ -121,6 +121,10 @@ impl Transaction for AnyTx {
         each_tx!(self, t => t.get(key, snapshot).await)
     }
 
+    async fn get_many(&self, keys: &[&[u8]], snapshot: bool) -> Result<Vec<Option<Vec<u8>>>> {
+        each_tx!(self, t => t.get_many(keys, snapshot).await)
+    }
+
     async fn get_range(
         &self,
         begin: &[u8],

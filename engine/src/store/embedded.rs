@@ -16,9 +16,9 @@
 //! memtable, the block cache, the OS page cache) and return in microseconds, so they run inline;
 //! a syncing commit waits for the disk and runs on tokio's blocking pool.
 //!
-//! Snapshot reads inside a read-write transaction read a snapshot taken right after the
-//! transaction began, merged with the transaction's own writes; a commit landing between those
-//! two instants can make them slightly newer than the transaction's conflict-checked reads.
+//! Snapshot reads inside a read-write transaction read a snapshot taken at the first of them,
+//! merged with the transaction's own writes; a commit landing between the transaction's start
+//! and that first snapshot read can make them newer than its conflict-checked reads.
 //! Being snapshot reads, they are not validated at commit in either case.
 
 use super::watch::{Notifier, Subscription};
@@ -57,6 +57,21 @@ struct Shared {
     limits: Limits,
     notifier: Notifier,
     counters: StoreCounters,
+}
+
+/// fjall forgets the conflict sets of committed transactions only when its snapshot tracker
+/// runs a GC, which it does once per 10,000 closed snapshots; until then every commit walks all
+/// of them (`Oracle::with_commit`), so write-heavy loads slow down as the set grows. Closing a
+/// few empty snapshots per write commit makes that GC run about every 500 write commits, which
+/// keeps the set small. Cheap (a map update each) and harmless if fjall changes its cadence.
+const SNAPSHOT_CLOSES_PER_COMMIT: usize = 20;
+
+impl Shared {
+    fn nudge_snapshot_gc(&self) {
+        for _ in 0..SNAPSHOT_CLOSES_PER_COMMIT {
+            drop(self.db.read_tx());
+        }
+    }
 }
 
 impl EmbeddedStore {
@@ -107,12 +122,11 @@ impl Store for EmbeddedStore {
         if self.shared.fsync {
             tx = tx.durability(Some(PersistMode::SyncData));
         }
-        let snapshot = self.shared.db.read_tx();
         Ok(EmbeddedTx::new(
             self.shared.clone(),
             State::Write(Box::new(WriteState {
                 tx,
-                snapshot,
+                snapshot: None,
                 own: BTreeMap::new(),
                 cleared: Vec::new(),
                 size: WriteSize::default(),
@@ -159,8 +173,8 @@ enum State {
 
 struct WriteState {
     tx: fjall::OptimisticWriteTx,
-    /// For snapshot reads, which must not add read conflicts.
-    snapshot: Snapshot,
+    /// For snapshot reads, which must not add read conflicts; taken at the first one.
+    snapshot: Option<Snapshot>,
     /// This transaction's own point writes (`None`: cleared), for snapshot reads and notifications.
     own: BTreeMap<Slice, Option<Slice>>,
     /// Ranges cleared by this transaction, in order.
@@ -171,6 +185,11 @@ struct WriteState {
 }
 
 impl WriteState {
+    /// The snapshot for snapshot reads, taken on first use: most transactions never need one.
+    fn snapshot(&mut self, db: &OptimisticTxDatabase) -> &Snapshot {
+        self.snapshot.get_or_insert_with(|| db.read_tx())
+    }
+
     /// What this transaction's own writes say about `key`: `Some(value)` if it wrote or cleared it.
     fn own_value(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
         if let Some(v) = self.own.get(key) {
@@ -211,7 +230,13 @@ fn snapshot_range_with_own(
 ) -> Result<Vec<KeyValue>> {
     let limit = options.limit.unwrap_or(usize::MAX);
     let reverse = options.reverse;
-    let base = ws.snapshot.range(kv, begin..end);
+    let Some(snapshot) = &ws.snapshot else {
+        return Err(Error::Backend {
+            backend: BACKEND,
+            detail: "snapshot range read without a snapshot".into(),
+        });
+    };
+    let base = snapshot.range(kv, begin..end);
     let mut base: Box<dyn Iterator<Item = fjall::Guard>> = if reverse {
         Box::new(base.rev())
     } else {
@@ -286,16 +311,24 @@ impl EmbeddedTx {
 impl Transaction for EmbeddedTx {
     async fn get(&self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>> {
         let kv = &self.shared.kv;
-        let value = match &*self.state.lock() {
+        let value = match &mut *self.state.lock() {
             State::Write(ws) if snapshot => match ws.own_value(key) {
                 Some(own) => return Ok(own),
-                None => ws.snapshot.get(kv, key),
+                None => ws.snapshot(&self.shared.db).get(kv, key),
             },
             State::Write(ws) => ws.tx.get(kv, key),
             State::Read(snap) => snap.get(kv, key),
             State::Finished | State::Failed(_) => return Err(Error::Finished),
         };
         Ok(value.map_err(backend_err)?.map(|v| v.to_vec()))
+    }
+
+    async fn get_many(&self, keys: &[&[u8]], snapshot: bool) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key, snapshot).await?);
+        }
+        Ok(out)
     }
 
     async fn get_range(
@@ -308,9 +341,10 @@ impl Transaction for EmbeddedTx {
             return Ok(Vec::new());
         }
         let kv = &self.shared.kv;
-        let state = self.state.lock();
-        let iter = match &*state {
+        let mut state = self.state.lock();
+        let iter = match &mut *state {
             State::Write(ws) if options.snapshot => {
+                ws.snapshot(&self.shared.db);
                 return snapshot_range_with_own(ws, kv, begin, end, options);
             }
             State::Write(ws) => ws.tx.range(kv, begin..end),
@@ -407,6 +441,7 @@ impl Transaction for EmbeddedTx {
         };
         match outcome {
             Ok(Ok(())) => {
+                self.shared.nudge_snapshot_gc();
                 let notifier = &self.shared.notifier;
                 if cleared.is_empty() {
                     for key in own.keys() {

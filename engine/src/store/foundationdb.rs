@@ -202,6 +202,20 @@ impl Transaction for FdbTx {
         Ok(value.map(|v| v.to_vec()))
     }
 
+    async fn get_many(&self, keys: &[&[u8]], snapshot: bool) -> Result<Vec<Option<Vec<u8>>>> {
+        let futures: Vec<_> = {
+            let inner = self.inner.lock();
+            let trx = inner.trx.as_ref().ok_or(Error::Finished)?;
+            keys.iter()
+                .map(|k| trx.get(k, snapshot || inner.read_only))
+                .collect()
+        };
+        let values = futures::future::try_join_all(futures)
+            .await
+            .map_err(|e| classify(e, false))?;
+        Ok(values.into_iter().map(|v| v.map(|v| v.to_vec())).collect())
+    }
+
     async fn get_range(
         &self,
         begin: &[u8],

@@ -111,6 +111,14 @@ pub trait Transaction: Clone + Send + Sync + 'static {
         snapshot: bool,
     ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
 
+    /// Reads several keys at once (one round trip on networked stores, concurrent reads on
+    /// FoundationDB); the values come back in the order of `keys`.
+    fn get_many(
+        &self,
+        keys: &[&[u8]],
+        snapshot: bool,
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
+
     /// Reads the keys in `[begin, end)` in key order (or reverse order), merged with this
     /// transaction's own writes.
     fn get_range(

@@ -346,6 +346,23 @@ impl Transaction for PostgresTx {
         .await
     }
 
+    async fn get_many(&self, keys: &[&[u8]], _snapshot: bool) -> Result<Vec<Option<Vec<u8>>>> {
+        let wanted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        let rows = self
+            .read(move |conn| {
+                async move {
+                    let rows = conn.client.query(&conn.stmts.get_many, &[&wanted]).await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
+                        .collect::<std::collections::HashMap<_, _>>())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(keys.iter().map(|k| rows.get(*k).cloned()).collect())
+    }
+
     async fn get_range(
         &self,
         begin: &[u8],

@@ -16,6 +16,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 /// Prepared statements of one connection.
 pub(super) struct Statements {
     pub get: Statement,
+    pub get_many: Statement,
     pub range_asc: Statement,
     pub range_desc: Statement,
     pub upsert: Statement,
@@ -76,6 +77,7 @@ impl Pool {
         };
         let stmts = Statements {
             get: prepare(&sql.get).await?,
+            get_many: prepare(&sql.get_many).await?,
             range_asc: prepare(&sql.range_asc).await?,
             range_desc: prepare(&sql.range_desc).await?,
             upsert: prepare(&sql.upsert).await?,

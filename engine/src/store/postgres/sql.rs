@@ -5,6 +5,7 @@
 pub(super) struct Sql {
     pub create: String,
     pub get: String,
+    pub get_many: String,
     pub range_asc: String,
     pub range_desc: String,
     pub upsert: String,
@@ -28,6 +29,7 @@ impl Sql {
                  CREATE TABLE IF NOT EXISTS {table} (k bytea PRIMARY KEY, v bytea NOT NULL); COMMIT"
             ),
             get: format!("SELECT v FROM {table} WHERE k = $1"),
+            get_many: format!("SELECT k, v FROM {table} WHERE k = ANY($1::bytea[])"),
             range_asc: format!(
                 "SELECT k, v FROM {table} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
             ),
