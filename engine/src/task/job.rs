@@ -110,3 +110,52 @@ pub struct JobReport {
     /// Attempts made.
     pub attempts: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Digest, KeyInputs, TaskSignature, TypeDesc};
+    use std::time::Duration;
+
+    /// Jobs and reports cross nodes: they must survive MessagePack unchanged.
+    #[test]
+    fn jobs_and_reports_round_trip_through_messagepack() {
+        let sig =
+            TaskSignature::new("square", TypeDesc::of::<i64>()).input("n", TypeDesc::of::<i64>());
+        let mut inputs = KeyInputs::new();
+        inputs.add("n", &3).unwrap();
+        let key = CacheKey::new("p", "d", &sig, "1.0", &inputs).unwrap();
+        let job = Job {
+            execution: "e-1".into(),
+            task: "square".into(),
+            input: rmp_serde::to_vec(&3i64).unwrap(),
+            cache: Some(JobCache {
+                key: key.clone(),
+                lease: Lease {
+                    digest: key.digest,
+                    owner: "node-a".into(),
+                    execution: "e-1".into(),
+                    generation: 4,
+                    ttl: Duration::from_secs(30),
+                    overwrite: false,
+                    evicted: true,
+                    previous_failure: Some("boom".into()),
+                    took_over: false,
+                },
+            }),
+            run: Some("run-1".into()),
+        };
+        let bytes = rmp_serde::to_vec_named(&job).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Job>(&bytes).unwrap(), job);
+        for output in [Ok(vec![1, 2, 3]), Err(TaskError::TimedOut { after_ms: 50 })] {
+            let report = JobReport {
+                output,
+                status: CacheStatus::Populated,
+                attempts: 2,
+            };
+            let bytes = rmp_serde::to_vec_named(&report).unwrap();
+            assert_eq!(rmp_serde::from_slice::<JobReport>(&bytes).unwrap(), report);
+        }
+        assert_ne!(key.digest, Digest(0));
+    }
+}
