@@ -19,14 +19,6 @@ use std::time::{Duration, Instant};
 const TASKS: u64 = 4;
 const KEYS: i64 = 10_000;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 async fn resolve_hits<S: Store>(
     catalog: &Catalog<S>,
     keys: &Arc<Vec<CacheKey>>,
@@ -76,7 +68,7 @@ fn bench<S: Store>(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, 
 }
 
 fn catalog_benches(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = cairn_benches::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = rt
         .block_on(EmbeddedStore::open(dir.path(), false))

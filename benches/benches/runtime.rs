@@ -20,14 +20,6 @@ async fn square(n: i64) -> i64 {
 const CONCURRENCY: u64 = 256;
 const KEYS: i64 = 10_000;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// `total` calls from `CONCURRENCY` concurrent callers; `input(i)` picks each call's input.
 async fn drive(
     node: &Node,
@@ -56,7 +48,7 @@ async fn drive(
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = cairn_benches::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("embedded:{}", dir.path().display());
     let node = rt

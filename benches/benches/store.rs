@@ -15,14 +15,6 @@ use std::time::Duration;
 
 const TASKS: u32 = 4;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn bench<S: cairn_engine::Store>(
     c: &mut Criterion,
     name: &str,
@@ -48,7 +40,7 @@ fn bench<S: cairn_engine::Store>(
 }
 
 fn store_benches(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = cairn_benches::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = rt
         .block_on(EmbeddedStore::open(dir.path().join("buffered"), false))

@@ -6,6 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The runtime every benchmark runs on: tokio's multi-threaded scheduler with 2 workers, the
+/// cores of the machines the figures in `benches/README.md` come from.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// What one run of [`insert_if_absent`] did.
 #[derive(Debug, Clone, Copy)]
 pub struct InsertRun {

@@ -4,5 +4,7 @@
 
 pub mod catalog_suite;
 pub mod conformance;
+#[cfg(feature = "fdb")]
+mod fdb_suite;
 pub mod harness;
 pub mod runtime;

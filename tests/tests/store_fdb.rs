@@ -3,29 +3,7 @@
 //! run; without the feature `.ci/run` says so.
 
 #[cfg(feature = "fdb")]
-mod with_cluster {
-    macro_rules! guarded {
-        ($($name:ident),*) => {$(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if cairn_tests::harness::fdb::cluster_file().is_none() {
-                    return;
-                }
-                cairn_tests::conformance::$name::<cairn_tests::harness::fdb::FdbHarness>().await;
-            }
-        )*};
-    }
-    guarded!(
-        read_your_writes,
-        range_order_limit_reverse,
-        clear_range,
-        conflicts,
-        concurrent_insert_if_absent,
-        transact_retries_conflicts,
-        watch_fires_on_change,
-        reopen_keeps_committed_only,
-        size_limits,
-        read_only_and_finished,
-        unreachable_url_is_named
-    );
-}
+cairn_tests::fdb_suite!(conformance;
+    read_your_writes, range_order_limit_reverse, clear_range, conflicts,
+    concurrent_insert_if_absent, transact_retries_conflicts, watch_fires_on_change,
+    reopen_keeps_committed_only, size_limits, read_only_and_finished, unreachable_url_is_named);
