@@ -45,26 +45,39 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// 32 hex digits in human-readable formats (JSON), 16 raw bytes in binary ones (MessagePack):
+/// stored records carry the compact form, APIs the readable one.
 impl Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_string())
+        } else {
+            s.serialize_bytes(&self.to_bytes())
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Hex;
-        impl serde::de::Visitor<'_> for Hex {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
             type Value = Digest;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("32 hex digits")
+                f.write_str("a digest: 16 bytes or 32 hex digits")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Digest, E> {
                 Digest::from_hex(s).ok_or_else(|| E::custom("expected 32 hex digits"))
             }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Digest, E> {
+                Digest::from_slice(b).ok_or_else(|| E::custom("expected 16 bytes"))
+            }
         }
-        // A visitor, not `String`: decoding a digest allocates nothing.
-        d.deserialize_str(Hex)
+        // A visitor, not `String` or `Vec`: decoding a digest allocates nothing.
+        if d.is_human_readable() {
+            d.deserialize_str(Visitor)
+        } else {
+            d.deserialize_bytes(Visitor)
+        }
     }
 }
 
@@ -454,6 +467,17 @@ mod tests {
             TypeDesc::of::<i64>().as_str(),
             r#"{"format":"int64","title":"int64","type":"integer"}"#
         );
+    }
+
+    #[test]
+    fn digests_are_hex_for_people_and_bytes_on_disk() {
+        let d = Digest(0x00ff_0000_0000_0000_0000_0000_0000_0001);
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, "\"00ff0000000000000000000000000001\"");
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+        let packed = rmp_serde::to_vec(&d).unwrap();
+        assert_eq!(packed.len(), 18, "bin 8 header + 16 bytes");
+        assert_eq!(rmp_serde::from_slice::<Digest>(&packed).unwrap(), d);
     }
 
     #[test]
