@@ -13,7 +13,7 @@ use cairn_engine::catalog::{
     new_execution_id,
 };
 use cairn_engine::task::{Job, JobCache, JobReport, TaskError};
-use cairn_worker::WorkerPoolHandle;
+use cairn_worker::{ReportTo, WorkerPoolHandle};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -259,12 +259,19 @@ impl SchedulerState {
                     },
                     run: p.request.run.as_deref().map(str::to_string),
                 };
-                let (workers, me) = (self.args.workers.clone(), myself.clone());
-                tokio::spawn(async move {
-                    let report = workers.execute(job).await;
-                    let _ =
-                        me.send_message(SchedulerMsg::JobDone(leader, flight, Box::new(report)));
-                });
+                let me = myself.clone();
+                let cached = job.cache.is_some();
+                // The report comes back as one of this actor's messages; nothing waits for it.
+                self.args.workers.submit(
+                    job,
+                    ReportTo::new(cached, move |report| {
+                        let _ = me.send_message(SchedulerMsg::JobDone(
+                            leader,
+                            flight,
+                            Box::new(report),
+                        ));
+                    }),
+                );
             }
             Action::Release { lease } => {
                 let catalog = self.args.catalog.clone();

@@ -1,6 +1,7 @@
 //! The handle schedulers use to run jobs on a pool.
 
 use crate::pool::{PoolArgs, PoolMsg, PoolStatus, WorkerPool};
+use crate::report::ReportTo;
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::{CacheStatus, Catalog};
 use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
@@ -34,30 +35,31 @@ impl WorkerPoolHandle {
         Ok(WorkerPoolHandle { pool })
     }
 
+    /// Hands `job` to the pool; its report goes to `report`. Never blocks.
+    pub fn submit(&self, job: Job, report: ReportTo) {
+        // If the pool is gone the message (and `report` with it) is dropped, which reports the
+        // job as lost.
+        let _ = self
+            .pool
+            .send_message(PoolMsg::Execute(Box::new(job), report));
+    }
+
     /// Runs `job` and returns its report. A pool that is gone reports [`TaskError::WorkerLost`].
     pub async fn execute(&self, job: Job) -> JobReport {
-        let status = if job.cache.is_some() {
-            CacheStatus::Miss
-        } else {
-            CacheStatus::Disabled
-        };
+        let cached = job.cache.is_some();
         let (tx, rx) = oneshot::channel();
-        let lost = |detail: &str| JobReport {
+        self.submit(job, ReportTo::new(cached, move |r| drop(tx.send(r))));
+        rx.await.unwrap_or_else(|_| JobReport {
             output: Err(TaskError::WorkerLost {
-                detail: detail.to_string(),
+                detail: "the worker pool stopped".into(),
             }),
-            status,
+            status: if cached {
+                CacheStatus::Miss
+            } else {
+                CacheStatus::Disabled
+            },
             attempts: 0,
-        };
-        if self
-            .pool
-            .send_message(PoolMsg::Execute(Box::new(job), RpcReplyPort::from(tx)))
-            .is_err()
-        {
-            return lost("the worker pool has stopped");
-        }
-        rx.await
-            .unwrap_or_else(|_| lost("the worker pool dropped the job"))
+        })
     }
 
     /// The pool's current load.

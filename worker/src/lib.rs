@@ -10,8 +10,10 @@
 pub mod execute;
 mod handle;
 pub mod pool;
+mod report;
 pub mod worker;
 
 pub use execute::execute;
 pub use handle::WorkerPoolHandle;
 pub use pool::{BusyWorker, PoolStatus};
+pub use report::ReportTo;

@@ -6,6 +6,7 @@
 //! job's execution, so nobody else runs it meanwhile); otherwise the lease is failed, so waiters
 //! take over at once, and the caller gets [`TaskError::WorkerLost`].
 
+use crate::report::ReportTo;
 use crate::worker::{Worker, WorkerArgs, WorkerMsg};
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::{CacheStatus, Catalog};
@@ -22,7 +23,7 @@ pub struct WorkerPool;
 /// What the pool is told.
 pub enum PoolMsg {
     /// Run a job on the next idle worker and reply with its report.
-    Execute(Box<Job>, RpcReplyPort<JobReport>),
+    Execute(Box<Job>, ReportTo),
     /// A worker finished its job (sent by workers).
     Finished {
         /// The worker's index.
@@ -68,8 +69,8 @@ pub struct PoolArgs {
     pub registry: Arc<TaskRegistry>,
 }
 
-/// A job, its caller, and how many workers died running it.
-type Pending = (Box<Job>, RpcReplyPort<JobReport>, u32);
+/// A job, where its report goes, and how many workers died running it.
+type Pending = (Box<Job>, ReportTo, u32);
 
 /// The pool's state.
 pub struct PoolState {
@@ -167,8 +168,7 @@ impl Actor for WorkerPool {
             }
             PoolMsg::Finished { worker, report } => {
                 if let Some((_, reply, _)) = state.busy.remove(&worker) {
-                    // The caller may have gone away; nothing to do then.
-                    let _ = reply.send(*report);
+                    reply.send(*report);
                 }
                 state.idle.push(worker);
                 Self::dispatch(state);
@@ -237,7 +237,7 @@ impl Actor for WorkerPool {
                 } else {
                     CacheStatus::Disabled
                 };
-                let _ = reply.send(JobReport {
+                reply.send(JobReport {
                     output: Err(error),
                     status,
                     attempts: 1,
