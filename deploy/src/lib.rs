@@ -30,10 +30,11 @@ pub mod examples;
 mod node;
 
 pub use cairn_engine::catalog::{CacheHash, CacheStatus, Catalog, ExecutionRecord};
+pub use cairn_engine::schedule::{CatchUp, Overlap, ScheduleSpec, Schedules, Trigger};
 pub use cairn_engine::task::{Task, TaskError, TaskRegistry};
 pub use cairn_engine::{AnyStore, Error};
 pub use cairn_macros::task;
-pub use cairn_scheduler::{CallError, CallSummary, Ctx, RunOptions};
+pub use cairn_scheduler::{CallError, CallSummary, Ctx, RunOptions, ScheduledInput};
 pub use node::{Node, NodeBuilder, RunReport};
 pub use schemars::{self, JsonSchema};
 pub use serde::{self, Deserialize, Serialize};

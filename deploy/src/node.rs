@@ -2,9 +2,12 @@
 
 use cairn_engine::catalog::{Catalog, CatalogConfig};
 use cairn_engine::clock::SystemClock;
+use cairn_engine::schedule::{ScheduleSpec, Schedules};
 use cairn_engine::task::{Task, TaskRegistry};
 use cairn_engine::{AnyStore, Error};
-use cairn_scheduler::{CallSummary, Ctx, RunOptions, SchedulerHandle};
+use cairn_scheduler::{
+    CallSummary, Ctx, RunOptions, ScheduleRunner, ScheduledInput, SchedulerHandle, WorkflowRegistry,
+};
 use cairn_worker::WorkerPoolHandle;
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +25,9 @@ pub struct NodeBuilder {
     concurrency: usize,
     shards: usize,
     registry: TaskRegistry,
+    workflows: WorkflowRegistry,
+    schedules: Vec<ScheduleSpec>,
+    schedule_poll: Duration,
     config: CatalogConfig,
     error: Option<Error>,
 }
@@ -71,6 +77,30 @@ impl NodeBuilder {
         self
     }
 
+    /// Registers a workflow that schedules can run by `name`.
+    pub fn workflow<F, Fut>(mut self, name: impl Into<String>, workflow: F) -> Self
+    where
+        F: Fn(Ctx, ScheduledInput) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.workflows.register(name, workflow);
+        self
+    }
+
+    /// Declares a schedule (registered in the store at start; every node may declare the same
+    /// schedules: each tick still fires once).
+    pub fn schedule(mut self, spec: ScheduleSpec) -> Self {
+        self.schedules.push(spec);
+        self
+    }
+
+    /// How often this node polls schedules at the least (default 1 s; it also wakes at each
+    /// schedule's next fire time).
+    pub fn schedule_poll(mut self, every: Duration) -> Self {
+        self.schedule_poll = every;
+        self
+    }
+
     /// Opens the store and starts the actors.
     pub async fn start(self) -> Result<Node, Error> {
         if let Some(e) = self.error {
@@ -93,12 +123,36 @@ impl NodeBuilder {
             SchedulerHandle::start(&self.name, catalog.clone(), workers.clone(), self.shards)
                 .await
                 .map_err(spawn_err)?;
+        let schedules = Schedules::new(catalog.store().clone(), Arc::new(SystemClock));
+        for spec in &self.schedules {
+            if !self.workflows.contains(&spec.workflow) {
+                return Err(Error::InvalidInput {
+                    what: format!("schedule {:?}", spec.name),
+                    reason: format!(
+                        "workflow {:?} is not registered on this node",
+                        spec.workflow
+                    ),
+                });
+            }
+            schedules.register(spec).await?;
+        }
+        let runner = (!self.schedules.is_empty()).then(|| {
+            ScheduleRunner::start(
+                schedules.clone(),
+                self.workflows,
+                scheduler.clone(),
+                self.name.clone(),
+                self.schedule_poll,
+            )
+        });
         Ok(Node {
             name: self.name,
             catalog,
             registry,
             workers,
             scheduler,
+            schedules,
+            _runner: runner,
         })
     }
 }
@@ -123,6 +177,8 @@ pub struct Node {
     registry: Arc<TaskRegistry>,
     workers: WorkerPoolHandle,
     scheduler: SchedulerHandle,
+    schedules: Schedules<AnyStore>,
+    _runner: Option<ScheduleRunner>,
 }
 
 impl Node {
@@ -134,6 +190,9 @@ impl Node {
             concurrency: 64,
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             registry: TaskRegistry::new(),
+            workflows: WorkflowRegistry::new(),
+            schedules: Vec::new(),
+            schedule_poll: Duration::from_secs(1),
             config: CatalogConfig::default(),
             error: None,
         }
@@ -152,6 +211,11 @@ impl Node {
     /// The registered tasks.
     pub fn registry(&self) -> &TaskRegistry {
         &self.registry
+    }
+
+    /// The schedules in this node's store (list, pause, resume, backfill).
+    pub fn schedules(&self) -> &Schedules<AnyStore> {
+        &self.schedules
     }
 
     /// The worker pool.

@@ -17,6 +17,8 @@
 //! | `EXPIRY` 0x04 | `(4, ms, d)` | empty: the entry expires at `ms` |
 //! | `EXECUTION` 0x05 | `(5, run, execution)` | a group of up to 128 `ExecutionRecord`s of `run` (`""` outside any run), keyed by the first one's id; tag byte 1 + positional MessagePack |
 //! | `STATS` 0x07 | `(7, project, domain, task, status)` | call count, u64 big-endian |
+//! | `SCHEDULE` 0x08 | `(8, name)` | `ScheduleRecord`: the schedule's spec and state (next fire time, counters) |
+//! | `TICK` 0x09 | `(9, name, ms)` | `TickRecord`: the tick at `ms` fired (claimed with the state change) |
 //! | `TEST` 0xfe | anything | scratch space of the store conformance suite and benchmarks |
 //!
 //! Everything about one cache key lives under `(1, d)`, so one range read answers a resolve
@@ -39,6 +41,10 @@ pub mod tag {
     pub const EXECUTION: u8 = 0x05;
     /// Per-task call counters by cache status.
     pub const STATS: u8 = 0x07;
+    /// Schedules: spec and state.
+    pub const SCHEDULE: u8 = 0x08;
+    /// Fired ticks of schedules.
+    pub const TICK: u8 = 0x09;
     /// Scratch space of the store conformance suite and benchmarks.
     pub const TEST: u8 = 0xfe;
 }
@@ -178,6 +184,32 @@ pub fn stats_range(project: &str, domain: &str, task: &str) -> (Vec<u8>, Vec<u8>
 pub fn status_of_stats(key: &[u8]) -> Option<String> {
     let (_, _, _, s): (String, String, String, String) = subspace(tag::STATS).unpack(key).ok()?;
     Some(s)
+}
+
+/// The record of schedule `name`.
+pub fn schedule(name: &str) -> Vec<u8> {
+    subspace(tag::SCHEDULE).pack(&(name,))
+}
+
+/// `[begin, end)` of every schedule record.
+pub fn schedules() -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::SCHEDULE).range()
+}
+
+/// The record of tick `ms` of schedule `name`.
+pub fn tick(name: &str, ms: i64) -> Vec<u8> {
+    subspace(tag::TICK).pack(&(name, ms))
+}
+
+/// `[begin, end)` of the ticks of schedule `name`.
+pub fn ticks(name: &str) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::TICK).subspace(&(name,)).range()
+}
+
+/// The tick time of a tick key.
+pub fn tick_of(key: &[u8]) -> Option<i64> {
+    let (_, ms): (String, i64) = subspace(tag::TICK).unpack(key).ok()?;
+    Some(ms)
 }
 
 #[cfg(test)]

@@ -8,12 +8,15 @@
 //! - [`actor`]: the scheduler actor, which performs the machine's actions.
 //! - [`SchedulerHandle`]: how callers submit calls (sharded over several scheduler actors).
 //! - [`workflow`]: [`Ctx`], the context workflows call tasks through.
+//! - [`schedules`]: the loop that fires scheduled workflows, and workflows by name.
 
 pub mod actor;
 mod handle;
 pub mod machine;
+pub mod schedules;
 pub mod workflow;
 
 pub use actor::{CallRequest, CallResult};
 pub use handle::SchedulerHandle;
+pub use schedules::{ScheduleRunner, ScheduledInput, WorkflowRegistry};
 pub use workflow::{CallError, CallSummary, Ctx, RunOptions};

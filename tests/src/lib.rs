@@ -8,3 +8,4 @@ pub mod conformance;
 mod fdb_suite;
 pub mod harness;
 pub mod runtime;
+pub mod schedule_suite;

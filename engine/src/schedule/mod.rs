@@ -1,0 +1,17 @@
+//! Schedules: workflows fired on cron or fixed-rate triggers, exactly once per tick however many
+//! scheduler instances run, without a leader.
+//!
+//! Each schedule's state (next fire time, counters, runs in flight) is one store record. An
+//! instance fires a tick by advancing that record past it *and* writing the tick's record in the
+//! same serializable transaction; instances racing for the same tick conflict, and the losers
+//! retry and find the record already advanced. The decisions (catch-up after downtime, overlap,
+//! pause) are a pure function ([`plan::step`]) of the spec, the state and the time.
+
+pub mod plan;
+mod spec;
+mod state;
+mod table;
+
+pub use spec::{CatchUp, Overlap, ScheduleSpec, Trigger};
+pub use state::{ScheduleRecord, ScheduleState, TickRecord};
+pub use table::{Fire, Schedules};

@@ -1,0 +1,364 @@
+//! The schedule operations over the store: register, poll (fire what is due), finish a run,
+//! pause, resume, backfill, list.
+
+use super::plan::step;
+use super::spec::ScheduleSpec;
+use super::state::{ScheduleRecord, ScheduleState, TickRecord};
+use crate::catalog::records::{decode, encode};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::store::{RangeOptions, RetryPolicy, Store, Transaction, transact};
+use std::sync::Arc;
+
+/// A tick to run: fired by [`Schedules::poll`], [`Schedules::finished`] (a buffered tick) or
+/// [`Schedules::backfill`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fire {
+    /// The schedule.
+    pub schedule: String,
+    /// Its workflow.
+    pub workflow: String,
+    /// Project and domain of the run.
+    pub project: String,
+    /// Domain of the run.
+    pub domain: String,
+    /// The workflow's fixed input.
+    pub input: Vec<u8>,
+    /// The tick (the kickoff time handed to the workflow).
+    pub tick_ms: i64,
+    /// The run id: derived from the schedule and the tick, so a tick has one run.
+    pub run_id: String,
+    /// How late the tick fired (ms).
+    pub late_ms: u64,
+    /// The schedule's jitter: delay the start by up to this (ms).
+    pub jitter_ms: u64,
+    /// A backfill run.
+    pub backfill: bool,
+}
+
+/// Schedules in one store.
+pub struct Schedules<S: Store> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    retry: RetryPolicy,
+}
+
+impl<S: Store> Clone for Schedules<S> {
+    fn clone(&self) -> Self {
+        Schedules {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            retry: self.retry.clone(),
+        }
+    }
+}
+
+fn unknown(name: &str) -> Error {
+    Error::InvalidInput {
+        what: format!("schedule {name:?}"),
+        reason: "no such schedule".into(),
+    }
+}
+
+async fn read_record<T: Transaction>(tx: &T, name: &str) -> Result<Option<ScheduleRecord>> {
+    match tx.get(&keys::schedule(name), false).await? {
+        Some(raw) => Ok(Some(decode(|| format!("schedule {name}"), &raw)?)),
+        None => Ok(None),
+    }
+}
+
+impl<S: Store> Schedules<S> {
+    /// Schedules on `store`, timed by `clock`.
+    pub fn new(store: S, clock: Arc<dyn Clock>) -> Self {
+        Schedules {
+            store,
+            clock,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The current time on the schedules' clock (Unix ms).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Creates the schedule, or updates its spec keeping its state (a changed trigger restarts
+    /// from now). Idempotent: every instance registers the schedules it knows at start.
+    pub async fn register(&self, spec: &ScheduleSpec) -> Result<()> {
+        spec.validate()?;
+        let now = self.clock.now_ms();
+        let first = spec.trigger.next_after(now)?;
+        transact(&self.store, &self.retry, |tx| async move {
+            let state = match read_record(&tx, &spec.name).await? {
+                Some(old) if old.spec.trigger == spec.trigger => old.state,
+                Some(old) => ScheduleState {
+                    next_fire_ms: first,
+                    ..old.state
+                },
+                None => ScheduleState {
+                    next_fire_ms: first,
+                    ..ScheduleState::default()
+                },
+            };
+            tx.set(
+                &keys::schedule(&spec.name),
+                &encode(&ScheduleRecord {
+                    spec: spec.clone(),
+                    state,
+                }),
+            );
+            Ok(())
+        })
+        .await
+    }
+
+    /// Fires what is due in every schedule, as scheduler instance `instance`. A schedule that
+    /// fails (a corrupt record, a store error) is logged and skipped; the others still fire.
+    pub async fn poll(&self, instance: &str) -> Result<Vec<Fire>> {
+        let names: Vec<String> = self
+            .list()
+            .await?
+            .into_iter()
+            .map(|r| r.spec.name)
+            .collect();
+        let mut fires = Vec::new();
+        for name in names {
+            match self.poll_one(&name, instance).await {
+                Ok(f) => fires.extend(f),
+                Err(e) => {
+                    tracing::warn!(schedule = %name, error = %e, "schedule poll failed; the others go on")
+                }
+            }
+        }
+        Ok(fires)
+    }
+
+    /// Fires what is due in schedule `name`.
+    pub async fn poll_one(&self, name: &str, instance: &str) -> Result<Vec<Fire>> {
+        transact(&self.store, &self.retry, |tx| async move {
+            let now = self.clock.now_ms();
+            let Some(mut record) = read_record(&tx, name).await? else {
+                return Ok(Vec::new());
+            };
+            if record.state.next_fire_ms > now {
+                return Ok(Vec::new());
+            }
+            let plan = step(&record.spec, &mut record.state, now)?;
+            let fires = self
+                .claim(&tx, &mut record, &plan.fire, instance, now, false)
+                .await?;
+            tx.set(&keys::schedule(name), &encode(&record));
+            Ok(fires)
+        })
+        .await
+    }
+
+    /// Writes the tick records of `ticks` (skipping any already fired) and counts them.
+    async fn claim<T: Transaction>(
+        &self,
+        tx: &T,
+        record: &mut ScheduleRecord,
+        ticks: &[i64],
+        instance: &str,
+        now: i64,
+        backfill: bool,
+    ) -> Result<Vec<Fire>> {
+        let spec = &record.spec;
+        let mut fires = Vec::with_capacity(ticks.len());
+        for &tick in ticks {
+            let key = keys::tick(&spec.name, tick);
+            if tx.get(&key, false).await?.is_some() {
+                continue;
+            }
+            let run_id = format!("sched-{}-{tick}", spec.name);
+            let rec = TickRecord {
+                run_id: run_id.clone(),
+                instance: instance.to_string(),
+                fired_at_ms: now,
+                backfill,
+                outcome: None,
+            };
+            tx.set(&key, &encode(&rec));
+            let late_ms = u64::try_from(now - tick).unwrap_or(0);
+            let st = &mut record.state;
+            st.fired += 1;
+            st.late_ms_total += late_ms;
+            st.late_ms_max = st.late_ms_max.max(late_ms);
+            st.last_tick_ms = Some(st.last_tick_ms.map_or(tick, |t| t.max(tick)));
+            fires.push(Fire {
+                schedule: spec.name.clone(),
+                workflow: spec.workflow.clone(),
+                project: spec.project.clone(),
+                domain: spec.domain.clone(),
+                input: spec.input.clone(),
+                tick_ms: tick,
+                run_id,
+                late_ms,
+                jitter_ms: spec.jitter_ms,
+                backfill,
+            });
+        }
+        Ok(fires)
+    }
+
+    /// Records the end of `fire`'s run; returns the tick buffered behind it (overlap
+    /// `BufferOne`), now fired.
+    pub async fn finished(
+        &self,
+        fire: &Fire,
+        outcome: std::result::Result<(), String>,
+        instance: &str,
+    ) -> Result<Option<Fire>> {
+        let outcome = &outcome;
+        transact(&self.store, &self.retry, |tx| async move {
+            let name = &fire.schedule;
+            let Some(mut record) = read_record(&tx, name).await? else {
+                return Err(unknown(name));
+            };
+            let tick_key = keys::tick(name, fire.tick_ms);
+            if let Some(raw) = tx.get(&tick_key, false).await? {
+                let mut tick: TickRecord =
+                    decode(|| format!("tick {} of {name}", fire.tick_ms), &raw)?;
+                if tick.outcome.is_some() {
+                    return Ok(None); // already recorded: a retry after an unknown commit result
+                }
+                tick.outcome = Some(outcome.clone());
+                tx.set(&tick_key, &encode(&tick));
+            }
+            if !fire.backfill {
+                record.state.running = record.state.running.saturating_sub(1);
+            }
+            if outcome.is_err() {
+                record.state.failed += 1;
+            }
+            let mut next = None;
+            if !fire.backfill
+                && let Some(tick) = record.state.buffered.take()
+            {
+                record.state.running += 1;
+                let now = self.clock.now_ms();
+                next = self
+                    .claim(&tx, &mut record, &[tick], instance, now, false)
+                    .await?
+                    .pop();
+            }
+            tx.set(&keys::schedule(name), &encode(&record));
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        name: &str,
+        change: impl Fn(&mut ScheduleRecord, i64) -> Result<()>,
+    ) -> Result<()> {
+        let change = &change;
+        transact(&self.store, &self.retry, |tx| async move {
+            let Some(mut record) = read_record(&tx, name).await? else {
+                return Err(unknown(name));
+            };
+            change(&mut record, self.clock.now_ms())?;
+            tx.set(&keys::schedule(name), &encode(&record));
+            Ok(())
+        })
+        .await
+    }
+
+    /// Pauses `name`: its ticks pass as missed until it is resumed.
+    pub async fn pause(&self, name: &str) -> Result<()> {
+        self.update(name, |r, _| {
+            r.state.paused = true;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Resumes `name` from now on (ticks passed while paused are not caught up).
+    pub async fn resume(&self, name: &str) -> Result<()> {
+        self.update(name, |r, now| {
+            if r.state.paused {
+                r.state.paused = false;
+                r.state.next_fire_ms = r.spec.trigger.next_after(now)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Fires every tick of `name` in `[from_ms, to_ms]` that has not fired yet (at most 10,000).
+    pub async fn backfill(
+        &self,
+        name: &str,
+        from_ms: i64,
+        to_ms: i64,
+        instance: &str,
+    ) -> Result<Vec<Fire>> {
+        let record = self.get(name).await?.ok_or_else(|| unknown(name))?;
+        let ticks = record.spec.trigger.ticks(from_ms - 1, to_ms, 10_000)?;
+        let mut fires = Vec::new();
+        for batch in ticks.chunks(100) {
+            fires.extend(
+                transact(&self.store, &self.retry, |tx| async move {
+                    let Some(mut record) = read_record(&tx, name).await? else {
+                        return Err(unknown(name));
+                    };
+                    let now = self.clock.now_ms();
+                    let fired = self
+                        .claim(&tx, &mut record, batch, instance, now, true)
+                        .await?;
+                    tx.set(&keys::schedule(name), &encode(&record));
+                    Ok(fired)
+                })
+                .await?,
+            );
+        }
+        Ok(fires)
+    }
+
+    /// Schedule `name`.
+    pub async fn get(&self, name: &str) -> Result<Option<ScheduleRecord>> {
+        read_record(&self.store.begin_read().await?, name).await
+    }
+
+    /// Every schedule, by name.
+    pub async fn list(&self) -> Result<Vec<ScheduleRecord>> {
+        let (begin, end) = keys::schedules();
+        let tx = self.store.begin_read().await?;
+        tx.get_range(&begin, &end, RangeOptions::all().snapshot())
+            .await?
+            .iter()
+            .map(|kv| decode(|| "a schedule record".to_string(), &kv.value))
+            .collect()
+    }
+
+    /// The fired ticks of `name`, oldest first.
+    pub async fn ticks(&self, name: &str) -> Result<Vec<(i64, TickRecord)>> {
+        let (begin, end) = keys::ticks(name);
+        let tx = self.store.begin_read().await?;
+        let mut out = Vec::new();
+        for kv in tx
+            .get_range(&begin, &end, RangeOptions::all().snapshot())
+            .await?
+        {
+            let ms = keys::tick_of(&kv.key).ok_or_else(|| Error::Corrupt {
+                what: format!("a tick key of {name}"),
+                detail: "not a tick".into(),
+            })?;
+            out.push((ms, decode(|| format!("tick {ms} of {name}"), &kv.value)?));
+        }
+        Ok(out)
+    }
+
+    /// The earliest next fire time of an unpaused schedule.
+    pub async fn next_due_ms(&self) -> Result<Option<i64>> {
+        Ok(self
+            .list()
+            .await?
+            .iter()
+            .filter(|r| !r.state.paused)
+            .map(|r| r.state.next_fire_ms)
+            .min())
+    }
+}
