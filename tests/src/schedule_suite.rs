@@ -186,7 +186,8 @@ pub async fn overlap_policies<H: Harness>() {
 pub async fn pause_resume_backfill<H: Harness>() {
     let h = H::new().await;
     let clock = ManualClock::new(0);
-    let s = Schedules::new(h.open().await, Arc::new(clock.clone()));
+    let store = h.open().await;
+    let s = Schedules::new(store.clone(), Arc::new(clock.clone()));
     let mut spec = every_second(&unique("pause"));
     spec.overlap = Overlap::AllowAll;
     s.register(&spec).await.unwrap();
@@ -208,11 +209,16 @@ pub async fn pause_resume_backfill<H: Harness>() {
     let state = s.get(&spec.name).await.unwrap().unwrap().state;
     assert_eq!(state.missed, 5);
 
-    // Backfill 2..=6 s: the ticks missed while paused, once each.
-    let filled = s
-        .backfill(&spec.name, 2 * SECOND, 6 * SECOND, "n")
-        .await
-        .unwrap();
+    // Backfill 2..=6 s: the ticks missed while paused, queued, then fired once each by the next
+    // poll of any instance.
+    assert_eq!(
+        s.backfill(&spec.name, 2 * SECOND, 6 * SECOND)
+            .await
+            .unwrap(),
+        5
+    );
+    let other = Schedules::new(h.second_handle(&store).await, Arc::new(clock.clone()));
+    let filled = other.poll_one(&spec.name, "other").await.unwrap();
     assert_eq!(
         filled.iter().map(|f| f.tick_ms).collect::<Vec<_>>(),
         vec![2_000, 3_000, 4_000, 5_000, 6_000]
@@ -222,13 +228,12 @@ pub async fn pause_resume_backfill<H: Harness>() {
             .iter()
             .all(|f| f.backfill && f.run_id.ends_with(&f.tick_ms.to_string()))
     );
-    assert!(
-        s.backfill(&spec.name, SECOND, 7 * SECOND, "n")
-            .await
-            .unwrap()
-            .is_empty(),
-        "already fired"
+    assert_eq!(
+        s.backfill(&spec.name, SECOND, 7 * SECOND).await.unwrap(),
+        0,
+        "all already fired"
     );
+    assert!(s.poll_one(&spec.name, "n").await.unwrap().is_empty());
     let err = s.pause("no-such-schedule").await.unwrap_err();
     assert!(err.to_string().contains("no-such-schedule"), "{err}");
 }

@@ -29,6 +29,9 @@ pub struct ScheduleState {
     pub late_ms_max: u64,
     /// The last tick fired.
     pub last_tick_ms: Option<i64>,
+    /// Past ticks queued by a backfill, fired by the next poll of any instance.
+    #[serde(default)]
+    pub pending_backfill: Vec<i64>,
 }
 
 /// A schedule as stored: its spec (so the CLI can list it) and its state.

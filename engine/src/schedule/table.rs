@@ -1,5 +1,5 @@
 //! The schedule operations over the store: register, poll (fire what is due), finish a run,
-//! pause, resume, backfill, list.
+//! pause, resume, backfill (queued, fired by the next poll), list.
 
 use super::plan::step;
 use super::spec::ScheduleSpec;
@@ -141,13 +141,18 @@ impl<S: Store> Schedules<S> {
             let Some(mut record) = read_record(&tx, name).await? else {
                 return Ok(Vec::new());
             };
-            if record.state.next_fire_ms > now {
+            if record.state.next_fire_ms > now && record.state.pending_backfill.is_empty() {
                 return Ok(Vec::new());
             }
-            let plan = step(&record.spec, &mut record.state, now)?;
-            let fires = self
-                .claim(&tx, &mut record, &plan.fire, instance, now, false)
+            let backfill = std::mem::take(&mut record.state.pending_backfill);
+            let mut fires = self
+                .claim(&tx, &mut record, &backfill, instance, now, true)
                 .await?;
+            let plan = step(&record.spec, &mut record.state, now)?;
+            fires.extend(
+                self.claim(&tx, &mut record, &plan.fire, instance, now, false)
+                    .await?,
+            );
             tx.set(&keys::schedule(name), &encode(&record));
             Ok(fires)
         })
@@ -287,34 +292,33 @@ impl<S: Store> Schedules<S> {
         .await
     }
 
-    /// Fires every tick of `name` in `[from_ms, to_ms]` that has not fired yet (at most 10,000).
-    pub async fn backfill(
-        &self,
-        name: &str,
-        from_ms: i64,
-        to_ms: i64,
-        instance: &str,
-    ) -> Result<Vec<Fire>> {
+    /// Queues every tick of `name` in `[from_ms, to_ms]` that has not fired yet (at most
+    /// 10,000); the next poll of any instance fires them as backfill runs. Returns how many were
+    /// queued.
+    pub async fn backfill(&self, name: &str, from_ms: i64, to_ms: i64) -> Result<usize> {
         let record = self.get(name).await?.ok_or_else(|| unknown(name))?;
         let ticks = record.spec.trigger.ticks(from_ms - 1, to_ms, 10_000)?;
-        let mut fires = Vec::new();
-        for batch in ticks.chunks(100) {
-            fires.extend(
-                transact(&self.store, &self.retry, |tx| async move {
-                    let Some(mut record) = read_record(&tx, name).await? else {
-                        return Err(unknown(name));
-                    };
-                    let now = self.clock.now_ms();
-                    let fired = self
-                        .claim(&tx, &mut record, batch, instance, now, true)
-                        .await?;
-                    tx.set(&keys::schedule(name), &encode(&record));
-                    Ok(fired)
-                })
-                .await?,
-            );
-        }
-        Ok(fires)
+        transact(&self.store, &self.retry, |tx| {
+            let ticks = &ticks;
+            async move {
+                let Some(mut record) = read_record(&tx, name).await? else {
+                    return Err(unknown(name));
+                };
+                let keys: Vec<Vec<u8>> = ticks.iter().map(|t| keys::tick(name, *t)).collect();
+                let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                let fired = tx.get_many(&refs, false).await?;
+                let mut queued = 0;
+                for (tick, done) in ticks.iter().zip(fired) {
+                    if done.is_none() && !record.state.pending_backfill.contains(tick) {
+                        record.state.pending_backfill.push(*tick);
+                        queued += 1;
+                    }
+                }
+                tx.set(&keys::schedule(name), &encode(&record));
+                Ok(queued)
+            }
+        })
+        .await
     }
 
     /// Schedule `name`.
