@@ -32,6 +32,31 @@ pub async fn daily_report(day: String) -> String {
     format!("report for {day}: all systems nominal")
 }
 
+/// A scheduled workflow: every tick squares the same inputs, so after the first tick every call
+/// is a cache hit.
+pub async fn squares_report(ctx: Ctx, input: crate::ScheduledInput) -> Result<(), String> {
+    let inputs: Vec<i64> = if input.input.is_empty() {
+        vec![2, 3, 4]
+    } else {
+        rmp_serde_input(&input.input)?
+    };
+    let squares = futures::future::try_join_all(inputs.into_iter().map(|n| {
+        let ctx = ctx.clone();
+        async move { ctx.call(square, n).await }
+    }))
+    .await
+    .map_err(|e| e.to_string())?;
+    ctx.call(total, squares)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn rmp_serde_input(bytes: &[u8]) -> Result<Vec<i64>, String> {
+    cairn_engine::catalog::records::decode(|| "the schedule's input".into(), bytes)
+        .map_err(|e| e.to_string())
+}
+
 /// Fans `square` out over `0..n` and adds the results up.
 pub async fn sum_of_squares(ctx: Ctx, n: i64) -> Result<i64, CallError> {
     let squares = futures::future::try_join_all((0..n).map(|i| {

@@ -1,8 +1,9 @@
 //! The `cairn` command: runs a Cairn node and talks to one.
 
 use anyhow::Context;
-use cairn::examples::{daily_report, integer_sqrt, square, sum_of_squares, total};
+use cairn::examples::{daily_report, integer_sqrt, square, squares_report, sum_of_squares, total};
 use cairn::{CallSummary, Node, RunOptions, RunReport};
+use cairn::{ScheduleSpec, Trigger};
 use cairn_engine::{AnyStore, RetryPolicy, Store, Transaction, transact};
 use clap::{Parser, Subcommand};
 
@@ -114,6 +115,16 @@ fn print_calls(title: &str, report: &RunReport<impl std::fmt::Debug>) {
 }
 
 async fn quickstart(store: &str) -> anyhow::Result<()> {
+    let mut every_300ms = ScheduleSpec::new(
+        "squares-every-300ms",
+        "squares_report",
+        Trigger::Every {
+            period_ms: 300,
+            anchor_ms: 0,
+        },
+    );
+    every_300ms.project = "flytesnacks".into();
+    every_300ms.domain = "development".into();
     let node = Node::builder()
         .name("quickstart")
         .store_url(store)
@@ -121,6 +132,9 @@ async fn quickstart(store: &str) -> anyhow::Result<()> {
         .task(total)
         .task(integer_sqrt)
         .task(daily_report)
+        .workflow("squares_report", squares_report)
+        .schedule(every_300ms)
+        .schedule_poll(std::time::Duration::from_millis(50))
         .start()
         .await
         .with_context(|| format!("starting a node on {store}"))?;
@@ -183,6 +197,37 @@ async fn quickstart(store: &str) -> anyhow::Result<()> {
         "square(2) with overwrite_cache: re-executed and replaced",
         &r,
     );
+
+    // The schedule has been firing since the node started; give it a few more ticks.
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    node.catalog().flush_records().await?;
+    println!("\nschedule squares-every-300ms (workflow squares_report, fixed rate 300 ms):");
+    let ticks = node.schedules().ticks("squares-every-300ms").await?;
+    for (tick, rec) in ticks.iter().rev().take(5).rev() {
+        let calls = node.catalog().run_executions(&rec.run_id).await?;
+        let mut by_status = std::collections::BTreeMap::new();
+        for c in &calls {
+            *by_status.entry(format!("{:?}", c.status)).or_insert(0) += 1;
+        }
+        let summary: Vec<String> = by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let outcome = match &rec.outcome {
+            Some(Ok(())) => "ok".to_string(),
+            Some(Err(e)) => format!("failed: {e}"),
+            None => "running".to_string(),
+        };
+        println!(
+            "  tick {tick}  fired {} ms late  {outcome:<8} calls: {}",
+            rec.fired_at_ms - tick,
+            summary.join(", ")
+        );
+    }
+    if let Some(r) = node.schedules().get("squares-every-300ms").await? {
+        let st = r.state;
+        println!(
+            "  fired {} · missed {} · skipped for overlap {} · failed {} · max lateness {} ms",
+            st.fired, st.missed, st.skipped_overlap, st.failed, st.late_ms_max
+        );
+    }
 
     node.shutdown().await?;
     println!("\nRun it again: every cacheable call above is then a Hit.");
