@@ -191,6 +191,12 @@ pub fn schedule(name: &str) -> Vec<u8> {
     subspace(tag::SCHEDULE).pack(&(name,))
 }
 
+/// The schedule name of a schedule key.
+pub fn schedule_name_of(key: &[u8]) -> Option<String> {
+    let (name,): (String,) = subspace(tag::SCHEDULE).unpack(key).ok()?;
+    Some(name)
+}
+
 /// `[begin, end)` of every schedule record.
 pub fn schedules() -> (Vec<u8>, Vec<u8>) {
     subspace(tag::SCHEDULE).range()

@@ -238,13 +238,39 @@ pub async fn pause_resume_backfill<H: Harness>() {
     assert!(err.to_string().contains("no-such-schedule"), "{err}");
 }
 
+/// A schedule whose record is corrupt is skipped with a logged error; the others still fire.
+pub async fn a_broken_schedule_does_not_stop_the_others<H: Harness>() {
+    use cairn_engine::{Store, Transaction};
+    let h = H::new().await;
+    let clock = ManualClock::new(0);
+    let store = h.open().await;
+    let s = Schedules::new(store.clone(), Arc::new(clock.clone()));
+    let (good, bad) = (every_second(&unique("good")), every_second(&unique("bad")));
+    s.register(&good).await.unwrap();
+    s.register(&bad).await.unwrap();
+    let tx = store.begin().await.unwrap();
+    tx.set(
+        &cairn_engine::keys::schedule(&bad.name),
+        b"\xc1 not a schedule",
+    );
+    tx.commit().await.unwrap();
+    clock.advance(SECOND);
+    let err = s.poll_one(&bad.name, "n").await.unwrap_err();
+    assert!(err.to_string().contains(&bad.name), "{err}");
+    let fires = s.poll("n").await.unwrap_or_default();
+    assert!(
+        fires.iter().any(|f| f.schedule == good.name),
+        "the good schedule still fired"
+    );
+}
+
 /// Instantiates the schedule suite for one backend.
 #[macro_export]
 macro_rules! schedule_conformance {
     ($harness:ty) => {
         $crate::schedule_conformance!(@tests $harness;
             three_instances_fire_each_tick_once, catch_up_after_downtime, overlap_policies,
-            pause_resume_backfill);
+            pause_resume_backfill, a_broken_schedule_does_not_stop_the_others);
     };
     (@tests $harness:ty; $($name:ident),*) => {
         $(

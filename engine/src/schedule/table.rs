@@ -116,12 +116,16 @@ impl<S: Store> Schedules<S> {
     /// Fires what is due in every schedule, as scheduler instance `instance`. A schedule that
     /// fails (a corrupt record, a store error) is logged and skipped; the others still fire.
     pub async fn poll(&self, instance: &str) -> Result<Vec<Fire>> {
-        let names: Vec<String> = self
-            .list()
+        // Names from the keys, not the values: one corrupt record must not hide the others.
+        let (begin, end) = keys::schedules();
+        let tx = self.store.begin_read().await?;
+        let names: Vec<String> = tx
+            .get_range(&begin, &end, RangeOptions::all().snapshot())
             .await?
-            .into_iter()
-            .map(|r| r.spec.name)
+            .iter()
+            .filter_map(|kv| keys::schedule_name_of(&kv.key))
             .collect();
+        drop(tx);
         let mut fires = Vec::new();
         for name in names {
             match self.poll_one(&name, instance).await {
