@@ -11,7 +11,6 @@ use cairn_benches::populated_keys;
 use cairn_engine::Store;
 use cairn_engine::catalog::{CacheKey, Catalog, Resolution, ResolveRequest};
 use cairn_engine::store::embedded::EmbeddedStore;
-use cairn_engine::store::postgres::PostgresStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,15 +73,8 @@ fn catalog_benches(c: &mut Criterion) {
         .block_on(EmbeddedStore::open(dir.path(), false))
         .expect("open");
     bench(c, "embedded", &rt, embedded);
-    match std::env::var("CAIRN_BENCH_POSTGRES") {
-        Ok(url) => {
-            let table = format!("bench_{:08x}", rand::random::<u32>());
-            let pg = rt
-                .block_on(PostgresStore::connect(&url, &table, 8))
-                .expect("connect to CAIRN_BENCH_POSTGRES");
-            bench(c, "postgres", &rt, pg);
-        }
-        Err(_) => eprintln!("catalog/resolve_hit/postgres skipped: set CAIRN_BENCH_POSTGRES"),
+    if let Some(pg) = cairn_benches::postgres_store(&rt, "catalog/resolve_hit/postgres") {
+        bench(c, "postgres", &rt, pg);
     }
 }
 

@@ -9,7 +9,6 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use cairn_benches::insert_if_absent;
 use cairn_engine::store::embedded::EmbeddedStore;
-use cairn_engine::store::postgres::PostgresStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
 
@@ -50,15 +49,8 @@ fn store_benches(c: &mut Criterion) {
         .block_on(EmbeddedStore::open(dir.path().join("fsync"), true))
         .expect("open");
     bench(c, "embedded-fsync", &rt, &synced, 2_000);
-    match std::env::var("CAIRN_BENCH_POSTGRES") {
-        Ok(url) => {
-            let table = format!("bench_{:08x}", rand::random::<u32>());
-            let pg = rt
-                .block_on(PostgresStore::connect(&url, &table, 8))
-                .expect("connect to CAIRN_BENCH_POSTGRES");
-            bench(c, "postgres", &rt, &pg, 5_000);
-        }
-        Err(_) => eprintln!("store/insert_if_absent/postgres skipped: set CAIRN_BENCH_POSTGRES"),
+    if let Some(pg) = cairn_benches::postgres_store(&rt, "store/insert_if_absent/postgres") {
+        bench(c, "postgres", &rt, &pg, 5_000);
     }
 }
 

@@ -16,6 +16,25 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// A fresh table on the PostgreSQL server named by `CAIRN_BENCH_POSTGRES`, or `None` (and a
+/// note naming the skipped `bench`) when the variable is not set.
+pub fn postgres_store(
+    rt: &tokio::runtime::Runtime,
+    bench: &str,
+) -> Option<cairn_engine::store::postgres::PostgresStore> {
+    let Ok(url) = std::env::var("CAIRN_BENCH_POSTGRES") else {
+        eprintln!("{bench} skipped: set CAIRN_BENCH_POSTGRES");
+        return None;
+    };
+    let table = format!("bench_{:08x}", rand::random::<u32>());
+    let store = rt
+        .block_on(cairn_engine::store::postgres::PostgresStore::connect(
+            &url, &table, 8,
+        ))
+        .expect("connect to CAIRN_BENCH_POSTGRES");
+    Some(store)
+}
+
 /// What one run of [`insert_if_absent`] did.
 #[derive(Debug, Clone, Copy)]
 pub struct InsertRun {
