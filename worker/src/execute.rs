@@ -1,8 +1,8 @@
 //! Running one job: the part of a task call that happens on a worker.
 
-use cairn_engine::catalog::{CacheStatus, Catalog, Committed};
+use cairn_engine::Store;
+use cairn_engine::catalog::{CacheStatus, Catalog};
 use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
-use cairn_engine::{Error, Store};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 
@@ -81,52 +81,12 @@ pub async fn execute<S: Store>(
             attempts,
         };
     };
-    match outcome {
-        Err(error) => {
-            if let Err(e) = catalog.fail(&cache.lease, &error.to_string()).await {
-                tracing::warn!(error = %e, task = %job.task, "could not release a failed lease; waiters take it over after its TTL");
-            }
-            JobReport {
-                output: Err(error),
-                status: CacheStatus::Miss,
-                attempts,
-            }
-        }
-        Ok(output) => match catalog
-            .commit(&cache.key, &cache.lease, &output, options.max_age)
-            .await
-        {
-            Ok(Committed::Stored(_)) => {
-                let status = if cache.lease.overwrite {
-                    CacheStatus::Skipped
-                } else if cache.lease.evicted {
-                    CacheStatus::Evicted
-                } else {
-                    CacheStatus::Populated
-                };
-                JobReport {
-                    output: Ok(output),
-                    status,
-                    attempts,
-                }
-            }
-            // Another execution stored first; every caller of a key gets the same output.
-            Ok(Committed::AlreadyStored(hit)) => JobReport {
-                output: Ok(hit.output),
-                status: CacheStatus::Hit,
-                attempts,
-            },
-            Err(e) => {
-                if !matches!(e, Error::OutputTooLarge { .. }) {
-                    let _ = catalog.fail(&cache.lease, &e.to_string()).await;
-                }
-                tracing::warn!(error = %e, task = %job.task, "could not store the output");
-                JobReport {
-                    output: Ok(output),
-                    status: CacheStatus::PutFailure,
-                    attempts,
-                }
-            }
-        },
+    let (output, status) = catalog
+        .settle(&cache.key, &cache.lease, outcome, options.max_age)
+        .await;
+    JobReport {
+        output,
+        status,
+        attempts,
     }
 }

@@ -3,10 +3,8 @@
 //! splits the same steps between scheduler and worker actors.
 
 use super::records::{CacheStatus, ExecutionRecord};
-use super::{
-    Answer, CacheKey, Catalog, Committed, Lease, Resolution, ResolveRequest, new_execution_id,
-};
-use crate::error::{Error, Result};
+use super::{Answer, CacheKey, Catalog, Lease, Resolution, ResolveRequest, new_execution_id};
+use crate::error::Result;
 use crate::store::Store;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -168,35 +166,7 @@ impl<S: Store> Catalog<S> {
         Fut: Future<Output = std::result::Result<Vec<u8>, String>>,
     {
         let out = self.heartbeating(lease, task()).await;
-        match out {
-            Err(error) => {
-                if let Err(e) = self.fail(lease, &error).await {
-                    tracing::warn!(error = %e, key = %key.digest, "could not release a failed lease; waiters will take it over after its TTL");
-                }
-                (Err(error), CacheStatus::Miss)
-            }
-            Ok(bytes) => match self.commit(key, lease, &bytes, opts.max_age).await {
-                Ok(Committed::Stored(_)) => {
-                    let status = if lease.overwrite {
-                        CacheStatus::Skipped
-                    } else if lease.evicted {
-                        CacheStatus::Evicted
-                    } else {
-                        CacheStatus::Populated
-                    };
-                    (Ok(bytes), status)
-                }
-                // Another execution stored first: every caller of the key gets its output.
-                Ok(Committed::AlreadyStored(hit)) => (Ok(hit.output), CacheStatus::Hit),
-                Err(e) => {
-                    if !matches!(e, Error::OutputTooLarge { .. }) {
-                        let _ = self.fail(lease, &e.to_string()).await;
-                    }
-                    tracing::warn!(error = %e, key = %key.digest, "could not store the output");
-                    (Ok(bytes), CacheStatus::PutFailure)
-                }
-            },
-        }
+        self.settle(key, lease, out, opts.max_age).await
     }
 
     async fn finish(

@@ -4,7 +4,9 @@
 
 use super::entry::EntryView;
 use super::lease::Lease;
-use super::records::{EntryMeta, INLINE_MAX, LeaseRecord, LeaseState, StoredMeta, decode, encode};
+use super::records::{
+    CacheStatus, EntryMeta, INLINE_MAX, LeaseRecord, LeaseState, StoredMeta, decode, encode,
+};
 use super::{CacheKey, Catalog, Hit, duration_ms};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
@@ -134,6 +136,50 @@ impl<S: Store> Catalog<S> {
             }
         })
         .await
+    }
+
+    /// Ends `lease` with the outcome of the execution that held it: stores an output (first
+    /// writer wins: another execution's stored output is returned instead) or fails the lease at
+    /// once with the error. Returns what the caller gets and the call's cache status: Populated,
+    /// Skipped (overwrite), Evicted, Hit (stored by another first), Miss (the error) or
+    /// PutFailure (not stored; the output is still returned).
+    pub async fn settle<E: std::fmt::Display>(
+        &self,
+        key: &CacheKey,
+        lease: &Lease,
+        outcome: std::result::Result<Vec<u8>, E>,
+        max_age: Option<Duration>,
+    ) -> (std::result::Result<Vec<u8>, E>, CacheStatus) {
+        let output = match outcome {
+            Ok(output) => output,
+            Err(error) => {
+                if let Err(e) = self.fail(lease, &error.to_string()).await {
+                    tracing::warn!(error = %e, key = %key.digest, "could not release a failed lease; waiters take it over after its TTL");
+                }
+                return (Err(error), CacheStatus::Miss);
+            }
+        };
+        match self.commit(key, lease, &output, max_age).await {
+            Ok(Committed::Stored(_)) => {
+                let status = if lease.overwrite {
+                    CacheStatus::Skipped
+                } else if lease.evicted {
+                    CacheStatus::Evicted
+                } else {
+                    CacheStatus::Populated
+                };
+                (Ok(output), status)
+            }
+            // Another execution stored first: every caller of a key gets the same output.
+            Ok(Committed::AlreadyStored(hit)) => (Ok(hit.output), CacheStatus::Hit),
+            Err(e) => {
+                if !matches!(e, Error::OutputTooLarge { .. }) {
+                    let _ = self.fail(lease, &e.to_string()).await;
+                }
+                tracing::warn!(error = %e, key = %key.digest, "could not store the output");
+                (Ok(output), CacheStatus::PutFailure)
+            }
+        }
     }
 
     fn set_lease_state<T: Transaction>(
