@@ -151,10 +151,10 @@ pub async fn commit_then_hit<H: Harness>() {
         Resolution::Hit(hit) => {
             assert_eq!(hit.output, b"4");
             assert_eq!(hit.meta.execution, lease.execution);
-            assert_eq!(hit.meta.task, "square");
-            assert_eq!(hit.meta.version, "1.0");
+            assert_eq!(hit.meta.key.task, "square");
+            assert_eq!(hit.meta.key.version, "1.0");
             assert_eq!(hit.meta.size, 1);
-            assert_eq!(hit.meta.inputs, key.inputs);
+            assert_eq!(hit.meta.key, key);
         }
         other => panic!("expected a hit, got {other:?}"),
     }
@@ -587,7 +587,7 @@ pub async fn max_age_and_expiry<H: Harness>() {
         .await
         .unwrap();
     assert_eq!(page.entries.len(), 1);
-    assert_eq!(page.entries[0].digest, key2.digest);
+    assert_eq!(page.entries[0].key.digest, key2.digest);
 }
 
 /// Listing pages through every entry once; a foreign cursor is refused by name.
@@ -615,7 +615,7 @@ pub async fn listing_pages<H: Harness>() {
             .unwrap();
         pages += 1;
         for e in &page.entries {
-            assert!(seen.insert(e.digest), "listed twice");
+            assert!(seen.insert(e.key.digest), "listed twice");
         }
         match page.next {
             Some(next) => cursor = Some(next),

@@ -26,15 +26,15 @@ pub enum Committed {
 /// Removes the index entries of a stored entry (before replacing or evicting it).
 pub(super) fn clear_indexes<T: Transaction>(tx: &T, meta: &EntryMeta) {
     tx.clear(&keys::by_task(
-        &meta.project,
-        &meta.domain,
-        &meta.task,
-        &meta.version,
-        &meta.digest,
+        &meta.key.project,
+        &meta.key.domain,
+        &meta.key.task,
+        &meta.key.version,
+        &meta.key.digest,
     ));
-    tx.clear(&keys::by_execution(&meta.execution, &meta.digest));
+    tx.clear(&keys::by_execution(&meta.execution, &meta.key.digest));
     if let Some(at) = meta.expires_at_ms {
-        tx.clear(&keys::expiry(at, &meta.digest));
+        tx.clear(&keys::expiry(at, &meta.key.digest));
     }
 }
 
@@ -91,13 +91,7 @@ impl<S: Store> Catalog<S> {
                     output.chunks(chunk_bytes).collect()
                 };
                 let meta = EntryMeta {
-                    digest: d,
-                    project: key.project.clone(),
-                    domain: key.domain.clone(),
-                    task: key.task.clone(),
-                    version: key.version.clone(),
-                    signature: key.signature,
-                    inputs: key.inputs.clone(),
+                    key: key.clone(),
                     created_at_ms: now,
                     execution: lease.execution.clone(),
                     size: output.len() as u64,
@@ -122,7 +116,7 @@ impl<S: Store> Catalog<S> {
                 let meta = stored.meta;
                 tx.clear(&keys::entry_part(&d, entry_part::TOMBSTONE));
                 tx.set(
-                    &keys::by_task(&meta.project, &meta.domain, &meta.task, &meta.version, &d),
+                    &keys::by_task(&key.project, &key.domain, &key.task, &key.version, &d),
                     &meta.size.to_be_bytes(),
                 );
                 tx.set(&keys::by_execution(&meta.execution, &d), &[]);

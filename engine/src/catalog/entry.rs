@@ -99,7 +99,7 @@ pub(super) struct Integrity {
 impl From<&EntryMeta> for Integrity {
     fn from(m: &EntryMeta) -> Self {
         Integrity {
-            digest: m.digest,
+            digest: m.key.digest,
             size: m.size,
             chunks: m.chunks,
             checksum: m.checksum,
@@ -175,7 +175,7 @@ pub(super) struct Peek<'a> {
 
 #[derive(serde::Deserialize)]
 pub(super) struct PeekMeta {
-    pub digest: super::Digest,
+    pub key: PeekKey,
     pub created_at_ms: i64,
     pub size: u64,
     pub chunks: u32,
@@ -183,10 +183,15 @@ pub(super) struct PeekMeta {
     pub expires_at_ms: Option<i64>,
 }
 
+#[derive(serde::Deserialize)]
+pub(super) struct PeekKey {
+    pub digest: super::Digest,
+}
+
 impl From<&PeekMeta> for Integrity {
     fn from(m: &PeekMeta) -> Self {
         Integrity {
-            digest: m.digest,
+            digest: m.key.digest,
             size: m.size,
             chunks: m.chunks,
             checksum: m.checksum,

@@ -3,7 +3,7 @@
 //! reads what it knows. A value that does not decode is reported as [`Error::Corrupt`] naming the
 //! key, never skipped.
 
-use super::Digest;
+use super::{CacheKey, Digest};
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -37,20 +37,9 @@ pub fn decode_borrowed<'a, T: Deserialize<'a>>(
 /// The metadata of a stored entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryMeta {
-    /// The key digest.
-    pub digest: Digest,
-    /// Project of the key.
-    pub project: String,
-    /// Domain of the key.
-    pub domain: String,
-    /// Task name.
-    pub task: String,
-    /// Cache version.
-    pub version: String,
-    /// Signature digest.
-    pub signature: Digest,
-    /// Input digests by name (ignored inputs excluded).
-    pub inputs: Vec<(String, Digest)>,
+    /// The key the entry is stored under, with its components (project, domain, task,
+    /// version, signature, input digests), for listing and for explaining misses.
+    pub key: CacheKey,
     /// When the entry was stored (Unix ms).
     pub created_at_ms: i64,
     /// The execution that produced it.
