@@ -888,6 +888,68 @@ pub async fn concurrent_calls_run_once<H: Harness>() {
     }
 }
 
+/// `explain` names the key component that differs from the nearest stored entries: the cache
+/// version, the signature, or an input; and says when a key was evicted.
+pub async fn explain_names_the_changed_component<H: Harness>() {
+    use cairn_engine::catalog::{Explanation, InputDiff};
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let p = project();
+    let one = key(&p, 1);
+    populate(&catalog, &one, b"1").await;
+    populate(&catalog, &key(&p, 2), b"4").await;
+    assert_eq!(catalog.explain(&one).await.unwrap(), Explanation::Stored);
+
+    let nearest = |e: Explanation| match e {
+        Explanation::Miss { nearest, .. } => nearest,
+        other => panic!("expected a miss, got {other:?}"),
+    };
+    let bumped = nearest(
+        catalog
+            .explain(&key_v(&p, "square", "2.0", 1))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(bumped.len(), 1);
+    assert_eq!(bumped[0].entry, one.digest);
+    assert_eq!(bumped[0].version, Some(("1.0".into(), "2.0".into())));
+    assert!(bumped[0].inputs.is_empty() && !bumped[0].signature_changed);
+
+    let other_input = nearest(catalog.explain(&key(&p, 3)).await.unwrap());
+    assert_eq!(other_input.len(), 2, "both entries differ by one input");
+    assert!(
+        other_input
+            .iter()
+            .all(|d| d.inputs == vec![InputDiff::Changed("n".into())] && d.version.is_none())
+    );
+
+    let reshaped = TaskSignature::new("square", TypeDesc::of::<(i64, i64)>())
+        .input("n", TypeDesc::of::<i64>());
+    let mut inputs = KeyInputs::new();
+    inputs.add("n", &1).unwrap();
+    let new_sig = CacheKey::new(&p, "dev", &reshaped, "1.0", &inputs).unwrap();
+    let changed = nearest(catalog.explain(&new_sig).await.unwrap());
+    assert_eq!(changed.len(), 1);
+    assert!(
+        changed[0].signature_changed
+            && changed[0].inputs.is_empty()
+            && changed[0].version.is_none()
+    );
+
+    catalog
+        .evict(&EvictScope::Key(key(&p, 2).digest))
+        .await
+        .unwrap();
+    match catalog.explain(&key(&p, 2)).await.unwrap() {
+        Explanation::Evicted { reason } => assert!(reason.contains("key"), "{reason}"),
+        other => panic!("expected evicted, got {other:?}"),
+    }
+    match catalog.explain(&key(&project(), 1)).await.unwrap() {
+        Explanation::Miss { nearest, compared } => assert_eq!((nearest.len(), compared), (0, 0)),
+        other => panic!("another project shares nothing: {other:?}"),
+    }
+}
+
 /// Instantiates the catalog suite for one backend: `catalog_conformance!(Harness)`.
 #[macro_export]
 macro_rules! catalog_conformance {
@@ -896,7 +958,8 @@ macro_rules! catalog_conformance {
             concurrent_resolve_acquires_once, commit_then_hit, late_owner_never_overwrites,
             waiters_wake_on_commit_and_fail, silent_holder_is_taken_over,
             chunked_and_oversized_outputs, overwrite_replaces, eviction_scopes, max_age_and_expiry,
-            listing_pages, every_status_is_recorded, concurrent_calls_run_once);
+            listing_pages, every_status_is_recorded, concurrent_calls_run_once,
+            explain_names_the_changed_component);
     };
     (@tests $harness:ty; $($name:ident),*) => {
         $(

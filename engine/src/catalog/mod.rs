@@ -12,6 +12,9 @@
 //! - waiters sleep on the store's watch of the lease key and take over a lease only after seeing
 //!   it unchanged for its TTL on their own monotonic clock ([`Catalog::wait`]).
 //!
+//! [`Catalog::explain`] says why a call misses: which key component differs from the nearest
+//! stored entries of its task.
+//!
 //! The catalog never runs tasks itself except in [`Catalog::call`], the whole protocol for one
 //! in-process call, which the actor runtime splits between schedulers and workers.
 
@@ -20,6 +23,7 @@ mod canonical;
 mod commit;
 mod entry;
 mod evict;
+mod explain;
 mod key;
 mod lease;
 mod list;
@@ -32,6 +36,7 @@ pub use call::{CallOptions, CallOutcome, FailurePolicy};
 pub use canonical::to_canonical_msgpack;
 pub use commit::Committed;
 pub use evict::EvictScope;
+pub use explain::{Difference, Explanation, InputDiff};
 pub use key::{CacheHash, CacheKey, Digest, KeyInputs, PreparedSignature, TaskSignature, TypeDesc};
 pub use lease::{HeldLease, Lease};
 pub use list::{EntryPage, TaskStats};
