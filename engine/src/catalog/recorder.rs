@@ -48,7 +48,7 @@ fn decode_group(run: &str, bytes: &[u8]) -> Result<Vec<ExecutionRecord>> {
 
 enum Msg {
     Record(Box<ExecutionRecord>),
-    Flush(oneshot::Sender<()>),
+    Flush(oneshot::Sender<Result<()>>),
 }
 
 /// Handle on the writer task.
@@ -81,13 +81,22 @@ async fn run<S: Store>(store: S, config: CatalogConfig, mut rx: mpsc::Receiver<M
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, records = batch.len(), "writing execution records failed; retrying");
+                    // Whoever waits for a flush learns now; the records are still retried.
+                    for done in flushes.drain(..) {
+                        let _ = done.send(Err(Error::Backend {
+                            backend: "recorder",
+                            detail: format!(
+                                "execution records not stored yet ({e}); still retrying"
+                            ),
+                        }));
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
         for done in flushes {
-            let _ = done.send(());
+            let _ = done.send(Ok(()));
         }
     }
 }
@@ -172,7 +181,8 @@ impl<S: Store> Catalog<S> {
             .await;
     }
 
-    /// Waits until every record queued before this call is stored.
+    /// Waits until every record queued before this call is stored; returns an error at once if
+    /// storing them fails (they are still retried in the background, never dropped).
     pub async fn flush_records(&self) -> Result<()> {
         let (done, wait) = oneshot::channel();
         let closed = || Error::Backend {
@@ -185,7 +195,7 @@ impl<S: Store> Catalog<S> {
             .send(Msg::Flush(done))
             .await
             .map_err(|_| closed())?;
-        wait.await.map_err(|_| closed())
+        wait.await.map_err(|_| closed())?
     }
 
     /// The records of every execution of a run, in execution-id (time) order.
