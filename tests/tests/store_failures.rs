@@ -1,0 +1,73 @@
+//! What callers see when the PostgreSQL store goes away under them: clear errors, nothing
+//! silently dropped.
+
+use cairn_engine::catalog::{CacheStatus, Catalog, ExecutionRecord};
+use cairn_engine::store::postgres::PostgresStore;
+use cairn_engine::{Error, Store, Transaction};
+use cairn_tests::harness::postgres_url;
+
+async fn drop_table(table: &str) {
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
+
+fn record(run: &str) -> ExecutionRecord {
+    ExecutionRecord {
+        execution: "e-1".into(),
+        run: Some(run.into()),
+        project: "p".into(),
+        domain: "d".into(),
+        task: "t".into(),
+        version: "1".into(),
+        key: None,
+        status: CacheStatus::Disabled,
+        started_at_ms: 0,
+        duration_us: 1,
+        wait_us: 0,
+        waited_for: None,
+        error: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_fails_gives_errors_that_name_it() {
+    let table = format!("gone_{:08x}", rand::random::<u32>());
+    let store = PostgresStore::connect(&postgres_url(), &table, 2)
+        .await
+        .unwrap();
+    let catalog = Catalog::new(store.clone());
+    catalog.record(record("before")).await;
+    catalog
+        .flush_records()
+        .await
+        .expect("stored while the table exists");
+    assert_eq!(catalog.run_executions("before").await.unwrap().len(), 1);
+
+    drop_table(&table).await;
+
+    // Reads and commits fail with an error that says what failed, not a hang or a panic.
+    let tx = store.begin().await.unwrap();
+    let err = tx.get(b"k", false).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                backend: "postgres",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&table), "{err}");
+
+    // A flush reports that the records are not stored yet, instead of waiting forever.
+    catalog.record(record("after")).await;
+    let err = catalog.flush_records().await.unwrap_err();
+    assert!(err.to_string().contains("not stored yet"), "{err}");
+}
