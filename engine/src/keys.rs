@@ -21,8 +21,10 @@
 //! | `TICK` 0x09 | `(9, name, ms)` | `TickRecord`: the tick at `ms` fired (claimed with the state change) |
 //! | `TEST` 0xfe | anything | scratch space of the store conformance suite and benchmarks |
 //!
-//! Everything about one cache key lives under `(1, d)`, so one range read answers a resolve
-//! (lease, tombstone, metadata and output together) and one transaction can change them all.
+//! Everything about one cache key lives under `(1, d)`, so one transaction can change it all.
+//! A hit is one point read of the metadata (outputs up to 16 KiB are inline); a resolve reads
+//! lease, tombstone and metadata with one multi-key read; only large outputs add a range read of
+//! their chunks.
 
 use crate::catalog::Digest;
 use foundationdb_tuple::{Bytes, Subspace, TuplePack};

@@ -75,16 +75,25 @@ impl EntryView {
         let chunks = if self.inline.is_some() {
             Vec::new()
         } else {
-            read_chunks(tx, &self.digest).await?
+            read_chunks(tx, &self.digest, false).await?
         };
         assemble(meta, self.inline.clone(), &chunks)
     }
 }
 
-/// The output chunks of `d`, in order.
-pub(super) async fn read_chunks<T: Transaction>(tx: &T, d: &Digest) -> Result<Vec<Vec<u8>>> {
+/// The output chunks of `d`, in order (a `snapshot` read adds no conflict).
+pub(super) async fn read_chunks<T: Transaction>(
+    tx: &T,
+    d: &Digest,
+    snapshot: bool,
+) -> Result<Vec<Vec<u8>>> {
     let (begin, end) = keys::entry_chunks(d);
-    let pairs = tx.get_range(&begin, &end, RangeOptions::all()).await?;
+    let options = if snapshot {
+        RangeOptions::all().snapshot()
+    } else {
+        RangeOptions::all()
+    };
+    let pairs = tx.get_range(&begin, &end, options).await?;
     Ok(pairs.into_iter().map(|kv| kv.value).collect())
 }
 

@@ -66,8 +66,14 @@ impl Recorder {
 
 async fn run<S: Store>(store: S, config: CatalogConfig, mut rx: mpsc::Receiver<Msg>) {
     let mut msgs = Vec::with_capacity(config.record_batch);
-    while rx.recv_many(&mut msgs, config.record_batch).await > 0 {
-        let mut batch = Vec::new();
+    // Records that arrived while a failing batch was being retried.
+    let mut carried: Vec<ExecutionRecord> = Vec::new();
+    loop {
+        if carried.is_empty() && rx.recv_many(&mut msgs, config.record_batch).await == 0 {
+            return;
+        }
+        let take = carried.len().min(config.record_batch);
+        let mut batch: Vec<ExecutionRecord> = carried.drain(..take).collect();
         let mut flushes = Vec::new();
         for m in msgs.drain(..) {
             match m {
@@ -77,23 +83,30 @@ async fn run<S: Store>(store: S, config: CatalogConfig, mut rx: mpsc::Receiver<M
         }
         let mut backoff = Duration::from_millis(10);
         while !batch.is_empty() {
-            match write_batch(&store, &config, &batch).await {
+            let e = match write_batch(&store, &config, &batch).await {
                 Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, records = batch.len(), "writing execution records failed; retrying");
-                    // Whoever waits for a flush learns now; the records are still retried.
-                    for done in flushes.drain(..) {
-                        let _ = done.send(Err(Error::Backend {
-                            backend: "recorder",
-                            detail: format!(
-                                "execution records not stored yet ({e}); still retrying"
-                            ),
-                        }));
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                Err(e) => e,
+            };
+            tracing::warn!(error = %e, records = batch.len(), "writing execution records failed; retrying");
+            // Whoever waits for a flush learns now, including flushes sent while retrying; the
+            // records are kept and retried, never dropped.
+            // Bounded like the queue, so a store that stays down still slows callers down.
+            while carried.len() < QUEUE
+                && let Ok(m) = rx.try_recv()
+            {
+                match m {
+                    Msg::Record(r) => carried.push(*r),
+                    Msg::Flush(done) => flushes.push(done),
                 }
             }
+            for done in flushes.drain(..) {
+                let _ = done.send(Err(Error::Backend {
+                    backend: "recorder",
+                    detail: format!("execution records not stored yet ({e}); still retrying"),
+                }));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         for done in flushes {
             let _ = done.send(Ok(()));

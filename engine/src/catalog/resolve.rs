@@ -1,7 +1,7 @@
 //! Resolve: answer a call from the cache, or make the caller the one who computes it, or say who
 //! does.
 
-use super::entry::{EntryView, Peek, assemble, is_live, live};
+use super::entry::{EntryView, Peek, assemble, is_live, live, read_chunks};
 use super::lease::{HeldLease, Lease};
 use super::records::{
     EntryMeta, LeaseRecord, LeaseState, StoredMeta, decode, decode_borrowed, encode,
@@ -9,7 +9,7 @@ use super::records::{
 use super::{CacheKey, Catalog, duration_ms};
 use crate::error::Result;
 use crate::keys::{self, entry_part};
-use crate::store::{RangeOptions, Store, Transaction, transact};
+use crate::store::{Store, Transaction, transact};
 use std::time::Duration;
 
 /// One resolve.
@@ -68,11 +68,7 @@ impl<S: Store> Catalog<S> {
         let chunks = if stored.inline.is_some() {
             Vec::new()
         } else {
-            let (begin, end) = keys::entry_chunks(d);
-            let pairs = tx
-                .get_range(&begin, &end, RangeOptions::all().snapshot())
-                .await?;
-            pairs.into_iter().map(|kv| kv.value).collect()
+            read_chunks(&tx, d, true).await?
         };
         let output = assemble(&stored.meta, stored.inline, &chunks)?;
         Ok(Some(Hit {
@@ -118,13 +114,7 @@ impl<S: Store> Catalog<S> {
         }
         let chunks = match peek.inline {
             Some(_) => Vec::new(),
-            None => {
-                let (begin, end) = keys::entry_chunks(d);
-                let pairs = tx
-                    .get_range(&begin, &end, RangeOptions::all().snapshot())
-                    .await?;
-                pairs.into_iter().map(|kv| kv.value).collect()
-            }
+            None => read_chunks(&tx, d, true).await?,
         };
         assemble(m, peek.inline.map(|b| b.to_vec()), &chunks).map(Some)
     }
