@@ -66,3 +66,53 @@ pub async fn sum_of_squares(ctx: Ctx, n: i64) -> Result<i64, CallError> {
     .await?;
     ctx.call(total, squares).await
 }
+
+/// A slow cacheable square, for runs that take a while (its lease is short, so a node that
+/// dies running it is taken over within seconds).
+#[cairn::task(cache = true, cache_version = "1.0", lease_ttl = "3s")]
+pub async fn slow_square(n: i64, delay_ms: u64) -> i64 {
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    n * n
+}
+
+/// Input of [`fan_out`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FanOut {
+    /// Calls `slow_square(i, delay_ms)` for `i` in `0..n`.
+    pub n: i64,
+    /// How long each call sleeps.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// Fans `slow_square` out over `0..n` and adds the results up.
+pub async fn fan_out(ctx: Ctx, input: FanOut) -> Result<i64, CallError> {
+    let squares = futures::future::try_join_all((0..input.n).map(|i| {
+        let ctx = ctx.clone();
+        async move { ctx.call(slow_square, (i, input.delay_ms)).await }
+    }))
+    .await?;
+    ctx.call(total, squares).await
+}
+
+/// Calls `daily_report(day)`.
+pub async fn report_of(ctx: Ctx, day: String) -> Result<String, CallError> {
+    ctx.call(daily_report, day).await
+}
+
+/// Registers every example task and workflow on `node` (what `cairn up` serves).
+pub fn register(node: crate::NodeBuilder) -> crate::NodeBuilder {
+    node.task(square)
+        .task(total)
+        .task(integer_sqrt)
+        .task(daily_report)
+        .task(slow_square)
+        .workflow("sum_of_squares", sum_of_squares)
+        .workflow("fan_out", fan_out)
+        .workflow("daily_report", report_of)
+        .workflow("squares_report", squares_report)
+        .workflow("integer_sqrt", |ctx: Ctx, n: i64| async move {
+            ctx.call(integer_sqrt, n).await
+        })
+}

@@ -22,10 +22,18 @@
 //! - [`task`]: the attribute that makes an `async fn` a task;
 //! - [`Node`]: a store, a catalog, a worker pool and schedulers, started together;
 //! - [`Ctx`]: what workflows call tasks through;
+//! - [`api`]: the HTTP/JSON API every node serves;
+//! - [`cli`]: the `cairn` command line, reusable by binaries with their own tasks;
+//! - [`client`]: a typed client of a node's API;
+//! - [`config`]: a node's TOML configuration;
 //! - [`examples`]: the quickstart's tasks and workflows.
 
 extern crate self as cairn;
 
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
 pub mod examples;
 mod node;
 

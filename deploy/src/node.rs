@@ -2,13 +2,19 @@
 
 use cairn_engine::catalog::{Catalog, CatalogConfig};
 use cairn_engine::clock::SystemClock;
+use cairn_engine::runs::Runs;
 use cairn_engine::schedule::{ScheduleSpec, Schedules};
 use cairn_engine::task::{Task, TaskRegistry};
 use cairn_engine::{AnyStore, Error};
 use cairn_scheduler::{
-    CallSummary, Ctx, RunOptions, ScheduleRunner, ScheduledInput, SchedulerHandle, WorkflowRegistry,
+    CallSummary, Ctx, Launcher, RunOptions, ScheduleRunner, SchedulerHandle, Started, SubmitError,
+    SubmitRun, WorkflowRegistry,
 };
 use cairn_worker::WorkerPoolHandle;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,11 +83,16 @@ impl NodeBuilder {
         self
     }
 
-    /// Registers a workflow that schedules can run by `name`.
-    pub fn workflow<F, Fut>(mut self, name: impl Into<String>, workflow: F) -> Self
+    /// Registers a workflow that runs can be started of by `name` (through the API, the CLI or
+    /// a schedule). Its input is decoded from JSON, its output encoded to JSON; schedules hand it
+    /// a [`cairn_scheduler::ScheduledInput`].
+    pub fn workflow<I, O, E, F, Fut>(mut self, name: impl Into<String>, workflow: F) -> Self
     where
-        F: Fn(Ctx, ScheduledInput) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        I: DeserializeOwned + JsonSchema + Send + 'static,
+        O: Serialize + JsonSchema + 'static,
+        E: Display + 'static,
+        F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
     {
         self.workflows.register(name, workflow);
         self
@@ -124,6 +135,7 @@ impl NodeBuilder {
                 .await
                 .map_err(spawn_err)?;
         let schedules = Schedules::new(catalog.store().clone(), Arc::new(SystemClock));
+        let runs = Runs::new(catalog.store().clone(), Arc::new(SystemClock));
         for spec in &self.schedules {
             if !self.workflows.contains(&spec.workflow) {
                 return Err(Error::InvalidInput {
@@ -136,11 +148,17 @@ impl NodeBuilder {
             }
             schedules.register(spec).await?;
         }
+        let launcher = Launcher::new(
+            self.workflows,
+            scheduler.clone(),
+            catalog.clone(),
+            runs,
+            self.name.clone(),
+        );
         let runner = (!self.schedules.is_empty()).then(|| {
             ScheduleRunner::start(
                 schedules.clone(),
-                self.workflows,
-                scheduler.clone(),
+                launcher.clone(),
                 self.name.clone(),
                 self.schedule_poll,
             )
@@ -152,6 +170,7 @@ impl NodeBuilder {
             workers,
             scheduler,
             schedules,
+            launcher,
             _runner: runner,
         })
     }
@@ -178,6 +197,7 @@ pub struct Node {
     workers: WorkerPoolHandle,
     scheduler: SchedulerHandle,
     schedules: Schedules<AnyStore>,
+    launcher: Launcher,
     _runner: Option<ScheduleRunner>,
 }
 
@@ -216,6 +236,22 @@ impl Node {
     /// The schedules in this node's store (list, pause, resume, backfill).
     pub fn schedules(&self) -> &Schedules<AnyStore> {
         &self.schedules
+    }
+
+    /// Runs started by name, on any node sharing the store.
+    pub fn runs(&self) -> &Runs<AnyStore> {
+        self.launcher.runs()
+    }
+
+    /// The registered workflows.
+    pub fn workflows(&self) -> &WorkflowRegistry {
+        self.launcher.workflows()
+    }
+
+    /// Starts a run of a registered workflow: checks its input, records the run and starts it.
+    /// Returns once the run is recorded; [`Started::finished`] resolves when it ends.
+    pub async fn submit(&self, request: SubmitRun) -> Result<Started, SubmitError> {
+        self.launcher.submit(request).await
     }
 
     /// The worker pool.

@@ -19,6 +19,8 @@
 //! | `STATS` 0x07 | `(7, project, domain, task, status)` | call count, u64 big-endian |
 //! | `SCHEDULE` 0x08 | `(8, name)` | `ScheduleRecord`: the schedule's spec and state (next fire time, counters) |
 //! | `TICK` 0x09 | `(9, name, ms)` | `TickRecord`: the tick at `ms` fired (claimed with the state change) |
+//! | `RUN` 0x0a | `(10, run)` | `RunRecord`: a run started by name: workflow, input, status, output or error |
+//! | `RUN_BY_TIME` 0x0b | `(11, ms, run)` | empty: run `run` started at `ms` (listing, newest first) |
 //! | `TEST` 0xfe | anything | scratch space of the store conformance suite and benchmarks |
 //!
 //! Everything about one cache key lives under `(1, d)`, so one transaction can change it all.
@@ -47,6 +49,10 @@ pub mod tag {
     pub const SCHEDULE: u8 = 0x08;
     /// Fired ticks of schedules.
     pub const TICK: u8 = 0x09;
+    /// Workflow runs started by name (API, CLI, schedules).
+    pub const RUN: u8 = 0x0a;
+    /// Runs by start time.
+    pub const RUN_BY_TIME: u8 = 0x0b;
     /// Scratch space of the store conformance suite and benchmarks.
     pub const TEST: u8 = 0xfe;
 }
@@ -218,6 +224,43 @@ pub fn ticks(name: &str) -> (Vec<u8>, Vec<u8>) {
 pub fn tick_of(key: &[u8]) -> Option<i64> {
     let (_, ms): (String, i64) = subspace(tag::TICK).unpack(key).ok()?;
     Some(ms)
+}
+
+/// Lower-case hex of `bytes` (page cursors are index keys in hex).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a hex string, `None` if it is not one.
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The record of run `run`.
+pub fn run(run: &str) -> Vec<u8> {
+    subspace(tag::RUN).pack(&(run,))
+}
+
+/// The time index key of run `run`, started at `ms`.
+pub fn run_by_time(ms: i64, run: &str) -> Vec<u8> {
+    subspace(tag::RUN_BY_TIME).pack(&(ms, run))
+}
+
+/// `[begin, end)` of the run time index.
+pub fn runs_by_time() -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::RUN_BY_TIME).range()
+}
+
+/// The run id of a run time index key.
+pub fn run_of_time_key(key: &[u8]) -> Option<String> {
+    let (_, run): (i64, String) = subspace(tag::RUN_BY_TIME).unpack(key).ok()?;
+    Some(run)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //!   execution records, written once above the store trait.
 //! - [`clock`]: wall-clock time as a dependency.
 //! - [`keys`]: the one place where the layout of every stored key is defined.
+//! - [`runs`]: runs started by name (API, CLI, schedules): input, status, output.
 //! - [`schedule`]: cron and fixed-rate schedules fired exactly once per tick across instances.
 //! - [`task`]: the task model shared by schedulers and workers (spec, registry, jobs).
 //! - [`error`]: the engine's error type, in which retryable and fatal failures stay distinct.
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod clock;
 pub mod error;
 pub mod keys;
+pub mod runs;
 pub mod schedule;
 pub mod store;
 pub mod task;

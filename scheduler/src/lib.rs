@@ -8,15 +8,21 @@
 //! - [`actor`]: the scheduler actor, which performs the machine's actions.
 //! - [`SchedulerHandle`]: how callers submit calls (sharded over several scheduler actors).
 //! - [`workflow`]: [`Ctx`], the context workflows call tasks through.
-//! - [`schedules`]: the loop that fires scheduled workflows, and workflows by name.
+//! - [`registry`]: workflows by name, with their input and output types erased to JSON.
+//! - [`launch`]: starting and recording runs of workflows by name (API, CLI, schedules).
+//! - [`schedules`]: the loop that fires scheduled workflows.
 
 pub mod actor;
 mod handle;
+pub mod launch;
 pub mod machine;
+pub mod registry;
 pub mod schedules;
 pub mod workflow;
 
 pub use actor::{CallRequest, CallResult};
 pub use handle::SchedulerHandle;
-pub use schedules::{ScheduleRunner, ScheduledInput, WorkflowRegistry};
+pub use launch::{Launcher, Started, SubmitError, SubmitRun};
+pub use registry::{Workflow, WorkflowRegistry};
+pub use schedules::{ScheduleRunner, ScheduledInput};
 pub use workflow::{CallError, CallSummary, Ctx, RunOptions};

@@ -1,19 +1,18 @@
 //! Running schedules on a node: a loop that fires due ticks (exactly once across every node's
-//! loop, see [`cairn_engine::schedule`]) and runs their workflows, and the registry of
-//! workflows by name that schedules refer to.
+//! loop, see [`cairn_engine::schedule`]) and runs their workflows by name through the
+//! [`Launcher`], so scheduled runs are recorded like any other.
 
-use crate::handle::SchedulerHandle;
-use crate::workflow::{Ctx, RunOptions};
+use crate::launch::{Launcher, SubmitRun};
+use crate::workflow::RunOptions;
 use cairn_engine::AnyStore;
+use cairn_engine::runs::RunStatus;
 use cairn_engine::schedule::{Fire, Schedules};
-use futures::future::BoxFuture;
-use std::collections::HashMap;
-use std::future::Future;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// What a scheduled run receives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScheduledInput {
     /// The tick it runs for (Unix ms): the kickoff time, for cron and fixed-rate schedules alike.
     pub kickoff_ms: i64,
@@ -21,41 +20,6 @@ pub struct ScheduledInput {
     pub input: Vec<u8>,
     /// A backfill run.
     pub backfill: bool,
-}
-
-type WorkflowFn =
-    Arc<dyn Fn(Ctx, ScheduledInput) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
-
-/// Workflows by name.
-#[derive(Clone, Default)]
-pub struct WorkflowRegistry {
-    workflows: HashMap<String, WorkflowFn>,
-}
-
-impl WorkflowRegistry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers `workflow` as `name`.
-    pub fn register<F, Fut>(&mut self, name: impl Into<String>, workflow: F) -> &mut Self
-    where
-        F: Fn(Ctx, ScheduledInput) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
-    {
-        let workflow = Arc::new(workflow);
-        self.workflows.insert(
-            name.into(),
-            Arc::new(move |ctx, input| Box::pin(workflow(ctx, input))),
-        );
-        self
-    }
-
-    /// Whether `name` is registered.
-    pub fn contains(&self, name: &str) -> bool {
-        self.workflows.contains_key(name)
-    }
 }
 
 /// The schedule loop of one node.
@@ -71,19 +35,17 @@ impl Drop for ScheduleRunner {
 
 impl ScheduleRunner {
     /// Starts polling `schedules` as `instance` at least every `every` (and at each schedule's
-    /// next fire time), running fired ticks' workflows through `scheduler`.
+    /// next fire time), starting fired ticks' workflows through `launcher`.
     pub fn start(
         schedules: Schedules<AnyStore>,
-        workflows: WorkflowRegistry,
-        scheduler: SchedulerHandle,
+        launcher: Launcher,
         instance: String,
         every: Duration,
     ) -> Self {
         let task = tokio::spawn(async move {
             let runner = Arc::new(Runner {
                 schedules,
-                workflows,
-                scheduler,
+                launcher,
                 instance,
             });
             loop {
@@ -113,8 +75,7 @@ impl ScheduleRunner {
 
 struct Runner {
     schedules: Schedules<AnyStore>,
-    workflows: WorkflowRegistry,
-    scheduler: SchedulerHandle,
+    launcher: Launcher,
     instance: String,
 }
 
@@ -129,28 +90,7 @@ impl Runner {
                 ))
                 .await;
             }
-            let outcome = match self.workflows.workflows.get(&fire.workflow) {
-                None => Err(format!("unknown workflow {:?}", fire.workflow)),
-                Some(workflow) => {
-                    let options = RunOptions {
-                        project: fire.project.clone(),
-                        domain: fire.domain.clone(),
-                        overwrite_cache: false,
-                        run_id: Some(fire.run_id.clone()),
-                    };
-                    let ctx = Ctx::new(self.scheduler.clone(), options);
-                    let input = ScheduledInput {
-                        kickoff_ms: fire.tick_ms,
-                        input: fire.input.clone(),
-                        backfill: fire.backfill,
-                    };
-                    // A panicking workflow is a failed run, not a dead schedule loop.
-                    match tokio::spawn(workflow(ctx, input)).await {
-                        Ok(result) => result,
-                        Err(e) => Err(format!("workflow panicked: {e}")),
-                    }
-                }
-            };
+            let outcome = self.start(&fire).await;
             if let Err(e) = &outcome {
                 tracing::warn!(schedule = %fire.schedule, tick = fire.tick_ms, error = %e, "scheduled run failed");
             }
@@ -164,6 +104,37 @@ impl Runner {
                     tracing::warn!(schedule = %fire.schedule, error = %e, "could not record the end of a scheduled run")
                 }
             }
+        }
+    }
+
+    /// Runs the workflow of `fire` to its end.
+    async fn start(&self, fire: &Fire) -> Result<(), String> {
+        let input = ScheduledInput {
+            kickoff_ms: fire.tick_ms,
+            input: fire.input.clone(),
+            backfill: fire.backfill,
+        };
+        let request = SubmitRun {
+            workflow: fire.workflow.clone(),
+            input: serde_json::to_value(&input).map_err(|e| e.to_string())?,
+            options: RunOptions {
+                project: fire.project.clone(),
+                domain: fire.domain.clone(),
+                overwrite_cache: false,
+                run_id: Some(fire.run_id.clone()),
+            },
+            schedule: Some(fire.schedule.clone()),
+        };
+        let started = self
+            .launcher
+            .submit(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        match started.finished.await {
+            Ok(Ok(record)) if record.status == RunStatus::Succeeded => Ok(()),
+            Ok(Ok(record)) => Err(record.error.unwrap_or_else(|| "failed".into())),
+            Ok(Err(e)) => Err(format!("the run's end was not recorded: {e}")),
+            Err(e) => Err(format!("the run was lost: {e}")),
         }
     }
 }

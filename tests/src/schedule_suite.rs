@@ -4,6 +4,7 @@
 
 use crate::harness::Harness;
 use cairn_engine::clock::ManualClock;
+use cairn_engine::runs::{MAX_RUN_JSON, RunFilter, RunRecord, RunStatus, Runs};
 use cairn_engine::schedule::{CatchUp, Fire, Overlap, ScheduleSpec, Schedules, Trigger};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -264,13 +265,133 @@ pub async fn a_broken_schedule_does_not_stop_the_others<H: Harness>() {
     );
 }
 
+fn run_record(id: &str, workflow: &str, at_ms: i64) -> RunRecord {
+    RunRecord {
+        run_id: id.to_string(),
+        workflow: workflow.to_string(),
+        project: "p".into(),
+        domain: if at_ms % 2 == 0 { "even" } else { "odd" }.into(),
+        overwrite_cache: false,
+        input: "{\"n\":1}".into(),
+        status: RunStatus::Running,
+        output: None,
+        output_bytes: None,
+        error: None,
+        node: "n".into(),
+        schedule: None,
+        started_at_ms: at_ms,
+        finished_at_ms: None,
+    }
+}
+
+/// Runs (the table above schedules and the API): start, end once, get, list newest first with
+/// filters and paging; an id is never reused; oversized JSON is refused or not kept.
+pub async fn runs_are_recorded_listed_and_never_reused<H: Harness>() {
+    let h = H::new().await;
+    let clock = ManualClock::new(5_000);
+    let runs = Runs::new(h.open().await, Arc::new(clock.clone()));
+    let workflow = unique("wf");
+    for i in 0..25i64 {
+        runs.start(&run_record(
+            &format!("{workflow}-{i:02}"),
+            &workflow,
+            1_000 + i,
+        ))
+        .await
+        .unwrap();
+    }
+    // Starting the same record again (a retried commit) is fine; another run with the id is not.
+    let first = run_record(&format!("{workflow}-00"), &workflow, 1_000);
+    runs.start(&first).await.unwrap();
+    let clash = run_record(&format!("{workflow}-00"), "other", 1_000);
+    let err = runs.start(&clash).await.unwrap_err();
+    assert!(
+        err.to_string().contains("another run already has this id"),
+        "{err}"
+    );
+
+    // End: the first end wins.
+    let done = runs
+        .finish(&format!("{workflow}-03"), Ok("9".into()))
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert_eq!(done.output.as_deref(), Some("9"));
+    assert_eq!(done.finished_at_ms, Some(5_000));
+    let again = runs
+        .finish(&format!("{workflow}-03"), Err("late".into()))
+        .await
+        .unwrap();
+    assert_eq!(again, done);
+    let big = runs
+        .finish(&format!("{workflow}-04"), Ok("1".repeat(MAX_RUN_JSON + 1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (big.output, big.output_bytes),
+        (None, Some(MAX_RUN_JSON as u64 + 1))
+    );
+    let failed = runs
+        .finish(&format!("{workflow}-05"), Err("boom".into()))
+        .await
+        .unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert!(runs.finish("no-such-run", Ok("1".into())).await.is_err());
+    let mut huge = run_record(&unique("huge"), &workflow, 1);
+    huge.input = "1".repeat(MAX_RUN_JSON + 1);
+    assert!(runs.start(&huge).await.is_err());
+
+    // Newest first, in pages of 10, filtered to this workflow.
+    let filter = RunFilter {
+        workflow: Some(workflow.clone()),
+        ..RunFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = runs.list(&filter, 10, cursor.as_deref()).await.unwrap();
+        seen.extend(page.runs.iter().map(|r| r.run_id.clone()));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25)
+        .rev()
+        .map(|i| format!("{workflow}-{i:02}"))
+        .collect();
+    assert_eq!(seen, expected);
+
+    // Filters combine.
+    let even_running = RunFilter {
+        workflow: Some(workflow.clone()),
+        domain: Some("even".into()),
+        status: Some(RunStatus::Running),
+        ..RunFilter::default()
+    };
+    let page = runs.list(&even_running, 100, None).await.unwrap();
+    assert_eq!(
+        page.runs.len(),
+        12,
+        "13 even starts, of which one (04) ended"
+    );
+    assert!(page.next.is_none());
+    assert!(runs.list(&filter, 10, Some("zz")).await.is_err());
+    assert_eq!(
+        runs.get(&format!("{workflow}-03")).await.unwrap(),
+        Some(done)
+    );
+    assert_eq!(runs.get("no-such-run").await.unwrap(), None);
+}
+
 /// Instantiates the schedule suite for one backend.
 #[macro_export]
 macro_rules! schedule_conformance {
     ($harness:ty) => {
         $crate::schedule_conformance!(@tests $harness;
             three_instances_fire_each_tick_once, catch_up_after_downtime, overlap_policies,
-            pause_resume_backfill, a_broken_schedule_does_not_stop_the_others);
+            pause_resume_backfill, a_broken_schedule_does_not_stop_the_others,
+            runs_are_recorded_listed_and_never_reused);
     };
     (@tests $harness:ty; $($name:ident),*) => {
         $(

@@ -1,7 +1,7 @@
 //! Scheduled workflows on a node: kickoff times are delivered, a failing workflow keeps its
 //! schedule firing, and cached tasks called with repeating inputs hit on later ticks.
 
-use cairn::{CacheStatus, Node, ScheduleSpec, Trigger};
+use cairn::{CacheStatus, Ctx, Node, ScheduleSpec, ScheduledInput, Trigger};
 use cairn_tests::runtime::SharedStore;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -35,7 +35,7 @@ async fn scheduled_workflows_fire_with_their_kickoff_and_hit_the_cache() {
     let node: Node = shared
         .node("scheduler-node")
         .task(cube)
-        .workflow("cubes", move |ctx, input| {
+        .workflow("cubes", move |ctx: Ctx, input: ScheduledInput| {
             let tx = tx.clone();
             async move {
                 // The same inputs every tick: after the first, all hits.
@@ -52,7 +52,7 @@ async fn scheduled_workflows_fire_with_their_kickoff_and_hit_the_cache() {
                     failed,
                 });
                 if failed {
-                    Err("this tick fails on purpose".into())
+                    Err("this tick fails on purpose".to_string())
                 } else {
                     Ok(())
                 }

@@ -5,7 +5,7 @@ use super::entry::EntryView;
 use super::records::{CacheStatus, EntryMeta, StoredMeta, decode};
 use super::{Catalog, Digest, Hit};
 use crate::error::{Error, Result};
-use crate::keys::{self, entry_part};
+use crate::keys::{self, entry_part, hex, unhex};
 use crate::store::{RangeOptions, Store, Transaction};
 use std::collections::BTreeMap;
 
@@ -29,20 +29,6 @@ pub struct TaskStats {
     pub entries_by_version: BTreeMap<String, u64>,
     /// Recorded calls by cache status (from flushed execution records).
     pub calls: BTreeMap<CacheStatus, u64>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 impl<S: Store> Catalog<S> {

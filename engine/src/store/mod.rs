@@ -24,7 +24,7 @@ pub mod watch;
 pub use any::{AnyStore, AnyTx};
 pub use limits::{Limits, WriteSize};
 pub use retry::{RetryPolicy, StoreCounters, transact};
-pub use url::StoreUrl;
+pub use url::{StoreUrl, redact};
 pub use watch::Subscription;
 
 use crate::error::Result;

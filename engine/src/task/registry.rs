@@ -2,6 +2,7 @@
 //! worker.
 
 use super::{Task, TaskError, TaskSpec};
+use crate::catalog::{CacheKey, TaskSignature};
 use crate::error::{Error, Result};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -16,6 +17,36 @@ pub trait DynTask: Send + Sync {
         &self,
         input: &[u8],
     ) -> BoxFuture<'static, std::result::Result<Vec<u8>, TaskError>>;
+    /// The cache key of a call whose input is given as JSON: an object of the inputs by name,
+    /// or the input value itself (a tuple as an array). The JSON is decoded as the task's typed
+    /// input first, so the key is the one a typed call computes.
+    fn key_for_json(
+        &self,
+        project: &str,
+        domain: &str,
+        input: &serde_json::Value,
+    ) -> Result<CacheKey>;
+    /// Stored output bytes (MessagePack of the output type) as JSON.
+    fn output_to_json(&self, output: &[u8]) -> Result<serde_json::Value>;
+}
+
+/// An object naming exactly the signature's inputs becomes the positional form the input type
+/// decodes from (the value for one input, an array for several); anything else is left as is.
+fn positional(signature: &TaskSignature, input: &serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(fields) = input else {
+        return input.clone();
+    };
+    let names = &signature.inputs;
+    let named_exactly = !names.is_empty()
+        && fields.len() == names.len()
+        && names.iter().all(|(n, _)| fields.contains_key(n));
+    if !named_exactly {
+        return input.clone();
+    }
+    match names.as_slice() {
+        [(one, _)] => fields[one].clone(),
+        _ => serde_json::Value::Array(names.iter().map(|(n, _)| fields[n].clone()).collect()),
+    }
 }
 
 impl<T: Task> DynTask for T {
@@ -42,6 +73,35 @@ impl<T: Task> DynTask for T {
                 })
             }
         }
+    }
+
+    fn key_for_json(
+        &self,
+        project: &str,
+        domain: &str,
+        input: &serde_json::Value,
+    ) -> Result<CacheKey> {
+        let spec = Task::spec(self);
+        let typed: T::Input =
+            serde_json::from_value(positional(&spec.signature, input)).map_err(|e| {
+                Error::InvalidInput {
+                    what: format!("input of task {:?}", spec.name()),
+                    reason: e.to_string(),
+                }
+            })?;
+        spec.cache_key(project, domain, self.key_inputs(&typed)?)
+    }
+
+    fn output_to_json(&self, output: &[u8]) -> Result<serde_json::Value> {
+        let name = Task::spec(self).name();
+        let typed: T::Output = rmp_serde::from_slice(output).map_err(|e| Error::Corrupt {
+            what: format!("output of task {name:?}"),
+            detail: e.to_string(),
+        })?;
+        serde_json::to_value(&typed).map_err(|e| Error::Corrupt {
+            what: format!("output of task {name:?} as JSON"),
+            detail: e.to_string(),
+        })
     }
 }
 

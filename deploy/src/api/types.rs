@@ -1,0 +1,412 @@
+//! What the HTTP API sends and receives: plain JSON types, shared by the server, the client and
+//! the OpenAPI document (their schemas come from these definitions).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// An error: a stable machine-readable `code` and a message naming the bad input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The error inside [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// Stable code: `unauthorized`, `not_found`, `unknown_workflow`, `unknown_task`,
+    /// `invalid_input`, `malformed_json`, `body_too_large`, `unsupported_media_type`,
+    /// `conflict`, `store_unavailable`, `internal`.
+    pub code: String,
+    /// What went wrong, naming the input.
+    pub message: String,
+}
+
+/// The node answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// The node's name.
+    pub node: String,
+    /// The store backend.
+    pub store: String,
+}
+
+/// A workflow runs can be started of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WorkflowInfo {
+    /// Its name.
+    pub name: String,
+    /// JSON schema of its input.
+    pub input_schema: Value,
+    /// JSON schema of its output.
+    pub output_schema: Value,
+}
+
+fn default_project() -> String {
+    "default".into()
+}
+
+fn default_domain() -> String {
+    "development".into()
+}
+
+/// Starts a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRunRequest {
+    /// The registered workflow.
+    pub workflow: String,
+    /// Its input (JSON matching the workflow's input schema).
+    #[serde(default)]
+    pub input: Value,
+    /// Project (default `default`).
+    #[serde(default = "default_project")]
+    pub project: String,
+    /// Domain (default `development`).
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// Re-execute every cacheable task and replace its entry.
+    #[serde(default)]
+    pub overwrite_cache: bool,
+}
+
+/// Run states.
+pub use cairn_engine::runs::RunStatus;
+
+/// A run without its calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunSummary {
+    /// The run id.
+    pub run_id: String,
+    /// The workflow.
+    pub workflow: String,
+    /// Project.
+    pub project: String,
+    /// Domain.
+    pub domain: String,
+    /// Running, succeeded or failed.
+    pub status: RunStatus,
+    /// The node that runs it.
+    pub node: String,
+    /// The schedule that fired it.
+    pub schedule: Option<String>,
+    /// Start (Unix ms).
+    pub started_at_ms: i64,
+    /// End (Unix ms).
+    pub finished_at_ms: Option<i64>,
+}
+
+/// One task call of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CallInfo {
+    /// The execution id.
+    pub execution: String,
+    /// The task.
+    pub task: String,
+    /// Its cache version.
+    pub version: String,
+    /// The cache key (hex), for cacheable calls.
+    pub key: Option<String>,
+    /// Cache status: Hit, Miss, Populated, Waited, Skipped, Evicted, PutFailure, LookupFailure,
+    /// Disabled.
+    pub status: String,
+    /// Start (Unix ms).
+    pub started_at_ms: i64,
+    /// From submission to answer (µs).
+    pub duration_us: u64,
+    /// Time spent waiting behind another execution's lease (µs).
+    pub wait_us: u64,
+    /// The execution it waited for.
+    pub waited_for: Option<String>,
+    /// The error, if it failed.
+    pub error: Option<String>,
+}
+
+/// A run with its calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunDetail {
+    /// The run.
+    #[serde(flatten)]
+    pub run: RunSummary,
+    /// Every cache setting of the run.
+    pub overwrite_cache: bool,
+    /// Its input.
+    pub input: Value,
+    /// Its output, when it succeeded (absent when it was too large to keep).
+    pub output: Option<Value>,
+    /// Size of the output's JSON text.
+    pub output_bytes: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Calls recorded so far, by cache status.
+    pub counts: BTreeMap<String, u64>,
+    /// Calls recorded so far (records are written in batches: a running run may not list its
+    /// latest calls yet; a finished run lists all).
+    pub calls: Vec<CallInfo>,
+}
+
+/// Query of `GET /v1/runs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    /// Only this workflow.
+    pub workflow: Option<String>,
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only this domain.
+    pub domain: Option<String>,
+    /// Only runs in this state.
+    pub status: Option<RunStatus>,
+    /// Page size (default 50, at most 1000).
+    pub limit: Option<usize>,
+    /// Cursor from the previous page's `next`.
+    pub cursor: Option<String>,
+}
+
+/// Query of `GET /v1/runs/{run_id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    /// Wait up to this long (ms, at most 60000) for the run to end before answering.
+    pub wait_ms: Option<u64>,
+}
+
+/// A page of runs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunPage {
+    /// The runs.
+    pub runs: Vec<RunSummary>,
+    /// Cursor of the next page.
+    pub next: Option<String>,
+}
+
+/// A schedule and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScheduleInfo {
+    /// Its name.
+    pub name: String,
+    /// The workflow it runs.
+    pub workflow: String,
+    /// Project of its runs.
+    pub project: String,
+    /// Domain of its runs.
+    pub domain: String,
+    /// Its trigger, e.g. `cron "0 * * * *" UTC` or `every 300 ms`.
+    pub trigger: String,
+    /// Paused: its ticks pass as missed.
+    pub paused: bool,
+    /// Next fire time (Unix ms).
+    pub next_fire_ms: i64,
+    /// Runs in progress.
+    pub running: u32,
+    /// Ticks fired.
+    pub fired: u64,
+    /// Ticks missed.
+    pub missed: u64,
+    /// Ticks skipped because a run was in progress.
+    pub skipped_overlap: u64,
+    /// Runs that failed.
+    pub failed: u64,
+    /// Worst lateness of a fired tick (ms).
+    pub late_ms_max: u64,
+    /// Backfill ticks queued.
+    pub pending_backfill: usize,
+}
+
+/// Queues the unfired ticks of a time range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillRequest {
+    /// Start of the range (Unix ms, inclusive).
+    pub from_ms: i64,
+    /// End of the range (Unix ms, inclusive).
+    pub to_ms: i64,
+}
+
+/// How many ticks were queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BackfillResult {
+    /// Ticks queued.
+    pub queued: u64,
+}
+
+/// Query of `GET /v1/cache/entries`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntriesQuery {
+    /// Project (default `default`).
+    pub project: Option<String>,
+    /// Domain (default `development`).
+    pub domain: Option<String>,
+    /// Only this task.
+    pub task: Option<String>,
+    /// Only this cache version (needs `task`).
+    pub version: Option<String>,
+    /// Page size (default 50, at most 1000).
+    pub limit: Option<usize>,
+    /// Cursor from the previous page's `next`.
+    pub cursor: Option<String>,
+}
+
+/// A cache entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EntryInfo {
+    /// The cache key (hex).
+    pub key: String,
+    /// Project.
+    pub project: String,
+    /// Domain.
+    pub domain: String,
+    /// Task.
+    pub task: String,
+    /// Cache version.
+    pub version: String,
+    /// Digest of the task signature (hex).
+    pub signature: String,
+    /// Digests of the inputs in the key, by name (hex).
+    pub inputs: BTreeMap<String, String>,
+    /// When it was stored (Unix ms).
+    pub created_at_ms: i64,
+    /// The execution that produced it.
+    pub execution: String,
+    /// Output size (bytes).
+    pub size: u64,
+    /// When it expires (Unix ms), if its task has a max age.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// A page of cache entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EntryPage {
+    /// The entries, in (task, version, key) order.
+    pub entries: Vec<EntryInfo>,
+    /// Cursor of the next page.
+    pub next: Option<String>,
+}
+
+/// One entry with its output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EntryDetail {
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: EntryInfo,
+    /// The output as JSON, when this node knows the task (otherwise only its size is known).
+    pub output: Option<Value>,
+}
+
+/// Which entries to evict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "scope", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EvictRequest {
+    /// One key.
+    Key {
+        /// The cache key (hex).
+        key: String,
+    },
+    /// Every entry of a task, or of one of its cache versions.
+    Task {
+        /// Project.
+        project: String,
+        /// Domain.
+        domain: String,
+        /// Task.
+        task: String,
+        /// Only this cache version.
+        version: Option<String>,
+    },
+    /// Every entry of a project and domain.
+    ProjectDomain {
+        /// Project.
+        project: String,
+        /// Domain.
+        domain: String,
+    },
+    /// Every entry an execution produced.
+    Execution {
+        /// The execution id.
+        execution: String,
+    },
+}
+
+/// How many entries were evicted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EvictResult {
+    /// Entries evicted.
+    pub evicted: u64,
+}
+
+/// A task call to explain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// The task (registered on the node asked).
+    pub task: String,
+    /// Its input: an object of the inputs by name, or the input value itself.
+    pub input: Value,
+    /// Project (default `default`).
+    #[serde(default = "default_project")]
+    pub project: String,
+    /// Domain (default `development`).
+    #[serde(default = "default_domain")]
+    pub domain: String,
+}
+
+/// How one input differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InputChange {
+    /// The input.
+    pub name: String,
+    /// `changed` (another value), `added` (in the call, not the entry's key) or `removed`.
+    pub change: String,
+}
+
+/// How a stored entry's key differs from the call's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DifferenceInfo {
+    /// The stored entry (hex key).
+    pub entry: String,
+    /// The entry's cache version, when it differs.
+    pub stored_version: Option<String>,
+    /// The call's cache version, when it differs.
+    pub called_version: Option<String>,
+    /// The task's signature (input or output types, input names) changed.
+    pub signature_changed: bool,
+    /// Inputs that differ.
+    pub inputs: Vec<InputChange>,
+    /// Every differing component, in words.
+    pub summary: Vec<String>,
+}
+
+/// Why a call hits or misses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Explanation {
+    /// The call's cache key (hex).
+    pub key: String,
+    /// `hit` (stored under this key), `evicted` or `miss`.
+    pub verdict: String,
+    /// For `evicted`: what evicted it.
+    pub reason: Option<String>,
+    /// For `miss`: the nearest stored entries of the task, fewest differences first.
+    pub nearest: Vec<DifferenceInfo>,
+    /// Entries of the task compared.
+    pub compared: usize,
+}
+
+/// A node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeInfo {
+    /// Its name.
+    pub name: String,
+    /// The node answering this request.
+    pub local: bool,
+    /// Roles: `scheduler`, `worker`.
+    pub roles: Vec<String>,
+    /// Worker concurrency.
+    pub concurrency: usize,
+    /// Jobs running.
+    pub busy: usize,
+    /// Jobs queued.
+    pub queued: usize,
+}

@@ -1,0 +1,162 @@
+//! Engine records as API types.
+
+use super::types::*;
+use cairn_engine::catalog::{self, CacheKey, EntryMeta, ExecutionRecord, InputDiff};
+use cairn_engine::runs::RunRecord;
+use cairn_engine::schedule::{ScheduleRecord, Trigger};
+use std::collections::BTreeMap;
+
+pub(super) fn run_summary(r: &RunRecord) -> RunSummary {
+    RunSummary {
+        run_id: r.run_id.clone(),
+        workflow: r.workflow.clone(),
+        project: r.project.clone(),
+        domain: r.domain.clone(),
+        status: r.status,
+        node: r.node.clone(),
+        schedule: r.schedule.clone(),
+        started_at_ms: r.started_at_ms,
+        finished_at_ms: r.finished_at_ms,
+    }
+}
+
+fn json_of(text: &str) -> serde_json::Value {
+    // Stored by the launcher from a serde_json value; text that does not parse is shown as is.
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
+}
+
+pub(super) fn run_detail(r: &RunRecord, calls: &[ExecutionRecord]) -> RunDetail {
+    let mut counts = BTreeMap::new();
+    for c in calls {
+        *counts.entry(format!("{:?}", c.status)).or_insert(0) += 1;
+    }
+    RunDetail {
+        run: run_summary(r),
+        overwrite_cache: r.overwrite_cache,
+        input: json_of(&r.input),
+        output: r.output.as_deref().map(json_of),
+        output_bytes: r.output_bytes,
+        error: r.error.clone(),
+        counts,
+        calls: calls
+            .iter()
+            .map(|c| CallInfo {
+                execution: c.execution.clone(),
+                task: c.task.to_string(),
+                version: c.version.to_string(),
+                key: c.key.map(|k| k.to_string()),
+                status: format!("{:?}", c.status),
+                started_at_ms: c.started_at_ms,
+                duration_us: c.duration_us,
+                wait_us: c.wait_us,
+                waited_for: c.waited_for.clone(),
+                error: c.error.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub(super) fn schedule(r: &ScheduleRecord) -> ScheduleInfo {
+    let trigger = match &r.spec.trigger {
+        Trigger::Cron { expr, tz } => format!("cron {expr:?} {tz}"),
+        Trigger::Every { period_ms, .. } => format!("every {period_ms} ms"),
+    };
+    let st = &r.state;
+    ScheduleInfo {
+        name: r.spec.name.clone(),
+        workflow: r.spec.workflow.clone(),
+        project: r.spec.project.clone(),
+        domain: r.spec.domain.clone(),
+        trigger,
+        paused: st.paused,
+        next_fire_ms: st.next_fire_ms,
+        running: st.running,
+        fired: st.fired,
+        missed: st.missed,
+        skipped_overlap: st.skipped_overlap,
+        failed: st.failed,
+        late_ms_max: st.late_ms_max,
+        pending_backfill: st.pending_backfill.len(),
+    }
+}
+
+pub(super) fn entry(m: &EntryMeta) -> EntryInfo {
+    EntryInfo {
+        key: m.key.digest.to_string(),
+        project: m.key.project.clone(),
+        domain: m.key.domain.clone(),
+        task: m.key.task.clone(),
+        version: m.key.version.clone(),
+        signature: m.key.signature.to_string(),
+        inputs: m
+            .key
+            .inputs
+            .iter()
+            .map(|(n, d)| (n.clone(), d.to_string()))
+            .collect(),
+        created_at_ms: m.created_at_ms,
+        execution: m.execution.clone(),
+        size: m.size,
+        expires_at_ms: m.expires_at_ms,
+    }
+}
+
+pub(super) fn explanation(key: &CacheKey, e: &catalog::Explanation) -> Explanation {
+    let mut out = Explanation {
+        key: key.digest.to_string(),
+        verdict: String::new(),
+        reason: None,
+        nearest: Vec::new(),
+        compared: 0,
+    };
+    match e {
+        catalog::Explanation::Stored => out.verdict = "hit".into(),
+        catalog::Explanation::Evicted { reason } => {
+            out.verdict = "evicted".into();
+            out.reason = Some(reason.clone());
+        }
+        catalog::Explanation::Miss { nearest, compared } => {
+            out.verdict = "miss".into();
+            out.compared = *compared;
+            out.nearest = nearest
+                .iter()
+                .map(|d| {
+                    let mut summary = Vec::new();
+                    if let Some((stored, called)) = &d.version {
+                        summary.push(format!(
+                            "cache version: stored {stored:?}, called {called:?}"
+                        ));
+                    }
+                    if d.signature_changed {
+                        summary.push("task signature changed".to_string());
+                    }
+                    let inputs = d
+                        .inputs
+                        .iter()
+                        .map(|i| {
+                            let (name, change) = match i {
+                                InputDiff::Changed(n) => (n, "changed"),
+                                InputDiff::Added(n) => (n, "added"),
+                                InputDiff::Removed(n) => (n, "removed"),
+                            };
+                            summary.push(format!("input {name:?} {change}"));
+                            InputChange {
+                                name: name.clone(),
+                                change: change.into(),
+                            }
+                        })
+                        .collect();
+                    DifferenceInfo {
+                        entry: d.entry.to_string(),
+                        stored_version: d.version.as_ref().map(|v| v.0.clone()),
+                        called_version: d.version.as_ref().map(|v| v.1.clone()),
+                        signature_changed: d.signature_changed,
+                        inputs,
+                        summary,
+                    }
+                })
+                .collect();
+        }
+    }
+    out
+}

@@ -1,0 +1,150 @@
+//! `cairn up`: a node and its HTTP API, until Ctrl-C or SIGTERM.
+
+use crate::api::{ApiConfig, ApiServer, LocalOnly};
+use crate::client::exit;
+use crate::config::NodeConfig;
+use crate::{Node, NodeBuilder};
+use cairn_engine::Store;
+use std::io::Write;
+use std::sync::Arc;
+
+/// Options of `cairn up`. Each flag overrides its environment variable, which overrides the
+/// config file, which overrides the default.
+#[derive(clap::Args)]
+pub(super) struct UpArgs {
+    /// A TOML config file (see `cairn::config`).
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Store URL: embedded:<dir>, postgres://… or fdb:<cluster-file> [default: embedded:./cairn-data].
+    #[arg(long, env = "CAIRN_STORE")]
+    store: Option<String>,
+    /// Address of the HTTP API (port 0 picks a free port; the address is printed)
+    /// [default: 127.0.0.1:7070].
+    #[arg(long, env = "CAIRN_LISTEN")]
+    listen: Option<String>,
+    /// Bearer token the API requires (required when not listening on loopback).
+    #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Node name (lease owner in the store) [default: cairn-<pid>].
+    #[arg(long, env = "CAIRN_NAME")]
+    name: Option<String>,
+    /// Tasks this node's workers run at once [default: 64].
+    #[arg(long, env = "CAIRN_CONCURRENCY")]
+    concurrency: Option<usize>,
+}
+
+/// `UpArgs` over the config file over the defaults.
+struct Settings {
+    store: String,
+    listen: String,
+    token: Option<String>,
+    name: Option<String>,
+    concurrency: usize,
+    schedules: Vec<crate::ScheduleSpec>,
+}
+
+impl Settings {
+    fn resolve(args: UpArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => NodeConfig::load(path).map_err(anyhow::Error::msg)?,
+            None => NodeConfig::default(),
+        };
+        Ok(Settings {
+            schedules: file.schedule_specs().map_err(anyhow::Error::msg)?,
+            store: args
+                .store
+                .or(file.store)
+                .unwrap_or_else(|| "embedded:./cairn-data".into()),
+            listen: args
+                .listen
+                .or(file.api.listen)
+                .unwrap_or_else(|| "127.0.0.1:7070".into()),
+            token: args.token.or(file.api.token),
+            name: args.name.or(file.name),
+            concurrency: args.concurrency.or(file.concurrency).unwrap_or(64),
+        })
+    }
+}
+
+pub(super) async fn up(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> u8 {
+    match serve(args, configure).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::FAILED
+        }
+    }
+}
+
+async fn serve(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> anyhow::Result<()> {
+    let args = Settings::resolve(args)?;
+    let config = ApiConfig {
+        token: args.token.clone(),
+        ..ApiConfig::default()
+    };
+    let addr: std::net::SocketAddr = args
+        .listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--listen {:?}: {e}", args.listen))?;
+    // Checked before the node starts, so a refused configuration starts nothing.
+    config.check(addr).map_err(anyhow::Error::msg)?;
+    let mut builder = Node::builder()
+        .store_url(&args.store)
+        .concurrency(args.concurrency);
+    if let Some(name) = &args.name {
+        builder = builder.name(name);
+    }
+    for spec in args.schedules {
+        builder = builder.schedule(spec);
+    }
+    let node = Arc::new(
+        configure(builder)
+            .start()
+            .await
+            .map_err(|e| anyhow::anyhow!("starting a node on {}: {e}", redact(&args.store)))?,
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;
+    let server = ApiServer::start(node.clone(), Arc::new(LocalOnly), listener, &config)
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "cairn node {} listening on http://{} (store: {})",
+        node.name(),
+        server.addr(),
+        node.catalog().store().backend()
+    );
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    eprintln!("stopping");
+    server.stop().await;
+    if let Ok(node) = Arc::try_unwrap(node) {
+        node.shutdown().await?;
+    }
+    Ok(())
+}
+
+fn redact(url: &str) -> String {
+    cairn_engine::store::redact(url)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

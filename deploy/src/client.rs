@@ -1,0 +1,289 @@
+//! A client of a node's HTTP API (what the `cairn` CLI uses), typed with [`crate::api::types`].
+
+use crate::api::types::*;
+use reqwest::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Why a request gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node could not be reached.
+    #[error("cannot reach the node at {url}: {detail}")]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The node answered with an error.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error's stable code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The answer did not decode.
+    #[error("unexpected answer from {url}: {detail}")]
+    Decode {
+        /// The URL asked.
+        url: String,
+        /// What did not decode.
+        detail: String,
+    },
+}
+
+/// Exit codes of the `cairn` CLI, which scripts can rely on.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The run (or the operation's subject) failed.
+    pub const FAILED: u8 = 1;
+    /// Bad usage or input refused by the node (4xx).
+    pub const INVALID: u8 = 2;
+    /// Not found (unknown run, workflow, task, entry, schedule).
+    pub const NOT_FOUND: u8 = 3;
+    /// Refused: missing or wrong token.
+    pub const UNAUTHORIZED: u8 = 4;
+    /// The node is unreachable or failing (5xx), or answered something unexpected.
+    pub const UNAVAILABLE: u8 = 5;
+}
+
+impl ClientError {
+    /// The CLI's exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Api { status: 404, .. } => exit::NOT_FOUND,
+            ClientError::Api { status: 401, .. } => exit::UNAUTHORIZED,
+            ClientError::Api { status, .. } if (400..500).contains(status) => exit::INVALID,
+            _ => exit::UNAVAILABLE,
+        }
+    }
+}
+
+/// A node's API.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the node at `base` (e.g. `http://127.0.0.1:7070`), sending `token` if given.
+    pub fn new(base: impl Into<String>, token: Option<String>) -> Client {
+        Client {
+            base: base.into().trim_end_matches('/').to_string(),
+            token: token.filter(|t| !t.is_empty()),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).query(query);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            detail: error_chain(&e),
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            detail: error_chain(&e),
+        })?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: body.error.code,
+                    message: body.error.message,
+                },
+                Err(_) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: "http".into(),
+                    message: String::from_utf8_lossy(&bytes).into_owned(),
+                },
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url,
+            detail: e.to_string(),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, ClientError> {
+        self.call(Method::GET, path, query, None::<&()>).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, &[], Some(body)).await
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.get("/v1/health", &[]).await
+    }
+
+    /// `GET /openapi.json`.
+    pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/openapi.json", &[]).await
+    }
+
+    /// `GET /v1/workflows`.
+    pub async fn workflows(&self) -> Result<Vec<WorkflowInfo>, ClientError> {
+        self.get("/v1/workflows", &[]).await
+    }
+
+    /// `POST /v1/runs`.
+    pub async fn submit(&self, req: &SubmitRunRequest) -> Result<RunSummary, ClientError> {
+        self.post("/v1/runs", req).await
+    }
+
+    /// `GET /v1/runs/{run_id}`, waiting up to `wait` for it to end.
+    pub async fn run(&self, run_id: &str, wait: Duration) -> Result<RunDetail, ClientError> {
+        let wait_ms = wait.as_millis().to_string();
+        self.get(
+            &format!("/v1/runs/{}", segment(run_id)),
+            &[("wait_ms", wait_ms)],
+        )
+        .await
+    }
+
+    /// `GET /v1/runs`.
+    pub async fn runs(&self, q: &RunsQuery) -> Result<RunPage, ClientError> {
+        let mut query = Vec::new();
+        push(&mut query, "workflow", &q.workflow);
+        push(&mut query, "project", &q.project);
+        push(&mut query, "domain", &q.domain);
+        push(&mut query, "status", &q.status.map(status_name));
+        push(&mut query, "limit", &q.limit);
+        push(&mut query, "cursor", &q.cursor);
+        self.get("/v1/runs", &query).await
+    }
+
+    /// `GET /v1/schedules`.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>, ClientError> {
+        self.get("/v1/schedules", &[]).await
+    }
+
+    /// `POST /v1/schedules/{name}/pause`.
+    pub async fn pause(&self, name: &str) -> Result<ScheduleInfo, ClientError> {
+        self.post(&format!("/v1/schedules/{}/pause", segment(name)), &())
+            .await
+    }
+
+    /// `POST /v1/schedules/{name}/resume`.
+    pub async fn resume(&self, name: &str) -> Result<ScheduleInfo, ClientError> {
+        self.post(&format!("/v1/schedules/{}/resume", segment(name)), &())
+            .await
+    }
+
+    /// `POST /v1/schedules/{name}/backfill`.
+    pub async fn backfill(
+        &self,
+        name: &str,
+        req: &BackfillRequest,
+    ) -> Result<BackfillResult, ClientError> {
+        self.post(&format!("/v1/schedules/{}/backfill", segment(name)), req)
+            .await
+    }
+
+    /// `GET /v1/cache/entries`.
+    pub async fn entries(&self, q: &EntriesQuery) -> Result<EntryPage, ClientError> {
+        let mut query = Vec::new();
+        push(&mut query, "project", &q.project);
+        push(&mut query, "domain", &q.domain);
+        push(&mut query, "task", &q.task);
+        push(&mut query, "version", &q.version);
+        push(&mut query, "limit", &q.limit);
+        push(&mut query, "cursor", &q.cursor);
+        self.get("/v1/cache/entries", &query).await
+    }
+
+    /// `GET /v1/cache/entries/{key}`.
+    pub async fn entry(&self, key: &str) -> Result<EntryDetail, ClientError> {
+        self.get(&format!("/v1/cache/entries/{}", segment(key)), &[])
+            .await
+    }
+
+    /// `POST /v1/cache/evict`.
+    pub async fn evict(&self, req: &EvictRequest) -> Result<EvictResult, ClientError> {
+        self.post("/v1/cache/evict", req).await
+    }
+
+    /// `POST /v1/cache/explain`.
+    pub async fn explain(&self, req: &ExplainRequest) -> Result<Explanation, ClientError> {
+        self.post("/v1/cache/explain", req).await
+    }
+
+    /// `GET /v1/nodes`.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
+        self.get("/v1/nodes", &[]).await
+    }
+}
+
+fn push<T: ToString>(query: &mut Vec<(&'static str, String)>, name: &'static str, v: &Option<T>) {
+    if let Some(v) = v {
+        query.push((name, v.to_string()));
+    }
+}
+
+fn status_name(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Running => "running",
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+    }
+}
+
+/// Percent-encodes a path segment (run ids and schedule names are user-chosen).
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

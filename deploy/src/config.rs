@@ -1,0 +1,146 @@
+//! A node's configuration: a TOML file, overridden by `CAIRN_*` environment variables, overridden
+//! by command-line flags (the CLI applies the last two through clap).
+//!
+//! ```toml
+//! name = "node-a"
+//! store = "postgres://cairn:cairn@db/cairn"
+//! concurrency = 64
+//!
+//! [api]
+//! listen = "127.0.0.1:7070"
+//! token = "…"                 # required when `listen` is not a loopback address
+//!
+//! [[schedules]]
+//! name = "hourly-report"
+//! workflow = "squares_report"
+//! cron = "0 * * * *"           # or: every_ms = 300000
+//! tz = "UTC"
+//! project = "flytesnacks"
+//! domain = "development"
+//! ```
+
+use cairn_engine::schedule::{ScheduleSpec, Trigger};
+use serde::Deserialize;
+use std::path::Path;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node name.
+    pub name: Option<String>,
+    /// Store URL.
+    pub store: Option<String>,
+    /// Worker concurrency.
+    pub concurrency: Option<usize>,
+    /// The HTTP API.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// Schedules this node declares.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleSection>,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Bearer token.
+    pub token: Option<String>,
+}
+
+/// `[[schedules]]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// Unique name.
+    pub name: String,
+    /// The registered workflow it runs.
+    pub workflow: String,
+    /// Cron expression (5 fields, or 6 with seconds).
+    pub cron: Option<String>,
+    /// Time zone of `cron` (IANA name, default UTC).
+    pub tz: Option<String>,
+    /// Or a fixed rate.
+    pub every_ms: Option<u64>,
+    /// Project of its runs (default `default`).
+    pub project: Option<String>,
+    /// Domain of its runs (default `development`).
+    pub domain: Option<String>,
+}
+
+impl NodeConfig {
+    /// Reads `path`; errors name the file and the bad key.
+    pub fn load(path: &Path) -> Result<NodeConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// The declared schedules.
+    pub fn schedule_specs(&self) -> Result<Vec<ScheduleSpec>, String> {
+        self.schedules
+            .iter()
+            .map(|s| {
+                let trigger = match (&s.cron, s.every_ms) {
+                    (Some(expr), None) => Trigger::Cron {
+                        expr: expr.clone(),
+                        tz: s.tz.clone().unwrap_or_else(|| "UTC".into()),
+                    },
+                    (None, Some(period_ms)) if period_ms > 0 => Trigger::Every {
+                        period_ms,
+                        anchor_ms: 0,
+                    },
+                    _ => {
+                        return Err(format!(
+                            "schedule {:?}: give exactly one of `cron` or `every_ms` (> 0)",
+                            s.name
+                        ));
+                    }
+                };
+                let mut spec = ScheduleSpec::new(&s.name, &s.workflow, trigger);
+                spec.project = s.project.clone().unwrap_or_else(|| "default".into());
+                spec.domain = s.domain.clone().unwrap_or_else(|| "development".into());
+                Ok(spec)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_and_unknown_keys_are_named() {
+        let cfg: NodeConfig = toml::from_str(
+            r#"
+            name = "a"
+            store = "embedded:/tmp/x"
+            [api]
+            listen = "127.0.0.1:0"
+            [[schedules]]
+            name = "s"
+            workflow = "w"
+            every_ms = 300
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.name.as_deref(), Some("a"));
+        let specs = cfg.schedule_specs().unwrap();
+        assert_eq!(specs[0].project, "default");
+        assert!(matches!(
+            specs[0].trigger,
+            Trigger::Every { period_ms: 300, .. }
+        ));
+
+        let err = toml::from_str::<NodeConfig>("nmae = \"a\"").unwrap_err();
+        assert!(err.to_string().contains("nmae"), "{err}");
+        let both: NodeConfig =
+            toml::from_str("[[schedules]]\nname='s'\nworkflow='w'\ncron='* * * * *'\nevery_ms=5")
+                .unwrap();
+        assert!(both.schedule_specs().unwrap_err().contains("exactly one"));
+    }
+}

@@ -1,0 +1,278 @@
+//! The HTTP API of a running node, driven over HTTP: bad input gets a JSON error naming it and
+//! writes nothing, and the OpenAPI document validates and covers every route.
+
+mod common;
+
+use common::NodeProcess;
+use serde_json::{Value, json};
+
+async fn post(url: &str, body: reqwest::Body, content_type: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let resp = reqwest::get(url).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_named_json_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--store", "embedded:./data"]);
+    let runs = format!("{}/v1/runs", node.url);
+    let json = "application/json";
+
+    let cases: Vec<(&str, reqwest::Body, &str, u16, &str, &str)> = vec![
+        (
+            "malformed JSON",
+            "{\"workflow\": ".into(),
+            json,
+            400,
+            "malformed_json",
+            "EOF",
+        ),
+        (
+            "unknown workflow",
+            json!({"workflow": "nope"}).to_string().into(),
+            json,
+            404,
+            "unknown_workflow",
+            "unknown workflow \"nope\"",
+        ),
+        (
+            "input not matching the signature",
+            json!({"workflow": "fan_out", "input": {"n": "many"}})
+                .to_string()
+                .into(),
+            json,
+            422,
+            "invalid_input",
+            "invalid type: string \"many\"",
+        ),
+        (
+            "unknown input field",
+            json!({"workflow": "fan_out", "input": {"n": 1, "extra": 2}})
+                .to_string()
+                .into(),
+            json,
+            422,
+            "invalid_input",
+            "unknown field `extra`",
+        ),
+        (
+            "unknown request field",
+            json!({"workflow": "fan_out", "inptu": {"n": 1}})
+                .to_string()
+                .into(),
+            json,
+            422,
+            "invalid_input",
+            "unknown field `inptu`",
+        ),
+        (
+            "oversized body",
+            json!({"workflow": "daily_report", "input": "x".repeat(2 << 20)})
+                .to_string()
+                .into(),
+            json,
+            413,
+            "body_too_large",
+            "length limit",
+        ),
+        (
+            "input over the run record limit",
+            json!({"workflow": "daily_report", "input": "x".repeat(100_000)})
+                .to_string()
+                .into(),
+            json,
+            413,
+            "body_too_large",
+            "at most 65536",
+        ),
+        (
+            "not JSON",
+            "workflow=fan_out".into(),
+            "text/plain",
+            415,
+            "unsupported_media_type",
+            "application/json",
+        ),
+    ];
+    for (what, body, content_type, status, code, message) in cases {
+        let (got, err) = post(&runs, body, content_type).await;
+        assert_eq!(got, status, "{what}: {err}");
+        assert_eq!(err["error"]["code"], code, "{what}: {err}");
+        let text = err["error"]["message"].as_str().unwrap();
+        assert!(
+            text.contains(message),
+            "{what}: {text:?} should mention {message:?}"
+        );
+    }
+    // Nothing was half-written: no run exists.
+    let (status, page) = get(&runs).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["runs"], json!([]));
+
+    // Other bad inputs, elsewhere.
+    let (status, err) = get(&format!("{}/v1/cache/entries/not-hex", node.url)).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (422, Some("invalid_input"))
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not-hex")
+    );
+    let (status, err) = get(&format!("{}/v1/runs?limit=many", node.url)).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (422, Some("invalid_input"))
+    );
+    let (status, err) = get(&format!("{}/v1/nowhere", node.url)).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let explain = format!("{}/v1/cache/explain", node.url);
+    let (status, err) = post(
+        &explain,
+        json!({"task": "slow_square", "input": {"n": 1}})
+            .to_string()
+            .into(),
+        json,
+    )
+    .await;
+    assert_eq!(status, 422, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("input of task \"slow_square\""),
+        "{err}"
+    );
+}
+
+/// Every endpoint the API must have (issue 8); the document must list each.
+const REQUIRED: &[(&str, &str)] = &[
+    ("post", "/v1/runs"),
+    ("get", "/v1/runs"),
+    ("get", "/v1/runs/{run_id}"),
+    ("get", "/v1/schedules"),
+    ("post", "/v1/schedules/{name}/pause"),
+    ("post", "/v1/schedules/{name}/resume"),
+    ("post", "/v1/schedules/{name}/backfill"),
+    ("get", "/v1/cache/entries"),
+    ("get", "/v1/cache/entries/{key}"),
+    ("post", "/v1/cache/evict"),
+    ("post", "/v1/cache/explain"),
+    ("get", "/v1/nodes"),
+    ("get", "/v1/workflows"),
+    ("get", "/v1/health"),
+];
+
+fn resolve_refs(value: &Value, doc: &Value, path: &str) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                let target = r.strip_prefix("#").and_then(|p| doc.pointer(p));
+                assert!(target.is_some(), "{path}: dangling $ref {r}");
+            }
+            for (k, v) in map {
+                resolve_refs(v, doc, &format!("{path}/{k}"));
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                resolve_refs(v, doc, &format!("{path}/{i}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_validates_and_every_route_is_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--store", "embedded:./data", "--token", "t"]);
+    // Served without the token.
+    let (status, doc) = get(&format!("{}/openapi.json", node.url)).await;
+    assert_eq!(status, 200);
+
+    // It is an OpenAPI 3.0 document (typed parse), and every reference resolves.
+    let typed: openapiv3::OpenAPI = serde_json::from_value(doc.clone()).expect("valid OpenAPI 3.0");
+    assert!(typed.openapi.starts_with("3.0"));
+    resolve_refs(&doc, &doc, "");
+
+    // Every required route is documented…
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    for (method, path) in REQUIRED {
+        assert!(
+            documented.contains(&(method.to_string(), path.to_string())),
+            "{method} {path} is not in the document"
+        );
+    }
+    // …every route the server has is in the document (the router is built from the same
+    // table), and every documented route is served: it answers with something other than the
+    // router's own 404 / 405.
+    let served: Vec<(String, String)> = cairn::api::routes::operations()
+        .iter()
+        .map(|op| (op.method.as_str().to_ascii_lowercase(), op.path.to_string()))
+        .collect();
+    let mut sorted_documented = documented.clone();
+    sorted_documented.sort();
+    let mut sorted_served = served.clone();
+    sorted_served.sort();
+    assert_eq!(sorted_documented, sorted_served);
+    let client = reqwest::Client::new();
+    for (method, path) in &documented {
+        let concrete = path
+            .replace("{run_id}", "run-x")
+            .replace("{name}", "s")
+            .replace("{key}", "00");
+        let req = match method.as_str() {
+            "get" => client.get(format!("{}{concrete}", node.url)),
+            "post" => client
+                .post(format!("{}{concrete}", node.url))
+                .json(&json!({})),
+            other => panic!("unexpected method {other}"),
+        };
+        let resp = req.bearer_auth("t").send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let code = body["error"]["code"].as_str().unwrap_or("");
+        assert!(
+            !(status == 405 || (status == 404 && body["error"]["message"] == "no such route")),
+            "{method} {path} is documented but not served ({status} {code})"
+        );
+        // Without the token, every route but the public ones is refused.
+        let public = doc["paths"][path][method]["security"] == json!([]);
+        let anon = match method.as_str() {
+            "get" => client.get(format!("{}{concrete}", node.url)),
+            _ => client
+                .post(format!("{}{concrete}", node.url))
+                .json(&json!({})),
+        };
+        let anon = anon.send().await.unwrap().status().as_u16();
+        assert_eq!(
+            anon == 401,
+            !public,
+            "{method} {path} without a token: {anon}"
+        );
+    }
+}
