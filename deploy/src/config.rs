@@ -10,6 +10,12 @@
 //! listen = "127.0.0.1:7070"
 //! token = "…"                 # required when `listen` is not a loopback address
 //!
+//! [cluster]                   # omit to run alone
+//! listen = "10.0.0.1:7100"
+//! seeds = ["10.0.0.2:7100"]
+//! cookie = "…"                # every node of the cluster has the same
+//! roles = ["scheduler", "worker"]
+//!
 //! [[schedules]]
 //! name = "hourly-report"
 //! workflow = "squares_report"
@@ -36,9 +42,27 @@ pub struct NodeConfig {
     /// The HTTP API.
     #[serde(default)]
     pub api: ApiSection,
+    /// Cluster membership.
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// Schedules this node declares.
     #[serde(default)]
     pub schedules: Vec<ScheduleSection>,
+}
+
+/// `[cluster]`: present (with `listen`) to join a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's cluster address, `ip:port`.
+    pub listen: Option<String>,
+    /// Cluster addresses of nodes to join.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// The shared secret.
+    pub cookie: Option<String>,
+    /// `scheduler`, `worker` (default both).
+    pub roles: Option<Vec<String>>,
 }
 
 /// `[api]`.

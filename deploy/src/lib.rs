@@ -24,6 +24,7 @@
 //! - [`Ctx`]: what workflows call tasks through;
 //! - [`api`]: the HTTP/JSON API every node serves;
 //! - [`cli`]: the `cairn` command line, reusable by binaries with their own tasks;
+//! - [`cluster`]: nodes joined with ractor_cluster: remote workers, load-aware dispatch;
 //! - [`client`]: a typed client of a node's API;
 //! - [`config`]: a node's TOML configuration;
 //! - [`examples`]: the quickstart's tasks and workflows.
@@ -33,6 +34,7 @@ extern crate self as cairn;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod examples;
 mod node;

@@ -35,6 +35,7 @@ pub struct NodeBuilder {
     schedules: Vec<ScheduleSpec>,
     schedule_poll: Duration,
     config: CatalogConfig,
+    cluster: Option<crate::cluster::ClusterConfig>,
     error: Option<Error>,
 }
 
@@ -72,6 +73,13 @@ impl NodeBuilder {
     /// Catalog settings.
     pub fn catalog_config(mut self, config: CatalogConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Joins a cluster: jobs are dispatched to worker nodes across it, and this node's workers
+    /// (if it has the worker role) run jobs of other nodes' schedulers.
+    pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(config);
         self
     }
 
@@ -130,10 +138,24 @@ impl NodeBuilder {
         let workers = WorkerPoolHandle::start(catalog.clone(), registry.clone(), self.concurrency)
             .await
             .map_err(spawn_err)?;
-        let scheduler =
-            SchedulerHandle::start(&self.name, catalog.clone(), workers.clone(), self.shards)
-                .await
-                .map_err(spawn_err)?;
+        let cluster = match self.cluster {
+            None => None,
+            Some(config) => Some(
+                crate::cluster::Cluster::start(&self.name, config, workers.clone())
+                    .await
+                    .map_err(|detail| Error::Backend {
+                        backend: "cluster",
+                        detail,
+                    })?,
+            ),
+        };
+        let dispatch: Arc<dyn cairn_worker::Dispatch> = match &cluster {
+            Some(c) => c.dispatcher(),
+            None => Arc::new(workers.clone()),
+        };
+        let scheduler = SchedulerHandle::start(&self.name, catalog.clone(), dispatch, self.shards)
+            .await
+            .map_err(spawn_err)?;
         let schedules = Schedules::new(catalog.store().clone(), Arc::new(SystemClock));
         let runs = Runs::new(catalog.store().clone(), Arc::new(SystemClock));
         for spec in &self.schedules {
@@ -171,6 +193,7 @@ impl NodeBuilder {
             scheduler,
             schedules,
             launcher,
+            cluster: cluster.map(Arc::new),
             _runner: runner,
         })
     }
@@ -198,6 +221,7 @@ pub struct Node {
     scheduler: SchedulerHandle,
     schedules: Schedules<AnyStore>,
     launcher: Launcher,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     _runner: Option<ScheduleRunner>,
 }
 
@@ -214,6 +238,7 @@ impl Node {
             schedules: Vec::new(),
             schedule_poll: Duration::from_secs(1),
             config: CatalogConfig::default(),
+            cluster: None,
             error: None,
         }
     }
@@ -254,6 +279,11 @@ impl Node {
         self.launcher.submit(request).await
     }
 
+    /// The node's cluster membership, when it joined one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
     /// The worker pool.
     pub fn workers(&self) -> &WorkerPoolHandle {
         &self.workers
@@ -285,6 +315,9 @@ impl Node {
     pub async fn shutdown(self) -> Result<(), Error> {
         let flushed = self.catalog.flush_records().await;
         self.scheduler.stop();
+        if let Some(c) = &self.cluster {
+            c.stop();
+        }
         self.workers.stop();
         flushed
     }

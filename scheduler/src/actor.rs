@@ -13,7 +13,7 @@ use cairn_engine::catalog::{
     new_execution_id,
 };
 use cairn_engine::task::{Job, JobCache, JobReport, TaskError};
-use cairn_worker::{ReportTo, WorkerPoolHandle};
+use cairn_worker::{Dispatch, ReportTo};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -72,6 +72,10 @@ pub enum SchedulerMsg {
     JobDone(CallId, Option<FlightKey>, Box<JobReport>),
 }
 
+// ractor's `cluster` feature (on for the whole workspace, for ractor_cluster) requires every
+// message type to say whether it can cross nodes; this one never does.
+impl ractor::Message for SchedulerMsg {}
+
 /// The scheduler behaviour.
 pub struct Scheduler;
 
@@ -82,7 +86,7 @@ pub struct SchedulerArgs {
     /// The catalog.
     pub catalog: Catalog<AnyStore>,
     /// Where jobs run.
-    pub workers: WorkerPoolHandle,
+    pub workers: Arc<dyn Dispatch>,
 }
 
 struct Pending {

@@ -5,7 +5,7 @@ use crate::actor::{CallRequest, CallResult, Scheduler, SchedulerArgs, SchedulerM
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::{CacheStatus, Catalog};
 use cairn_engine::task::TaskError;
-use cairn_worker::WorkerPoolHandle;
+use cairn_worker::Dispatch;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +24,7 @@ impl SchedulerHandle {
     pub async fn start(
         owner: &str,
         catalog: Catalog<AnyStore>,
-        workers: WorkerPoolHandle,
+        workers: Arc<dyn Dispatch>,
         shards: usize,
     ) -> Result<Self, ractor::SpawnErr> {
         let mut refs = Vec::with_capacity(shards.max(1));

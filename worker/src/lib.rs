@@ -7,12 +7,14 @@
 //!   retrying its job per the task's policy.
 //! - [`WorkerPoolHandle`]: how schedulers hand jobs to a pool.
 
+mod dispatch;
 pub mod execute;
 mod handle;
 pub mod pool;
 mod report;
 pub mod worker;
 
+pub use dispatch::Dispatch;
 pub use execute::execute;
 pub use handle::WorkerPoolHandle;
 pub use pool::{BusyWorker, PoolStatus};

@@ -35,6 +35,10 @@ pub enum PoolMsg {
     Status(RpcReplyPort<PoolStatus>),
 }
 
+// ractor's `cluster` feature (on for the whole workspace, for ractor_cluster) requires every
+// message type to say whether it can cross nodes; this one never does.
+impl ractor::Message for PoolMsg {}
+
 /// A job being run.
 #[derive(Debug, Clone)]
 pub struct BusyWorker {
@@ -57,6 +61,8 @@ pub struct PoolStatus {
     pub queued: usize,
     /// Workers replaced after dying.
     pub replaced: u64,
+    /// Jobs finished since the pool started.
+    pub finished: u64,
 }
 
 /// What the pool is started with.
@@ -81,6 +87,7 @@ pub struct PoolState {
     busy: HashMap<usize, Pending>,
     queue: VecDeque<Pending>,
     replaced: u64,
+    finished: u64,
 }
 
 impl WorkerPool {
@@ -148,6 +155,7 @@ impl Actor for WorkerPool {
             busy: HashMap::new(),
             queue: VecDeque::new(),
             replaced: 0,
+            finished: 0,
         };
         for id in 0..concurrency {
             Self::start_worker(&myself, &mut state, id).await?;
@@ -168,6 +176,7 @@ impl Actor for WorkerPool {
             }
             PoolMsg::Finished { worker, report } => {
                 if let Some((_, reply, _)) = state.busy.remove(&worker) {
+                    state.finished += 1;
                     reply.send(*report);
                 }
                 state.idle.push(worker);
@@ -188,6 +197,7 @@ impl Actor for WorkerPool {
                     busy,
                     queued: state.queue.len(),
                     replaced: state.replaced,
+                    finished: state.finished,
                 });
             }
         }

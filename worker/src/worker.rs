@@ -20,6 +20,10 @@ pub enum WorkerMsg {
     Run(Box<Job>),
 }
 
+// ractor's `cluster` feature (on for the whole workspace, for ractor_cluster) requires every
+// message type to say whether it can cross nodes; this one never does.
+impl ractor::Message for WorkerMsg {}
+
 /// What a worker is started with.
 pub struct WorkerArgs {
     /// Its index in the pool.

@@ -85,6 +85,7 @@ pub async fn local_info(node: &Node) -> NodeInfo {
         concurrency: status.as_ref().map_or(0, |s| s.workers),
         busy: status.as_ref().map_or(0, |s| s.busy.len()),
         queued: status.as_ref().map_or(0, |s| s.queued),
+        executed: status.as_ref().map_or(0, |s| s.finished),
     }
 }
 

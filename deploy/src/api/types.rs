@@ -409,4 +409,6 @@ pub struct NodeInfo {
     pub busy: usize,
     /// Jobs queued.
     pub queued: usize,
+    /// Jobs its workers finished since it started.
+    pub executed: u64,
 }

@@ -548,17 +548,18 @@ pub(super) async fn nodes(args: Plain) -> u8 {
     let c = client(&args.remote);
     show(&args.remote, c.nodes().await, |list| {
         println!(
-            "{:<24} {:<20} {:>11} {:>6} {:>7}",
-            "node", "roles", "concurrency", "busy", "queued"
+            "{:<24} {:<20} {:>11} {:>6} {:>7} {:>9}",
+            "node", "roles", "concurrency", "busy", "queued", "executed"
         );
         for n in list {
             println!(
-                "{:<24} {:<20} {:>11} {:>6} {:>7}",
+                "{:<24} {:<20} {:>11} {:>6} {:>7} {:>9}",
                 format!("{}{}", n.name, if n.local { " *" } else { "" }),
                 n.roles.join(","),
                 n.concurrency,
                 n.busy,
-                n.queued
+                n.queued,
+                n.executed
             );
         }
     })

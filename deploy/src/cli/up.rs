@@ -2,6 +2,7 @@
 
 use crate::api::{ApiConfig, ApiServer, LocalOnly};
 use crate::client::exit;
+use crate::cluster::{ClusterConfig, Roles};
 use crate::config::NodeConfig;
 use crate::{Node, NodeBuilder};
 use cairn_engine::Store;
@@ -31,6 +32,18 @@ pub(super) struct UpArgs {
     /// Tasks this node's workers run at once [default: 64].
     #[arg(long, env = "CAIRN_CONCURRENCY")]
     concurrency: Option<usize>,
+    /// Join a cluster: this node's cluster address (`ip:port`).
+    #[arg(long, env = "CAIRN_CLUSTER_LISTEN")]
+    cluster_listen: Option<String>,
+    /// Cluster addresses of nodes to join, comma-separated.
+    #[arg(long, env = "CAIRN_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// The cluster's shared secret.
+    #[arg(long, env = "CAIRN_COOKIE", hide_env_values = true)]
+    cookie: Option<String>,
+    /// Roles: scheduler, worker, or both, comma-separated [default: scheduler,worker].
+    #[arg(long, env = "CAIRN_ROLES")]
+    roles: Option<String>,
 }
 
 /// `UpArgs` over the config file over the defaults.
@@ -41,6 +54,7 @@ struct Settings {
     name: Option<String>,
     concurrency: usize,
     schedules: Vec<crate::ScheduleSpec>,
+    cluster: Option<ClusterConfig>,
 }
 
 impl Settings {
@@ -49,8 +63,33 @@ impl Settings {
             Some(path) => NodeConfig::load(path).map_err(anyhow::Error::msg)?,
             None => NodeConfig::default(),
         };
+        let schedules = file.schedule_specs().map_err(anyhow::Error::msg)?;
+        let roles = match args.roles.or(file.cluster.roles.map(|r| r.join(","))) {
+            Some(r) => Roles::parse(&r).map_err(anyhow::Error::msg)?,
+            None => Roles {
+                scheduler: true,
+                worker: true,
+            },
+        };
+        let seeds = if args.seeds.is_empty() {
+            file.cluster.seeds
+        } else {
+            args.seeds
+        };
+        let cluster = match args.cluster_listen.or(file.cluster.listen) {
+            None => None,
+            Some(listen) => Some(ClusterConfig {
+                listen: listen
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("cluster address {listen:?}: {e}"))?,
+                seeds,
+                cookie: args.cookie.or(file.cluster.cookie).unwrap_or_default(),
+                roles,
+            }),
+        };
         Ok(Settings {
-            schedules: file.schedule_specs().map_err(anyhow::Error::msg)?,
+            cluster,
+            schedules,
             store: args
                 .store
                 .or(file.store)
@@ -97,6 +136,9 @@ async fn serve(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> 
     for spec in args.schedules {
         builder = builder.schedule(spec);
     }
+    if let Some(cluster) = args.cluster {
+        builder = builder.cluster(cluster);
+    }
     let node = Arc::new(
         configure(builder)
             .start()
@@ -106,8 +148,12 @@ async fn serve(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;
-    let server = ApiServer::start(node.clone(), Arc::new(LocalOnly), listener, &config)
-        .map_err(anyhow::Error::msg)?;
+    let members: Arc<dyn crate::api::Members> = match node.cluster() {
+        Some(cluster) => cluster.clone(),
+        None => Arc::new(LocalOnly),
+    };
+    let server =
+        ApiServer::start(node.clone(), members, listener, &config).map_err(anyhow::Error::msg)?;
     println!(
         "cairn node {} listening on http://{} (store: {})",
         node.name(),

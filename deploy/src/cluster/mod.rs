@@ -1,0 +1,261 @@
+//! Cairn nodes as a cluster (ractor_cluster): every node runs a `NodeServer` on its cluster
+//! address, joins its seeds (and, transitively, their peers) with a shared secret cookie — a
+//! node without the cookie is refused at the handshake, so it can neither see the others'
+//! workers nor be dispatched to — and runs one [`agent::Agent`] in the `cairn.nodes` process
+//! group (and `cairn.workers` when it is a worker).
+//!
+//! - [`agent`]: the per-node actor remote schedulers talk to (run a job, report load);
+//! - [`dispatch`]: where this node's schedulers send jobs (local first, then least loaded;
+//!   re-dispatch when a worker node is lost).
+//!
+//! Deduplication does not depend on the cluster: every scheduler resolves cache keys against
+//! the shared store, so identical calls on different nodes meet at the same lease. The cluster
+//! only spreads execution and carries jobs and reports.
+
+pub mod agent;
+pub mod dispatch;
+
+use crate::api::Members;
+use crate::api::types::NodeInfo;
+use crate::node::Node;
+use agent::{Agent, AgentArgs, AgentMsg, Load, NODES_GROUP, WORKERS_GROUP};
+use cairn_worker::WorkerPoolHandle;
+use dispatch::ClusterDispatch;
+use parking_lot::Mutex;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use ractor_cluster::{NodeServer, NodeServerMessage};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often peers' loads are refreshed and absent seeds redialled.
+const REFRESH: Duration = Duration::from_millis(500);
+
+/// What a node does in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Runs scheduler actors (accepts runs and calls, dispatches jobs).
+    pub scheduler: bool,
+    /// Runs jobs for any node's schedulers.
+    pub worker: bool,
+}
+
+impl Roles {
+    /// Parses `scheduler`, `worker` or both, comma-separated.
+    pub fn parse(s: &str) -> Result<Roles, String> {
+        let mut roles = Roles {
+            scheduler: false,
+            worker: false,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "scheduler" => roles.scheduler = true,
+                "worker" => roles.worker = true,
+                other => {
+                    return Err(format!(
+                        "role {other:?} is not one of `scheduler`, `worker`"
+                    ));
+                }
+            }
+        }
+        if !roles.scheduler && !roles.worker {
+            return Err("a node needs at least one role: scheduler, worker".into());
+        }
+        Ok(roles)
+    }
+
+    /// The roles' names.
+    pub fn names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.scheduler {
+            out.push("scheduler".into());
+        }
+        if self.worker {
+            out.push("worker".into());
+        }
+        out
+    }
+}
+
+/// How a node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The address other nodes reach this one at (its IP is also what it tells peers).
+    pub listen: SocketAddr,
+    /// Nodes to join (`host:port` of their cluster address).
+    pub seeds: Vec<String>,
+    /// The shared secret; nodes with another cookie are refused.
+    pub cookie: String,
+    /// This node's roles.
+    pub roles: Roles,
+}
+
+/// A node's membership in the cluster.
+pub struct Cluster {
+    name: String,
+    roles: Roles,
+    server: ActorRef<NodeServerMessage>,
+    agent: ActorRef<AgentMsg>,
+    dispatch: Arc<ClusterDispatch>,
+    loads: Arc<Mutex<BTreeMap<String, Load>>>,
+    background: tokio::task::JoinHandle<()>,
+}
+
+impl Cluster {
+    /// Starts the node server, the agent and the loops that dial seeds and refresh loads.
+    pub async fn start(
+        name: &str,
+        config: ClusterConfig,
+        pool: WorkerPoolHandle,
+    ) -> Result<Cluster, String> {
+        if config.cookie.is_empty() {
+            return Err(
+                "a cluster needs a cookie (--cookie, CAIRN_COOKIE or [cluster] cookie)".into(),
+            );
+        }
+        let server = NodeServer::new(
+            config.listen.port(),
+            config.cookie.clone(),
+            name.to_string(),
+            config.listen.ip().to_string(),
+            None,
+            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+        )
+        .with_listen_addr(config.listen.ip());
+        let (server, _) = Actor::spawn(Some(format!("cairn-node-server-{name}")), server, ())
+            .await
+            .map_err(|e| format!("starting the cluster server on {}: {e}", config.listen))?;
+        let (agent, _) = Actor::spawn(
+            None,
+            Agent,
+            AgentArgs {
+                name: name.to_string(),
+                scheduler: config.roles.scheduler,
+                worker: config.roles.worker,
+                pool: pool.clone(),
+            },
+        )
+        .await
+        .map_err(|e| format!("starting the node agent: {e}"))?;
+        let dispatch = ClusterDispatch::new(config.roles.worker.then_some(pool));
+        let loads = Arc::new(Mutex::new(BTreeMap::new()));
+        let background = tokio::spawn(maintain(
+            server.clone(),
+            config.seeds.clone(),
+            dispatch.clone(),
+            loads.clone(),
+        ));
+        Ok(Cluster {
+            name: name.to_string(),
+            roles: config.roles,
+            server,
+            agent,
+            dispatch,
+            loads,
+            background,
+        })
+    }
+
+    /// Where this node's schedulers send jobs.
+    pub fn dispatcher(&self) -> Arc<dyn cairn_worker::Dispatch> {
+        Arc::new(dispatch::Dispatcher(self.dispatch.clone()))
+    }
+
+    /// This node's roles.
+    pub fn roles(&self) -> Roles {
+        self.roles
+    }
+
+    /// Leaves the cluster.
+    pub fn stop(&self) {
+        self.background.abort();
+        self.agent.stop(None);
+        self.server.stop(None);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Dials seeds that are not connected, and asks every member for its load.
+async fn maintain(
+    server: ActorRef<NodeServerMessage>,
+    seeds: Vec<String>,
+    dispatch: Arc<ClusterDispatch>,
+    loads: Arc<Mutex<BTreeMap<String, Load>>>,
+) {
+    loop {
+        let sessions = ractor::call!(server, NodeServerMessage::GetSessions).unwrap_or_default();
+        for seed in &seeds {
+            let connected = sessions.values().any(|s| {
+                s.peer_addr == *seed
+                    || s.peer_name
+                        .as_ref()
+                        .is_some_and(|n| format!("{}", n.name) == *seed)
+            });
+            if !connected
+                && let Err(e) = ractor_cluster::client_connect(&server, seed.as_str()).await
+            {
+                tracing::debug!(%seed, error = %e, "seed not reachable yet");
+            }
+        }
+        let workers: Vec<_> = ractor::pg::get_members(&WORKERS_GROUP.to_string())
+            .iter()
+            .map(|c| c.get_id())
+            .collect();
+        let mut seen = BTreeMap::new();
+        for member in ractor::pg::get_members(&NODES_GROUP.to_string()) {
+            let id = member.get_id();
+            let agent: ActorRef<AgentMsg> = ActorRef::from(member);
+            if let Ok(CallResult::Success(raw)) = agent
+                .call(AgentMsg::Load, Some(Duration::from_secs(2)))
+                .await
+                && let Ok(load) = rmp_serde::from_slice::<Load>(&raw)
+            {
+                if workers.contains(&id) {
+                    dispatch.observed(id, &load);
+                }
+                seen.insert(load.name.clone(), load);
+            }
+        }
+        *loads.lock() = seen;
+        tokio::time::sleep(REFRESH).await;
+    }
+}
+
+impl Members for Cluster {
+    fn nodes<'a>(&'a self, local: &'a Node) -> futures::future::BoxFuture<'a, Vec<NodeInfo>> {
+        Box::pin(async move {
+            let mut me = crate::api::local_info(local).await;
+            me.roles = self.roles.names();
+            let mut out = vec![me];
+            for (name, load) in self.loads.lock().iter() {
+                if *name == self.name {
+                    continue;
+                }
+                let mut roles = Vec::new();
+                if load.scheduler {
+                    roles.push("scheduler".to_string());
+                }
+                if load.worker {
+                    roles.push("worker".to_string());
+                }
+                out.push(NodeInfo {
+                    name: name.clone(),
+                    local: false,
+                    roles,
+                    concurrency: load.capacity,
+                    busy: load.busy,
+                    queued: load.queued,
+                    executed: load.executed,
+                });
+            }
+            out
+        })
+    }
+}
