@@ -196,7 +196,7 @@ async fn maintain(
                 s.peer_addr == *seed
                     || s.peer_name
                         .as_ref()
-                        .is_some_and(|n| format!("{}", n.name) == *seed)
+                        .is_some_and(|n| n.connection_string == *seed)
             });
             if !connected
                 && let Err(e) = ractor_cluster::client_connect(&server, seed.as_str()).await
