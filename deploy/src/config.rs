@@ -56,6 +56,8 @@ pub struct NodeConfig {
 pub struct ClusterSection {
     /// This node's cluster address, `ip:port`.
     pub listen: Option<String>,
+    /// The host peers reach it at (default: the listen IP).
+    pub advertise: Option<String>,
     /// Cluster addresses of nodes to join.
     #[serde(default)]
     pub seeds: Vec<String>,

@@ -35,6 +35,9 @@ pub(super) struct UpArgs {
     /// Join a cluster: this node's cluster address (`ip:port`).
     #[arg(long, env = "CAIRN_CLUSTER_LISTEN")]
     cluster_listen: Option<String>,
+    /// The host other nodes reach this one at [default: the cluster listen IP].
+    #[arg(long, env = "CAIRN_CLUSTER_ADVERTISE")]
+    cluster_advertise: Option<String>,
     /// Cluster addresses of nodes to join, comma-separated.
     #[arg(long, env = "CAIRN_SEEDS", value_delimiter = ',')]
     seeds: Vec<String>,
@@ -82,6 +85,7 @@ impl Settings {
                 listen: listen
                     .parse()
                     .map_err(|e| anyhow::anyhow!("cluster address {listen:?}: {e}"))?,
+                advertise: args.cluster_advertise.or(file.cluster.advertise),
                 seeds,
                 cookie: args.cookie.or(file.cluster.cookie).unwrap_or_default(),
                 roles,

@@ -82,8 +82,11 @@ impl Roles {
 /// How a node joins a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// The address other nodes reach this one at (its IP is also what it tells peers).
+    /// The address the cluster server binds.
     pub listen: SocketAddr,
+    /// The host other nodes reach this one at (default: the listen IP); e.g. a DNS name when
+    /// listening on 0.0.0.0 in a container.
+    pub advertise: Option<String>,
     /// Nodes to join (`host:port` of their cluster address).
     pub seeds: Vec<String>,
     /// The shared secret; nodes with another cookie are refused.
@@ -119,7 +122,10 @@ impl Cluster {
             config.listen.port(),
             config.cookie.clone(),
             name.to_string(),
-            config.listen.ip().to_string(),
+            config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| config.listen.ip().to_string()),
             None,
             Some(ractor_cluster::node::NodeConnectionMode::Transitive),
         )

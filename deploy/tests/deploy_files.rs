@@ -1,0 +1,159 @@
+//! The deployment files cannot run here (no FoundationDB, Docker daemon or Kubernetes); what
+//! can be checked offline is: they parse, their Cairn settings are ones `cairn up` accepts, the
+//! config files load as node configs, and the pieces refer to each other consistently.
+
+mod common;
+
+use serde_yaml::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every `CAIRN_*` variable `cairn up` reads, from its own help.
+fn accepted_env() -> BTreeSet<String> {
+    let out = std::process::Command::new(common::CAIRN)
+        .args(["up", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    help.split("[env: ")
+        .skip(1)
+        .map(|s| s.split(['=', ']']).next().unwrap().to_string())
+        .collect()
+}
+
+fn env_names(env: &Value) -> Vec<String> {
+    match env {
+        Value::Mapping(m) => m
+            .keys()
+            .filter_map(|k| k.as_str().map(String::from))
+            .collect(),
+        Value::Sequence(items) => items
+            .iter()
+            .filter_map(|i| i["name"].as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn check_env(where_: &str, env: &Value, accepted: &BTreeSet<String>) {
+    for name in env_names(env) {
+        if name.starts_with("CAIRN_") {
+            assert!(
+                accepted.contains(&name),
+                "{where_}: `cairn up` has no {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn compose_file_parses_and_wires_three_nodes_to_fdb_and_jaeger() {
+    let text = std::fs::read_to_string(root().join("compose/docker-compose.yml")).unwrap();
+    let doc: Value = serde_yaml::from_str(&text).unwrap();
+    let mut doc = doc;
+    doc.apply_merge().unwrap();
+    let services = doc["services"].as_mapping().unwrap();
+    let names: BTreeSet<&str> = services.keys().filter_map(|k| k.as_str()).collect();
+    for needed in ["fdb", "jaeger", "cairn-1", "cairn-2", "cairn-3"] {
+        assert!(names.contains(needed), "no service {needed}");
+    }
+    let accepted = accepted_env();
+    for i in 1..=3 {
+        let node = &services[format!("cairn-{i}").as_str()];
+        let env = &node["environment"];
+        check_env(&format!("cairn-{i}"), env, &accepted);
+        assert!(env["CAIRN_STORE"].as_str().unwrap().starts_with("fdb:"));
+        assert!(
+            env["CAIRN_COOKIE"]
+                .as_str()
+                .unwrap()
+                .contains("CAIRN_COOKIE")
+        );
+        assert_eq!(
+            env["CAIRN_NAME"].as_str(),
+            Some(format!("cairn-{i}").as_str())
+        );
+        assert_eq!(
+            env["CAIRN_CLUSTER_ADVERTISE"].as_str(),
+            node["hostname"].as_str()
+        );
+        if i > 1 {
+            let seed = env["CAIRN_SEEDS"].as_str().unwrap();
+            let host = seed.split(':').next().unwrap();
+            assert!(names.contains(host), "seed {seed} is not a service");
+        }
+        let depends: Vec<&str> = node["depends_on"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(depends.contains(&"fdb") && depends.contains(&"jaeger"));
+    }
+}
+
+#[test]
+fn kubernetes_manifests_parse_and_agree_with_each_other() {
+    let text = std::fs::read_to_string(root().join("k8s/cairn.yaml")).unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(kinds, ["ConfigMap", "Service", "Service", "StatefulSet"]);
+    for d in &docs {
+        assert!(d["apiVersion"].as_str().is_some() && d["metadata"]["name"].as_str().is_some());
+    }
+    // The config in the ConfigMap is a valid node config.
+    let toml_text = docs[0]["data"]["cairn.toml"].as_str().unwrap();
+    let path = std::env::temp_dir().join(format!("cairn-k8s-{}.toml", std::process::id()));
+    std::fs::write(&path, toml_text).unwrap();
+    let cfg = cairn::config::NodeConfig::load(&path).unwrap();
+    assert!(cfg.store.unwrap().starts_with("fdb:"));
+    let seeds = cfg.cluster.seeds;
+    // The StatefulSet's pods are reachable at the seed through the headless service.
+    let sts = &docs[3];
+    let service = sts["spec"]["serviceName"].as_str().unwrap();
+    assert_eq!(docs[1]["metadata"]["name"].as_str(), Some(service));
+    assert_eq!(docs[1]["spec"]["clusterIP"].as_str(), Some("None"));
+    let sts_name = sts["metadata"]["name"].as_str().unwrap();
+    assert_eq!(seeds, [format!("{sts_name}-0.{service}:7100")]);
+    let container = &sts["spec"]["template"]["spec"]["containers"][0];
+    check_env("StatefulSet", &container["env"], &accepted_env());
+    let ports: Vec<i64> = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [7070, 7100]);
+    assert_eq!(
+        sts["spec"]["selector"]["matchLabels"],
+        sts["spec"]["template"]["metadata"]["labels"]
+    );
+}
+
+#[test]
+fn systemd_unit_and_its_config_are_consistent() {
+    let unit = std::fs::read_to_string(root().join("systemd/cairn.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    assert_eq!(
+        exec,
+        "/usr/local/bin/cairn up --config /etc/cairn/cairn.toml"
+    );
+    for section in ["[Unit]", "[Service]", "[Install]"] {
+        assert!(unit.contains(section), "no {section}");
+    }
+    let cfg = cairn::config::NodeConfig::load(&root().join("systemd/cairn.toml")).unwrap();
+    assert!(cfg.cluster.listen.is_some() && !cfg.cluster.seeds.is_empty());
+    assert!(
+        cfg.cluster.cookie.is_none(),
+        "the cookie belongs in the environment file"
+    );
+}
