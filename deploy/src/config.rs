@@ -16,6 +16,10 @@
 //! cookie = "…"                # every node of the cluster has the same
 //! roles = ["scheduler", "worker"]
 //!
+//! [telemetry]                 # OTLP export; OTEL_* variables override
+//! otlp_endpoint = "http://collector:4317"
+//! protocol = "grpc"            # or "http/protobuf"
+//!
 //! [[schedules]]
 //! name = "hourly-report"
 //! workflow = "squares_report"
@@ -45,6 +49,9 @@ pub struct NodeConfig {
     /// Cluster membership.
     #[serde(default)]
     pub cluster: ClusterSection,
+    /// OTLP export (the `OTEL_*` variables override it).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// Schedules this node declares.
     #[serde(default)]
     pub schedules: Vec<ScheduleSection>,

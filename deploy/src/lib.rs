@@ -27,6 +27,7 @@
 //! - [`cluster`]: nodes joined with ractor_cluster: remote workers, load-aware dispatch;
 //! - [`client`]: a typed client of a node's API;
 //! - [`config`]: a node's TOML configuration;
+//! - [`telemetry`]: OTLP export of spans and metrics (off by default);
 //! - [`examples`]: the quickstart's tasks and workflows.
 
 extern crate self as cairn;
@@ -38,6 +39,7 @@ pub mod cluster;
 pub mod config;
 pub mod examples;
 mod node;
+pub mod telemetry;
 
 pub use cairn_engine::catalog::{CacheHash, CacheStatus, Catalog, ExecutionRecord};
 pub use cairn_engine::schedule::{CatchUp, Overlap, ScheduleSpec, Schedules, Trigger};

@@ -9,6 +9,7 @@
 //! - [`runs`]: runs started by name (API, CLI, schedules): input, status, output.
 //! - [`schedule`]: cron and fixed-rate schedules fired exactly once per tick across instances.
 //! - [`task`]: the task model shared by schedulers and workers (spec, registry, jobs).
+//! - [`telemetry`]: span/metric names, metric instruments, trace context across nodes.
 //! - [`error`]: the engine's error type, in which retryable and fatal failures stay distinct.
 
 pub mod catalog;
@@ -19,6 +20,7 @@ pub mod runs;
 pub mod schedule;
 pub mod store;
 pub mod task;
+pub mod telemetry;
 
 pub use error::{Error, Result, SizeLimit};
 pub use store::{

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// One task call, as submitted to a scheduler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +63,8 @@ pub struct CallResult {
 
 /// What a scheduler is told.
 pub enum SchedulerMsg {
-    /// Make a call and reply with its result.
-    Call(Box<CallRequest>, RpcReplyPort<CallResult>),
+    /// Make a call and reply with its result; the span is the caller's call span.
+    Call(Box<CallRequest>, RpcReplyPort<CallResult>, tracing::Span),
     /// A resolve finished (internal).
     Resolved(FlightKey, Lookup),
     /// A wait finished (internal).
@@ -92,6 +93,7 @@ pub struct SchedulerArgs {
 struct Pending {
     request: Box<CallRequest>,
     reply: RpcReplyPort<CallResult>,
+    span: tracing::Span,
     execution: String,
     started: Instant,
     started_ms: i64,
@@ -191,19 +193,42 @@ impl SchedulerState {
                     p.request.lease_ttl,
                     p.request.max_age,
                 );
-                tokio::spawn(async move {
-                    let outcome = resolve(
-                        &catalog,
-                        &key,
-                        &owner,
-                        &execution,
-                        ttl,
-                        max_age,
-                        flight.overwrite,
-                    )
-                    .await;
-                    let _ = me.send_message(SchedulerMsg::Resolved(flight, outcome));
-                });
+                let span = tracing::info_span!(
+                    parent: &p.span,
+                    "cairn.resolve",
+                    "cairn.cache.key" = %key.digest,
+                    "cairn.resolve.outcome" = tracing::field::Empty,
+                    "cairn.lease.generation" = tracing::field::Empty,
+                    "cairn.wait.behind" = tracing::field::Empty,
+                );
+                tokio::spawn(
+                    async move {
+                        let outcome = resolve(
+                            &catalog,
+                            &key,
+                            &owner,
+                            &execution,
+                            ttl,
+                            max_age,
+                            flight.overwrite,
+                        )
+                        .await;
+                        let span = tracing::Span::current();
+                        match &outcome {
+                            Lookup::Hit(_) => span.record("cairn.resolve.outcome", "hit"),
+                            Lookup::Acquired(lease) => span
+                                .record("cairn.resolve.outcome", "acquired")
+                                .record("cairn.lease.generation", lease.generation),
+                            Lookup::Held(held) => span
+                                .record("cairn.resolve.outcome", "held")
+                                .record("cairn.lease.generation", held.generation)
+                                .record("cairn.wait.behind", held.execution.as_str()),
+                            Lookup::Failed(_) => span.record("cairn.resolve.outcome", "failed"),
+                        };
+                        let _ = me.send_message(SchedulerMsg::Resolved(flight, outcome));
+                    }
+                    .instrument(span),
+                );
             }
             Action::Wait {
                 flight,
@@ -224,23 +249,46 @@ impl SchedulerState {
                     req.max_age,
                 );
                 let (catalog, me) = (self.args.catalog.clone(), myself.clone());
-                tokio::spawn(async move {
-                    let req = ResolveRequest {
-                        key: &key,
-                        owner: &owner,
-                        execution: &execution,
-                        lease_ttl: ttl,
-                        max_age,
-                        overwrite: flight.overwrite,
-                        takeover: None,
-                    };
-                    let outcome = match catalog.wait(&req, held).await {
-                        Ok(Answer::Hit(hit)) => WaitOutcome::Hit(hit.output),
-                        Ok(Answer::Acquired(lease)) => WaitOutcome::Acquired(lease),
-                        Err(e) => WaitOutcome::Failed(e.to_string()),
-                    };
-                    let _ = me.send_message(SchedulerMsg::Waited(flight, outcome));
-                });
+                let span = tracing::info_span!(
+                    parent: &p.span,
+                    "cairn.wait",
+                    "cairn.cache.key" = %key.digest,
+                    "cairn.wait.behind" = %held.execution,
+                    "cairn.lease.generation" = held.generation,
+                    "cairn.wait.ms" = tracing::field::Empty,
+                    "cairn.wait.outcome" = tracing::field::Empty,
+                );
+                let started = Instant::now();
+                tokio::spawn(
+                    async move {
+                        let req = ResolveRequest {
+                            key: &key,
+                            owner: &owner,
+                            execution: &execution,
+                            lease_ttl: ttl,
+                            max_age,
+                            overwrite: flight.overwrite,
+                            takeover: None,
+                        };
+                        let outcome = match catalog.wait(&req, held).await {
+                            Ok(Answer::Hit(hit)) => WaitOutcome::Hit(hit.output),
+                            Ok(Answer::Acquired(lease)) => WaitOutcome::Acquired(lease),
+                            Err(e) => WaitOutcome::Failed(e.to_string()),
+                        };
+                        let span = tracing::Span::current();
+                        span.record("cairn.wait.ms", started.elapsed().as_millis() as u64);
+                        span.record(
+                            "cairn.wait.outcome",
+                            match &outcome {
+                                WaitOutcome::Hit(_) => "hit",
+                                WaitOutcome::Acquired(_) => "acquired",
+                                WaitOutcome::Failed(_) => "failed",
+                            },
+                        );
+                        let _ = me.send_message(SchedulerMsg::Waited(flight, outcome));
+                    }
+                    .instrument(span),
+                );
             }
             Action::Dispatch {
                 flight,
@@ -262,6 +310,7 @@ impl SchedulerState {
                         _ => None,
                     },
                     run: p.request.run.as_deref().map(str::to_string),
+                    trace: cairn_engine::telemetry::propagate::traceparent(&p.span),
                 };
                 let me = myself.clone();
                 let cached = job.cache.is_some();
@@ -314,6 +363,16 @@ impl SchedulerState {
                     waited_for,
                     error: output.as_ref().err().map(ToString::to_string),
                 };
+                p.span.record("cairn.execution", p.execution.as_str());
+                p.span
+                    .record("cairn.cache.status", tracing::field::debug(status));
+                cairn_engine::telemetry::metrics::call_answered(
+                    &p.request.task,
+                    status,
+                    duration,
+                    // Joiners of a flight wait too, behind the leader's execution.
+                    (record.wait_us > 0 || status == CacheStatus::Waited).then_some(duration),
+                );
                 let _ = p.reply.send(CallResult {
                     output,
                     status,
@@ -351,7 +410,7 @@ impl Actor for Scheduler {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         let input = match message {
-            SchedulerMsg::Call(request, reply) => {
+            SchedulerMsg::Call(request, reply, span) => {
                 state.next += 1;
                 let call = state.next;
                 let flight = request.key.as_ref().map(|k| FlightKey {
@@ -364,6 +423,7 @@ impl Actor for Scheduler {
                     Pending {
                         request,
                         reply,
+                        span,
                         execution: new_execution_id(),
                         started: Instant::now(),
                         started_ms: unix_ms(),

@@ -62,6 +62,7 @@ impl SchedulerHandle {
             .send_message(SchedulerMsg::Call(
                 Box::new(request),
                 RpcReplyPort::from(tx),
+                tracing::Span::current(),
             ))
             .is_err()
         {

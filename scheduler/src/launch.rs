@@ -11,6 +11,7 @@ use cairn_engine::catalog::Catalog;
 use cairn_engine::runs::{MAX_RUN_JSON, RunRecord, RunStatus, Runs};
 use serde_json::Value;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// A run to start.
 #[derive(Debug, Clone)]
@@ -153,9 +154,23 @@ impl Launcher {
         inner.runs.start(&record).await?;
         let this = self.clone();
         let run_id = record.run_id.clone();
+        let span = tracing::info_span!(
+            "cairn.run",
+            "cairn.run.id" = %record.run_id,
+            "cairn.workflow" = %record.workflow,
+            "cairn.project" = %record.project,
+            "cairn.domain" = %record.domain,
+            "cairn.node" = %inner.node,
+            "cairn.schedule" = record.schedule.as_deref(),
+            "cairn.run.status" = tracing::field::Empty,
+        );
+        let run_span = span.clone();
         let finished = tokio::spawn(async move {
             // A panicking workflow is a failed run, not a lost one.
-            let outcome = match tokio::spawn(workflow.run(ctx, request.input)).await {
+            let body = workflow
+                .run(ctx, request.input)
+                .instrument(run_span.clone());
+            let outcome = match tokio::spawn(body).await {
                 Ok(Ok(output)) => Ok(output.to_string()),
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(format!("workflow panicked: {e}")),
@@ -165,8 +180,18 @@ impl Launcher {
             if let Err(e) = this.inner.catalog.flush_records().await {
                 tracing::warn!(run = %run_id, error = %e, "execution records of a run not stored yet");
             }
+            run_span.record(
+                "cairn.run.status",
+                if outcome.is_ok() {
+                    "succeeded"
+                } else {
+                    "failed"
+                },
+            );
+            drop(run_span);
             this.inner.runs.finish(&run_id, outcome).await
         });
+        drop(span);
         Ok(Started { record, finished })
     }
 }

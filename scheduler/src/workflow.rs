@@ -8,6 +8,7 @@ use cairn_engine::task::{Task, TaskError};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How a run is made.
 #[derive(Debug, Clone)]
@@ -155,6 +156,16 @@ impl Ctx {
             None
         };
         let encoded = rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
+        let span = tracing::info_span!(
+            "cairn.call",
+            "cairn.task" = spec.name(),
+            "cairn.run.id" = &*inner.run_id,
+            "cairn.project" = &*inner.project,
+            "cairn.domain" = &*inner.domain,
+            "cairn.cache.key" = key.as_ref().map(|k| tracing::field::display(k.digest)),
+            "cairn.execution" = tracing::field::Empty,
+            "cairn.cache.status" = tracing::field::Empty,
+        );
         let result = inner
             .scheduler
             .call(CallRequest {
@@ -170,6 +181,7 @@ impl Ctx {
                 max_age: spec.options.max_age,
                 fail_fast: spec.options.retries == 0,
             })
+            .instrument(span)
             .await;
         inner.calls.lock().push(CallSummary {
             task: spec.shared_name().clone(),

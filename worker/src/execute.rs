@@ -5,6 +5,7 @@ use cairn_engine::catalog::{CacheStatus, Catalog};
 use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
+use tracing::Instrument;
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -20,6 +21,31 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// failures, panics and timeouts `retries` times), then commits the output or fails the lease
 /// so waiters take over at once. Never panics and never returns without a report.
 pub async fn execute<S: Store>(
+    catalog: &Catalog<S>,
+    registry: &TaskRegistry,
+    job: &Job,
+) -> JobReport {
+    let span = tracing::info_span!(
+        "cairn.execute",
+        "cairn.task" = %job.task,
+        "cairn.execution" = %job.execution,
+        "cairn.run.id" = job.run.as_deref().unwrap_or(""),
+        "cairn.lease.generation" = job.cache.as_ref().map(|c| c.lease.generation),
+        "cairn.attempts" = tracing::field::Empty,
+        "cairn.cache.status" = tracing::field::Empty,
+    );
+    if let Some(parent) = &job.trace {
+        cairn_engine::telemetry::propagate::set_parent(&span, parent);
+    }
+    let report = execute_in_span(catalog, registry, job)
+        .instrument(span.clone())
+        .await;
+    span.record("cairn.attempts", report.attempts);
+    span.record("cairn.cache.status", tracing::field::debug(report.status));
+    report
+}
+
+async fn execute_in_span<S: Store>(
     catalog: &Catalog<S>,
     registry: &TaskRegistry,
     job: &Job,
@@ -81,9 +107,16 @@ pub async fn execute<S: Store>(
             attempts,
         };
     };
+    let commit = tracing::info_span!(
+        "cairn.commit",
+        "cairn.cache.key" = %cache.key.digest,
+        "cairn.cache.status" = tracing::field::Empty,
+    );
     let (output, status) = catalog
         .settle(&cache.key, &cache.lease, outcome, options.max_age)
+        .instrument(commit.clone())
         .await;
+    commit.record("cairn.cache.status", tracing::field::debug(status));
     JobReport {
         output,
         status,

@@ -125,12 +125,16 @@ impl WorkerPool {
                 state.idle.push(id);
                 return;
             };
+            cairn_engine::telemetry::metrics::queue_changed(-1);
             match state.workers[id].send_message(WorkerMsg::Run(job.clone())) {
                 Ok(()) => {
                     state.busy.insert(id, (job, reply, deaths));
                 }
                 // The worker is stopping; its supervision event will replace it.
-                Err(_) => state.queue.push_front((job, reply, deaths)),
+                Err(_) => {
+                    state.queue.push_front((job, reply, deaths));
+                    cairn_engine::telemetry::metrics::queue_changed(1);
+                }
             }
         }
     }
@@ -172,6 +176,7 @@ impl Actor for WorkerPool {
         match message {
             PoolMsg::Execute(job, reply) => {
                 state.queue.push_back((job, reply, 0));
+                cairn_engine::telemetry::metrics::queue_changed(1);
                 Self::dispatch(state);
             }
             PoolMsg::Finished { worker, report } => {
@@ -231,6 +236,7 @@ impl Actor for WorkerPool {
                 .map_or(0, |t| t.spec().options.retries);
             if deaths < retries {
                 state.queue.push_front((job, reply, deaths + 1));
+                cairn_engine::telemetry::metrics::queue_changed(1);
             } else {
                 let error = TaskError::WorkerLost {
                     detail: format!("worker {id} died: {why}"),

@@ -58,6 +58,7 @@ struct Settings {
     concurrency: usize,
     schedules: Vec<crate::ScheduleSpec>,
     cluster: Option<ClusterConfig>,
+    telemetry: crate::telemetry::TelemetryConfig,
 }
 
 impl Settings {
@@ -92,6 +93,7 @@ impl Settings {
             }),
         };
         Ok(Settings {
+            telemetry: file.telemetry.clone(),
             cluster,
             schedules,
             store: args
@@ -131,12 +133,16 @@ async fn serve(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> 
         .map_err(|e| anyhow::anyhow!("--listen {:?}: {e}", args.listen))?;
     // Checked before the node starts, so a refused configuration starts nothing.
     config.check(addr).map_err(anyhow::Error::msg)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("cairn-{}", std::process::id()));
+    let telemetry =
+        crate::telemetry::Telemetry::init(&args.telemetry, &name).map_err(anyhow::Error::msg)?;
     let mut builder = Node::builder()
         .store_url(&args.store)
         .concurrency(args.concurrency);
-    if let Some(name) = &args.name {
-        builder = builder.name(name);
-    }
+    builder = builder.name(&name);
     for spec in args.schedules {
         builder = builder.schedule(spec);
     }
@@ -171,6 +177,8 @@ async fn serve(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> 
     if let Ok(node) = Arc::try_unwrap(node) {
         node.shutdown().await?;
     }
+    // Flushes the spans and metrics still buffered.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
 }
 

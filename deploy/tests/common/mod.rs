@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -26,6 +28,11 @@ impl NodeProcess {
     /// Starts `cairn up --listen 127.0.0.1:0 <args>` and waits for the line saying where it
     /// listens.
     pub fn start(dir: &Path, args: &[&str]) -> NodeProcess {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// [`NodeProcess::start`] with extra environment variables.
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
         let mut child = Command::new(CAIRN)
             .arg("up")
             .args(["--listen", "127.0.0.1:0"])
@@ -33,6 +40,7 @@ impl NodeProcess {
             .current_dir(dir)
             .env_remove("CAIRN_TOKEN")
             .env_remove("CAIRN_NODE")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -73,6 +81,14 @@ impl NodeProcess {
     /// Kills it at once (SIGKILL).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops it gracefully (SIGTERM) and waits for it to exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 

@@ -59,7 +59,12 @@ impl<S: Store> Catalog<S> {
                     seen = h;
                 }
                 Resolution::Hit(hit) => return Ok(Answer::Hit(hit)),
-                Resolution::Acquired(lease) => return Ok(Answer::Acquired(lease)),
+                Resolution::Acquired(lease) => {
+                    if lease.took_over {
+                        crate::telemetry::metrics::lease_taken_over();
+                    }
+                    return Ok(Answer::Acquired(lease));
+                }
             }
         }
     }

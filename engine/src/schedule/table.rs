@@ -140,14 +140,15 @@ impl<S: Store> Schedules<S> {
 
     /// Fires what is due in schedule `name`.
     pub async fn poll_one(&self, name: &str, instance: &str) -> Result<Vec<Fire>> {
-        transact(&self.store, &self.retry, |tx| async move {
+        let (fires, missed) = transact(&self.store, &self.retry, |tx| async move {
             let now = self.clock.now_ms();
             let Some(mut record) = read_record(&tx, name).await? else {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), 0));
             };
             if record.state.next_fire_ms > now && record.state.pending_backfill.is_empty() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), 0));
             }
+            let missed_before = record.state.missed;
             let backfill = std::mem::take(&mut record.state.pending_backfill);
             let mut fires = self
                 .claim(&tx, &mut record, &backfill, instance, now, true)
@@ -158,9 +159,12 @@ impl<S: Store> Schedules<S> {
                     .await?,
             );
             tx.set(&keys::schedule(name), &encode(&record));
-            Ok(fires)
+            Ok((fires, record.state.missed - missed_before))
         })
-        .await
+        .await?;
+        // Counted once committed (the closure may run several times).
+        crate::telemetry::metrics::schedule_ticks(name, fires.len() as u64, missed);
+        Ok(fires)
     }
 
     /// Writes the tick records of `ticks` (skipping any already fired) and counts them.

@@ -97,6 +97,10 @@ pub struct Job {
     pub cache: Option<JobCache>,
     /// The run this job belongs to.
     pub run: Option<String>,
+    /// W3C `traceparent` of the call span that dispatched it (so the execute span, on any
+    /// node, is its child); `None` when tracing export is off.
+    #[serde(default)]
+    pub trace: Option<String>,
 }
 
 /// What a worker reports for a job.
@@ -144,6 +148,7 @@ mod tests {
                 },
             }),
             run: Some("run-1".into()),
+            trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         };
         let bytes = rmp_serde::to_vec_named(&job).unwrap();
         assert_eq!(rmp_serde::from_slice::<Job>(&bytes).unwrap(), job);
