@@ -7,45 +7,12 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use cairn::{Node, RunOptions};
+use cairn::Node;
+use cairn_benches::{CONCURRENCY, drive, square};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
 
-#[cairn::task(cache = true, cache_version = "1.0")]
-async fn square(n: i64) -> i64 {
-    n * n
-}
-
-const CONCURRENCY: u64 = 256;
 const KEYS: i64 = 10_000;
-
-/// `total` calls from `CONCURRENCY` concurrent callers; `input(i)` picks each call's input.
-async fn drive(
-    node: &Node,
-    total: u64,
-    input: impl Fn(u64) -> i64 + Clone + Send + 'static,
-) -> Duration {
-    let ctx = node.ctx(RunOptions::new("bench", "bench"));
-    let per = total.div_ceil(CONCURRENCY);
-    let started = Instant::now();
-    let callers: Vec<_> = (0..CONCURRENCY)
-        .map(|c| {
-            let (ctx, input) = (ctx.clone(), input.clone());
-            tokio::spawn(async move {
-                for i in 0..per {
-                    let n = input(c * per + i);
-                    let out = ctx.call(square, n).await.expect("call");
-                    assert_eq!(out, n * n);
-                }
-            })
-        })
-        .collect();
-    for c in callers {
-        c.await.expect("caller");
-    }
-    started.elapsed()
-}
 
 fn benches(c: &mut Criterion) {
     let rt = cairn_benches::runtime();

@@ -152,3 +152,40 @@ pub async fn populated_keys<S: Store>(
     }
     keys
 }
+
+/// The task the runtime benchmarks call.
+#[cairn::task(cache = true, cache_version = "1.0")]
+pub async fn square(n: i64) -> i64 {
+    n * n
+}
+
+/// Concurrent callers in [`drive`].
+pub const CONCURRENCY: u64 = 256;
+
+/// `total` calls of [`square`] from [`CONCURRENCY`] concurrent callers in one run of `node`;
+/// `input(i)` picks each call's input. Every output is checked.
+pub async fn drive(
+    node: &cairn::Node,
+    total: u64,
+    input: impl Fn(u64) -> i64 + Clone + Send + 'static,
+) -> Duration {
+    let ctx = node.ctx(cairn::RunOptions::new("bench", "bench"));
+    let per = total.div_ceil(CONCURRENCY);
+    let started = Instant::now();
+    let callers: Vec<_> = (0..CONCURRENCY)
+        .map(|c| {
+            let (ctx, input) = (ctx.clone(), input.clone());
+            tokio::spawn(async move {
+                for i in 0..per {
+                    let n = input(c * per + i);
+                    let out = ctx.call(square, n).await.expect("call");
+                    assert_eq!(out, n * n);
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.await.expect("caller");
+    }
+    started.elapsed()
+}

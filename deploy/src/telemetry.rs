@@ -93,8 +93,10 @@ impl Telemetry {
         } else {
             config.otlp_endpoint.clone()
         };
-        let mut resource =
-            Resource::builder().with_attribute(KeyValue::new("cairn.node", node.to_string()));
+        let mut resource = Resource::builder()
+            .with_attribute(KeyValue::new("cairn.node", node.to_string()))
+            // Becomes Prometheus' `instance` label, which the dashboard groups nodes by.
+            .with_attribute(KeyValue::new("service.instance.id", node.to_string()));
         if env("OTEL_SERVICE_NAME").is_none() {
             resource = resource.with_service_name(
                 config

@@ -157,3 +157,80 @@ fn systemd_unit_and_its_config_are_consistent() {
         "the cookie belongs in the environment file"
     );
 }
+
+/// The Prometheus name an OpenTelemetry metric gets through OTLP ingestion.
+fn prometheus_names() -> BTreeSet<String> {
+    use cairn_engine::telemetry::semconv as sc;
+    let flat = |n: &str| n.replace('.', "_");
+    [
+        format!("{}_total", flat(sc::METRIC_CALLS)),
+        format!("{}_seconds_bucket", flat(sc::METRIC_CALL_DURATION)),
+        format!("{}_seconds_bucket", flat(sc::METRIC_WAIT_DURATION)),
+        format!("{}_total", flat(sc::METRIC_LEASE_TAKEOVERS)),
+        flat(sc::METRIC_QUEUE_DEPTH),
+        format!("{}_total", flat(sc::METRIC_SCHEDULE_TICKS)),
+        // Labels.
+        flat(sc::CACHE_STATUS),
+        flat(sc::SCHEDULE),
+    ]
+    .into_iter()
+    .collect()
+}
+
+#[test]
+fn grafana_dashboard_queries_only_metrics_and_spans_cairn_emits() {
+    use cairn_engine::telemetry::semconv as sc;
+    let text = std::fs::read_to_string(root().join("grafana/cairn-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let known = prometheus_names();
+    let spans = [
+        sc::SPAN_RUN,
+        sc::SPAN_CALL,
+        sc::SPAN_RESOLVE,
+        sc::SPAN_WAIT,
+        sc::SPAN_EXECUTE,
+        sc::SPAN_COMMIT,
+    ];
+    let mut sources = BTreeSet::new();
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8);
+    for panel in panels {
+        let source = panel["datasource"]["type"].as_str().unwrap();
+        sources.insert(source.to_string());
+        for target in panel["targets"].as_array().unwrap() {
+            if let Some(expr) = target["expr"].as_str() {
+                let mut tokens = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|t| t.starts_with("cairn_"))
+                    .peekable();
+                assert!(tokens.peek().is_some(), "{expr} names no Cairn metric");
+                for t in tokens {
+                    assert!(known.contains(t), "{expr}: Cairn emits no {t}");
+                }
+            }
+            if let Some(q) = target["query"].as_str() {
+                let name = q.split('"').nth(1).unwrap();
+                assert!(spans.contains(&name), "{q}: Cairn emits no span {name}");
+                for attr in q.split("span.").skip(1) {
+                    let attr = attr.split([',', ')', ' ']).next().unwrap();
+                    assert!(attr.starts_with("cairn."), "{attr}");
+                }
+            }
+        }
+    }
+    assert_eq!(
+        sources,
+        BTreeSet::from(["prometheus".to_string(), "tempo".to_string()])
+    );
+    // The statuses the dashboard filters on are real cache statuses.
+    for status in ["Hit", "Waited", "PutFailure", "Evicted"] {
+        assert!(
+            text.contains(&format!("cairn_cache_status=\\\"{status}\\\"")),
+            "{status}"
+        );
+        assert!(
+            serde_json::from_value::<cairn::CacheStatus>(serde_json::json!(status)).is_ok(),
+            "{status} is not a CacheStatus"
+        );
+    }
+}
