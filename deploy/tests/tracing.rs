@@ -195,17 +195,22 @@ async fn spans_of_a_hit_a_miss_and_a_wait_form_one_tree_across_two_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_are_exported_over_otlp_http_too() {
+async fn spans_are_exported_over_otlp_http_configured_by_the_config_file() {
     let spans = Spans::default();
     let endpoint = common::otlp::http(spans.clone()).await;
     let dir = tempfile::tempdir().unwrap();
+    // Configured by the config file this time, not the OTEL_* variables.
+    std::fs::write(
+        dir.path().join("cairn.toml"),
+        format!(
+            "store = \"embedded:./data\"\n[telemetry]\notlp_endpoint = \"{endpoint}\"\nprotocol = \"http/protobuf\"\nservice_name = \"cairn-from-config\"\n"
+        ),
+    )
+    .unwrap();
     let mut node = NodeProcess::start_with_env(
         dir.path(),
-        &["--store", "embedded:./data"],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ],
+        &["--config", "cairn.toml"],
+        &[],
     );
     let url = node.url.clone();
     tokio::task::spawn_blocking(move || {
@@ -227,5 +232,5 @@ async fn spans_are_exported_over_otlp_http_too() {
     for ex in named(&all, "cairn.execute") {
         assert_eq!(parent(&ids, ex).name, "cairn.call");
     }
-    assert_eq!(all[0].resource["service.name"], "cairn");
+    assert_eq!(all[0].resource["service.name"], "cairn-from-config");
 }
