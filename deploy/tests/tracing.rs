@@ -207,11 +207,7 @@ async fn spans_are_exported_over_otlp_http_configured_by_the_config_file() {
         ),
     )
     .unwrap();
-    let mut node = NodeProcess::start_with_env(
-        dir.path(),
-        &["--config", "cairn.toml"],
-        &[],
-    );
+    let mut node = NodeProcess::start_with_env(dir.path(), &["--config", "cairn.toml"], &[]);
     let url = node.url.clone();
     tokio::task::spawn_blocking(move || {
         let run = cli_json(&url, &["run", "sum_of_squares", "--input", "3"], 0);
