@@ -314,10 +314,21 @@ impl SchedulerState {
                 };
                 let me = myself.clone();
                 let cached = job.cache.is_some();
+                // The lease is this scheduler's from now until the report: it beats while the job
+                // waits in a queue or travels to another node, not only while a worker runs it,
+                // so callers waiting elsewhere never mistake a queued job for a dead holder.
+                let (done, ended) = tokio::sync::oneshot::channel::<()>();
+                if let Some(c) = &job.cache {
+                    let (catalog, lease) = (self.args.catalog.clone(), c.lease.clone());
+                    tokio::spawn(async move {
+                        catalog.heartbeating(&lease, ended).await.ok();
+                    });
+                }
                 // The report comes back as one of this actor's messages; nothing waits for it.
                 self.args.workers.submit(
                     job,
                     ReportTo::new(cached, move |report| {
+                        let _ = done.send(());
                         let _ = me.send_message(SchedulerMsg::JobDone(
                             leader,
                             flight,
@@ -373,13 +384,15 @@ impl SchedulerState {
                     // Joiners of a flight wait too, behind the leader's execution.
                     (record.wait_us > 0 || status == CacheStatus::Waited).then_some(duration),
                 );
+                // Queued before the caller hears back, so a run that flushes records after its
+                // last call returns finds every call's record.
+                self.args.catalog.record(record).await;
                 let _ = p.reply.send(CallResult {
                     output,
                     status,
                     execution: p.execution,
                     duration,
                 });
-                self.args.catalog.record(record).await;
             }
         }
     }

@@ -97,18 +97,25 @@ impl<S: Store> Catalog<S> {
     /// the holder may still commit afterwards (first writer wins).
     pub async fn heartbeating<F: Future>(&self, lease: &Lease, work: F) -> F::Output {
         let every = (lease.ttl / 3).max(Duration::from_millis(1));
-        let mut work = std::pin::pin!(work);
-        let mut held = true;
-        loop {
-            tokio::select! {
-                out = &mut work => return out,
-                _ = tokio::time::sleep(every), if held => {
-                    match self.heartbeat(lease).await {
-                        Ok(still) => held = still,
-                        Err(e) => tracing::warn!(error = %e, key = %lease.digest, "lease heartbeat failed"),
+        // The beats run concurrently with the work: a slow heartbeat never pauses the task.
+        let beats = async {
+            let mut held = true;
+            loop {
+                tokio::time::sleep(every).await;
+                if !held {
+                    continue;
+                }
+                match self.heartbeat(lease).await {
+                    Ok(still) => held = still,
+                    Err(e) => {
+                        tracing::warn!(error = %e, key = %lease.digest, "lease heartbeat failed")
                     }
                 }
             }
+        };
+        let (work, beats) = (std::pin::pin!(work), std::pin::pin!(beats));
+        match futures::future::select(work, beats).await {
+            futures::future::Either::Left((out, _)) => out,
         }
     }
 
@@ -116,7 +123,10 @@ impl<S: Store> Catalog<S> {
     /// generation and execution, still held); reports whether it did.
     async fn update_lease(&self, lease: &Lease, change: impl Fn(&mut LeaseRecord)) -> Result<bool> {
         let key = keys::entry_part(&lease.digest, entry_part::LEASE);
-        transact(&self.inner.store, &self.inner.config.retry, |tx| {
+        // Heartbeats and fails bound how soon waiters may take over: the urgent lane keeps them
+        // from queueing behind the bulk of resolves and commits.
+        let policy = self.inner.config.retry.clone().urgent();
+        transact(&self.inner.store, &policy, |tx| {
             let key = &key;
             let change = &change;
             async move {

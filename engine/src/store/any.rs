@@ -94,6 +94,15 @@ impl Store for AnyStore {
         })
     }
 
+    async fn begin_urgent(&self) -> Result<AnyTx> {
+        Ok(match self {
+            AnyStore::Embedded(s) => AnyTx::Embedded(s.begin_urgent().await?),
+            AnyStore::Postgres(s) => AnyTx::Postgres(s.begin_urgent().await?),
+            #[cfg(feature = "fdb")]
+            AnyStore::Fdb(s) => AnyTx::Fdb(s.begin_urgent().await?),
+        })
+    }
+
     async fn begin_read(&self) -> Result<AnyTx> {
         Ok(match self {
             AnyStore::Embedded(s) => AnyTx::Embedded(s.begin_read().await?),

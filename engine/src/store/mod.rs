@@ -83,6 +83,14 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Starts a read-write transaction with serializable isolation.
     fn begin(&self) -> impl Future<Output = Result<Self::Tx>> + Send;
 
+    /// Starts a read-write transaction for work whose latency bounds correctness (a lease
+    /// heartbeat must land within the lease's TTL). Backends that queue transactions for a
+    /// limited number of connections (PostgreSQL) serve it from a small reserved lane, so it
+    /// never waits behind bulk work; the others start an ordinary transaction.
+    fn begin_urgent(&self) -> impl Future<Output = Result<Self::Tx>> + Send {
+        self.begin()
+    }
+
     /// Starts a read-only transaction over a consistent snapshot. Its reads never conflict and
     /// it can never fail to commit; writes return [`crate::Error::ReadOnly`].
     fn begin_read(&self) -> impl Future<Output = Result<Self::Tx>> + Send;

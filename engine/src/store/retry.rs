@@ -16,6 +16,9 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Longest backoff between two attempts.
     pub max_backoff: Duration,
+    /// Start each attempt with [`Store::begin_urgent`]: for transactions whose latency bounds
+    /// correctness (lease heartbeats), which must not queue behind bulk work.
+    pub urgent: bool,
 }
 
 impl Default for RetryPolicy {
@@ -24,11 +27,18 @@ impl Default for RetryPolicy {
             max_attempts: 100,
             initial_backoff: Duration::from_micros(500),
             max_backoff: Duration::from_millis(100),
+            urgent: false,
         }
     }
 }
 
 impl RetryPolicy {
+    /// This policy, on the urgent lane.
+    pub fn urgent(mut self) -> Self {
+        self.urgent = true;
+        self
+    }
+
     /// The pause before attempt `attempt` (1-based; the first retry is attempt 2).
     fn backoff(&self, attempt: u32) -> Duration {
         if attempt <= 2 {
@@ -85,7 +95,11 @@ where
     let mut attempt = 1;
     loop {
         let outcome = async {
-            let tx = store.begin().await?;
+            let tx = if policy.urgent {
+                store.begin_urgent().await?
+            } else {
+                store.begin().await?
+            };
             let value = body(tx.clone()).await?;
             tx.commit().await?;
             Ok(value)

@@ -163,4 +163,32 @@ mod tests {
         }
         assert_ne!(key.digest, Digest(0));
     }
+
+    proptest::proptest! {
+        /// Jobs and reports arrive from other nodes: any bytes decode to a value or an error,
+        /// never a panic; and a valid job with bytes flipped still never panics.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = rmp_serde::from_slice::<Job>(&bytes);
+            let _ = rmp_serde::from_slice::<JobReport>(&bytes);
+        }
+
+        #[test]
+        fn corrupted_jobs_never_panic(flips in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..8)) {
+            let job = Job {
+                execution: "e-1".into(),
+                task: "square".into(),
+                input: rmp_serde::to_vec(&3i64).unwrap(),
+                cache: None,
+                run: Some("run-1".into()),
+                trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            };
+            let mut bytes = rmp_serde::to_vec_named(&job).unwrap();
+            for (at, b) in flips {
+                let n = bytes.len();
+                bytes[at % n] = b;
+            }
+            let _ = rmp_serde::from_slice::<Job>(&bytes);
+        }
+    }
 }

@@ -134,7 +134,7 @@ impl PostgresStore {
         .await?;
         let pool = Pool::new(config, url, sql, pool_size);
         // Fail now, naming the URL, rather than at the first transaction.
-        drop(pool.checkout().await?);
+        drop(pool.checkout(false).await?);
         Ok(PostgresStore {
             shared: Arc::new(Shared {
                 pool,
@@ -146,8 +146,8 @@ impl PostgresStore {
         })
     }
 
-    async fn start(&self, read_only: bool) -> Result<PostgresTx> {
-        let conn = self.shared.pool.checkout().await?;
+    async fn start(&self, read_only: bool, urgent: bool) -> Result<PostgresTx> {
+        let conn = self.shared.pool.checkout(urgent).await?;
         Ok(PostgresTx {
             shared: self.shared.clone(),
             session: Arc::new(tokio::sync::Mutex::new(Session {
@@ -164,11 +164,15 @@ impl Store for PostgresStore {
     type Tx = PostgresTx;
 
     async fn begin(&self) -> Result<PostgresTx> {
-        self.start(false).await
+        self.start(false, false).await
+    }
+
+    async fn begin_urgent(&self) -> Result<PostgresTx> {
+        self.start(false, true).await
     }
 
     async fn begin_read(&self) -> Result<PostgresTx> {
-        self.start(true).await
+        self.start(true, false).await
     }
 
     async fn subscribe(&self, key: &[u8]) -> Result<Subscription> {

@@ -35,8 +35,14 @@ pub(super) struct Pool {
     url: String,
     sql: Arc<Sql>,
     permits: Arc<Semaphore>,
+    /// The urgent lane: connections beyond `size` for urgent transactions only, so a lease
+    /// heartbeat never queues behind thousands of resolves.
+    urgent_permits: Arc<Semaphore>,
     idle: Mutex<Vec<Conn>>,
 }
+
+/// Connections the urgent lane may use besides the pool's size.
+const URGENT_LANE: usize = 2;
 
 impl Pool {
     pub fn new(
@@ -50,7 +56,8 @@ impl Pool {
             url,
             sql,
             permits: Arc::new(Semaphore::new(size)),
-            idle: Mutex::new(Vec::with_capacity(size)),
+            urgent_permits: Arc::new(Semaphore::new(URGENT_LANE)),
+            idle: Mutex::new(Vec::with_capacity(size + URGENT_LANE)),
         })
     }
 
@@ -88,10 +95,14 @@ impl Pool {
         Ok(Conn { client, stmts })
     }
 
-    /// Takes a connection, waiting while all are in use.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Pooled> {
-        let permit = self
-            .permits
+    /// Takes a connection, waiting while all of its lane are in use.
+    pub async fn checkout(self: &Arc<Self>, urgent: bool) -> Result<Pooled> {
+        let lane = if urgent {
+            &self.urgent_permits
+        } else {
+            &self.permits
+        };
+        let permit = lane
             .clone()
             .acquire_owned()
             .await
