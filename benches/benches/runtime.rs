@@ -7,32 +7,18 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use cairn::Node;
-use cairn_benches::{CONCURRENCY, drive, square};
+use cairn_benches::{CONCURRENCY, drive, hit_node, hits};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::atomic::{AtomicI64, Ordering};
-
-const KEYS: i64 = 10_000;
 
 fn benches(c: &mut Criterion) {
     let rt = cairn_benches::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("embedded:{}", dir.path().display());
-    let node = rt
-        .block_on(
-            Node::builder()
-                .store_url(url)
-                .task(square)
-                .concurrency(256)
-                .start(),
-        )
-        .expect("node");
-    // Populate the hit keys.
-    rt.block_on(drive(&node, KEYS as u64, |i| i as i64 % KEYS));
+    let node = hit_node(&rt, dir.path());
     let mut group = c.benchmark_group("runtime");
     group.throughput(Throughput::Elements(1));
     group.bench_function("hit/embedded", |b| {
-        b.iter_custom(|iters| rt.block_on(drive(&node, iters, |i| (i as i64 * 7919) % KEYS)))
+        b.iter_custom(|iters| hits(&rt, &node, iters))
     });
     let fresh = std::sync::Arc::new(AtomicI64::new(1_000_000));
     group.bench_function("cold/embedded", |b| {

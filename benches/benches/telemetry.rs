@@ -8,12 +8,9 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use cairn::Node;
 use cairn::telemetry::{Telemetry, TelemetryConfig};
-use cairn_benches::{drive, square};
+use cairn_benches::{hit_node, hits};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-
-const KEYS: i64 = 10_000;
 
 /// Accepts OTLP/HTTP exports and drops them.
 async fn sink() -> String {
@@ -34,21 +31,11 @@ async fn sink() -> String {
 fn benches(c: &mut Criterion) {
     let rt = cairn_benches::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("embedded:{}", dir.path().display());
-    let node = rt
-        .block_on(
-            Node::builder()
-                .store_url(url)
-                .task(square)
-                .concurrency(256)
-                .start(),
-        )
-        .expect("node");
-    rt.block_on(drive(&node, KEYS as u64, |i| i as i64 % KEYS));
+    let node = hit_node(&rt, dir.path());
     let mut group = c.benchmark_group("telemetry");
     group.throughput(Throughput::Elements(1));
     group.bench_function("hit/export-off", |b| {
-        b.iter_custom(|iters| rt.block_on(drive(&node, iters, |i| (i as i64 * 7919) % KEYS)))
+        b.iter_custom(|iters| hits(&rt, &node, iters))
     });
     let config = TelemetryConfig {
         otlp_endpoint: Some(rt.block_on(sink())),
@@ -59,7 +46,7 @@ fn benches(c: &mut Criterion) {
         .block_on(async { Telemetry::init(&config, "bench") })
         .expect("telemetry");
     group.bench_function("hit/export-on", |b| {
-        b.iter_custom(|iters| rt.block_on(drive(&node, iters, |i| (i as i64 * 7919) % KEYS)))
+        b.iter_custom(|iters| hits(&rt, &node, iters))
     });
     group.finish();
     telemetry.shutdown();

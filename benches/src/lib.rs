@@ -189,3 +189,27 @@ pub async fn drive(
     }
     started.elapsed()
 }
+
+/// Keys [`hit_node`] populates.
+pub const HIT_KEYS: i64 = 10_000;
+
+/// A node on the embedded store in `dir` with `square` registered and its outputs for
+/// `0..HIT_KEYS` stored, so that [`hits`] are all cache hits.
+pub fn hit_node(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> cairn::Node {
+    let node = rt
+        .block_on(
+            cairn::Node::builder()
+                .store_url(format!("embedded:{}", dir.display()))
+                .task(square)
+                .concurrency(256)
+                .start(),
+        )
+        .expect("node");
+    rt.block_on(drive(&node, HIT_KEYS as u64, |i| i as i64 % HIT_KEYS));
+    node
+}
+
+/// `iters` hits on a [`hit_node`], spread over its keys.
+pub fn hits(rt: &tokio::runtime::Runtime, node: &cairn::Node, iters: u64) -> Duration {
+    rt.block_on(drive(node, iters, |i| (i as i64 * 7919) % HIT_KEYS))
+}

@@ -4,32 +4,10 @@
 
 mod common;
 
-use common::{NodeProcess, cli_json};
+use common::{NodeProcess, cli_json, free_port, store_url};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-
-fn store_url() -> String {
-    let base = std::env::var("CAIRN_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://cairn:cairn@127.0.0.1:5432/cairn_test".into());
-    // A table of its own per test: the tests share the database, not their data.
-    format!("{base}?table=cluster_{:016x}", rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Spec<'a> {
     name: &'a str,
@@ -85,6 +63,37 @@ fn wait_for_members(node: &NodeProcess, names: &[&str]) -> Vec<Value> {
     }
 }
 
+/// Three nodes with both roles on one fresh store, the first the others' seed, once each sees
+/// all three.
+fn start_cluster(
+    dir: &std::path::Path,
+    names: &[&str; 3],
+    concurrency: [usize; 3],
+) -> Vec<NodeProcess> {
+    let store = store_url("cluster");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let nodes: Vec<NodeProcess> = (0..3)
+        .map(|i| {
+            start(
+                dir,
+                &store,
+                Spec {
+                    name: names[i],
+                    cluster: ports[i],
+                    seed: (i > 0).then_some(ports[0]),
+                    cookie: "shared-secret",
+                    roles: "scheduler,worker",
+                    concurrency: concurrency[i],
+                },
+            )
+        })
+        .collect();
+    for n in &nodes {
+        wait_for_members(n, names);
+    }
+    nodes
+}
+
 fn local(node: &NodeProcess) -> Value {
     let nodes = cli_json(&node.url, &["nodes"], 0);
     nodes
@@ -133,28 +142,8 @@ fn entries_of(node: &NodeProcess, task: &str) -> Vec<Value> {
 #[test]
 fn three_nodes_run_each_task_once_and_a_second_run_is_all_hits() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store_url();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let names = ["node-a", "node-b", "node-c"];
-    let nodes: Vec<NodeProcess> = (0..3)
-        .map(|i| {
-            start(
-                dir.path(),
-                &store,
-                Spec {
-                    name: names[i],
-                    cluster: ports[i],
-                    seed: (i > 0).then_some(ports[0]),
-                    cookie: "shared-secret",
-                    roles: "scheduler,worker",
-                    concurrency: 16,
-                },
-            )
-        })
-        .collect();
-    for n in &nodes {
-        wait_for_members(n, &names);
-    }
+    let nodes = start_cluster(dir.path(), &names, [16, 16, 16]);
 
     // The same fan-out of 1,000 cached tasks submitted to all three nodes at once.
     let input = r#"{"n": 1000, "delay_ms": 2}"#;
@@ -208,30 +197,9 @@ enum Killed {
 
 fn kill_9_mid_run(scenario: Killed) {
     let dir = tempfile::tempdir().unwrap();
-    let store = store_url();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let names = ["keeper", "victim", "helper"];
     // The keeper has few workers, so most jobs run on the other two.
-    let concurrency = [2, 32, 32];
-    let mut nodes: Vec<NodeProcess> = (0..3)
-        .map(|i| {
-            start(
-                dir.path(),
-                &store,
-                Spec {
-                    name: names[i],
-                    cluster: ports[i],
-                    seed: (i > 0).then_some(ports[0]),
-                    cookie: "shared-secret",
-                    roles: "scheduler,worker",
-                    concurrency: concurrency[i],
-                },
-            )
-        })
-        .collect();
-    for n in &nodes {
-        wait_for_members(n, &names);
-    }
+    let mut nodes = start_cluster(dir.path(), &names, [2, 32, 32]);
     let n = 200;
     let input = format!(r#"{{"n": {n}, "delay_ms": 300}}"#);
     let victim_run = (scenario == Killed::LeaseHolder).then(|| run_waiting(&nodes[1], &input));
@@ -288,7 +256,7 @@ fn kill_9_of_a_lease_holding_node_lets_waiters_take_over() {
 #[test]
 fn a_node_with_the_wrong_cookie_can_neither_join_nor_dispatch() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store_url();
+    let store = store_url("cluster");
     let (good_port, bad_port) = (free_port(), free_port());
     let good = start(
         dir.path(),

@@ -5,7 +5,7 @@
 mod common;
 
 use common::otlp::{Span, Spans};
-use common::{NodeProcess, cli_json};
+use common::{NodeProcess, cli_json, free_port, store_url};
 use std::collections::BTreeMap;
 
 fn by_id(spans: &[Span]) -> BTreeMap<&str, &Span> {
@@ -21,24 +21,6 @@ fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn store_url() -> String {
-    let base = std::env::var("CAIRN_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://cairn:cairn@127.0.0.1:5432/cairn_test".into());
-    format!(
-        "{base}?table=tracing_{}_{}",
-        std::process::id(),
-        free_port()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_of_a_hit_a_miss_and_a_wait_form_one_tree_across_two_nodes() {
     // Names in the semantic conventions module are the ones on the wire.
@@ -46,7 +28,7 @@ async fn spans_of_a_hit_a_miss_and_a_wait_form_one_tree_across_two_nodes() {
     let spans = Spans::default();
     let endpoint = common::otlp::grpc(spans.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = store_url();
+    let store = store_url("tracing");
     let (pa, pb) = (free_port(), free_port());
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),

@@ -3,8 +3,8 @@
 use crate::pool::{PoolArgs, PoolMsg, PoolStatus, WorkerPool};
 use crate::report::ReportTo;
 use cairn_engine::AnyStore;
-use cairn_engine::catalog::{CacheStatus, Catalog};
-use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
+use cairn_engine::catalog::Catalog;
+use cairn_engine::task::{Job, JobReport, TaskRegistry};
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -49,17 +49,8 @@ impl WorkerPoolHandle {
         let cached = job.cache.is_some();
         let (tx, rx) = oneshot::channel();
         self.submit(job, ReportTo::new(cached, move |r| drop(tx.send(r))));
-        rx.await.unwrap_or_else(|_| JobReport {
-            output: Err(TaskError::WorkerLost {
-                detail: "the worker pool stopped".into(),
-            }),
-            status: if cached {
-                CacheStatus::Miss
-            } else {
-                CacheStatus::Disabled
-            },
-            attempts: 0,
-        })
+        rx.await
+            .unwrap_or_else(|_| JobReport::lost(cached, "the worker pool stopped"))
     }
 
     /// The pool's current load.

@@ -3,8 +3,7 @@
 //! job was dropped) is sent as [`TaskError::WorkerLost`] when the `ReportTo` is dropped, so no
 //! caller waits forever.
 
-use cairn_engine::catalog::CacheStatus;
-use cairn_engine::task::{JobReport, TaskError};
+use cairn_engine::task::JobReport;
 
 /// The destination of one job's report.
 pub struct ReportTo {
@@ -33,17 +32,10 @@ impl ReportTo {
 impl Drop for ReportTo {
     fn drop(&mut self) {
         if let Some(deliver) = self.deliver.take() {
-            deliver(JobReport {
-                output: Err(TaskError::WorkerLost {
-                    detail: "the worker pool dropped the job".into(),
-                }),
-                status: if self.cached {
-                    CacheStatus::Miss
-                } else {
-                    CacheStatus::Disabled
-                },
-                attempts: 0,
-            });
+            deliver(JobReport::lost(
+                self.cached,
+                "the worker pool dropped the job",
+            ));
         }
     }
 }

@@ -62,18 +62,6 @@ pub struct AgentArgs {
     pub pool: WorkerPoolHandle,
 }
 
-fn lost(cached: bool, detail: String) -> Vec<u8> {
-    encode(&JobReport {
-        output: Err(TaskError::WorkerLost { detail }),
-        status: if cached {
-            CacheStatus::Miss
-        } else {
-            CacheStatus::Disabled
-        },
-        attempts: 0,
-    })
-}
-
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Plain data: encoding cannot fail.
     rmp_serde::to_vec_named(value).unwrap_or_default()
@@ -120,8 +108,9 @@ impl Actor for Agent {
                 };
                 let cached = job.cache.is_some();
                 if !state.worker {
-                    let _ =
-                        reply.send(lost(cached, format!("node {} is not a worker", state.name)));
+                    let report =
+                        JobReport::lost(cached, format!("node {} is not a worker", state.name));
+                    let _ = reply.send(encode(&report));
                     return Ok(());
                 }
                 // The pool reports when the job ends; the agent goes on at once.

@@ -7,8 +7,7 @@
 //! entry. Uncached jobs have no lease: they are at-least-once across node loss.
 
 use super::agent::{AgentMsg, Load, WORKERS_GROUP, encode};
-use cairn_engine::catalog::CacheStatus;
-use cairn_engine::task::{Job, JobReport, TaskError};
+use cairn_engine::task::{Job, JobReport};
 use cairn_worker::{Dispatch, ReportTo, WorkerPoolHandle};
 use parking_lot::Mutex;
 use ractor::{ActorCell, ActorId, ActorRef, rpc::CallResult};
@@ -102,15 +101,7 @@ impl ClusterDispatch {
 
     async fn run(self: Arc<Self>, job: Job, report: ReportTo) {
         let cached = job.cache.is_some();
-        let lost = |detail: String| JobReport {
-            output: Err(TaskError::WorkerLost { detail }),
-            status: if cached {
-                CacheStatus::Miss
-            } else {
-                CacheStatus::Disabled
-            },
-            attempts: 0,
-        };
+        let lost = |detail: String| JobReport::lost(cached, detail);
         let bytes = encode(&job);
         let mut losses = 0;
         let deadline = tokio::time::Instant::now() + WAIT_FOR_WORKERS;

@@ -149,3 +149,24 @@ pub fn cli_fails(node: &str, args: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A free port on 127.0.0.1 (bound, then released for a child process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The test PostgreSQL (`CAIRN_TEST_POSTGRES`, or `deploy/dev/postgres-up`'s), with a table of
+/// its own named after `prefix`: the tests share the database, not their data.
+pub fn store_url(prefix: &str) -> String {
+    let base = std::env::var("CAIRN_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://cairn:cairn@127.0.0.1:5432/cairn_test".into());
+    format!(
+        "{base}?table={prefix}_{}_{}",
+        std::process::id(),
+        free_port()
+    )
+}

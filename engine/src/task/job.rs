@@ -115,6 +115,24 @@ pub struct JobReport {
     pub attempts: u32,
 }
 
+impl JobReport {
+    /// The report of a job that never ran to a report (its worker, pool or node was lost);
+    /// `cached` says whether it ran under a lease.
+    pub fn lost(cached: bool, detail: impl Into<String>) -> JobReport {
+        JobReport {
+            output: Err(TaskError::WorkerLost {
+                detail: detail.into(),
+            }),
+            status: if cached {
+                CacheStatus::Miss
+            } else {
+                CacheStatus::Disabled
+            },
+            attempts: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
