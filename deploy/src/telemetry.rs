@@ -54,6 +54,7 @@ impl Telemetry {
     pub fn init(config: &TelemetryConfig, node: &str) -> Result<Telemetry, String> {
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(
                 EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
             );
