@@ -50,6 +50,9 @@ fn print_calls(title: &str, report: &RunReport<impl std::fmt::Debug>) {
 }
 
 pub(super) async fn quickstart(store: &str) -> anyhow::Result<()> {
+    // The OTEL_* variables work here too: `OTEL_EXPORTER_OTLP_ENDPOINT=… cairn quickstart`.
+    let telemetry = crate::telemetry::Telemetry::init(&Default::default(), "quickstart")
+        .map_err(anyhow::Error::msg)?;
     let mut every_300ms = ScheduleSpec::new(
         "squares-every-300ms",
         "squares_report",
@@ -165,6 +168,7 @@ pub(super) async fn quickstart(store: &str) -> anyhow::Result<()> {
     }
 
     node.shutdown().await?;
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     println!("\nRun it again: every cacheable call above is then a Hit.");
     Ok(())
 }
