@@ -169,12 +169,22 @@ impl Client {
 
     /// `GET /v1/runs/{run_id}`, waiting up to `wait` for it to end.
     pub async fn run(&self, run_id: &str, wait: Duration) -> Result<RunDetail, ClientError> {
-        let wait_ms = wait.as_millis().to_string();
-        self.get(
-            &format!("/v1/runs/{}", segment(run_id)),
-            &[("wait_ms", wait_ms)],
-        )
-        .await
+        self.run_with(run_id, wait, true).await
+    }
+
+    /// [`Client::run`], with its calls listed or only counted (`calls = false`, for polling).
+    pub async fn run_with(
+        &self,
+        run_id: &str,
+        wait: Duration,
+        calls: bool,
+    ) -> Result<RunDetail, ClientError> {
+        let query = [
+            ("wait_ms", wait.as_millis().to_string()),
+            ("calls", calls.to_string()),
+        ];
+        self.get(&format!("/v1/runs/{}", segment(run_id)), &query)
+            .await
     }
 
     /// `GET /v1/runs`.

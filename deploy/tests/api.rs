@@ -276,3 +276,31 @@ async fn the_openapi_document_validates_and_every_route_is_in_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_run_can_be_polled_with_counts_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--store", "embedded:./data"]);
+    let (status, run) = post(
+        &format!("{}/v1/runs", node.url),
+        json!({"workflow": "sum_of_squares", "input": 3})
+            .to_string()
+            .into(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["run_id"].as_str().unwrap();
+    let (status, light) = get(&format!(
+        "{}/v1/runs/{id}?wait_ms=30000&calls=false",
+        node.url
+    ))
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(light["status"], "succeeded");
+    assert_eq!(light["counts"]["Populated"], 4);
+    assert_eq!(light["calls"], json!([]));
+    let (_, full) = get(&format!("{}/v1/runs/{id}", node.url)).await;
+    assert_eq!(full["calls"].as_array().unwrap().len(), 4);
+    assert_eq!(full["output"], 5);
+}

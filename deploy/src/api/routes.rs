@@ -315,7 +315,11 @@ async fn get_run(
         }
     };
     let calls = app.node.catalog().run_executions(&run_id).await?;
-    Ok(axum::Json(views::run_detail(&record, &calls)))
+    let mut detail = views::run_detail(&record, &calls);
+    if q.calls == Some(false) {
+        detail.calls.clear();
+    }
+    Ok(axum::Json(detail))
 }
 
 async fn list_schedules(State(app): State<AppState>) -> ApiResult<Vec<ScheduleInfo>> {

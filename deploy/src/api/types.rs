@@ -171,6 +171,8 @@ pub struct RunsQuery {
 pub struct RunQuery {
     /// Wait up to this long (ms, at most 60000) for the run to end before answering.
     pub wait_ms: Option<u64>,
+    /// List the calls (default true); `false` keeps only their counts (for polling a large run).
+    pub calls: Option<bool>,
 }
 
 /// A page of runs, newest first.

@@ -95,23 +95,31 @@ pub(super) async fn run(args: RunArgs) -> u8 {
     }
     let tty = std::io::stderr().is_terminal() && !args.remote.json;
     let clock = Instant::now();
-    let detail = loop {
-        match c.run(&started.run_id, Duration::from_secs(1)).await {
+    // Polls with counts only (a run may make thousands of calls), then fetches the calls once.
+    loop {
+        match c
+            .run_with(&started.run_id, Duration::from_secs(1), false)
+            .await
+        {
             Err(e) => return fail(&e),
-            Ok(d) if d.run.status != RunStatus::Running => break d,
+            Ok(d) if d.run.status != RunStatus::Running => break,
             Ok(d) => {
                 if tty {
                     eprint!(
                         "\r\x1b[2K{} running {:.1?} · {} calls: {}",
                         d.run.run_id,
                         clock.elapsed(),
-                        d.calls.len(),
+                        d.counts.values().sum::<u64>(),
                         counts(&d)
                     );
                     let _ = std::io::stderr().flush();
                 }
             }
         }
+    }
+    let detail = match c.run(&started.run_id, Duration::ZERO).await {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
     };
     if tty {
         eprint!("\r\x1b[2K");
