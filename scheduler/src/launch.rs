@@ -164,12 +164,9 @@ impl Launcher {
             "cairn.schedule" = record.schedule.as_deref(),
             "cairn.run.status" = tracing::field::Empty,
         );
-        let run_span = span.clone();
         let finished = tokio::spawn(async move {
             // A panicking workflow is a failed run, not a lost one.
-            let body = workflow
-                .run(ctx, request.input)
-                .instrument(run_span.clone());
+            let body = workflow.run(ctx, request.input).instrument(span.clone());
             let outcome = match tokio::spawn(body).await {
                 Ok(Ok(output)) => Ok(output.to_string()),
                 Ok(Err(e)) => Err(e),
@@ -180,18 +177,16 @@ impl Launcher {
             if let Err(e) = this.inner.catalog.flush_records().await {
                 tracing::warn!(run = %run_id, error = %e, "execution records of a run not stored yet");
             }
-            run_span.record(
-                "cairn.run.status",
-                if outcome.is_ok() {
-                    "succeeded"
-                } else {
-                    "failed"
-                },
-            );
-            drop(run_span);
+            let status = if outcome.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            span.record("cairn.run.status", status);
+            // The run span ends here, before the record's last write.
+            drop(span);
             this.inner.runs.finish(&run_id, outcome).await
         });
-        drop(span);
         Ok(Started { record, finished })
     }
 }

@@ -10,7 +10,7 @@
 //! `cargo build --release -p cairn && cargo run --release -p cairn-benches --bin cluster-load --
 //!  --cairn target/release/cairn --store postgres://cairn:cairn@127.0.0.1:5432/cairn_test`
 
-use cairn::api::types::{RunStatus, SubmitRunRequest};
+use cairn::api::types::{CacheStatus, RunStatus, SubmitRunRequest};
 use cairn::client::Client;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -179,7 +179,7 @@ async fn main() {
     let mut lat: Vec<u64> = hits
         .calls
         .iter()
-        .filter(|c| c.status == "Hit")
+        .filter(|c| c.status == CacheStatus::Hit)
         .map(|c| c.duration_us)
         .collect();
     lat.sort_unstable();
@@ -197,7 +197,7 @@ async fn main() {
     for _ in 0..200 {
         let t = Instant::now();
         let d = run(remote, serde_json::json!(7), "integer_sqrt").await;
-        assert_eq!(d.counts.get("Hit"), Some(&1));
+        assert_eq!(d.counts.get(&CacheStatus::Hit), Some(&1));
         single.push(t.elapsed().as_micros() as u64);
     }
     single.sort_unstable();

@@ -296,19 +296,25 @@ async fn get_run(
     let store = app.node.catalog().store();
     let key = cairn_engine::keys::run(&run_id);
     let record = loop {
-        // Subscribe before reading, so an end committed in between still wakes us.
-        let mut changed = store.subscribe(&key).await?;
+        // While waiting, subscribe before reading, so an end committed in between still wakes
+        // us; a plain read (no `wait_ms`, or the wait is over) needs no subscription.
+        let mut changed = if tokio::time::Instant::now() < deadline {
+            Some(store.subscribe(&key).await?)
+        } else {
+            None
+        };
         let record = app
             .node
             .runs()
             .get(&run_id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no run {run_id:?}")))?;
-        if record.status != cairn_engine::runs::RunStatus::Running
-            || tokio::time::Instant::now() >= deadline
-        {
+        let Some(changed) = changed
+            .as_mut()
+            .filter(|_| record.status == cairn_engine::runs::RunStatus::Running)
+        else {
             break record;
-        }
+        };
         tokio::select! {
             r = changed.changed() => r?,
             _ = tokio::time::sleep_until(deadline) => {}

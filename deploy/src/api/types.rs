@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// Cache statuses, as the engine names them.
+pub use cairn_engine::catalog::CacheStatus;
+
 /// An error: a stable machine-readable `code` and a message naming the bad input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
@@ -109,9 +112,8 @@ pub struct CallInfo {
     pub version: String,
     /// The cache key (hex), for cacheable calls.
     pub key: Option<String>,
-    /// Cache status: Hit, Miss, Populated, Waited, Skipped, Evicted, PutFailure, LookupFailure,
-    /// Disabled.
-    pub status: String,
+    /// How the cache answered.
+    pub status: CacheStatus,
     /// Start (Unix ms).
     pub started_at_ms: i64,
     /// From submission to answer (µs).
@@ -141,7 +143,7 @@ pub struct RunDetail {
     /// Why it failed.
     pub error: Option<String>,
     /// Calls recorded so far, by cache status.
-    pub counts: BTreeMap<String, u64>,
+    pub counts: BTreeMap<CacheStatus, u64>,
     /// Calls recorded so far (records are written in batches: a running run may not list its
     /// latest calls yet; a finished run lists all).
     pub calls: Vec<CallInfo>,

@@ -28,7 +28,7 @@ fn json_of(text: &str) -> serde_json::Value {
 pub(super) fn run_detail(r: &RunRecord, calls: &[ExecutionRecord]) -> RunDetail {
     let mut counts = BTreeMap::new();
     for c in calls {
-        *counts.entry(format!("{:?}", c.status)).or_insert(0) += 1;
+        *counts.entry(c.status).or_insert(0) += 1;
     }
     RunDetail {
         run: run_summary(r),
@@ -45,7 +45,7 @@ pub(super) fn run_detail(r: &RunRecord, calls: &[ExecutionRecord]) -> RunDetail 
                 task: c.task.to_string(),
                 version: c.version.to_string(),
                 key: c.key.map(|k| k.to_string()),
-                status: format!("{:?}", c.status),
+                status: c.status,
                 started_at_ms: c.started_at_ms,
                 duration_us: c.duration_us,
                 wait_us: c.wait_us,

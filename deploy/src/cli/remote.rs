@@ -136,7 +136,7 @@ pub(super) async fn run(args: RunArgs) -> u8 {
 fn counts(d: &RunDetail) -> String {
     d.counts
         .iter()
-        .map(|(s, n)| format!("{n} {s}"))
+        .map(|(s, n)| format!("{n} {s:?}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -173,7 +173,7 @@ fn print_run(d: &RunDetail) {
             println!(
                 "  {:<16} {:<14} {:>10.3} ms{}",
                 c.task,
-                c.status,
+                format!("{:?}", c.status),
                 c.duration_us as f64 / 1000.0,
                 c.error
                     .as_deref()

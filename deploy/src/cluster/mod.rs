@@ -244,17 +244,14 @@ impl Members for Cluster {
                 if *name == self.name {
                     continue;
                 }
-                let mut roles = Vec::new();
-                if load.scheduler {
-                    roles.push("scheduler".to_string());
-                }
-                if load.worker {
-                    roles.push("worker".to_string());
-                }
+                let roles = Roles {
+                    scheduler: load.scheduler,
+                    worker: load.worker,
+                };
                 out.push(NodeInfo {
                     name: name.clone(),
                     local: false,
-                    roles,
+                    roles: roles.names(),
                     concurrency: load.capacity,
                     busy: load.busy,
                     queued: load.queued,

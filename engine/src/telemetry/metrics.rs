@@ -74,7 +74,7 @@ fn with(f: impl FnOnce(&Instruments)) {
 
 /// A call was answered with `status` after `duration`, `waited` of which behind a lease.
 pub fn call_answered(
-    task: &str,
+    task: &Arc<str>,
     status: CacheStatus,
     duration: Duration,
     waited: Option<Duration>,
@@ -82,7 +82,8 @@ pub fn call_answered(
     with(|i| {
         let attrs = [
             KeyValue::new(sc::CACHE_STATUS, format!("{status:?}")),
-            KeyValue::new(sc::TASK, task.to_string()),
+            // The task name is shared, not copied, per call.
+            KeyValue::new(sc::TASK, Arc::clone(task)),
         ];
         i.calls.add(1, &attrs);
         i.call_duration.record(duration.as_secs_f64(), &attrs[..1]);
