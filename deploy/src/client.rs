@@ -54,6 +54,16 @@ pub mod exit {
 }
 
 impl ClientError {
+    /// Whether trying again later may succeed: the node could not be reached, or answered
+    /// that it (or its store) is unavailable.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Api { status, .. } => matches!(status, 502..=504),
+            ClientError::Decode { .. } => false,
+        }
+    }
+
     /// The CLI's exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -94,8 +104,22 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
+        self.call_with(method, path, query, &[], body).await
+    }
+
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        headers: &[(&str, &str)],
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).query(query);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
@@ -167,6 +191,29 @@ impl Client {
         self.post("/v1/runs", req).await
     }
 
+    /// `POST /v1/runs` with an `Idempotency-Key`: repeating it (after a timeout, say) returns
+    /// the run the first request created instead of starting another.
+    pub async fn submit_idempotent(
+        &self,
+        req: &SubmitRunRequest,
+        key: &str,
+    ) -> Result<RunSummary, ClientError> {
+        self.call_with(
+            Method::POST,
+            "/v1/runs",
+            &[],
+            &[("Idempotency-Key", key)],
+            Some(req),
+        )
+        .await
+    }
+
+    /// `POST /v1/runs/{run_id}/cancel`.
+    pub async fn cancel(&self, run_id: &str) -> Result<RunSummary, ClientError> {
+        self.post(&format!("/v1/runs/{}/cancel", segment(run_id)), &())
+            .await
+    }
+
     /// `GET /v1/runs/{run_id}`, waiting up to `wait` for it to end.
     pub async fn run(&self, run_id: &str, wait: Duration) -> Result<RunDetail, ClientError> {
         self.run_with(run_id, wait, true).await
@@ -194,6 +241,7 @@ impl Client {
         push(&mut query, "project", &q.project);
         push(&mut query, "domain", &q.domain);
         push(&mut query, "status", &q.status.map(status_name));
+        push(&mut query, "schedule", &q.schedule);
         push(&mut query, "limit", &q.limit);
         push(&mut query, "cursor", &q.cursor);
         self.get("/v1/runs", &query).await
@@ -271,6 +319,7 @@ fn status_name(s: RunStatus) -> &'static str {
         RunStatus::Running => "running",
         RunStatus::Succeeded => "succeeded",
         RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "cancelled",
     }
 }
 

@@ -2,9 +2,15 @@
 //! by command-line flags (the CLI applies the last two through clap).
 //!
 //! ```toml
-//! name = "node-a"
+//! name = "node-a"              # stable across restarts; default: host + store dir or API port
 //! store = "postgres://cairn:cairn@db/cairn"
 //! concurrency = 64
+//! node_ttl = "10s"              # others resume this node's runs after this long without a heartbeat
+//!
+//! [runs]
+//! journal_retention = "1h"      # how long an ended run's journal of uncached calls is kept
+//! max_output_bytes = 1048576    # larger run outputs are not kept (their size is)
+//! cancel_grace = "500ms"        # how long a cancelled run's task bodies may still run
 //!
 //! [api]
 //! listen = "127.0.0.1:7070"
@@ -43,6 +49,11 @@ pub struct NodeConfig {
     pub store: Option<String>,
     /// Worker concurrency.
     pub concurrency: Option<usize>,
+    /// Liveness TTL of the node (e.g. `10s`).
+    pub node_ttl: Option<String>,
+    /// Runs.
+    #[serde(default)]
+    pub runs: RunsSection,
     /// The HTTP API.
     #[serde(default)]
     pub api: ApiSection,
@@ -74,6 +85,18 @@ pub struct ClusterSection {
     pub roles: Option<Vec<String>>,
 }
 
+/// `[runs]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsSection {
+    /// How long an ended run's journal is kept (e.g. `1h`).
+    pub journal_retention: Option<String>,
+    /// Largest run output kept, in bytes.
+    pub max_output_bytes: Option<usize>,
+    /// How long a cancelled run's task bodies may still run (e.g. `500ms`).
+    pub cancel_grace: Option<String>,
+}
+
 /// `[api]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +125,29 @@ pub struct ScheduleSection {
     pub project: Option<String>,
     /// Domain of its runs (default `development`).
     pub domain: Option<String>,
+}
+
+/// Parses a duration: `500ms`, `30s`, `5m`, `2h`, `7d`, or a number of milliseconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
+    let ms = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h, d)")),
+    };
+    n.checked_mul(ms)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 impl NodeConfig {

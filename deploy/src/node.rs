@@ -2,15 +2,16 @@
 
 use cairn_engine::catalog::{Catalog, CatalogConfig};
 use cairn_engine::clock::SystemClock;
-use cairn_engine::runs::Runs;
+use cairn_engine::nodes::{Incarnation, Nodes};
+use cairn_engine::runs::{Cancellations, Ended, RunLimits, Runs};
 use cairn_engine::schedule::{ScheduleSpec, Schedules};
 use cairn_engine::task::{Task, TaskRegistry};
 use cairn_engine::{AnyStore, Error};
 use cairn_scheduler::{
-    CallSummary, Ctx, Launcher, RunOptions, ScheduleRunner, SchedulerHandle, Started, SubmitError,
-    SubmitRun, WorkflowRegistry,
+    CallSummary, Ctx, KeeperConfig, Launcher, RunKeeper, RunOptions, ScheduleRunner,
+    SchedulerHandle, Started, SubmitError, SubmitRun, WorkflowRegistry,
 };
-use cairn_worker::WorkerPoolHandle;
+use cairn_worker::{PoolOptions, WorkerPoolHandle};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,7 +27,7 @@ enum StoreSource {
 
 /// Builds a [`Node`].
 pub struct NodeBuilder {
-    name: String,
+    name: Option<String>,
     store: StoreSource,
     concurrency: usize,
     shards: usize,
@@ -36,13 +37,48 @@ pub struct NodeBuilder {
     schedule_poll: Duration,
     config: CatalogConfig,
     cluster: Option<crate::cluster::ClusterConfig>,
+    keeper: KeeperConfig,
+    run_limits: RunLimits,
+    cancel_grace: Duration,
     error: Option<Error>,
 }
 
 impl NodeBuilder {
-    /// The node's name (lease owner in the store). Default: `cairn-<pid>`.
+    /// The node's name: its identity in the store (lease and run owner), which must be unique
+    /// among running nodes and should stay the same across restarts of the same node, so that a
+    /// restart takes over what the previous process left at once. Default: the host name and a
+    /// hash of the store directory for an embedded store (one process per directory), the host
+    /// name and process id otherwise.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The node's liveness TTL (default 10 s): other nodes take its runs over after seeing no
+    /// heartbeat from it for this long on their own clocks.
+    pub fn node_ttl(mut self, ttl: Duration) -> Self {
+        self.keeper.ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Whether this node takes over runs of nodes that are gone (default yes; a node with only
+    /// the worker role does not).
+    pub fn takes_over_runs(mut self, yes: bool) -> Self {
+        self.keeper.takes_over = yes;
+        self
+    }
+
+    /// Limits of the run table (input, output and error sizes, journal and idempotency-key
+    /// retention).
+    pub fn run_limits(mut self, limits: RunLimits) -> Self {
+        self.run_limits = limits;
+        self
+    }
+
+    /// How long a cancelled run's task bodies may still run before they are aborted (default
+    /// 500 ms).
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
         self
     }
 
@@ -120,28 +156,44 @@ impl NodeBuilder {
         self
     }
 
-    /// Opens the store and starts the actors.
+    /// Opens the store, starts a new incarnation of the node and starts the actors.
     pub async fn start(self) -> Result<Node, Error> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let store = match self.store {
-            StoreSource::Url(url) => AnyStore::open(&url).await?,
-            StoreSource::Open(store) => store,
+        let (store, url) = match self.store {
+            StoreSource::Url(url) => (AnyStore::open(&url).await?, Some(url)),
+            StoreSource::Open(store) => (store, None),
         };
+        let name = self.name.unwrap_or_else(|| default_name(url.as_deref()));
         let catalog = Catalog::with(store, Arc::new(SystemClock), self.config);
+        let nodes = Nodes::new(catalog.store().clone(), Arc::new(SystemClock));
+        let me = nodes.start(&name, self.keeper.ttl).await?;
+        catalog.liveness().set_me(me.clone());
+        // Earlier incarnations of other nodes are known superseded from the first call.
+        if let Ok(records) = nodes.list().await {
+            catalog
+                .liveness()
+                .observe(&records, tokio::time::Instant::now());
+        }
         let registry = Arc::new(self.registry);
         let spawn_err = |e: ractor::SpawnErr| Error::Backend {
             backend: "actors",
             detail: e.to_string(),
         };
-        let workers = WorkerPoolHandle::start(catalog.clone(), registry.clone(), self.concurrency)
+        let cancels = Cancellations::default();
+        let pool = PoolOptions {
+            concurrency: self.concurrency,
+            cancels: cancels.clone(),
+            cancel_grace: self.cancel_grace,
+        };
+        let workers = WorkerPoolHandle::start_with(catalog.clone(), registry.clone(), pool)
             .await
             .map_err(spawn_err)?;
         let cluster = match self.cluster {
             None => None,
             Some(config) => Some(
-                crate::cluster::Cluster::start(&self.name, config, workers.clone())
+                crate::cluster::Cluster::start(&name, config, workers.clone())
                     .await
                     .map_err(|detail| Error::Backend {
                         backend: "cluster",
@@ -153,11 +205,15 @@ impl NodeBuilder {
             Some(c) => c.dispatcher(),
             None => Arc::new(workers.clone()),
         };
-        let scheduler = SchedulerHandle::start(&self.name, catalog.clone(), dispatch, self.shards)
+        let scheduler = SchedulerHandle::start(&name, catalog.clone(), dispatch, self.shards)
             .await
             .map_err(spawn_err)?;
         let schedules = Schedules::new(catalog.store().clone(), Arc::new(SystemClock));
-        let runs = Runs::new(catalog.store().clone(), Arc::new(SystemClock));
+        let runs = Runs::with_limits(
+            catalog.store().clone(),
+            Arc::new(SystemClock),
+            self.run_limits,
+        );
         for spec in &self.schedules {
             if !self.workflows.contains(&spec.workflow) {
                 return Err(Error::InvalidInput {
@@ -175,18 +231,21 @@ impl NodeBuilder {
             scheduler.clone(),
             catalog.clone(),
             runs,
-            self.name.clone(),
+            me.clone(),
+            cancels,
         );
         let runner = (!self.schedules.is_empty()).then(|| {
-            ScheduleRunner::start(
-                schedules.clone(),
-                launcher.clone(),
-                self.name.clone(),
-                self.schedule_poll,
-            )
+            ScheduleRunner::start(schedules.clone(), launcher.clone(), self.schedule_poll)
         });
+        let keeper = RunKeeper::start(
+            nodes.clone(),
+            catalog.liveness().clone(),
+            launcher.clone(),
+            self.keeper,
+        );
         Ok(Node {
-            name: self.name,
+            me,
+            nodes,
             catalog,
             registry,
             workers,
@@ -195,7 +254,35 @@ impl NodeBuilder {
             launcher,
             cluster: cluster.map(Arc::new),
             _runner: runner,
+            _keeper: keeper,
         })
+    }
+}
+
+/// This machine's host name (`localhost` when it cannot be read).
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A name that stays the same across restarts where that is safe: an embedded store's
+/// directory is used by one process at a time, so host and directory name the node.
+pub(crate) fn default_name(url: Option<&str>) -> String {
+    let host = host_name();
+    let dir = url
+        .and_then(|u| u.strip_prefix("embedded:"))
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        .and_then(|dir| std::path::absolute(dir).ok());
+    match dir {
+        Some(dir) => format!(
+            "{host}-{:08x}",
+            xxhash_rust::xxh3::xxh3_64(dir.to_string_lossy().as_bytes()) as u32
+        ),
+        None => format!("{host}-{}", std::process::id()),
     }
 }
 
@@ -214,7 +301,8 @@ pub struct RunReport<T> {
 
 /// A running node.
 pub struct Node {
-    name: String,
+    me: Incarnation,
+    nodes: Nodes<AnyStore>,
     catalog: Catalog<AnyStore>,
     registry: Arc<TaskRegistry>,
     workers: WorkerPoolHandle,
@@ -223,13 +311,14 @@ pub struct Node {
     launcher: Launcher,
     cluster: Option<Arc<crate::cluster::Cluster>>,
     _runner: Option<ScheduleRunner>,
+    _keeper: RunKeeper,
 }
 
 impl Node {
     /// A builder with the defaults.
     pub fn builder() -> NodeBuilder {
         NodeBuilder {
-            name: format!("cairn-{}", std::process::id()),
+            name: None,
             store: StoreSource::Url("embedded:./cairn-data".into()),
             concurrency: 64,
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -239,13 +328,35 @@ impl Node {
             schedule_poll: Duration::from_secs(1),
             config: CatalogConfig::default(),
             cluster: None,
+            keeper: KeeperConfig::default(),
+            run_limits: RunLimits::default(),
+            cancel_grace: Duration::from_millis(500),
             error: None,
         }
     }
 
     /// The node's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.me.node
+    }
+
+    /// This process's incarnation of the node.
+    pub fn incarnation(&self) -> &Incarnation {
+        &self.me
+    }
+
+    /// The node table (every node's incarnation and heartbeat).
+    pub fn nodes(&self) -> &Nodes<AnyStore> {
+        &self.nodes
+    }
+
+    /// Cancels run `run_id`, wherever it runs: it ends as `cancelled` at once, makes no new
+    /// call, and its in-flight task bodies are aborted (after the cancel grace) with their
+    /// leases released.
+    pub async fn cancel(&self, run_id: &str) -> Result<Ended, Error> {
+        self.launcher
+            .cancel(run_id, &format!("cancelled through node {}", self.me.node))
+            .await
     }
 
     /// The cache catalog (browse, evict, read execution records).
@@ -311,9 +422,15 @@ impl Node {
         }
     }
 
-    /// Writes pending execution records and stops the actors.
+    /// Stops the node: its runs stop here without ending (its incarnation is marked stopped, so
+    /// another node, or this node's next start, resumes them at once), pending execution
+    /// records are written, and the actors stop.
     pub async fn shutdown(self) -> Result<(), Error> {
+        self.launcher.abandon_all();
         let flushed = self.catalog.flush_records().await;
+        if let Err(e) = self.nodes.stop(&self.me).await {
+            tracing::warn!(error = %e, "could not mark this node stopped; its runs are resumed after its TTL");
+        }
         self.scheduler.stop();
         if let Some(c) = &self.cluster {
             c.stop();

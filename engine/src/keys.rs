@@ -21,6 +21,15 @@
 //! | `TICK` 0x09 | `(9, name, ms)` | `TickRecord`: the tick at `ms` fired (claimed with the state change) |
 //! | `RUN` 0x0a | `(10, run)` | `RunRecord`: a run started by name: workflow, input, status, output or error |
 //! | `RUN_BY_TIME` 0x0b | `(11, ms, run)` | empty: run `run` started at `ms` (listing, newest first) |
+//! | `NODE` 0x0c | `(12, name)` | `NodeRecord`: the node's current incarnation and its liveness heartbeat |
+//! | `RUN_ACTIVE` 0x0d | `(13, run)` | `RunOwner`: a running run and the node incarnation (and generation) that owns it |
+//! | `RUN_DATA` 0x0e | `(14, run, part, i)` | chunk `i` of a run's input (part 0), output (1) or error (2) when too large to keep inline (raw bytes) |
+//! | `JOURNAL` 0x0f | `(15, run, d)` | empty: `d` is a journal entry of `run` (an uncached call's outcome, stored under `(1, d)`) |
+//! | `RUN_GC` 0x10 | `(16, ms, run)` | empty: the journal of ended run `run` is removed after `ms` |
+//! | `IDEMPOTENCY` 0x11 | `(17, key)` | `IdempotencyRecord`: the run a submission with this `Idempotency-Key` created |
+//! | `IDEMPOTENCY_EXPIRY` 0x12 | `(18, ms, key)` | empty: the idempotency key expires at `ms` |
+//! | `CANCEL_SEQ` 0x13 | `(19)` | number of cancellations so far, u64 big-endian (watched by every node) |
+//! | `CANCEL` 0x14 | `(20, seq)` | `CancelNotice`: the `seq`-th cancellation (which run, when) |
 //! | `TEST` 0xfe | anything | scratch space of the store conformance suite and benchmarks |
 //!
 //! Everything about one cache key lives under `(1, d)`, so one transaction can change it all.
@@ -53,6 +62,24 @@ pub mod tag {
     pub const RUN: u8 = 0x0a;
     /// Runs by start time.
     pub const RUN_BY_TIME: u8 = 0x0b;
+    /// Node identities: incarnation and liveness heartbeat.
+    pub const NODE: u8 = 0x0c;
+    /// Running runs and their owners.
+    pub const RUN_ACTIVE: u8 = 0x0d;
+    /// Large run inputs, outputs and errors, in chunks.
+    pub const RUN_DATA: u8 = 0x0e;
+    /// Journal entries of runs.
+    pub const JOURNAL: u8 = 0x0f;
+    /// Ended runs whose journal is due for removal, by time.
+    pub const RUN_GC: u8 = 0x10;
+    /// Idempotency keys of run submissions.
+    pub const IDEMPOTENCY: u8 = 0x11;
+    /// Idempotency keys by expiry time.
+    pub const IDEMPOTENCY_EXPIRY: u8 = 0x12;
+    /// The cancellation counter.
+    pub const CANCEL_SEQ: u8 = 0x13;
+    /// Cancellation notices.
+    pub const CANCEL: u8 = 0x14;
     /// Scratch space of the store conformance suite and benchmarks.
     pub const TEST: u8 = 0xfe;
 }
@@ -261,6 +288,124 @@ pub fn runs_by_time() -> (Vec<u8>, Vec<u8>) {
 pub fn run_of_time_key(key: &[u8]) -> Option<String> {
     let (_, run): (i64, String) = subspace(tag::RUN_BY_TIME).unpack(key).ok()?;
     Some(run)
+}
+
+/// The record of node `name`.
+pub fn node(name: &str) -> Vec<u8> {
+    subspace(tag::NODE).pack(&(name,))
+}
+
+/// `[begin, end)` of every node record.
+pub fn nodes() -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::NODE).range()
+}
+
+/// The active-run index row of `run`.
+pub fn run_active(run: &str) -> Vec<u8> {
+    subspace(tag::RUN_ACTIVE).pack(&(run,))
+}
+
+/// `[begin, end)` of the active-run index.
+pub fn runs_active() -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::RUN_ACTIVE).range()
+}
+
+/// The run id of an active-run index key.
+pub fn run_of_active_key(key: &[u8]) -> Option<String> {
+    let (run,): (String,) = subspace(tag::RUN_ACTIVE).unpack(key).ok()?;
+    Some(run)
+}
+
+/// Chunk `i` of part `part` (0 input, 1 output, 2 error) of run `run`.
+pub fn run_data(run: &str, part: i64, i: u32) -> Vec<u8> {
+    subspace(tag::RUN_DATA).pack(&(run, part, i))
+}
+
+/// `[begin, end)` of the chunks of one part of a run.
+pub fn run_data_part(run: &str, part: i64) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::RUN_DATA).subspace(&(run, part)).range()
+}
+
+/// `[begin, end)` of every chunk of a run.
+pub fn run_data_all(run: &str) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::RUN_DATA).subspace(&(run,)).range()
+}
+
+/// The journal index row of entry `d` of run `run`.
+pub fn journal(run: &str, d: &Digest) -> Vec<u8> {
+    subspace(tag::JOURNAL).pack(&(run, digest_bytes(d)))
+}
+
+/// `[begin, end)` of the journal index of a run.
+pub fn journal_of_run(run: &str) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::JOURNAL).subspace(&(run,)).range()
+}
+
+/// The digest at the end of a journal index key.
+pub fn digest_of_journal(key: &[u8]) -> Option<Digest> {
+    let (_, d): (String, Vec<u8>) = subspace(tag::JOURNAL).unpack(key).ok()?;
+    Digest::from_slice(&d)
+}
+
+/// The row saying the journal of ended run `run` may be removed after `ms`.
+pub fn run_gc(ms: i64, run: &str) -> Vec<u8> {
+    subspace(tag::RUN_GC).pack(&(ms, run))
+}
+
+/// `[begin, end)` of the run GC rows due before `ms`.
+pub fn run_gc_before(ms: i64) -> (Vec<u8>, Vec<u8>) {
+    let s = subspace(tag::RUN_GC);
+    (s.range().0, s.pack(&(ms,)))
+}
+
+/// The run of a run GC row.
+pub fn run_of_gc_key(key: &[u8]) -> Option<String> {
+    let (_, run): (i64, String) = subspace(tag::RUN_GC).unpack(key).ok()?;
+    Some(run)
+}
+
+/// The record of idempotency key `key`.
+pub fn idempotency(key: &str) -> Vec<u8> {
+    subspace(tag::IDEMPOTENCY).pack(&(key,))
+}
+
+/// The expiry row of idempotency key `key`, expiring at `ms`.
+pub fn idempotency_expiry(ms: i64, key: &str) -> Vec<u8> {
+    subspace(tag::IDEMPOTENCY_EXPIRY).pack(&(ms, key))
+}
+
+/// `[begin, end)` of idempotency expiry rows before `ms`.
+pub fn idempotency_expiry_before(ms: i64) -> (Vec<u8>, Vec<u8>) {
+    let s = subspace(tag::IDEMPOTENCY_EXPIRY);
+    (s.range().0, s.pack(&(ms,)))
+}
+
+/// The idempotency key of an expiry row.
+pub fn idempotency_of_expiry_key(key: &[u8]) -> Option<String> {
+    let (_, k): (i64, String) = subspace(tag::IDEMPOTENCY_EXPIRY).unpack(key).ok()?;
+    Some(k)
+}
+
+/// The cancellation counter.
+pub fn cancel_seq() -> Vec<u8> {
+    subspace(tag::CANCEL_SEQ).pack(&())
+}
+
+/// Cancellation notice `seq`.
+pub fn cancel(seq: u64) -> Vec<u8> {
+    subspace(tag::CANCEL).pack(&(seq,))
+}
+
+/// `[begin, end)` of the cancellation notices numbered `from` and later.
+pub fn cancels_from(from: u64) -> (Vec<u8>, Vec<u8>) {
+    let s = subspace(tag::CANCEL);
+    (s.pack(&(from,)), s.range().1)
+}
+
+/// The number of a cancellation notice key.
+pub fn seq_of_cancel_key(key: &[u8]) -> Option<u64> {
+    let (seq,): (u64,) = subspace(tag::CANCEL).unpack(key).ok()?;
+    Some(seq)
 }
 
 #[cfg(test)]

@@ -46,6 +46,13 @@ pub struct CallRequest {
     pub max_age: Option<Duration>,
     /// After waiting for a failed execution, return its error instead of running again.
     pub fail_fast: bool,
+    /// `key` is the journal key of an uncached call in a durable run: what is stored under it
+    /// is the call's outcome (output or error), not a cached output.
+    pub journal: bool,
+    /// The call's position in its run, in the order the workflow made its calls.
+    pub seq: Option<u64>,
+    /// The run's attempt making the call.
+    pub attempt: u32,
 }
 
 /// The answer to a call.
@@ -347,13 +354,21 @@ impl SchedulerState {
             }
             Action::Reply {
                 call,
-                output,
-                status,
+                mut output,
+                mut status,
                 waited_for,
             } => {
                 let Some(p) = self.calls.remove(&call) else {
                     return;
                 };
+                // A journal entry holds an earlier attempt's outcome, output or error.
+                if p.request.journal
+                    && matches!(status, CacheStatus::Hit | CacheStatus::Waited)
+                    && let Ok(bytes) = &output
+                {
+                    output = cairn_engine::task::decode_outcome(bytes).and_then(|o| o);
+                    status = CacheStatus::Replayed;
+                }
                 let duration = p.started.elapsed();
                 let record = ExecutionRecord {
                     execution: p.execution.clone(),
@@ -373,6 +388,8 @@ impl SchedulerState {
                     },
                     waited_for,
                     error: output.as_ref().err().map(ToString::to_string),
+                    seq: p.request.seq,
+                    attempt: p.request.attempt,
                 };
                 p.span.record("cairn.execution", p.execution.as_str());
                 p.span

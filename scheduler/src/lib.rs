@@ -11,9 +11,11 @@
 //! - [`registry`]: workflows by name, with their input and output types erased to JSON.
 //! - [`launch`]: starting and recording runs of workflows by name (API, CLI, schedules).
 //! - [`schedules`]: the loop that fires scheduled workflows.
+//! - [`keeper`]: node liveness, takeover of runs whose node is gone, cancellation notices.
 
 pub mod actor;
 mod handle;
+pub mod keeper;
 pub mod launch;
 pub mod machine;
 pub mod registry;
@@ -22,7 +24,8 @@ pub mod workflow;
 
 pub use actor::{CallRequest, CallResult};
 pub use handle::SchedulerHandle;
+pub use keeper::{KeeperConfig, RunKeeper};
 pub use launch::{Launcher, Started, SubmitError, SubmitRun};
 pub use registry::{Workflow, WorkflowRegistry};
 pub use schedules::{ScheduleRunner, ScheduledInput};
-pub use workflow::{CallError, CallSummary, Ctx, RunOptions};
+pub use workflow::{CallError, CallSummary, Ctx, Durability, PastCall, RunOptions};

@@ -230,6 +230,13 @@ impl Machine {
                 flight: Some(key),
                 report,
                 ..
+            } if matches!(report.output, Err(TaskError::Cancelled { .. })) => {
+                self.leader_cancelled(key, report)
+            }
+            Input::JobDone {
+                flight: Some(key),
+                report,
+                ..
             } => {
                 let lookup_failed = matches!(
                     self.flights.get(&key).map(|f| &f.stage),
@@ -251,6 +258,32 @@ impl Machine {
                 })
             }
         }
+    }
+
+    /// The leader's run was cancelled and its job aborted (its lease released): the leader
+    /// gets the error; calls that joined it (perhaps from other runs) start the flight again,
+    /// led by the first of them.
+    fn leader_cancelled(&mut self, key: FlightKey, report: JobReport) -> Vec<Action> {
+        let Some(mut f) = self.flights.remove(&key) else {
+            return Vec::new();
+        };
+        let mut actions = vec![Action::Reply {
+            call: f.leader,
+            output: report.output,
+            status: report.status,
+            waited_for: None,
+        }];
+        if !f.joiners.is_empty() {
+            f.leader = f.joiners.remove(0);
+            f.stage = Stage::Resolving;
+            f.waited_for = None;
+            actions.push(Action::Resolve {
+                flight: key,
+                leader: f.leader,
+            });
+            self.flights.insert(key, f);
+        }
+        actions
     }
 
     fn resolved(&mut self, key: FlightKey, outcome: Lookup) -> Vec<Action> {
@@ -350,6 +383,7 @@ mod tests {
         Lease {
             digest: Digest(n),
             owner: "node".into(),
+            incarnation: 1,
             execution: "e1".into(),
             generation: 1,
             ttl: Duration::from_secs(30),
@@ -387,6 +421,47 @@ mod tests {
             flight: Some(k),
             fail_fast: false,
         })
+    }
+
+    #[test]
+    fn a_cancelled_leader_hands_its_flight_to_the_calls_that_joined_it() {
+        let mut m = Machine::new();
+        let k = key(7);
+        m.step(Input::Call {
+            call: 1,
+            flight: Some(k),
+            fail_fast: false,
+        });
+        m.step(Input::Call {
+            call: 2,
+            flight: Some(k),
+            fail_fast: false,
+        });
+        m.step(Input::Resolved {
+            flight: k,
+            outcome: Lookup::Acquired(lease(7, None)),
+        });
+        let actions = m.step(Input::JobDone {
+            call: 1,
+            flight: Some(k),
+            report: JobReport {
+                output: Err(TaskError::Cancelled { run: "r".into() }),
+                status: CacheStatus::Miss,
+                attempts: 1,
+            },
+        });
+        assert!(matches!(
+            &actions[..],
+            [
+                Action::Reply {
+                    call: 1,
+                    output: Err(TaskError::Cancelled { .. }),
+                    ..
+                },
+                Action::Resolve { leader: 2, .. }
+            ]
+        ));
+        assert_eq!(m.in_flight(), 1, "call 2 still in flight");
     }
 
     #[test]

@@ -3,10 +3,12 @@
 
 use crate::actor::CallRequest;
 use crate::handle::SchedulerHandle;
-use cairn_engine::catalog::CacheStatus;
+use cairn_engine::catalog::{CacheStatus, Digest};
 use cairn_engine::task::{Task, TaskError};
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -68,6 +70,53 @@ pub enum CallError {
         /// The decoding error.
         detail: String,
     },
+    /// The run was cancelled: the workflow makes no new calls.
+    #[error("run {run} was cancelled")]
+    Cancelled {
+        /// The run.
+        run: String,
+    },
+    /// A replay of the run made a different call than the attempt before it at the same
+    /// point: the workflow is not deterministic (see docs/semantics.md, "The replay rule").
+    #[error(
+        "replay of run {run} diverged at call #{seq}: attempt {attempt} calls {got}, but attempt {previous} called {expected} there; \
+         a workflow must make the same calls in the same order when it is replayed"
+    )]
+    ReplayMismatch {
+        /// The run.
+        run: String,
+        /// The call's position in the run.
+        seq: u64,
+        /// The replaying attempt.
+        attempt: u32,
+        /// What it called (task and key).
+        got: String,
+        /// The earlier attempt.
+        previous: u32,
+        /// What that attempt called there.
+        expected: String,
+    },
+}
+
+/// A call an earlier attempt of a run made, as its execution record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastCall {
+    /// The task.
+    pub task: String,
+    /// Its cache or journal key.
+    pub key: Option<Digest>,
+    /// The attempt that made it.
+    pub attempt: u32,
+}
+
+/// How a durable run (one started by name) makes its calls: which attempt this is, what the
+/// earlier attempts called (to check the replay), and its uncached calls are journaled.
+#[derive(Debug, Clone, Default)]
+pub struct Durability {
+    /// The attempt (1 for the first).
+    pub attempt: u32,
+    /// Calls of earlier attempts, by position.
+    pub previous: HashMap<u64, PastCall>,
 }
 
 /// One call of a run, as the run saw it.
@@ -92,6 +141,19 @@ struct Inner {
     project: Arc<str>,
     domain: Arc<str>,
     calls: Mutex<Vec<CallSummary>>,
+    /// Calls made so far (the next call's position).
+    seq: AtomicU64,
+    durable: Option<Durable>,
+    cancelled: AtomicBool,
+}
+
+struct Durable {
+    how: Durability,
+    /// Uncached calls made so far per task and inputs, for their journal slots.
+    occurrences: Mutex<HashMap<Digest, u32>>,
+    /// The first divergence from an earlier attempt, which fails the run whatever the
+    /// workflow does with the call's error.
+    diverged: Mutex<Option<CallError>>,
 }
 
 /// The context of one run; cheap to clone into concurrent branches of a workflow.
@@ -101,8 +163,27 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// A context for a new run.
+    /// A context for a new run that lives only in this process (its uncached calls are not
+    /// journaled: nothing resumes it elsewhere).
     pub fn new(scheduler: SchedulerHandle, options: RunOptions) -> Ctx {
+        Self::build(scheduler, options, None)
+    }
+
+    /// A context for an attempt of a durable run: uncached calls are journaled, and a replay
+    /// is checked against what earlier attempts called.
+    pub fn durable(scheduler: SchedulerHandle, options: RunOptions, how: Durability) -> Ctx {
+        Self::build(
+            scheduler,
+            options,
+            Some(Durable {
+                how,
+                occurrences: Mutex::new(HashMap::new()),
+                diverged: Mutex::new(None),
+            }),
+        )
+    }
+
+    fn build(scheduler: SchedulerHandle, options: RunOptions, durable: Option<Durable>) -> Ctx {
         let run_id: Arc<str> = options
             .run_id
             .clone()
@@ -116,8 +197,26 @@ impl Ctx {
                 options,
                 run_id,
                 calls: Mutex::new(Vec::new()),
+                seq: AtomicU64::new(0),
+                durable,
+                cancelled: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Stops the run's calls: every call from now on returns [`CallError::Cancelled`].
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::Release);
+    }
+
+    /// Whether the run was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Acquire)
+    }
+
+    /// The first divergence of this replay from an earlier attempt, if any.
+    pub fn divergence(&self) -> Option<CallError> {
+        self.inner.durable.as_ref()?.diverged.lock().clone()
     }
 
     /// The run id.
@@ -136,25 +235,50 @@ impl Ctx {
     }
 
     /// Calls `task` with `input`: from the cache when its key has an entry, otherwise on a worker
-    /// (once, however many identical calls are made at the same time).
+    /// (once, however many identical calls are made at the same time). In a durable run an
+    /// uncached call's outcome is journaled, and a replay of the run returns it without running
+    /// the task again.
     pub async fn call<T: Task>(&self, task: T, input: T::Input) -> Result<T::Output, CallError> {
         let spec = task.spec();
         let inner = &*self.inner;
+        if self.is_cancelled() {
+            return Err(CallError::Cancelled {
+                run: inner.run_id.to_string(),
+            });
+        }
+        // Everything up to the first await runs when the call is first polled, so positions
+        // follow the order in which the workflow makes its calls (join_all included).
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let input_error = |detail: String| CallError::Input {
             task: spec.name().to_string(),
             detail,
         };
-        let key = if spec.options.cache {
+        let journaled = !spec.options.cache && inner.durable.is_some();
+        let key = if spec.options.cache || journaled {
             let inputs = task
                 .key_inputs(&input)
                 .map_err(|e| input_error(e.to_string()))?;
-            Some(
-                spec.cache_key(&inner.project, &inner.domain, inputs)
-                    .map_err(|e| input_error(e.to_string()))?,
-            )
+            let key = spec
+                .cache_key(&inner.project, &inner.domain, inputs)
+                .map_err(|e| input_error(e.to_string()))?;
+            Some(match &inner.durable {
+                Some(d) if journaled => {
+                    let occurrence = {
+                        let mut seen = d.occurrences.lock();
+                        let n = seen.entry(key.digest).or_insert(0);
+                        *n += 1;
+                        *n - 1
+                    };
+                    key.journal(&inner.run_id, occurrence)
+                }
+                _ => key,
+            })
         } else {
             None
         };
+        if let Some(d) = &inner.durable {
+            self.check_replay(d, seq, spec.name(), key.as_ref().map(|k| k.digest))?;
+        }
         let encoded = rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
         let span = tracing::info_span!(
             "cairn.call",
@@ -172,14 +296,17 @@ impl Ctx {
                 task: spec.shared_name().clone(),
                 input: encoded,
                 key,
-                overwrite: inner.options.overwrite_cache,
+                overwrite: inner.options.overwrite_cache && !journaled,
                 project: inner.project.clone(),
                 domain: inner.domain.clone(),
                 version: spec.shared_version().clone(),
                 run: Some(inner.run_id.clone()),
                 lease_ttl: spec.options.lease_ttl,
-                max_age: spec.options.max_age,
+                max_age: spec.options.max_age.filter(|_| !journaled),
                 fail_fast: spec.options.retries == 0,
+                journal: journaled,
+                seq: Some(seq),
+                attempt: inner.durable.as_ref().map_or(0, |d| d.how.attempt),
             })
             .instrument(span)
             .await;
@@ -190,13 +317,46 @@ impl Ctx {
             duration: result.duration,
             error: result.output.as_ref().err().map(ToString::to_string),
         });
-        let bytes = result.output.map_err(|error| CallError::Task {
-            task: spec.name().to_string(),
-            error,
+        let bytes = result.output.map_err(|error| match error {
+            TaskError::Cancelled { run } => CallError::Cancelled { run },
+            error => CallError::Task {
+                task: spec.name().to_string(),
+                error,
+            },
         })?;
         rmp_serde::from_slice(&bytes).map_err(|e| CallError::Output {
             task: spec.name().to_string(),
             detail: e.to_string(),
         })
+    }
+
+    /// Checks call `seq` of a replay against what the latest earlier attempt called there.
+    fn check_replay(
+        &self,
+        d: &Durable,
+        seq: u64,
+        task: &str,
+        key: Option<Digest>,
+    ) -> Result<(), CallError> {
+        let Some(past) = d.how.previous.get(&seq) else {
+            return Ok(());
+        };
+        if past.task == task && past.key == key {
+            return Ok(());
+        }
+        let show = |task: &str, key: Option<Digest>| match key {
+            Some(k) => format!("task {task:?} (key {k})"),
+            None => format!("task {task:?}"),
+        };
+        let error = CallError::ReplayMismatch {
+            run: self.inner.run_id.to_string(),
+            seq,
+            attempt: d.how.attempt,
+            got: show(task, key),
+            previous: past.attempt,
+            expected: show(&past.task, past.key),
+        };
+        d.diverged.lock().get_or_insert_with(|| error.clone());
+        Err(error)
     }
 }

@@ -782,7 +782,12 @@ pub async fn every_status_is_recorded<H: Harness>() {
     statuses.push(a.status);
     statuses.push(b.status);
 
-    for s in CacheStatus::ALL {
+    // `Replayed` belongs to the journal of durable runs, not to one catalog call (the runtime
+    // tests produce it).
+    for s in CacheStatus::ALL
+        .into_iter()
+        .filter(|s| *s != CacheStatus::Replayed)
+    {
         assert!(
             statuses.contains(&s),
             "no call produced {s:?}: {statuses:?}"

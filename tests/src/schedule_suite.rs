@@ -4,8 +4,12 @@
 
 use crate::harness::Harness;
 use cairn_engine::clock::ManualClock;
-use cairn_engine::runs::{MAX_RUN_JSON, RunFilter, RunRecord, RunStatus, Runs};
+use cairn_engine::nodes::Incarnation;
+use cairn_engine::runs::{
+    Created, Ended, Idempotency, NewRun, RunFilter, RunRecord, RunStatus, Runs,
+};
 use cairn_engine::schedule::{CatchUp, Fire, Overlap, ScheduleSpec, Schedules, Trigger};
+use cairn_engine::store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -22,12 +26,43 @@ fn every_second(name: &str) -> ScheduleSpec {
     )
 }
 
+/// Instance `name` of a scheduler node (first incarnation).
+fn inc(name: &str) -> Incarnation {
+    Incarnation {
+        node: name.into(),
+        incarnation: 1,
+    }
+}
+
+/// Ends `fire`'s run as its owner, as a launcher does when the workflow returns; returns the run
+/// the schedule starts in the same transaction (a buffered tick), if any.
+async fn end<S: Store>(
+    runs: &Runs<S>,
+    fire: &Fire,
+    outcome: Result<(), String>,
+) -> Option<RunRecord> {
+    let owner = fire.run.owner.clone().expect("a fired run has an owner");
+    match runs
+        .finish(&fire.run_id, &owner, outcome.map(|()| "null".into()))
+        .await
+        .unwrap()
+    {
+        Ended::Ended { next, .. } => next,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn unique(name: &str) -> String {
     format!("{name}-{:08x}", rand::random::<u32>())
 }
 
-async fn instances<H: Harness>(h: &H, clock: &ManualClock, n: usize) -> Vec<Schedules<H::S>> {
-    let first = h.open().await;
+async fn instances<H: Harness>(
+    h: &H,
+    first: &H::S,
+    clock: &ManualClock,
+    n: usize,
+) -> Vec<Schedules<H::S>> {
+    let first = first.clone();
     let mut out = vec![Schedules::new(first.clone(), Arc::new(clock.clone()))];
     for _ in 1..n {
         out.push(Schedules::new(
@@ -42,7 +77,9 @@ async fn instances<H: Harness>(h: &H, clock: &ManualClock, n: usize) -> Vec<Sche
 pub async fn three_instances_fire_each_tick_once<H: Harness>() {
     let h = H::new().await;
     let clock = ManualClock::new(0);
-    let nodes = instances(&h, &clock, 3).await;
+    let store = h.open().await;
+    let nodes = instances(&h, &store, &clock, 3).await;
+    let runs = Runs::new(h.second_handle(&store).await, Arc::new(clock.clone()));
     let mut spec = every_second(&unique("exactly-once"));
     spec.overlap = Overlap::AllowAll;
     for n in &nodes {
@@ -55,8 +92,11 @@ pub async fn three_instances_fire_each_tick_once<H: Harness>() {
         let polls: Vec<_> = (0..nodes.len())
             .map(|k| {
                 let i = (k + tick as usize) % nodes.len();
-                let (n, name, instance) =
-                    (nodes[i].clone(), spec.name.clone(), format!("node-{i}"));
+                let (n, name, instance) = (
+                    nodes[i].clone(),
+                    spec.name.clone(),
+                    inc(&format!("node-{i}")),
+                );
                 tokio::spawn(async move { (n.poll_one(&name, &instance).await.unwrap(), instance) })
             })
             .collect();
@@ -64,8 +104,12 @@ pub async fn three_instances_fire_each_tick_once<H: Harness>() {
             let (fires, instance) = poll.await.unwrap();
             for f in fires {
                 assert_eq!(f.tick_ms, tick * SECOND);
-                nodes[0].finished(&f, Ok(()), &instance).await.unwrap();
-                fired.entry(f.tick_ms).or_default().push(instance.clone());
+                assert_eq!(f.run.owner.as_ref().unwrap().node, instance.node);
+                end(&runs, &f, Ok(())).await;
+                fired
+                    .entry(f.tick_ms)
+                    .or_default()
+                    .push(instance.node.clone());
             }
         }
     }
@@ -121,7 +165,10 @@ pub async fn catch_up_after_downtime<H: Harness>() {
             .unwrap();
         clock.advance(3_600 * SECOND + 700); // down for an hour; the last tick is 700 ms old
         let restarted = Schedules::new(h.open().await, Arc::new(clock.clone()));
-        let fires = restarted.poll_one(&spec.name, "restarted").await.unwrap();
+        let fires = restarted
+            .poll_one(&spec.name, &inc("restarted"))
+            .await
+            .unwrap();
         assert_eq!(fires.len(), expect_fired, "{policy:?}");
         let state = restarted.get(&spec.name).await.unwrap().unwrap().state;
         assert_eq!(
@@ -147,14 +194,16 @@ pub async fn overlap_policies<H: Harness>() {
     let h = H::new().await;
     for overlap in [Overlap::Skip, Overlap::BufferOne, Overlap::AllowAll] {
         let clock = ManualClock::new(0);
-        let s = Schedules::new(h.open().await, Arc::new(clock.clone()));
+        let store = h.open().await;
+        let s = Schedules::new(store.clone(), Arc::new(clock.clone()));
+        let runs = Runs::new(store, Arc::new(clock.clone()));
         let mut spec = every_second(&unique("overlap"));
         spec.overlap = overlap;
         s.register(&spec).await.unwrap();
         let mut running: Vec<Fire> = Vec::new();
         for _ in 0..3 {
             clock.advance(SECOND);
-            running.extend(s.poll_one(&spec.name, "n").await.unwrap());
+            running.extend(s.poll_one(&spec.name, &inc("n")).await.unwrap());
         }
         let state = s.get(&spec.name).await.unwrap().unwrap().state;
         match overlap {
@@ -165,13 +214,11 @@ pub async fn overlap_policies<H: Harness>() {
             ),
             Overlap::AllowAll => assert_eq!((running.len(), state.running), (3, 3)),
         }
-        let buffered = s
-            .finished(&running[0], Err("failed on purpose".into()), "n")
-            .await
-            .unwrap();
+        let buffered = end(&runs, &running[0], Err("failed on purpose".into())).await;
         if overlap == Overlap::BufferOne {
             let b = buffered.expect("the buffered tick fires when the run ends");
-            assert_eq!(b.tick_ms, 3_000);
+            assert_eq!(b.tick.map(|t| t.tick_ms), Some(3_000));
+            assert_eq!(b.status, RunStatus::Running, "its run starts with it");
         } else {
             assert!(buffered.is_none());
         }
@@ -193,16 +240,16 @@ pub async fn pause_resume_backfill<H: Harness>() {
     spec.overlap = Overlap::AllowAll;
     s.register(&spec).await.unwrap();
     clock.advance(SECOND);
-    assert_eq!(s.poll_one(&spec.name, "n").await.unwrap().len(), 1);
+    assert_eq!(s.poll_one(&spec.name, &inc("n")).await.unwrap().len(), 1);
     s.pause(&spec.name).await.unwrap();
     clock.advance(5 * SECOND);
     assert!(
-        s.poll_one(&spec.name, "n").await.unwrap().is_empty(),
+        s.poll_one(&spec.name, &inc("n")).await.unwrap().is_empty(),
         "paused"
     );
     s.resume(&spec.name).await.unwrap();
     clock.advance(SECOND);
-    let fires = s.poll_one(&spec.name, "n").await.unwrap();
+    let fires = s.poll_one(&spec.name, &inc("n")).await.unwrap();
     assert_eq!(
         fires.iter().map(|f| f.tick_ms).collect::<Vec<_>>(),
         vec![7 * SECOND]
@@ -219,7 +266,7 @@ pub async fn pause_resume_backfill<H: Harness>() {
         5
     );
     let other = Schedules::new(h.second_handle(&store).await, Arc::new(clock.clone()));
-    let filled = other.poll_one(&spec.name, "other").await.unwrap();
+    let filled = other.poll_one(&spec.name, &inc("other")).await.unwrap();
     assert_eq!(
         filled.iter().map(|f| f.tick_ms).collect::<Vec<_>>(),
         vec![2_000, 3_000, 4_000, 5_000, 6_000]
@@ -234,7 +281,7 @@ pub async fn pause_resume_backfill<H: Harness>() {
         0,
         "all already fired"
     );
-    assert!(s.poll_one(&spec.name, "n").await.unwrap().is_empty());
+    assert!(s.poll_one(&spec.name, &inc("n")).await.unwrap().is_empty());
     let err = s.pause("no-such-schedule").await.unwrap_err();
     assert!(err.to_string().contains("no-such-schedule"), "{err}");
 }
@@ -256,92 +303,153 @@ pub async fn a_broken_schedule_does_not_stop_the_others<H: Harness>() {
     );
     tx.commit().await.unwrap();
     clock.advance(SECOND);
-    let err = s.poll_one(&bad.name, "n").await.unwrap_err();
+    let err = s.poll_one(&bad.name, &inc("n")).await.unwrap_err();
     assert!(err.to_string().contains(&bad.name), "{err}");
-    let fires = s.poll("n").await.unwrap_or_default();
+    let fires = s.poll(&inc("n")).await.unwrap_or_default();
     assert!(
         fires.iter().any(|f| f.schedule == good.name),
         "the good schedule still fired"
     );
 }
 
-fn run_record(id: &str, workflow: &str, at_ms: i64) -> RunRecord {
-    RunRecord {
+fn new_run(id: &str, workflow: &str, domain: &str, input: &str) -> NewRun {
+    NewRun {
         run_id: id.to_string(),
         workflow: workflow.to_string(),
         project: "p".into(),
-        domain: if at_ms % 2 == 0 { "even" } else { "odd" }.into(),
+        domain: domain.into(),
         overwrite_cache: false,
-        input: "{\"n\":1}".into(),
-        status: RunStatus::Running,
-        output: None,
-        output_bytes: None,
-        error: None,
-        node: "n".into(),
+        input: input.into(),
         schedule: None,
-        started_at_ms: at_ms,
-        finished_at_ms: None,
+        tick: None,
     }
 }
 
-/// Runs (the table above schedules and the API): start, end once, get, list newest first with
-/// filters and paging; an id is never reused; oversized JSON is refused or not kept.
+fn created(c: Created) -> RunRecord {
+    match c {
+        Created::New(r) => r,
+        other => panic!("expected a new run, got {other:?}"),
+    }
+}
+
+/// Runs (the table above schedules and the API): create, end once, get, list newest first with
+/// filters and paging; an id is never reused; large inputs, outputs and errors are kept apart
+/// from the record and read back whole; oversized input is refused, oversized output not kept.
 pub async fn runs_are_recorded_listed_and_never_reused<H: Harness>() {
     let h = H::new().await;
     let clock = ManualClock::new(5_000);
     let runs = Runs::new(h.open().await, Arc::new(clock.clone()));
+    let me = inc("n");
     let workflow = unique("wf");
+    let mut owners = Vec::new();
     for i in 0..25i64 {
-        runs.start(&run_record(
-            &format!("{workflow}-{i:02}"),
-            &workflow,
-            1_000 + i,
-        ))
-        .await
-        .unwrap();
+        clock.advance(1);
+        let domain = if i % 2 == 0 { "even" } else { "odd" };
+        let r = created(
+            runs.create(
+                &new_run(
+                    &format!("{workflow}-{i:02}"),
+                    &workflow,
+                    domain,
+                    "{\"n\":1}",
+                ),
+                &me,
+                None,
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(r.attempts.len(), 1);
+        owners.push(r.owner.unwrap());
     }
-    // Starting the same record again (a retried commit) is fine; another run with the id is not.
-    let first = run_record(&format!("{workflow}-00"), &workflow, 1_000);
-    runs.start(&first).await.unwrap();
-    let clash = run_record(&format!("{workflow}-00"), "other", 1_000);
-    let err = runs.start(&clash).await.unwrap_err();
+    // Another run with a taken id is refused.
+    let err = runs
+        .create(
+            &new_run(&format!("{workflow}-00"), "other", "even", "1"),
+            &me,
+            None,
+        )
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("another run already has this id"),
         "{err}"
     );
 
     // End: the first end wins.
-    let done = runs
-        .finish(&format!("{workflow}-03"), Ok("9".into()))
-        .await
-        .unwrap();
+    let id3 = format!("{workflow}-03");
+    let Ended::Ended { record: done, .. } =
+        runs.finish(&id3, &owners[3], Ok("9".into())).await.unwrap()
+    else {
+        panic!("not ended")
+    };
     assert_eq!(done.status, RunStatus::Succeeded);
-    assert_eq!(done.output.as_deref(), Some("9"));
-    assert_eq!(done.finished_at_ms, Some(5_000));
+    assert_eq!(done.output.as_ref().and_then(|t| t.as_str()), Some("9"));
+    assert_eq!(done.finished_at_ms, Some(5_025));
+    assert!(done.owner.is_none());
     let again = runs
-        .finish(&format!("{workflow}-03"), Err("late".into()))
+        .finish(&id3, &owners[3], Err("late".into()))
         .await
         .unwrap();
-    assert_eq!(again, done);
-    let big = runs
-        .finish(&format!("{workflow}-04"), Ok("1".repeat(MAX_RUN_JSON + 1)))
+    assert_eq!(again, Ended::AlreadyEnded(done.clone()));
+    // 60,000 characters of input and output: kept apart, read back whole.
+    let big_in = format!("\"{}\"", "i".repeat(60_000));
+    let big = created(
+        runs.create(
+            &new_run(&unique("big"), &workflow, "big", &big_in),
+            &me,
+            None,
+        )
+        .await
+        .unwrap(),
+    );
+    let big_out = format!("\"{}\"", "o".repeat(60_000));
+    let owner = big.owner.clone().unwrap();
+    assert!(matches!(
+        runs.finish(&big.run_id, &owner, Ok(big_out.clone()))
+            .await
+            .unwrap(),
+        Ended::Ended { .. }
+    ));
+    let read = runs.get(&big.run_id).await.unwrap().unwrap();
+    assert_eq!(read.input.as_str(), Some(big_in.as_str()));
+    assert_eq!(
+        read.output.as_ref().and_then(|t| t.as_str()),
+        Some(big_out.as_str())
+    );
+    // Over the output limit: the run still ends, the output is not kept, its size is.
+    let id4 = format!("{workflow}-04");
+    let limit = runs.limits().max_output_bytes;
+    runs.finish(&id4, &owners[4], Ok("1".repeat(limit + 1)))
+        .await
+        .unwrap();
+    let r4 = runs.get(&id4).await.unwrap().unwrap();
+    let out = r4.output.unwrap();
+    assert_eq!(
+        (out.kept, out.bytes, out.text),
+        (false, limit as u64 + 1, None)
+    );
+    let id5 = format!("{workflow}-05");
+    runs.finish(&id5, &owners[5], Err("boom".into()))
         .await
         .unwrap();
     assert_eq!(
-        (big.output, big.output_bytes),
-        (None, Some(MAX_RUN_JSON as u64 + 1))
+        runs.get(&id5).await.unwrap().unwrap().status,
+        RunStatus::Failed
     );
-    let failed = runs
-        .finish(&format!("{workflow}-05"), Err("boom".into()))
-        .await
-        .unwrap();
-    assert_eq!(failed.status, RunStatus::Failed);
-    assert!(runs.finish("no-such-run", Ok("1".into())).await.is_err());
-    let mut huge = run_record(&unique("huge"), &workflow, 1);
-    huge.input = "1".repeat(MAX_RUN_JSON + 1);
-    assert!(runs.start(&huge).await.is_err());
+    assert!(
+        runs.finish("no-such-run", &owners[0], Ok("1".into()))
+            .await
+            .is_err()
+    );
+    let huge = "1".repeat(runs.limits().max_input_bytes + 1);
+    assert!(
+        runs.create(&new_run(&unique("huge"), &workflow, "x", &huge), &me, None)
+            .await
+            .is_err()
+    );
 
-    // Newest first, in pages of 10, filtered to this workflow.
+    // Newest first, in pages of 10, filtered to this workflow and its 25 numbered runs.
     let filter = RunFilter {
         workflow: Some(workflow.clone()),
         ..RunFilter::default()
@@ -356,6 +464,7 @@ pub async fn runs_are_recorded_listed_and_never_reused<H: Harness>() {
             None => break,
         }
     }
+    seen.retain(|id| id != &big.run_id);
     let expected: Vec<String> = (0..25)
         .rev()
         .map(|i| format!("{workflow}-{i:02}"))
@@ -378,10 +487,170 @@ pub async fn runs_are_recorded_listed_and_never_reused<H: Harness>() {
     assert!(page.next.is_none());
     assert!(runs.list(&filter, 10, Some("zz")).await.is_err());
     assert_eq!(
-        runs.get(&format!("{workflow}-03")).await.unwrap(),
-        Some(done)
+        runs.get(&id3).await.unwrap().map(|r| r.status),
+        Some(RunStatus::Succeeded)
     );
     assert_eq!(runs.get("no-such-run").await.unwrap(), None);
+}
+
+/// Takeover: a run is taken over from its owner once (generation + 1, a second attempt with
+/// its reason); the old owner can no longer end it; the new one can. The active index follows.
+pub async fn runs_are_taken_over_and_fenced<H: Harness>() {
+    let h = H::new().await;
+    let clock = ManualClock::new(1_000);
+    let store = h.open().await;
+    let runs = Runs::new(store.clone(), Arc::new(clock.clone()));
+    let (a, b, c) = (inc(&unique("a")), inc(&unique("b")), inc(&unique("c")));
+    let id = unique("takeover");
+    let first = created(
+        runs.create(&new_run(&id, "wf", "d", "1"), &a, None)
+            .await
+            .unwrap(),
+    );
+    let old = first.owner.clone().unwrap();
+    let active = runs.active(None, 100_000).await.unwrap();
+    assert!(active.contains(&(id.clone(), old.clone())));
+    // Two nodes race to take it over: exactly one wins.
+    let (rb, rc) = (
+        runs.clone(),
+        Runs::new(h.second_handle(&store).await, Arc::new(clock.clone())),
+    );
+    let (wb, wc) = tokio::join!(
+        rb.take_over(&id, &old, &b, "a went silent"),
+        rc.take_over(&id, &old, &c, "a went silent")
+    );
+    let (wb, wc) = (wb.unwrap(), wc.unwrap());
+    assert!(wb.is_some() != wc.is_some(), "exactly one takeover wins");
+    let taken = wb.or(wc).unwrap();
+    let new = taken.owner.clone().unwrap();
+    assert_eq!((taken.generation, taken.attempts.len()), (2, 2));
+    assert_eq!(taken.attempts[1].reason.as_deref(), Some("a went silent"));
+    // The old owner is fenced; a second takeover from it finds nothing.
+    assert!(matches!(
+        runs.finish(&id, &old, Ok("1".into())).await.unwrap(),
+        Ended::Fenced(_)
+    ));
+    assert!(
+        runs.take_over(&id, &old, &a, "again")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let active = runs.active(None, 100_000).await.unwrap();
+    assert!(active.contains(&(id.clone(), new.clone())));
+    assert!(matches!(
+        runs.finish(&id, &new, Ok("2".into())).await.unwrap(),
+        Ended::Ended { .. }
+    ));
+    assert!(
+        !runs
+            .active(None, 100_000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|(r, _)| *r == id)
+    );
+    // A takeover of an ended run finds nothing.
+    assert!(
+        runs.take_over(&id, &new, &a, "late")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Cancellation ends a run at once (whoever owns it), is broadcast as a numbered notice, and
+/// wins over a later end; idempotency keys return the same run, refuse a different request,
+/// and make concurrent duplicates create one run.
+pub async fn runs_are_cancelled_and_submitted_idempotently<H: Harness>() {
+    let h = H::new().await;
+    let clock = ManualClock::new(1_000);
+    let store = h.open().await;
+    let runs = Runs::new(store.clone(), Arc::new(clock.clone()));
+    let (a, b) = (inc(&unique("a")), inc(&unique("b")));
+    let id = unique("cancel");
+    let r = created(
+        runs.create(&new_run(&id, "wf", "d", "1"), &a, None)
+            .await
+            .unwrap(),
+    );
+    let before = runs.cancel_seq().await.unwrap();
+    let Ended::Ended { record, .. } = runs.cancel(&id, &b, "cancelled by test").await.unwrap()
+    else {
+        panic!("not cancelled")
+    };
+    assert_eq!(record.status, RunStatus::Cancelled);
+    assert_eq!(
+        record.error.as_ref().and_then(|t| t.as_str()),
+        Some("cancelled by test")
+    );
+    let notices = runs.cancels_since(before).await.unwrap();
+    assert!(notices.iter().any(|(_, n)| n.run_id == id));
+    assert!(runs.cancel_seq().await.unwrap() > before);
+    assert!(matches!(
+        runs.finish(&id, r.owner.as_ref().unwrap(), Ok("1".into()))
+            .await
+            .unwrap(),
+        Ended::AlreadyEnded(_)
+    ));
+    assert!(matches!(
+        runs.cancel(&id, &b, "again").await.unwrap(),
+        Ended::AlreadyEnded(_)
+    ));
+
+    // Idempotency: 20 concurrent submissions with one key create one run.
+    let key = Idempotency {
+        key: unique("key"),
+        request: 42,
+    };
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let runs = Runs::new(h.second_handle(&store).await, Arc::new(clock.clone()));
+        let (key, a) = (key.clone(), a.clone());
+        handles.push(tokio::spawn(async move {
+            runs.create(
+                &new_run(&format!("{}-{i}", key.key), "wf", "d", "1"),
+                &a,
+                Some(&key),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut new = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            Created::New(r) => {
+                new += 1;
+                ids.insert(r.run_id);
+            }
+            Created::Existing(r) => {
+                ids.insert(r.run_id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((new, ids.len()), (1, 1), "one run for one key");
+    let other = Idempotency {
+        key: key.key.clone(),
+        request: 43,
+    };
+    assert!(matches!(
+        runs.create(&new_run(&unique("x"), "wf", "d", "2"), &a, Some(&other))
+            .await
+            .unwrap(),
+        Created::Conflict { .. }
+    ));
+    // Past its retention the key is collected and can be used again.
+    clock.advance(runs.limits().idempotency_retention.as_millis() as i64 + 1);
+    assert!(runs.collect().await.unwrap().idempotency_keys >= 1);
+    assert!(matches!(
+        runs.create(&new_run(&unique("y"), "wf", "d", "2"), &a, Some(&other))
+            .await
+            .unwrap(),
+        Created::New(_)
+    ));
 }
 
 /// Instantiates the schedule suite for one backend.
@@ -391,7 +660,8 @@ macro_rules! schedule_conformance {
         $crate::schedule_conformance!(@tests $harness;
             three_instances_fire_each_tick_once, catch_up_after_downtime, overlap_policies,
             pause_resume_backfill, a_broken_schedule_does_not_stop_the_others,
-            runs_are_recorded_listed_and_never_reused);
+            runs_are_recorded_listed_and_never_reused, runs_are_taken_over_and_fenced,
+            runs_are_cancelled_and_submitted_idempotently);
     };
     (@tests $harness:ty; $($name:ident),*) => {
         $(

@@ -110,9 +110,17 @@ async fn counters_and_histograms_add_up_after_a_known_workload() {
     );
     schedules.register(&spec).await.unwrap();
     clock.advance(5_000);
-    let fired = schedules.poll_one("every-second", "metrics").await.unwrap();
+    let me = cairn_engine::nodes::Incarnation {
+        node: "metrics".into(),
+        incarnation: 1,
+    };
+    let fired = schedules.poll_one("every-second", &me).await.unwrap();
+    let runs = cairn_engine::runs::Runs::new(shared.store.clone(), Arc::new(clock.clone()));
     for f in &fired {
-        schedules.finished(f, Ok(()), "metrics").await.unwrap();
+        let owner = f.run.owner.as_ref().unwrap();
+        runs.finish(&f.run_id, owner, Ok("null".into()))
+            .await
+            .unwrap();
     }
     let state = schedules.get("every-second").await.unwrap().unwrap().state;
 

@@ -32,6 +32,8 @@ fn record(run: &str) -> ExecutionRecord {
         wait_us: 0,
         waited_for: None,
         error: None,
+        seq: None,
+        attempt: 0,
     }
 }
 

@@ -2,9 +2,11 @@
 
 use cairn_engine::Store;
 use cairn_engine::catalog::{CacheStatus, Catalog};
-use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
+use cairn_engine::runs::Cancellations;
+use cairn_engine::task::{Job, JobCache, JobReport, TaskError, TaskRegistry};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 use tracing::Instrument;
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -17,14 +19,25 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// What a worker needs besides the job: the catalog, the tasks, and which runs are cancelled.
+pub struct Context<'a, S: Store> {
+    /// The catalog to commit through.
+    pub catalog: &'a Catalog<S>,
+    /// The tasks it can run.
+    pub registry: &'a TaskRegistry,
+    /// Runs cancelled so far: their jobs are aborted.
+    pub cancels: &'a Cancellations,
+    /// How long a cancelled run's task body may still run before it is aborted.
+    pub cancel_grace: Duration,
+}
+
 /// Runs `job`: looks the task up, keeps its lease alive, runs it (with its timeout, retrying
 /// failures, panics and timeouts `retries` times), then commits the output or fails the lease
-/// so waiters take over at once. Never panics and never returns without a report.
-pub async fn execute<S: Store>(
-    catalog: &Catalog<S>,
-    registry: &TaskRegistry,
-    job: &Job,
-) -> JobReport {
+/// so waiters take over at once. A journaled job (an uncached call of a durable run) commits
+/// its outcome, output or error, to the run's journal. A job of a cancelled run is aborted
+/// after the grace period and its lease released. Never panics and never returns without a
+/// report.
+pub async fn execute<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport {
     let span = tracing::info_span!(
         "cairn.execute",
         "cairn.task" = %job.task,
@@ -37,25 +50,37 @@ pub async fn execute<S: Store>(
     if let Some(parent) = &job.trace {
         cairn_engine::telemetry::propagate::set_parent(&span, parent);
     }
-    let report = execute_in_span(catalog, registry, job)
-        .instrument(span.clone())
-        .await;
+    let report = execute_in_span(cx, job).instrument(span.clone()).await;
     span.record("cairn.attempts", report.attempts);
     span.record("cairn.cache.status", tracing::field::debug(report.status));
     report
 }
 
-async fn execute_in_span<S: Store>(
-    catalog: &Catalog<S>,
-    registry: &TaskRegistry,
-    job: &Job,
-) -> JobReport {
-    let uncached = if job.cache.is_some() {
+async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport {
+    let catalog = cx.catalog;
+    let journaled = job.cache.as_ref().is_some_and(|c| c.key.journal.is_some());
+    let uncached = if job.cache.is_some() && !journaled {
         CacheStatus::Miss
     } else {
         CacheStatus::Disabled
     };
-    let Some(task) = registry.get(&job.task) else {
+    let give_up = |error: TaskError| async move {
+        if let Some(c) = &job.cache {
+            // Released, not failed: whoever needs the key next runs it at once.
+            let _ = catalog.release(&c.lease).await;
+        }
+        JobReport {
+            output: Err(error),
+            status: uncached,
+            attempts: 0,
+        }
+    };
+    if let Some(run) = &job.run
+        && cx.cancels.is_cancelled(run)
+    {
+        return give_up(TaskError::Cancelled { run: run.clone() }).await;
+    }
+    let Some(task) = cx.registry.get(&job.task) else {
         let error = TaskError::UnknownTask {
             name: job.task.clone(),
         };
@@ -96,9 +121,33 @@ async fn execute_in_span<S: Store>(
             }
         }
     };
+    // A cancelled run's body gets the grace period to finish, then is dropped at its next
+    // await point.
+    let cancelled = async {
+        match &job.run {
+            Some(run) => {
+                cx.cancels.cancelled(run).await;
+                tokio::time::sleep(cx.cancel_grace).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let body = async {
+        tokio::select! {
+            outcome = attempts_loop => Some(outcome),
+            () = cancelled => None,
+        }
+    };
     let outcome = match &job.cache {
-        Some(c) => catalog.heartbeating(&c.lease, attempts_loop).await,
-        None => attempts_loop.await,
+        Some(c) => catalog.heartbeating(&c.lease, body).await,
+        None => body.await,
+    };
+    let Some(outcome) = outcome else {
+        let run = job.run.clone().unwrap_or_default();
+        tracing::info!(task = %job.task, %run, "task aborted: its run was cancelled");
+        let mut report = give_up(TaskError::Cancelled { run }).await;
+        report.attempts = attempts;
+        return report;
     };
     let Some(cache) = &job.cache else {
         return JobReport {
@@ -112,14 +161,52 @@ async fn execute_in_span<S: Store>(
         "cairn.cache.key" = %cache.key.digest,
         "cairn.cache.status" = tracing::field::Empty,
     );
-    let (output, status) = catalog
-        .settle(&cache.key, &cache.lease, outcome, options.max_age)
-        .instrument(commit.clone())
-        .await;
+    let (output, status) = if journaled {
+        journal(catalog, cache, outcome)
+            .instrument(commit.clone())
+            .await
+    } else {
+        catalog
+            .settle(&cache.key, &cache.lease, outcome, options.max_age)
+            .instrument(commit.clone())
+            .await
+    };
     commit.record("cairn.cache.status", tracing::field::debug(status));
     JobReport {
         output,
         status,
         attempts,
+    }
+}
+
+/// Stores the outcome of a journaled job, output or error, in its run's journal. Errors of the
+/// engine around the task (a lost worker, an unknown task) are not the task's outcome: they are
+/// not journaled, so a replay runs the call again. If another attempt of the run journaled the
+/// call first, its outcome is the answer (status `Replayed`).
+async fn journal<S: Store>(
+    catalog: &Catalog<S>,
+    cache: &JobCache,
+    outcome: Result<Vec<u8>, TaskError>,
+) -> (Result<Vec<u8>, TaskError>, CacheStatus) {
+    if let Err(e) = &outcome
+        && !e.is_outcome()
+    {
+        let _ = catalog.release(&cache.lease).await;
+        return (outcome, CacheStatus::Disabled);
+    }
+    let stored = cairn_engine::task::encode_outcome(&outcome);
+    match catalog
+        .settle(&cache.key, &cache.lease, Ok::<_, TaskError>(stored), None)
+        .await
+    {
+        (Ok(first), CacheStatus::Hit) => match cairn_engine::task::decode_outcome(&first) {
+            Ok(theirs) => (theirs, CacheStatus::Replayed),
+            Err(e) => (Err(e), CacheStatus::Disabled),
+        },
+        (_, CacheStatus::PutFailure) => {
+            tracing::warn!(key = %cache.key.digest, "journal entry not stored: a replay of this run would run the call again");
+            (outcome, CacheStatus::Disabled)
+        }
+        _ => (outcome, CacheStatus::Disabled),
     }
 }

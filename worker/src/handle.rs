@@ -1,6 +1,6 @@
 //! The handle schedulers use to run jobs on a pool.
 
-use crate::pool::{PoolArgs, PoolMsg, PoolStatus, WorkerPool};
+use crate::pool::{PoolArgs, PoolMsg, PoolOptions, PoolStatus, WorkerPool};
 use crate::report::ReportTo;
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::Catalog;
@@ -22,13 +22,26 @@ impl WorkerPoolHandle {
         registry: Arc<TaskRegistry>,
         concurrency: usize,
     ) -> Result<Self, ractor::SpawnErr> {
+        let options = PoolOptions {
+            concurrency,
+            ..PoolOptions::default()
+        };
+        Self::start_with(catalog, registry, options).await
+    }
+
+    /// Starts a pool with `options`.
+    pub async fn start_with(
+        catalog: Catalog<AnyStore>,
+        registry: Arc<TaskRegistry>,
+        options: PoolOptions,
+    ) -> Result<Self, ractor::SpawnErr> {
         let (pool, _) = Actor::spawn(
             None,
             WorkerPool,
             PoolArgs {
-                concurrency,
                 catalog,
                 registry,
+                options,
             },
         )
         .await?;

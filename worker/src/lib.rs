@@ -15,7 +15,7 @@ mod report;
 pub mod worker;
 
 pub use dispatch::Dispatch;
-pub use execute::execute;
+pub use execute::{Context, execute};
 pub use handle::WorkerPoolHandle;
-pub use pool::{BusyWorker, PoolStatus};
+pub use pool::{BusyWorker, PoolOptions, PoolStatus};
 pub use report::ReportTo;

@@ -10,12 +10,14 @@ use crate::report::ReportTo;
 use crate::worker::{Worker, WorkerArgs, WorkerMsg};
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::{CacheStatus, Catalog};
+use cairn_engine::runs::Cancellations;
 use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The pool behaviour.
 pub struct WorkerPool;
@@ -65,14 +67,25 @@ pub struct PoolStatus {
     pub finished: u64,
 }
 
+/// How a pool runs jobs.
+#[derive(Clone, Default)]
+pub struct PoolOptions {
+    /// Number of workers (at least 1).
+    pub concurrency: usize,
+    /// Cancelled runs: their jobs are aborted (queued ones never start).
+    pub cancels: Cancellations,
+    /// How long a cancelled run's task body may still run before it is aborted.
+    pub cancel_grace: Duration,
+}
+
 /// What the pool is started with.
 pub struct PoolArgs {
-    /// Number of workers.
-    pub concurrency: usize,
     /// The catalog workers commit through.
     pub catalog: Catalog<AnyStore>,
     /// The tasks workers can run.
     pub registry: Arc<TaskRegistry>,
+    /// Concurrency and cancellation.
+    pub options: PoolOptions,
 }
 
 /// A job, where its report goes, and how many workers died running it.
@@ -104,6 +117,8 @@ impl WorkerPool {
                 pool: myself.clone(),
                 catalog: state.args.catalog.clone(),
                 registry: state.args.registry.clone(),
+                cancels: state.args.options.cancels.clone(),
+                cancel_grace: state.args.options.cancel_grace,
             },
             myself.get_cell(),
         )
@@ -150,7 +165,7 @@ impl Actor for WorkerPool {
         myself: ActorRef<PoolMsg>,
         args: PoolArgs,
     ) -> Result<PoolState, ActorProcessingErr> {
-        let concurrency = args.concurrency.max(1);
+        let concurrency = args.options.concurrency.max(1);
         let mut state = PoolState {
             args,
             workers: Vec::with_capacity(concurrency),

@@ -3,13 +3,15 @@
 //! Failure: a task's own panic is caught by [`crate::execute()`]; if the actor itself dies (it
 //! is killed, or the engine panics around the task) its pool replaces it and settles its job.
 
-use crate::execute::execute;
+use crate::execute::{Context, execute};
 use crate::pool::PoolMsg;
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::Catalog;
+use cairn_engine::runs::Cancellations;
 use cairn_engine::task::{Job, TaskRegistry};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The worker behaviour.
 pub struct Worker;
@@ -34,6 +36,10 @@ pub struct WorkerArgs {
     pub catalog: Catalog<AnyStore>,
     /// The tasks it can run.
     pub registry: Arc<TaskRegistry>,
+    /// Cancelled runs (their jobs are aborted) and the grace a body gets first.
+    pub cancels: Cancellations,
+    /// How long a cancelled run's body may still run.
+    pub cancel_grace: Duration,
 }
 
 impl Actor for Worker {
@@ -57,7 +63,13 @@ impl Actor for Worker {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             WorkerMsg::Run(job) => {
-                let report = execute(&state.catalog, &state.registry, &job).await;
+                let cx = Context {
+                    catalog: &state.catalog,
+                    registry: &state.registry,
+                    cancels: &state.cancels,
+                    cancel_grace: state.cancel_grace,
+                };
+                let report = execute(&cx, &job).await;
                 state.pool.send_message(PoolMsg::Finished {
                     worker: state.id,
                     report: Box::new(report),

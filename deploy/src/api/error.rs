@@ -86,6 +86,9 @@ impl From<SubmitError> for ApiError {
                 "body_too_large",
                 e.to_string(),
             ),
+            SubmitError::IdempotencyConflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", e.to_string())
+            }
             SubmitError::Store(e) => e.into(),
         }
     }

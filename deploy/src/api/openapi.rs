@@ -18,20 +18,23 @@ pub fn schema<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
 #[derive(Default)]
 pub struct Doc {
     path_params: Vec<(&'static str, &'static str)>,
+    headers: Vec<(&'static str, &'static str)>,
     query: Option<SchemaFn>,
     body: Option<SchemaFn>,
-    success: u16,
-    response: Option<SchemaFn>,
+    successes: Vec<(u16, SchemaFn)>,
     errors: &'static [u16],
 }
 
 impl Doc {
     /// Nothing yet.
     pub fn new() -> Self {
-        Doc {
-            success: 200,
-            ..Doc::default()
-        }
+        Doc::default()
+    }
+
+    /// An optional request header.
+    pub fn header(mut self, name: &'static str, description: &'static str) -> Self {
+        self.headers.push((name, description));
+        self
     }
 
     /// A path parameter.
@@ -54,15 +57,13 @@ impl Doc {
 
     /// 200 with this body.
     pub fn ok(mut self, s: SchemaFn) -> Self {
-        self.success = 200;
-        self.response = Some(s);
+        self.successes.push((200, s));
         self
     }
 
     /// 201 with this body.
     pub fn created(mut self, s: SchemaFn) -> Self {
-        self.success = 201;
-        self.response = Some(s);
+        self.successes.push((201, s));
         self
     }
 
@@ -78,6 +79,7 @@ fn error_reason(status: u16) -> &'static str {
         400 => "Malformed request (e.g. `malformed_json`).",
         401 => "Missing or wrong bearer token (`unauthorized`).",
         404 => "Not found (`not_found`, `unknown_workflow`, `unknown_task`).",
+        409 => "Conflicts with the current state (`idempotency_conflict`, `already_ended`).",
         413 => "Body too large (`body_too_large`).",
         415 => "Body is not `application/json` (`unsupported_media_type`).",
         422 => "The input does not match (`invalid_input`).",
@@ -97,6 +99,12 @@ pub fn document(ops: &[Operation]) -> Value {
             parameters.push(json!({
                 "name": name, "in": "path", "required": true,
                 "description": description, "schema": {"type": "string"}
+            }));
+        }
+        for (name, description) in &op.doc.headers {
+            parameters.push(json!({
+                "name": name, "in": "header", "required": false,
+                "description": description, "schema": {"type": "string", "minLength": 1, "maxLength": 255}
             }));
         }
         if let Some(query) = op.doc.query {
@@ -130,11 +138,18 @@ pub fn document(ops: &[Operation]) -> Value {
             );
         }
         let mut responses = Map::new();
-        let ok = op.doc.response.map(|r| r(&mut g));
-        responses.insert(
-            op.doc.success.to_string(),
-            json!({"description": "Success.", "content": {"application/json": {"schema": ok}}}),
-        );
+        for (status, response) in &op.doc.successes {
+            let description = if *status == 201 {
+                "Created."
+            } else {
+                "Success."
+            };
+            responses.insert(
+                status.to_string(),
+                json!({"description": description,
+                       "content": {"application/json": {"schema": response(&mut g)}}}),
+            );
+        }
         let mut statuses: Vec<u16> = op.doc.errors.to_vec();
         if !op.public {
             statuses.extend([401, 503]);

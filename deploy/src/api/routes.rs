@@ -8,7 +8,7 @@ use super::openapi::{Doc, schema};
 use super::types::*;
 use super::views;
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::{MethodRouter, get, post};
 use cairn_engine::Store;
 use cairn_engine::catalog::{Digest, EvictScope};
@@ -90,12 +90,28 @@ pub fn operations() -> Vec<Operation> {
             Method::POST,
             "/v1/runs",
             "submitRun",
-            "Starts a run of a registered workflow (the input is checked first; nothing is written when it does not match).",
+            "Starts a run of a registered workflow (the input is checked first; nothing is written when it does not match). With an `Idempotency-Key` header, a repeated request returns the run the first one created (200) instead of starting another; the same key with a different request is refused (409).",
             Doc::new()
+                .header(
+                    "Idempotency-Key",
+                    "A client-chosen key (1 to 255 printable ASCII characters) that makes retries safe; remembered for 24 hours.",
+                )
                 .body(schema::<SubmitRunRequest>)
+                .ok(schema::<RunSummary>)
                 .created(schema::<RunSummary>)
-                .errors(&[404, 413, 415, 422]),
+                .errors(&[404, 409, 413, 415, 422]),
             post(submit_run),
+        ),
+        op(
+            Method::POST,
+            "/v1/runs/{run_id}/cancel",
+            "cancelRun",
+            "Cancels a run wherever it runs: it ends as `cancelled` at once, makes no new call, and its in-flight task bodies are aborted with their leases released. Cancelling a cancelled run answers it again; a run that ended otherwise is a conflict (409).",
+            Doc::new()
+                .path("run_id", "The run id.")
+                .ok(schema::<RunSummary>)
+                .errors(&[404, 409]),
+            post(cancel_run),
         ),
         op(
             Method::GET,
@@ -248,10 +264,27 @@ async fn workflows(State(app): State<AppState>) -> ApiResult<Vec<WorkflowInfo>> 
     ))
 }
 
+/// The `Idempotency-Key` header, if given and well formed.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        .ok_or_else(|| {
+            ApiError::invalid("header Idempotency-Key must be 1 to 255 printable ASCII characters")
+        })?;
+    Ok(Some(key.to_string()))
+}
+
 async fn submit_run(
     State(app): State<AppState>,
+    headers: HeaderMap,
     Json(req): Json<SubmitRunRequest>,
 ) -> Result<(StatusCode, axum::Json<RunSummary>), ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
     let options = RunOptions::new(req.project, req.domain).overwrite_cache(req.overwrite_cache);
     let started = app
         .node
@@ -260,12 +293,41 @@ async fn submit_run(
             input: req.input,
             options,
             schedule: None,
+            idempotency_key,
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(views::run_summary(&started.record)),
-    ))
+    let status = if started.existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(views::run_summary(&started.record))))
+}
+
+async fn cancel_run(
+    State(app): State<AppState>,
+    Path(run_id): Path<String>,
+) -> ApiResult<RunSummary> {
+    use cairn_engine::runs::{Ended, RunStatus};
+    let ended = app.node.cancel(&run_id).await.map_err(|e| match e {
+        cairn_engine::Error::InvalidInput { ref reason, .. } if reason == "no such run" => {
+            ApiError::not_found(format!("no run {run_id:?}"))
+        }
+        e => e.into(),
+    })?;
+    match ended {
+        Ended::Ended { record, .. } => Ok(axum::Json(views::run_summary(&record))),
+        Ended::AlreadyEnded(record) | Ended::Fenced(record)
+            if record.status == RunStatus::Cancelled =>
+        {
+            Ok(axum::Json(views::run_summary(&record)))
+        }
+        Ended::AlreadyEnded(record) | Ended::Fenced(record) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_ended",
+            format!("run {run_id:?} already ended as {:?}", record.status),
+        )),
+    }
 }
 
 async fn list_runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> ApiResult<RunPage> {
@@ -274,6 +336,7 @@ async fn list_runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> A
         project: q.project,
         domain: q.domain,
         status: q.status,
+        schedule: q.schedule,
     };
     let page = app
         .node

@@ -89,10 +89,13 @@ pub struct RunSummary {
     pub project: String,
     /// Domain.
     pub domain: String,
-    /// Running, succeeded or failed.
+    /// Running, succeeded, failed or cancelled.
     pub status: RunStatus,
-    /// The node that runs it.
+    /// The node that runs it (or ran its last attempt).
     pub node: String,
+    /// How many attempts it took: more than 1 when a node running it died and another (or
+    /// the same, restarted) took it over.
+    pub attempts: u32,
     /// The schedule that fired it.
     pub schedule: Option<String>,
     /// Start (Unix ms).
@@ -132,21 +135,40 @@ pub struct RunDetail {
     /// The run.
     #[serde(flatten)]
     pub run: RunSummary,
-    /// Every cache setting of the run.
+    /// Every cacheable call re-executed and replaced its entry.
     pub overwrite_cache: bool,
     /// Its input.
     pub input: Value,
-    /// Its output, when it succeeded (absent when it was too large to keep).
+    /// Its output, when it succeeded (absent when it was larger than the node keeps).
     pub output: Option<Value>,
     /// Size of the output's JSON text.
     pub output_bytes: Option<u64>,
-    /// Why it failed.
+    /// Why it failed or was cancelled.
     pub error: Option<String>,
+    /// Every attempt, oldest first: the first start, then each takeover with its reason.
+    pub attempt_list: Vec<AttemptInfo>,
+    /// The idempotency key it was submitted with.
+    pub idempotency_key: Option<String>,
     /// Calls recorded so far, by cache status.
     pub counts: BTreeMap<CacheStatus, u64>,
     /// Calls recorded so far (records are written in batches: a running run may not list its
     /// latest calls yet; a finished run lists all).
     pub calls: Vec<CallInfo>,
+}
+
+/// One attempt at running a run's workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AttemptInfo {
+    /// 1 for the first.
+    pub attempt: u32,
+    /// The node that ran it.
+    pub node: String,
+    /// Which start of that node it was.
+    pub incarnation: u64,
+    /// When it started (Unix ms).
+    pub started_at_ms: i64,
+    /// Why the attempt before it was taken over.
+    pub reason: Option<String>,
 }
 
 /// Query of `GET /v1/runs`.
@@ -161,6 +183,8 @@ pub struct RunsQuery {
     pub domain: Option<String>,
     /// Only runs in this state.
     pub status: Option<RunStatus>,
+    /// Only runs fired by this schedule.
+    pub schedule: Option<String>,
     /// Page size (default 50, at most 1000).
     pub limit: Option<usize>,
     /// Cursor from the previous page's `next`.

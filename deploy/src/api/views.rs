@@ -4,6 +4,7 @@ use super::types::*;
 use cairn_engine::catalog::{self, CacheKey, EntryMeta, ExecutionRecord, InputDiff};
 use cairn_engine::runs::RunRecord;
 use cairn_engine::schedule::{ScheduleRecord, Trigger};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub(super) fn run_summary(r: &RunRecord) -> RunSummary {
@@ -14,6 +15,7 @@ pub(super) fn run_summary(r: &RunRecord) -> RunSummary {
         domain: r.domain.clone(),
         status: r.status,
         node: r.node.clone(),
+        attempts: r.attempts.len().max(1) as u32,
         schedule: r.schedule.clone(),
         started_at_ms: r.started_at_ms,
         finished_at_ms: r.finished_at_ms,
@@ -33,10 +35,26 @@ pub(super) fn run_detail(r: &RunRecord, calls: &[ExecutionRecord]) -> RunDetail 
     RunDetail {
         run: run_summary(r),
         overwrite_cache: r.overwrite_cache,
-        input: json_of(&r.input),
-        output: r.output.as_deref().map(json_of),
-        output_bytes: r.output_bytes,
-        error: r.error.clone(),
+        input: r.input.as_str().map_or(Value::Null, json_of),
+        output: r.output.as_ref().and_then(|t| t.as_str()).map(json_of),
+        output_bytes: r.output.as_ref().map(|t| t.bytes),
+        error: r.error.as_ref().map(|t| {
+            t.text
+                .clone()
+                .unwrap_or_else(|| format!("({} bytes, not kept)", t.bytes))
+        }),
+        attempt_list: r
+            .attempts
+            .iter()
+            .map(|a| AttemptInfo {
+                attempt: a.attempt,
+                node: a.node.clone(),
+                incarnation: a.incarnation,
+                started_at_ms: a.started_at_ms,
+                reason: a.reason.clone(),
+            })
+            .collect(),
+        idempotency_key: r.idempotency_key.clone(),
         counts,
         calls: calls
             .iter()

@@ -69,8 +69,39 @@ pub(super) struct RunArgs {
     /// Print the run id and return without waiting.
     #[arg(long)]
     detach: bool,
+    /// Idempotency key of the submission [default: a fresh one, so this command's own retries
+    /// never start a second run].
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Give up waiting after this long (e.g. 90s, 30m); the run goes on. Exit 5.
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    timeout: Option<Duration>,
     #[command(flatten)]
     remote: Remote,
+}
+
+/// Retries `attempt` while the node is unreachable or unavailable, with backoff and a line on
+/// stderr, until `deadline`.
+async fn retrying<T, F, Fut>(
+    what: &str,
+    deadline: Option<Instant>,
+    mut attempt: F,
+) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transient() && deadline.is_none_or(|d| Instant::now() + backoff < d) => {
+                eprintln!("{what}: {e}; retrying in {backoff:.1?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 pub(super) async fn run(args: RunArgs) -> u8 {
@@ -79,6 +110,7 @@ pub(super) async fn run(args: RunArgs) -> u8 {
         Err(code) => return code,
     };
     let c = client(&args.remote);
+    let deadline = args.timeout.map(|t| Instant::now() + t);
     let req = SubmitRunRequest {
         workflow: args.workflow,
         input,
@@ -86,7 +118,14 @@ pub(super) async fn run(args: RunArgs) -> u8 {
         domain: args.domain,
         overwrite_cache: args.overwrite_cache,
     };
-    let started = match c.submit(&req).await {
+    let key = args
+        .idempotency_key
+        .unwrap_or_else(|| format!("cli-{:032x}", rand::random::<u128>()));
+    let started = match retrying("submitting the run", deadline, || {
+        c.submit_idempotent(&req, &key)
+    })
+    .await
+    {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -97,9 +136,23 @@ pub(super) async fn run(args: RunArgs) -> u8 {
     let clock = Instant::now();
     // Polls with counts only (a run may make thousands of calls), then fetches the calls once.
     loop {
-        match c
-            .run_with(&started.run_id, Duration::from_secs(1), false)
-            .await
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            eprintln!(
+                "error: run {} has not ended after {:.1?}; it goes on (cairn runs {} shows it)",
+                started.run_id,
+                clock.elapsed(),
+                started.run_id
+            );
+            return exit::UNAVAILABLE;
+        }
+        let wait = deadline.map_or(Duration::from_secs(1), |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(1))
+        });
+        match retrying("waiting for the run", deadline, || {
+            c.run_with(&started.run_id, wait, false)
+        })
+        .await
         {
             Err(e) => return fail(&e),
             Ok(d) if d.run.status != RunStatus::Running => break,
@@ -117,14 +170,18 @@ pub(super) async fn run(args: RunArgs) -> u8 {
             }
         }
     }
-    let detail = match c.run(&started.run_id, Duration::ZERO).await {
+    let detail = match retrying("reading the run", deadline, || {
+        c.run(&started.run_id, Duration::ZERO)
+    })
+    .await
+    {
         Ok(d) => d,
         Err(e) => return fail(&e),
     };
     if tty {
         eprint!("\r\x1b[2K");
     }
-    let failed = detail.run.status == RunStatus::Failed;
+    let failed = matches!(detail.run.status, RunStatus::Failed | RunStatus::Cancelled);
     let code = show(&args.remote, Ok(detail), print_run);
     if code == exit::OK && failed {
         exit::FAILED
@@ -167,6 +224,22 @@ fn print_run(d: &RunDetail) {
     if let Some(e) = &d.error {
         println!("error     {e}");
     }
+    if d.attempt_list.len() > 1 {
+        println!("attempts  {}", d.attempt_list.len());
+        for a in &d.attempt_list {
+            println!(
+                "  #{} on {} (incarnation {}) at {} ms{}",
+                a.attempt,
+                a.node,
+                a.incarnation,
+                a.started_at_ms,
+                a.reason
+                    .as_deref()
+                    .map(|r| format!(": took over because {r}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     println!("calls     {} ({})", d.calls.len(), counts(d));
     if d.calls.len() <= 20 {
         for c in &d.calls {
@@ -186,7 +259,10 @@ fn print_run(d: &RunDetail) {
 
 /// `cairn runs`.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(super) struct RunsArgs {
+    #[command(subcommand)]
+    action: Option<RunsAction>,
     /// Show this run with its calls instead of listing.
     run_id: Option<String>,
     /// Only this workflow.
@@ -198,9 +274,12 @@ pub(super) struct RunsArgs {
     /// Only this domain.
     #[arg(long)]
     domain: Option<String>,
-    /// Only runs in this state: running, succeeded, failed.
+    /// Only runs in this state: running, succeeded, failed, cancelled.
     #[arg(long, value_parser = parse_status)]
     status: Option<RunStatus>,
+    /// Only runs fired by this schedule.
+    #[arg(long)]
+    schedule: Option<String>,
     /// Page size.
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -211,12 +290,30 @@ pub(super) struct RunsArgs {
     remote: Remote,
 }
 
+#[derive(clap::Subcommand)]
+enum RunsAction {
+    /// Cancels a run: it ends as cancelled, makes no new call, and its running tasks are
+    /// aborted.
+    Cancel {
+        /// The run.
+        run_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
 fn parse_status(s: &str) -> Result<RunStatus, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("{s:?} is not one of running, succeeded, failed"))
+        .map_err(|_| format!("{s:?} is not one of running, succeeded, failed, cancelled"))
 }
 
 pub(super) async fn runs(args: RunsArgs) -> u8 {
+    if let Some(RunsAction::Cancel { run_id, remote }) = &args.action {
+        let c = client(remote);
+        return show(remote, c.cancel(run_id).await, |r| {
+            println!("{} {:?}", r.run_id, r.status)
+        });
+    }
     let c = client(&args.remote);
     if let Some(id) = &args.run_id {
         return show(&args.remote, c.run(id, Duration::ZERO).await, print_run);
@@ -226,6 +323,7 @@ pub(super) async fn runs(args: RunsArgs) -> u8 {
         project: args.project,
         domain: args.domain,
         status: args.status,
+        schedule: args.schedule,
         limit: Some(args.limit),
         cursor: args.cursor,
     };

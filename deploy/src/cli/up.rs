@@ -47,6 +47,14 @@ pub(super) struct UpArgs {
     /// Roles: scheduler, worker, or both, comma-separated [default: scheduler,worker].
     #[arg(long, env = "CAIRN_ROLES")]
     roles: Option<String>,
+    /// Liveness TTL: other nodes resume this node's runs after seeing no heartbeat from it for
+    /// this long (e.g. 10s) [default: 10s].
+    #[arg(long, env = "CAIRN_NODE_TTL", value_parser = crate::config::parse_duration)]
+    node_ttl: Option<std::time::Duration>,
+    /// How long a cancelled run's task bodies may still run before they are aborted
+    /// [default: 500ms].
+    #[arg(long, env = "CAIRN_CANCEL_GRACE", value_parser = crate::config::parse_duration)]
+    cancel_grace: Option<std::time::Duration>,
 }
 
 /// `UpArgs` over the config file over the defaults.
@@ -59,6 +67,10 @@ struct Settings {
     schedules: Vec<crate::ScheduleSpec>,
     cluster: Option<ClusterConfig>,
     telemetry: crate::telemetry::TelemetryConfig,
+    node_ttl: Option<std::time::Duration>,
+    cancel_grace: Option<std::time::Duration>,
+    run_limits: cairn_engine::runs::RunLimits,
+    takes_over_runs: bool,
 }
 
 impl Settings {
@@ -80,6 +92,29 @@ impl Settings {
         } else {
             args.seeds
         };
+        let parse =
+            |what: &str, v: &Option<String>| -> anyhow::Result<Option<std::time::Duration>> {
+                v.as_deref()
+                    .map(crate::config::parse_duration)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("config {what}: {e}"))
+            };
+        let node_ttl = match args.node_ttl {
+            Some(t) => Some(t),
+            None => parse("node_ttl", &file.node_ttl)?,
+        };
+        let cancel_grace = match args.cancel_grace {
+            Some(t) => Some(t),
+            None => parse("runs.cancel_grace", &file.runs.cancel_grace)?,
+        };
+        let mut run_limits = cairn_engine::runs::RunLimits::default();
+        if let Some(r) = parse("runs.journal_retention", &file.runs.journal_retention)? {
+            run_limits.journal_retention = r;
+        }
+        if let Some(n) = file.runs.max_output_bytes {
+            run_limits.max_output_bytes = n;
+        }
+        let takes_over_runs = roles.scheduler;
         let cluster = match args.cluster_listen.or(file.cluster.listen) {
             None => None,
             Some(listen) => Some(ClusterConfig {
@@ -93,6 +128,10 @@ impl Settings {
             }),
         };
         Ok(Settings {
+            node_ttl,
+            cancel_grace,
+            run_limits,
+            takes_over_runs,
             telemetry: file.telemetry.clone(),
             cluster,
             schedules,
@@ -133,16 +172,29 @@ async fn serve(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> 
         .map_err(|e| anyhow::anyhow!("--listen {:?}: {e}", args.listen))?;
     // Checked before the node starts, so a refused configuration starts nothing.
     config.check(addr).map_err(anyhow::Error::msg)?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("cairn-{}", std::process::id()));
-    let telemetry =
-        crate::telemetry::Telemetry::init(&args.telemetry, &name).map_err(anyhow::Error::msg)?;
+    // A stable default identity: an embedded store's directory names the node (the builder
+    // derives it); otherwise the host and the API port, when one is fixed.
+    let name = args.name.clone().unwrap_or_else(|| {
+        if !args.store.starts_with("embedded:") && addr.port() != 0 {
+            format!("{}-{}", crate::node::host_name(), addr.port())
+        } else {
+            crate::node::default_name(Some(&args.store))
+        }
+    });
     let mut builder = Node::builder()
         .store_url(&args.store)
-        .concurrency(args.concurrency);
+        .concurrency(args.concurrency)
+        .run_limits(args.run_limits.clone())
+        .takes_over_runs(args.takes_over_runs);
     builder = builder.name(&name);
+    if let Some(ttl) = args.node_ttl {
+        builder = builder.node_ttl(ttl);
+    }
+    if let Some(grace) = args.cancel_grace {
+        builder = builder.cancel_grace(grace);
+    }
+    let telemetry =
+        crate::telemetry::Telemetry::init(&args.telemetry, &name).map_err(anyhow::Error::msg)?;
     for spec in args.schedules {
         builder = builder.schedule(spec);
     }

@@ -198,6 +198,8 @@ impl<S: Store> Catalog<S> {
             wait_us,
             waited_for,
             error: output.as_ref().err().cloned(),
+            seq: None,
+            attempt: 0,
         })
         .await;
         CallOutcome {

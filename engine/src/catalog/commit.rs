@@ -25,6 +25,10 @@ pub enum Committed {
 
 /// Removes the index entries of a stored entry (before replacing or evicting it).
 pub(super) fn clear_indexes<T: Transaction>(tx: &T, meta: &EntryMeta) {
+    if let Some(slot) = &meta.key.journal {
+        tx.clear(&keys::journal(&slot.run, &meta.key.digest));
+        return;
+    }
     tx.clear(&keys::by_task(
         &meta.key.project,
         &meta.key.domain,
@@ -35,6 +39,24 @@ pub(super) fn clear_indexes<T: Transaction>(tx: &T, meta: &EntryMeta) {
     tx.clear(&keys::by_execution(&meta.execution, &meta.key.digest));
     if let Some(at) = meta.expires_at_ms {
         tx.clear(&keys::expiry(at, &meta.key.digest));
+    }
+}
+
+/// Writes the index entries of a stored entry: task, producing execution and expiry for a
+/// cache entry; the run's journal index for a journal entry (removed with the run's journal).
+fn set_indexes<T: Transaction>(tx: &T, meta: &EntryMeta) {
+    let (key, d) = (&meta.key, &meta.key.digest);
+    if let Some(slot) = &key.journal {
+        tx.set(&keys::journal(&slot.run, d), &[]);
+        return;
+    }
+    tx.set(
+        &keys::by_task(&key.project, &key.domain, &key.task, &key.version, d),
+        &meta.size.to_be_bytes(),
+    );
+    tx.set(&keys::by_execution(&meta.execution, d), &[]);
+    if let Some(at) = meta.expires_at_ms {
+        tx.set(&keys::expiry(at, d), &[]);
     }
 }
 
@@ -115,14 +137,7 @@ impl<S: Store> Catalog<S> {
                 tx.set(&keys::entry_part(&d, entry_part::META), &encode(&stored));
                 let meta = stored.meta;
                 tx.clear(&keys::entry_part(&d, entry_part::TOMBSTONE));
-                tx.set(
-                    &keys::by_task(&key.project, &key.domain, &key.task, &key.version, &d),
-                    &meta.size.to_be_bytes(),
-                );
-                tx.set(&keys::by_execution(&meta.execution, &d), &[]);
-                if let Some(at) = meta.expires_at_ms {
-                    tx.set(&keys::expiry(at, &d), &[]);
-                }
+                set_indexes(&tx, &meta);
                 if ours {
                     self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
                 }

@@ -269,8 +269,22 @@ pub struct CacheKey {
     pub signature: Digest,
     /// Digest of each input that is part of the key, sorted by name.
     pub inputs: Vec<(String, Digest)>,
-    /// The key: digest of all the above.
+    /// The key: digest of all the above (and of the journal slot, for journal keys).
     pub digest: Digest,
+    /// Set for the journal key of an uncached call inside a durable run: the entry keeps the
+    /// call's outcome for replays of that run only, and never appears in cache listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalSlot>,
+}
+
+/// Where a journal entry belongs: which run, and which occurrence of its call (the `n`-th call
+/// of the same task with the same inputs in that run, counted from 0).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JournalSlot {
+    /// The run.
+    pub run: String,
+    /// The occurrence.
+    pub occurrence: u32,
 }
 
 const MAX_NAME: usize = 512;
@@ -374,7 +388,26 @@ impl CacheKey {
             signature: sig,
             inputs: kept,
             digest: h.finish(),
+            journal: None,
         })
+    }
+
+    /// The journal key of the `occurrence`-th call (from 0) with this key's task and inputs in
+    /// run `run`: deterministic whatever order concurrent calls arrive in, and distinct from
+    /// every cache key and from every other run's.
+    pub fn journal(&self, run: &str, occurrence: u32) -> CacheKey {
+        let mut h = Hasher::new("cairn.journal.v1");
+        h.put(run.as_bytes());
+        h.put(&self.digest.to_bytes());
+        h.put(&occurrence.to_be_bytes());
+        CacheKey {
+            digest: h.finish(),
+            journal: Some(JournalSlot {
+                run: run.to_string(),
+                occurrence,
+            }),
+            ..self.clone()
+        }
     }
 }
 

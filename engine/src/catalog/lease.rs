@@ -21,6 +21,9 @@ pub struct Lease {
     pub digest: Digest,
     /// The holder.
     pub owner: String,
+    /// The holder's incarnation (0: unknown).
+    #[serde(default)]
+    pub incarnation: u64,
     /// The holder's execution.
     pub execution: String,
     /// Fencing generation.

@@ -37,7 +37,9 @@ pub use canonical::to_canonical_msgpack;
 pub use commit::Committed;
 pub use evict::EvictScope;
 pub use explain::{Difference, Explanation, InputDiff};
-pub use key::{CacheHash, CacheKey, Digest, KeyInputs, PreparedSignature, TaskSignature, TypeDesc};
+pub use key::{
+    CacheHash, CacheKey, Digest, JournalSlot, KeyInputs, PreparedSignature, TaskSignature, TypeDesc,
+};
 pub use lease::{HeldLease, Lease};
 pub use list::{EntryPage, TaskStats};
 pub use records::{CacheStatus, EntryMeta, ExecutionRecord};
@@ -45,6 +47,7 @@ pub use resolve::{Hit, Resolution, ResolveRequest};
 pub use wait::Answer;
 
 use crate::clock::{Clock, SystemClock};
+use crate::nodes::Liveness;
 use crate::store::{RetryPolicy, Store};
 use recorder::Recorder;
 use std::sync::Arc;
@@ -95,6 +98,7 @@ struct Inner<S: Store> {
     clock: Arc<dyn Clock>,
     config: CatalogConfig,
     recorder: Recorder,
+    liveness: Liveness,
 }
 
 impl<S: Store> Catalog<S> {
@@ -113,6 +117,7 @@ impl<S: Store> Catalog<S> {
                 clock,
                 config,
                 recorder,
+                liveness: Liveness::default(),
             }),
         }
     }
@@ -120,6 +125,12 @@ impl<S: Store> Catalog<S> {
     /// The store underneath.
     pub fn store(&self) -> &S {
         &self.inner.store
+    }
+
+    /// This process's view of which node incarnations are gone: leases they hold are taken
+    /// over without waiting for their TTL. Without an identity set, nothing is gone.
+    pub fn liveness(&self) -> &Liveness {
+        &self.inner.liveness
     }
 
     /// The settings.

@@ -89,6 +89,10 @@ pub enum LeaseState {
 pub struct LeaseRecord {
     /// The holder (a node or process name).
     pub owner: String,
+    /// The holder's incarnation (0: unknown); a lease of an incarnation that is gone (its
+    /// node restarted, stopped or went silent) is taken over without waiting for its TTL.
+    #[serde(default)]
+    pub incarnation: u64,
     /// The holder's execution id.
     pub execution: String,
     /// Fencing generation: every acquisition or takeover increments it.
@@ -148,11 +152,14 @@ pub enum CacheStatus {
     LookupFailure,
     /// The task ran but its output could not be stored; the output still reached the caller.
     PutFailure,
+    /// An uncached call answered from its run's journal: an earlier attempt of the run made
+    /// it, and this replay did not run it again.
+    Replayed,
 }
 
 impl CacheStatus {
     /// Every status.
-    pub const ALL: [CacheStatus; 9] = [
+    pub const ALL: [CacheStatus; 10] = [
         CacheStatus::Disabled,
         CacheStatus::Miss,
         CacheStatus::Hit,
@@ -162,6 +169,7 @@ impl CacheStatus {
         CacheStatus::Evicted,
         CacheStatus::LookupFailure,
         CacheStatus::PutFailure,
+        CacheStatus::Replayed,
     ];
 
     /// The status's stable name (used in keys, metrics and the API).
@@ -176,6 +184,7 @@ impl CacheStatus {
             CacheStatus::Evicted => "evicted",
             CacheStatus::LookupFailure => "lookup_failure",
             CacheStatus::PutFailure => "put_failure",
+            CacheStatus::Replayed => "replayed",
         }
     }
 
@@ -214,4 +223,11 @@ pub struct ExecutionRecord {
     pub waited_for: Option<String>,
     /// The task's error, if it failed.
     pub error: Option<String>,
+    /// The call's position in its run, in the order the workflow made its calls (replays
+    /// are checked against it).
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// The run's attempt that made the call (1 for the first).
+    #[serde(default)]
+    pub attempt: u32,
 }

@@ -154,9 +154,14 @@ impl<S: Store> Catalog<S> {
                             ));
                         }
                         LeaseState::Held => {
+                            // Silent for a whole TTL on the caller's clock, or held by a node
+                            // incarnation that is gone (restarted, stopped, or judged dead).
                             let expired = req.takeover.is_some_and(|seen| {
                                 seen.generation == record.generation && seen.beat == record.beat
-                            });
+                            }) || self
+                                .inner
+                                .liveness
+                                .is_gone(&record.owner, record.incarnation);
                             if !expired {
                                 return Ok(Resolution::Held(HeldLease::from_record(
                                     d,
@@ -172,6 +177,7 @@ impl<S: Store> Catalog<S> {
                 }
                 let record = LeaseRecord {
                     owner: req.owner.to_string(),
+                    incarnation: self.inner.liveness.incarnation_of(req.owner),
                     execution: req.execution.to_string(),
                     generation,
                     beat: 0,
@@ -204,6 +210,7 @@ impl<S: Store> Catalog<S> {
         Lease {
             digest: req.key.digest,
             owner: record.owner.clone(),
+            incarnation: record.incarnation,
             execution: record.execution.clone(),
             generation: record.generation,
             ttl: Duration::from_millis(record.ttl_ms),

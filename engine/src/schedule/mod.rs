@@ -6,6 +6,11 @@
 //! same serializable transaction; instances racing for the same tick conflict, and the losers
 //! retry and find the record already advanced. The decisions (catch-up after downtime, overlap,
 //! pause) are a pure function ([`plan::step`]) of the spec, the state and the time.
+//!
+//! A fired tick *is* a run: the transaction that claims the tick also creates the run's record
+//! (see [`crate::runs`]), owned by the claiming node. If that node dies, another takes the run
+//! over; the run's end records the tick's outcome and updates the schedule in one transaction,
+//! so a tick neither stays running forever nor is counted twice.
 
 pub mod plan;
 mod spec;
@@ -14,4 +19,5 @@ mod table;
 
 pub use spec::{CatchUp, Overlap, ScheduleSpec, Trigger};
 pub use state::{ScheduleRecord, ScheduleState, TickRecord};
-pub use table::{Fire, Schedules};
+pub(crate) use table::run_ended_in;
+pub use table::{Fire, ScheduledInput, Schedules};

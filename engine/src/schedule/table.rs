@@ -8,11 +8,25 @@ use crate::catalog::records::{decode, encode};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::nodes::Incarnation;
+use crate::runs::{NewRun, RunRecord, RunTick, insert_in};
 use crate::store::{RangeOptions, RetryPolicy, Store, Transaction, transact};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// A tick to run: fired by [`Schedules::poll`], [`Schedules::finished`] (a buffered tick) or
-/// [`Schedules::backfill`].
+/// What a scheduled run's workflow receives (as its JSON input).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ScheduledInput {
+    /// The tick it runs for (Unix ms): the kickoff time, for cron and fixed-rate schedules alike.
+    pub kickoff_ms: i64,
+    /// The schedule's fixed input (MessagePack).
+    pub input: Vec<u8>,
+    /// A backfill run.
+    pub backfill: bool,
+}
+
+/// A fired tick: claimed by [`Schedules::poll`] (live or backfilled ticks) or by the end of the
+/// run before it (a buffered tick), together with its run, which the claiming node owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fire {
     /// The schedule.
@@ -35,6 +49,127 @@ pub struct Fire {
     pub jitter_ms: u64,
     /// A backfill run.
     pub backfill: bool,
+    /// The run created for it, owned by the instance that claimed it.
+    pub run: RunRecord,
+}
+
+/// Writes the tick records of `ticks` (skipping any already fired), creates their runs (owned
+/// by `instance`) and counts them.
+async fn claim<T: Transaction>(
+    tx: &T,
+    record: &mut ScheduleRecord,
+    ticks: &[i64],
+    instance: &Incarnation,
+    now: i64,
+    backfill: bool,
+) -> Result<Vec<Fire>> {
+    let spec = &record.spec;
+    let mut fires = Vec::with_capacity(ticks.len());
+    // One multi-key read for every tick's record, not one round trip each.
+    let tick_keys: Vec<Vec<u8>> = ticks.iter().map(|t| keys::tick(&spec.name, *t)).collect();
+    let refs: Vec<&[u8]> = tick_keys.iter().map(Vec::as_slice).collect();
+    let fired = tx.get_many(&refs, false).await?;
+    for ((&tick, key), fired) in ticks.iter().zip(&tick_keys).zip(fired) {
+        if fired.is_some() {
+            continue;
+        }
+        let run_id = format!("sched-{}-{tick}", spec.name);
+        let rec = TickRecord {
+            run_id: run_id.clone(),
+            instance: instance.to_string(),
+            fired_at_ms: now,
+            backfill,
+            outcome: None,
+        };
+        tx.set(key, &encode(&rec));
+        let input = ScheduledInput {
+            kickoff_ms: tick,
+            input: spec.input.clone(),
+            backfill,
+        };
+        let run = insert_in(
+            tx,
+            &NewRun {
+                run_id: run_id.clone(),
+                workflow: spec.workflow.clone(),
+                project: spec.project.clone(),
+                domain: spec.domain.clone(),
+                overwrite_cache: false,
+                input: serde_json::to_string(&input).unwrap_or_default(),
+                schedule: Some(spec.name.clone()),
+                tick: Some(RunTick {
+                    tick_ms: tick,
+                    backfill,
+                }),
+            },
+            instance,
+            now,
+            None,
+        );
+        let late_ms = u64::try_from(now - tick).unwrap_or(0);
+        let st = &mut record.state;
+        st.fired += 1;
+        st.late_ms_total += late_ms;
+        st.late_ms_max = st.late_ms_max.max(late_ms);
+        st.last_tick_ms = Some(st.last_tick_ms.map_or(tick, |t| t.max(tick)));
+        fires.push(Fire {
+            schedule: spec.name.clone(),
+            workflow: spec.workflow.clone(),
+            project: spec.project.clone(),
+            domain: spec.domain.clone(),
+            input: spec.input.clone(),
+            tick_ms: tick,
+            run_id,
+            late_ms,
+            jitter_ms: spec.jitter_ms,
+            backfill,
+            run,
+        });
+    }
+    Ok(fires)
+}
+
+/// Records, in the transaction that ends a scheduled run, the outcome of its tick and the
+/// schedule's new state; returns the run of the tick buffered behind it (overlap `BufferOne`),
+/// now fired and owned by `owner`. A schedule that no longer exists changes nothing.
+pub(crate) async fn run_ended_in<T: Transaction>(
+    tx: &T,
+    name: &str,
+    tick: RunTick,
+    outcome: &std::result::Result<(), String>,
+    owner: &Incarnation,
+    now: i64,
+) -> Result<Option<RunRecord>> {
+    let Some(mut record) = read_record(tx, name).await? else {
+        return Ok(None);
+    };
+    let tick_key = keys::tick(name, tick.tick_ms);
+    if let Some(raw) = tx.get(&tick_key, false).await? {
+        let mut rec: TickRecord = decode(|| format!("tick {} of {name}", tick.tick_ms), &raw)?;
+        if rec.outcome.is_some() {
+            return Ok(None);
+        }
+        rec.outcome = Some(outcome.clone());
+        tx.set(&tick_key, &encode(&rec));
+    }
+    if !tick.backfill {
+        record.state.running = record.state.running.saturating_sub(1);
+    }
+    if outcome.is_err() {
+        record.state.failed += 1;
+    }
+    let mut next = None;
+    if !tick.backfill
+        && let Some(buffered) = record.state.buffered.take()
+    {
+        record.state.running += 1;
+        next = claim(tx, &mut record, &[buffered], owner, now, false)
+            .await?
+            .pop()
+            .map(|f| f.run);
+    }
+    tx.set(&keys::schedule(name), &encode(&record));
+    Ok(next)
 }
 
 /// Schedules in one store.
@@ -113,9 +248,10 @@ impl<S: Store> Schedules<S> {
         .await
     }
 
-    /// Fires what is due in every schedule, as scheduler instance `instance`. A schedule that
-    /// fails (a corrupt record, a store error) is logged and skipped; the others still fire.
-    pub async fn poll(&self, instance: &str) -> Result<Vec<Fire>> {
+    /// Fires what is due in every schedule, as node incarnation `instance` (which owns the runs
+    /// it fires). A schedule that fails (a corrupt record, a store error) is logged and
+    /// skipped; the others still fire.
+    pub async fn poll(&self, instance: &Incarnation) -> Result<Vec<Fire>> {
         // Names from the keys, not the values: one corrupt record must not hide the others.
         let (begin, end) = keys::schedules();
         let tx = self.store.begin_read().await?;
@@ -139,7 +275,7 @@ impl<S: Store> Schedules<S> {
     }
 
     /// Fires what is due in schedule `name`.
-    pub async fn poll_one(&self, name: &str, instance: &str) -> Result<Vec<Fire>> {
+    pub async fn poll_one(&self, name: &str, instance: &Incarnation) -> Result<Vec<Fire>> {
         let (fires, missed) = transact(&self.store, &self.retry, |tx| async move {
             let now = self.clock.now_ms();
             let Some(mut record) = read_record(&tx, name).await? else {
@@ -150,14 +286,9 @@ impl<S: Store> Schedules<S> {
             }
             let missed_before = record.state.missed;
             let backfill = std::mem::take(&mut record.state.pending_backfill);
-            let mut fires = self
-                .claim(&tx, &mut record, &backfill, instance, now, true)
-                .await?;
+            let mut fires = claim(&tx, &mut record, &backfill, instance, now, true).await?;
             let plan = step(&record.spec, &mut record.state, now)?;
-            fires.extend(
-                self.claim(&tx, &mut record, &plan.fire, instance, now, false)
-                    .await?,
-            );
+            fires.extend(claim(&tx, &mut record, &plan.fire, instance, now, false).await?);
             tx.set(&keys::schedule(name), &encode(&record));
             Ok((fires, record.state.missed - missed_before))
         })
@@ -165,101 +296,6 @@ impl<S: Store> Schedules<S> {
         // Counted once committed (the closure may run several times).
         crate::telemetry::metrics::schedule_ticks(name, fires.len() as u64, missed);
         Ok(fires)
-    }
-
-    /// Writes the tick records of `ticks` (skipping any already fired) and counts them.
-    async fn claim<T: Transaction>(
-        &self,
-        tx: &T,
-        record: &mut ScheduleRecord,
-        ticks: &[i64],
-        instance: &str,
-        now: i64,
-        backfill: bool,
-    ) -> Result<Vec<Fire>> {
-        let spec = &record.spec;
-        let mut fires = Vec::with_capacity(ticks.len());
-        for &tick in ticks {
-            let key = keys::tick(&spec.name, tick);
-            if tx.get(&key, false).await?.is_some() {
-                continue;
-            }
-            let run_id = format!("sched-{}-{tick}", spec.name);
-            let rec = TickRecord {
-                run_id: run_id.clone(),
-                instance: instance.to_string(),
-                fired_at_ms: now,
-                backfill,
-                outcome: None,
-            };
-            tx.set(&key, &encode(&rec));
-            let late_ms = u64::try_from(now - tick).unwrap_or(0);
-            let st = &mut record.state;
-            st.fired += 1;
-            st.late_ms_total += late_ms;
-            st.late_ms_max = st.late_ms_max.max(late_ms);
-            st.last_tick_ms = Some(st.last_tick_ms.map_or(tick, |t| t.max(tick)));
-            fires.push(Fire {
-                schedule: spec.name.clone(),
-                workflow: spec.workflow.clone(),
-                project: spec.project.clone(),
-                domain: spec.domain.clone(),
-                input: spec.input.clone(),
-                tick_ms: tick,
-                run_id,
-                late_ms,
-                jitter_ms: spec.jitter_ms,
-                backfill,
-            });
-        }
-        Ok(fires)
-    }
-
-    /// Records the end of `fire`'s run; returns the tick buffered behind it (overlap
-    /// `BufferOne`), now fired.
-    pub async fn finished(
-        &self,
-        fire: &Fire,
-        outcome: std::result::Result<(), String>,
-        instance: &str,
-    ) -> Result<Option<Fire>> {
-        let outcome = &outcome;
-        transact(&self.store, &self.retry, |tx| async move {
-            let name = &fire.schedule;
-            let Some(mut record) = read_record(&tx, name).await? else {
-                return Err(unknown(name));
-            };
-            let tick_key = keys::tick(name, fire.tick_ms);
-            if let Some(raw) = tx.get(&tick_key, false).await? {
-                let mut tick: TickRecord =
-                    decode(|| format!("tick {} of {name}", fire.tick_ms), &raw)?;
-                if tick.outcome.is_some() {
-                    return Ok(None); // already recorded: a retry after an unknown commit result
-                }
-                tick.outcome = Some(outcome.clone());
-                tx.set(&tick_key, &encode(&tick));
-            }
-            if !fire.backfill {
-                record.state.running = record.state.running.saturating_sub(1);
-            }
-            if outcome.is_err() {
-                record.state.failed += 1;
-            }
-            let mut next = None;
-            if !fire.backfill
-                && let Some(tick) = record.state.buffered.take()
-            {
-                record.state.running += 1;
-                let now = self.clock.now_ms();
-                next = self
-                    .claim(&tx, &mut record, &[tick], instance, now, false)
-                    .await?
-                    .pop();
-            }
-            tx.set(&keys::schedule(name), &encode(&record));
-            Ok(next)
-        })
-        .await
     }
 
     async fn update(

@@ -43,6 +43,11 @@ pub enum TaskError {
         /// What failed.
         detail: String,
     },
+    /// The run the call belongs to was cancelled.
+    Cancelled {
+        /// The run.
+        run: String,
+    },
 }
 
 impl fmt::Display for TaskError {
@@ -55,13 +60,41 @@ impl fmt::Display for TaskError {
             TaskError::UnknownTask { name } => write!(f, "unknown task {name:?}"),
             TaskError::WorkerLost { detail } => write!(f, "worker lost: {detail}"),
             TaskError::Engine { detail } => write!(f, "engine error: {detail}"),
+            TaskError::Cancelled { run } => write!(f, "run {run} was cancelled"),
         }
     }
 }
 
 impl std::error::Error for TaskError {}
 
+/// The bytes a journal entry keeps: the call's outcome, output or error.
+pub fn encode_outcome(outcome: &Result<Vec<u8>, TaskError>) -> Vec<u8> {
+    // Plain data: encoding cannot fail.
+    rmp_serde::to_vec_named(outcome).unwrap_or_default()
+}
+
+/// Decodes a journal entry written by [`encode_outcome`]; bytes that do not decode are an
+/// engine error naming the journal.
+pub fn decode_outcome(bytes: &[u8]) -> Result<Result<Vec<u8>, TaskError>, TaskError> {
+    rmp_serde::from_slice(bytes).map_err(|e| TaskError::Engine {
+        detail: format!("a journal entry does not decode: {e}"),
+    })
+}
+
 impl TaskError {
+    /// Whether this is the task's own outcome (what it returned, how it failed), as opposed
+    /// to something that happened around it (a lost worker, an unknown task, the engine, a
+    /// cancellation): only outcomes are journaled.
+    pub fn is_outcome(&self) -> bool {
+        matches!(
+            self,
+            TaskError::Failed { .. }
+                | TaskError::Panicked { .. }
+                | TaskError::TimedOut { .. }
+                | TaskError::BadInput { .. }
+        )
+    }
+
     /// Whether another attempt could succeed (the task's own failures, panics and timeouts are
     /// retried per its `retries`; a bad input or an unknown task never succeeds).
     pub fn is_retryable(&self) -> bool {
@@ -156,6 +189,7 @@ mod tests {
                 lease: Lease {
                     digest: key.digest,
                     owner: "node-a".into(),
+                    incarnation: 2,
                     execution: "e-1".into(),
                     generation: 4,
                     ttl: Duration::from_secs(30),

@@ -5,7 +5,7 @@
 mod job;
 mod registry;
 
-pub use job::{Job, JobCache, JobReport, TaskError};
+pub use job::{Job, JobCache, JobReport, TaskError, decode_outcome, encode_outcome};
 pub use registry::{DynTask, TaskRegistry};
 
 use crate::catalog::{CacheKey, KeyInputs, PreparedSignature, TaskSignature};

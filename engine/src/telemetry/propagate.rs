@@ -34,6 +34,17 @@ pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// Links `span` to the span named by `traceparent` (a resumed run to its first attempt's
+/// trace). A malformed value is ignored.
+pub fn add_link(span: &tracing::Span, traceparent: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(sc) = parse(traceparent) {
+        span.add_link(sc);
+    }
+}
+
 fn parse(traceparent: &str) -> Option<SpanContext> {
     let mut parts = traceparent.split('-');
     let (version, trace, span, flags) =
