@@ -90,13 +90,13 @@ async fn bad_input_is_refused_with_a_named_json_error_and_writes_nothing() {
         ),
         (
             "input over the run record limit",
-            json!({"workflow": "daily_report", "input": "x".repeat(100_000)})
+            json!({"workflow": "daily_report", "input": "x".repeat(1_500_000)})
                 .to_string()
                 .into(),
             json,
             413,
             "body_too_large",
-            "at most 65536",
+            "at most 1048576",
         ),
         (
             "not JSON",

@@ -215,8 +215,10 @@ fn kill_9_mid_run(scenario: Killed) {
     }
     let keeper_run = keeper_run.unwrap_or_else(|| run_waiting(&nodes[0], &input));
     nodes[1].kill();
-    if let Some(child) = victim_run {
-        let _ = child.wait_with_output();
+    // The victim's own `cairn run` would wait for its node to come back: stop it.
+    if let Some(mut child) = victim_run {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     // The keeper's run completes with every result, and each key has one entry.

@@ -333,6 +333,17 @@ impl Liveness {
     pub fn is_gone(&self, node: &str, incarnation: u64) -> bool {
         self.gone(node, incarnation).is_some()
     }
+
+    /// Whether a lease held by `node`'s `incarnation` may be taken over at once: only when the
+    /// incarnation was superseded (its node restarted) or stopped. A merely silent node's
+    /// leases are not: the job may be running on another node's worker, which keeps the
+    /// lease's own heartbeat going, so silence is judged on the lease itself.
+    pub fn lease_holder_gone(&self, node: &str, incarnation: u64) -> bool {
+        matches!(
+            self.gone(node, incarnation),
+            Some(Gone::Superseded { .. } | Gone::Stopped)
+        )
+    }
 }
 
 #[cfg(test)]

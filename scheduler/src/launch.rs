@@ -325,7 +325,7 @@ impl Launcher {
             let record = match ended {
                 Ended::Ended { record, next } => {
                     if let Some(next) = next {
-                        drop(this.execute(next));
+                        drop(this.execute(*next));
                     }
                     record
                 }
@@ -521,7 +521,7 @@ impl Launcher {
         if let Ended::Ended { next, .. } = &ended {
             self.cancelled(run_id);
             if let Some(next) = next {
-                drop(self.execute(next.clone()));
+                drop(self.execute((**next).clone()));
             }
         }
         Ok(ended)

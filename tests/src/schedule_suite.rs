@@ -47,7 +47,7 @@ async fn end<S: Store>(
         .await
         .unwrap()
     {
-        Ended::Ended { next, .. } => next,
+        Ended::Ended { next, .. } => next.map(|n| *n),
         other => panic!("{other:?}"),
     }
 }

@@ -26,8 +26,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use types::NodeInfo;
 
-/// Largest request body accepted by default (run inputs are at most 64 KiB of JSON anyway).
-pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Largest request body accepted by default: room for the largest run input the run table
+/// accepts by default (1 MiB of JSON) and the request around it.
+pub const DEFAULT_MAX_BODY: usize = 2 * 1024 * 1024;
 
 /// How the API is served.
 #[derive(Debug, Clone)]

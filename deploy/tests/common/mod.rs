@@ -14,6 +14,9 @@ use std::time::Duration;
 /// The `cairn` binary cargo built for these tests.
 pub const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 
+/// The `cairn` CLI with the test fixtures registered (`src/bin/cairn-testbed.rs`).
+pub const TESTBED: &str = env!("CARGO_BIN_EXE_cairn-testbed");
+
 /// A `cairn up` process, killed when dropped.
 pub struct NodeProcess {
     child: Child,
@@ -33,9 +36,20 @@ impl NodeProcess {
 
     /// [`NodeProcess::start`] with extra environment variables.
     pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
-        let mut child = Command::new(CAIRN)
+        Self::start_bin(CAIRN, dir, args, env)
+    }
+
+    /// `cairn up` of binary `bin` (e.g. [`TESTBED`]), listening on 127.0.0.1:0 unless `args`
+    /// gives `--listen`.
+    pub fn start_bin(bin: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+        let listen: &[&str] = if args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
+        let mut child = Command::new(bin)
             .arg("up")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(args)
             .current_dir(dir)
             .env_remove("CAIRN_TOKEN")
@@ -148,6 +162,155 @@ pub fn cli_fails(node: &str, args: &[&str]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// How many lines of the log file at `path` equal `line`.
+pub fn count_lines(path: &Path, line: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == line)
+        .count()
+}
+
+/// How many lines of the log file at `path` start with `prefix`.
+pub fn count_prefixed(path: &Path, prefix: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .count()
+}
+
+/// Waits (bounded) until `done()`; panics with `what` after `limit`. For conditions only
+/// visible from outside a process (a log file, an API answer), which can only be polled.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The run `run_id` as `node` shows it (JSON of `GET /v1/runs/{id}`), waiting up to
+/// `wait_ms` for it to end.
+pub fn run_detail(node: &str, run_id: &str, wait_ms: u64) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = cairn::client::Client::new(node, None);
+    let detail = rt
+        .block_on(client.run(run_id, Duration::from_millis(wait_ms)))
+        .unwrap_or_else(|e| panic!("GET run {run_id} from {node}: {e}"));
+    serde_json::to_value(detail).unwrap()
+}
+
+/// A PostgreSQL server of the test's own (a fresh cluster in a temporary directory, on a free
+/// port), so a test can stop and restart it without disturbing the others. Needs the server
+/// binaries (`deploy/dev/postgres-up` installs them) and root (it runs them as `postgres`).
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    /// Its port.
+    pub port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    /// Creates and starts the cluster, with a `cairn` role and database.
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("pg_ctl").exists())
+            .expect("pg_ctl");
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-pg-")
+            .tempdir()
+            .unwrap();
+        as_postgres(&format!("chown postgres {}", dir.path().display()), true);
+        let data = dir.path().join("data");
+        as_postgres(
+            &format!(
+                "{} -D {} -U postgres --auth=trust -E UTF8 >/dev/null",
+                bin.join("initdb").display(),
+                data.display()
+            ),
+            false,
+        );
+        let pg = PrivatePostgres {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        pg.up();
+        as_postgres(
+            &format!(
+                "psql -h 127.0.0.1 -p {} -U postgres -qc \"CREATE ROLE cairn LOGIN PASSWORD 'cairn'\" -c 'CREATE DATABASE cairn OWNER cairn'",
+                pg.port
+            ),
+            false,
+        );
+        pg
+    }
+
+    /// Its URL, with a table of its own.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://cairn:cairn@127.0.0.1:{}/cairn?table=t",
+            self.port
+        )
+    }
+
+    /// Starts the server (again).
+    pub fn up(&self) {
+        as_postgres(
+            &format!(
+                "{} -D {} -o '-p {} -k {} -c listen_addresses=127.0.0.1' -l {} -w start >/dev/null",
+                self.bin.join("pg_ctl").display(),
+                self.dir.path().join("data").display(),
+                self.port,
+                self.dir.path().display(),
+                self.dir.path().join("log").display()
+            ),
+            false,
+        );
+    }
+
+    /// Stops the server at once (open connections are cut).
+    pub fn down(&self) {
+        as_postgres(
+            &format!(
+                "{} -D {} -m immediate -w stop >/dev/null",
+                self.bin.join("pg_ctl").display(),
+                self.dir.path().join("data").display()
+            ),
+            false,
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// Runs `command` with sh, as root (`root`) or as the `postgres` user.
+fn as_postgres(command: &str, root: bool) {
+    let status = if root {
+        Command::new("sh").args(["-c", command]).status()
+    } else {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--", "sh", "-c", command])
+            .status()
+    }
+    .expect("run a PostgreSQL command");
+    assert!(status.success(), "{command}: {status}");
 }
 
 /// A free port on 127.0.0.1 (bound, then released for a child process to take).

@@ -155,13 +155,13 @@ impl<S: Store> Catalog<S> {
                         }
                         LeaseState::Held => {
                             // Silent for a whole TTL on the caller's clock, or held by a node
-                            // incarnation that is gone (restarted, stopped, or judged dead).
+                            // incarnation that restarted or stopped.
                             let expired = req.takeover.is_some_and(|seen| {
                                 seen.generation == record.generation && seen.beat == record.beat
                             }) || self
                                 .inner
                                 .liveness
-                                .is_gone(&record.owner, record.incarnation);
+                                .lease_holder_gone(&record.owner, record.incarnation);
                             if !expired {
                                 return Ok(Resolution::Held(HeldLease::from_record(
                                     d,

@@ -68,7 +68,7 @@ pub enum Ended {
         /// The run as ended.
         record: RunRecord,
         /// A run started by this end.
-        next: Option<RunRecord>,
+        next: Option<Box<RunRecord>>,
     },
     /// The run had already ended: the first end wins.
     AlreadyEnded(RunRecord),
@@ -428,7 +428,10 @@ impl<S: Store> Runs<S> {
                 RunStatus::Failed
             };
             let next = end_in(&tx, &mut record, status, outcome, me, now, limits).await?;
-            Ok(Ended::Ended { record, next })
+            Ok(Ended::Ended {
+                record,
+                next: next.map(Box::new),
+            })
         })
         .await
     }
@@ -469,7 +472,10 @@ impl<S: Store> Runs<S> {
                     at_ms: now,
                 }),
             );
-            Ok(Ended::Ended { record, next })
+            Ok(Ended::Ended {
+                record,
+                next: next.map(Box::new),
+            })
         })
         .await
     }
