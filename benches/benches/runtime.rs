@@ -1,13 +1,15 @@
 //! Task calls through the public API (`Ctx::call` on a `Node` over the embedded store):
 //! - hits: `square(n)` for 10,000 populated keys;
-//! - cold cached calls: a fresh key every call (miss → worker → commit).
+//! - cold cached calls: a fresh key every call (miss → worker → commit);
+//! - the same inside a run started by name (recorded and durable), and uncached calls in a
+//!   context of their own and inside a run by name (journaled: lease + commit per call).
 //!
 //! `cargo bench -p cairn-benches --bench runtime`
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use cairn_benches::{CONCURRENCY, drive, hit_node, hits};
+use cairn_benches::{CONCURRENCY, Calls, Kind, drive, hit_node, hits, in_ctx, in_run};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -28,6 +30,29 @@ fn benches(c: &mut Criterion) {
             rt.block_on(drive(&node, iters, move |i| base + i as i64))
         })
     });
+    let cases: [(&str, Kind, bool); 3] = [
+        ("cold-in-run/embedded", Kind::Cached, true),
+        ("uncached/embedded", Kind::Uncached, false),
+        ("uncached-in-run/embedded", Kind::Uncached, true),
+    ];
+    for (name, kind, run) in cases {
+        let fresh = fresh.clone();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let base = fresh.fetch_add(iters as i64 + 1, Ordering::SeqCst);
+                let c = Calls {
+                    base,
+                    total: iters,
+                    kind,
+                };
+                if run {
+                    rt.block_on(in_run(&node, c))
+                } else {
+                    rt.block_on(in_ctx(&node, c))
+                }
+            })
+        });
+    }
     group.finish();
 }
 

@@ -159,6 +159,90 @@ pub async fn square(n: i64) -> i64 {
     n * n
 }
 
+/// An uncached task for the runtime benchmarks: inside a run by name its calls are journaled.
+#[cairn::task]
+pub async fn double(n: i64) -> i64 {
+    2 * n
+}
+
+/// Which task [`calls`] makes.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub enum Kind {
+    /// [`square`], cached.
+    Cached,
+    /// [`double`], uncached.
+    Uncached,
+}
+
+/// Input of the [`calls`] workflow.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Calls {
+    /// Inputs `base..base + total`.
+    pub base: i64,
+    /// How many calls.
+    pub total: u64,
+    /// Of which task.
+    pub kind: Kind,
+}
+
+/// `total` calls from [`CONCURRENCY`] concurrent branches of `ctx`; every output is checked.
+async fn call_all(ctx: cairn::Ctx, c: Calls) -> Result<u64, cairn::CallError> {
+    let per = c.total.div_ceil(CONCURRENCY);
+    let branches = (0..CONCURRENCY).map(|b| {
+        let ctx = ctx.clone();
+        let c = c.clone();
+        async move {
+            for i in 0..per.min(c.total.saturating_sub(b * per)) {
+                let n = c.base + (b * per + i) as i64;
+                match c.kind {
+                    Kind::Cached => assert_eq!(ctx.call(square, n).await?, n * n),
+                    Kind::Uncached => assert_eq!(ctx.call(double, n).await?, 2 * n),
+                }
+            }
+            Ok::<_, cairn::CallError>(())
+        }
+    });
+    futures::future::try_join_all(branches).await?;
+    Ok(c.total)
+}
+
+/// The workflow the runtime benchmarks start by name, as users do (API, CLI, schedules).
+pub async fn calls(ctx: cairn::Ctx, c: Calls) -> Result<u64, cairn::CallError> {
+    call_all(ctx, c).await
+}
+
+/// `c` as one run started by name (recorded, durable: uncached calls journaled), to its end.
+pub async fn in_run(node: &cairn::Node, c: Calls) -> Duration {
+    let started = Instant::now();
+    let run = node
+        .submit(cairn::SubmitRun {
+            workflow: "calls".into(),
+            input: serde_json::to_value(&c).expect("input"),
+            options: cairn::RunOptions::new("bench", "bench"),
+            schedule: None,
+            idempotency_key: None,
+        })
+        .await
+        .expect("submit");
+    let record = run.finished.await.expect("run task").expect("run end");
+    assert_eq!(
+        record.output.and_then(|o| o.text),
+        Some(c.total.to_string()),
+        "{:?}",
+        record.error
+    );
+    started.elapsed()
+}
+
+/// `c` in a context of the node's own, outside any run by name (nothing journaled).
+pub async fn in_ctx(node: &cairn::Node, c: Calls) -> Duration {
+    let ctx = node.ctx(cairn::RunOptions::new("bench", "bench"));
+    let started = Instant::now();
+    let total = c.total;
+    assert_eq!(call_all(ctx, c).await.expect("calls"), total);
+    started.elapsed()
+}
+
 /// Concurrent callers in [`drive`].
 pub const CONCURRENCY: u64 = 256;
 
@@ -201,6 +285,8 @@ pub fn hit_node(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> cairn::N
             cairn::Node::builder()
                 .store_url(format!("embedded:{}", dir.display()))
                 .task(square)
+                .task(double)
+                .workflow("calls", calls)
                 .concurrency(256)
                 .start(),
         )

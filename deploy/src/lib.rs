@@ -42,11 +42,15 @@ mod node;
 pub mod telemetry;
 
 pub use cairn_engine::catalog::{CacheHash, CacheStatus, Catalog, ExecutionRecord};
+pub use cairn_engine::nodes::{Incarnation, Nodes};
+pub use cairn_engine::runs::{Ended, RunLimits, RunRecord, RunStatus, Runs};
 pub use cairn_engine::schedule::{CatchUp, Overlap, ScheduleSpec, Schedules, Trigger};
 pub use cairn_engine::task::{Task, TaskError, TaskRegistry};
 pub use cairn_engine::{AnyStore, Error};
 pub use cairn_macros::task;
-pub use cairn_scheduler::{CallError, CallSummary, Ctx, RunOptions, ScheduledInput};
+pub use cairn_scheduler::{
+    CallError, CallSummary, Ctx, RunOptions, ScheduledInput, Started, SubmitError, SubmitRun,
+};
 pub use node::{Node, NodeBuilder, RunReport};
 pub use schemars::{self, JsonSchema};
 pub use serde::{self, Deserialize, Serialize};

@@ -12,6 +12,7 @@ use cairn_engine::schedule::{CatchUp, Fire, Overlap, ScheduleSpec, Schedules, Tr
 use cairn_engine::store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 const SECOND: i64 = 1_000;
 
@@ -653,6 +654,91 @@ pub async fn runs_are_cancelled_and_submitted_idempotently<H: Harness>() {
     ));
 }
 
+/// A run's journal entries (uncached calls' outcomes, stored under run-scoped keys) stay out
+/// of cache listings, are kept while the run may be replayed, and are removed once the ended
+/// run's journal retention has passed.
+pub async fn journals_are_collected_after_their_retention<H: Harness>() {
+    use cairn_engine::catalog::{
+        Catalog, CatalogConfig, KeyInputs, Resolution, ResolveRequest, TaskSignature, TypeDesc,
+    };
+    let h = H::new().await;
+    let clock = ManualClock::new(1_000);
+    let store = h.open().await;
+    let runs = Runs::new(store.clone(), Arc::new(clock.clone()));
+    let catalog = Catalog::with(store, Arc::new(clock.clone()), CatalogConfig::default());
+    let me = inc("n");
+    let project = unique("journal");
+    let id = unique("run");
+    let r = created(
+        runs.create(&new_run(&id, "wf", "d", "1"), &me, None)
+            .await
+            .unwrap(),
+    );
+    let sig = TaskSignature::new("note", TypeDesc::of::<i64>()).input("n", TypeDesc::of::<i64>());
+    let mut inputs = KeyInputs::new();
+    inputs.add("n", &7i64).unwrap();
+    let base = cairn_engine::catalog::CacheKey::new(&project, "d", &sig, "0", &inputs).unwrap();
+    let mut keys = Vec::new();
+    for occurrence in 0..3 {
+        let key = base.journal(&id, occurrence);
+        assert_ne!(key.digest, base.digest);
+        let req = ResolveRequest {
+            key: &key,
+            owner: "n",
+            execution: &format!("e{occurrence}"),
+            lease_ttl: Duration::from_secs(30),
+            max_age: None,
+            overwrite: false,
+            takeover: None,
+        };
+        let Resolution::Acquired(lease) = catalog.resolve(&req).await.unwrap() else {
+            panic!("a fresh journal slot is acquired");
+        };
+        catalog
+            .commit(&key, &lease, b"outcome", None)
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    assert_eq!(
+        keys.iter()
+            .map(|k| k.digest)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3
+    );
+    let listed = catalog
+        .list_entries(&project, "d", None, None, 100, None)
+        .await
+        .unwrap();
+    assert!(
+        listed.entries.is_empty(),
+        "journal entries are not cache entries"
+    );
+    runs.finish(&id, r.owner.as_ref().unwrap(), Ok("1".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        runs.collect().await.unwrap().journal_entries,
+        0,
+        "kept within the retention"
+    );
+    assert!(catalog.lookup(&keys[0], None).await.unwrap().is_some());
+    clock.advance(runs.limits().journal_retention.as_millis() as i64 + 1);
+    assert_eq!(runs.collect().await.unwrap().journal_entries, 3);
+    for key in &keys {
+        assert!(
+            catalog.lookup(key, None).await.unwrap().is_none(),
+            "removed"
+        );
+    }
+    assert_eq!(
+        runs.collect().await.unwrap().journal_entries,
+        0,
+        "nothing twice"
+    );
+}
+
 /// Instantiates the schedule suite for one backend.
 #[macro_export]
 macro_rules! schedule_conformance {
@@ -661,7 +747,8 @@ macro_rules! schedule_conformance {
             three_instances_fire_each_tick_once, catch_up_after_downtime, overlap_policies,
             pause_resume_backfill, a_broken_schedule_does_not_stop_the_others,
             runs_are_recorded_listed_and_never_reused, runs_are_taken_over_and_fenced,
-            runs_are_cancelled_and_submitted_idempotently);
+            runs_are_cancelled_and_submitted_idempotently,
+            journals_are_collected_after_their_retention);
     };
     (@tests $harness:ty; $($name:ident),*) => {
         $(
