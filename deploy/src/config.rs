@@ -11,6 +11,8 @@
 //! journal_retention = "1h"      # how long an ended run's journal of uncached calls is kept
 //! max_output_bytes = 1048576    # larger run outputs are not kept (their size is)
 //! cancel_grace = "500ms"        # how long a cancelled run's task bodies may still run
+//! max_calls = 10000000          # calls one run may make; beyond, the run fails
+//! max_in_flight = 4096          # calls of one run in flight at once; beyond, calls wait
 //!
 //! [api]
 //! listen = "127.0.0.1:7070"
@@ -51,6 +53,8 @@ pub struct NodeConfig {
     pub concurrency: Option<usize>,
     /// Liveness TTL of the node (e.g. `10s`).
     pub node_ttl: Option<String>,
+    /// Serve the example tasks and workflows.
+    pub examples: Option<bool>,
     /// Runs.
     #[serde(default)]
     pub runs: RunsSection,
@@ -95,6 +99,10 @@ pub struct RunsSection {
     pub max_output_bytes: Option<usize>,
     /// How long a cancelled run's task bodies may still run (e.g. `500ms`).
     pub cancel_grace: Option<String>,
+    /// Calls one run may make in all (default 10,000,000); beyond it the run fails.
+    pub max_calls: Option<u64>,
+    /// Calls of one run in flight at once (default 4,096); beyond it calls wait.
+    pub max_in_flight: Option<usize>,
 }
 
 /// `[api]`.

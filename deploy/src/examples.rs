@@ -57,14 +57,36 @@ fn rmp_serde_input(bytes: &[u8]) -> Result<Vec<i64>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Fans `square` out over `0..n` and adds the results up.
-pub async fn sum_of_squares(ctx: Ctx, n: i64) -> Result<i64, CallError> {
-    let squares = futures::future::try_join_all((0..n).map(|i| {
-        let ctx = ctx.clone();
-        async move { ctx.call(square, i).await }
-    }))
-    .await?;
-    ctx.call(total, squares).await
+/// The largest `n` [`sum_of_squares`] takes.
+pub const MAX_SUM_OF_SQUARES: i64 = 1_000_000;
+
+/// Why [`sum_of_squares`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SumError {
+    /// `n` is out of range.
+    #[error("n = {0} is out of range: sum_of_squares takes 0 to {MAX_SUM_OF_SQUARES}")]
+    OutOfRange(i64),
+    /// A call failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// Fans `square` out over `0..n` (at most 1,024 calls in flight, issued in order, so memory
+/// stays bounded however large `n` is) and adds the results up.
+pub async fn sum_of_squares(ctx: Ctx, n: i64) -> Result<i64, SumError> {
+    use futures::{StreamExt, TryStreamExt};
+    if !(0..=MAX_SUM_OF_SQUARES).contains(&n) {
+        return Err(SumError::OutOfRange(n));
+    }
+    let squares: Vec<i64> = futures::stream::iter(0..n)
+        .map(|i| {
+            let ctx = ctx.clone();
+            async move { ctx.call(square, i).await }
+        })
+        .buffered(1_024)
+        .try_collect()
+        .await?;
+    Ok(ctx.call(total, squares).await?)
 }
 
 /// A slow cacheable square, for runs that take a while (its lease is short, so a node that

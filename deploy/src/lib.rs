@@ -49,7 +49,8 @@ pub use cairn_engine::task::{Task, TaskError, TaskRegistry};
 pub use cairn_engine::{AnyStore, Error};
 pub use cairn_macros::task;
 pub use cairn_scheduler::{
-    CallError, CallSummary, Ctx, RunOptions, ScheduledInput, Started, SubmitError, SubmitRun,
+    CallError, CallLimits, CallSummary, Ctx, RunOptions, ScheduledInput, Started, SubmitError,
+    SubmitRun,
 };
 pub use node::{Node, NodeBuilder, RunReport};
 pub use schemars::{self, JsonSchema};

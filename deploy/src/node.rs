@@ -8,8 +8,8 @@ use cairn_engine::schedule::{ScheduleSpec, Schedules};
 use cairn_engine::task::{Task, TaskRegistry};
 use cairn_engine::{AnyStore, Error};
 use cairn_scheduler::{
-    CallSummary, Ctx, KeeperConfig, Launcher, RunKeeper, RunOptions, ScheduleRunner,
-    SchedulerHandle, Started, SubmitError, SubmitRun, WorkflowRegistry,
+    CallLimits, CallSummary, Ctx, KeeperConfig, LaunchConfig, Launcher, RunKeeper, RunOptions,
+    ScheduleRunner, SchedulerHandle, Started, SubmitError, SubmitRun, WorkflowRegistry,
 };
 use cairn_worker::{PoolOptions, WorkerPoolHandle};
 use schemars::JsonSchema;
@@ -39,6 +39,7 @@ pub struct NodeBuilder {
     cluster: Option<crate::cluster::ClusterConfig>,
     keeper: KeeperConfig,
     run_limits: RunLimits,
+    call_limits: CallLimits,
     cancel_grace: Duration,
     error: Option<Error>,
 }
@@ -72,6 +73,13 @@ impl NodeBuilder {
     /// retention).
     pub fn run_limits(mut self, limits: RunLimits) -> Self {
         self.run_limits = limits;
+        self
+    }
+
+    /// Bounds on each run's calls: in flight at once (further calls wait), and in all (further
+    /// calls fail the run). Default 4,096 and 10,000,000.
+    pub fn call_limits(mut self, limits: CallLimits) -> Self {
+        self.call_limits = limits;
         self
     }
 
@@ -231,8 +239,11 @@ impl NodeBuilder {
             scheduler.clone(),
             catalog.clone(),
             runs,
-            me.clone(),
-            cancels,
+            LaunchConfig {
+                me: me.clone(),
+                cancels,
+                limits: self.call_limits,
+            },
         );
         let runner = (!self.schedules.is_empty()).then(|| {
             ScheduleRunner::start(schedules.clone(), launcher.clone(), self.schedule_poll)
@@ -252,6 +263,7 @@ impl NodeBuilder {
             scheduler,
             schedules,
             launcher,
+            call_limits: self.call_limits,
             cluster: cluster.map(Arc::new),
             _runner: runner,
             _keeper: keeper,
@@ -309,6 +321,7 @@ pub struct Node {
     scheduler: SchedulerHandle,
     schedules: Schedules<AnyStore>,
     launcher: Launcher,
+    call_limits: CallLimits,
     cluster: Option<Arc<crate::cluster::Cluster>>,
     _runner: Option<ScheduleRunner>,
     _keeper: RunKeeper,
@@ -330,6 +343,7 @@ impl Node {
             cluster: None,
             keeper: KeeperConfig::default(),
             run_limits: RunLimits::default(),
+            call_limits: CallLimits::default(),
             cancel_grace: Duration::from_millis(500),
             error: None,
         }
@@ -402,7 +416,7 @@ impl Node {
 
     /// A context for a new run, to call tasks outside [`Node::run`].
     pub fn ctx(&self, options: RunOptions) -> Ctx {
-        Ctx::new(self.scheduler.clone(), options)
+        Ctx::with_limits(self.scheduler.clone(), options, self.call_limits)
     }
 
     /// Runs `workflow` as one run and reports every call it made.

@@ -146,6 +146,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the store is (for now) out of reach: a lost connection, or a store that cannot
+    /// be reached. Retried for a while ([`crate::store::RetryPolicy::outage`]); an error that
+    /// outlasts that is [`Error::RetriesExhausted`] with this as its last error.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::ConnectionLost { .. } | Error::Unreachable { .. } => true,
+            Error::RetriesExhausted { last, .. } => last.is_outage(),
+            _ => false,
+        }
+    }
+
     /// Whether running the same transaction again may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

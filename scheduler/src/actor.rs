@@ -66,6 +66,8 @@ pub struct CallResult {
     pub execution: String,
     /// Time from submission to answer.
     pub duration: Duration,
+    /// Why the cache failed the call (LookupFailure, PutFailure).
+    pub cache_error: Option<String>,
 }
 
 /// What a scheduler is told.
@@ -357,6 +359,8 @@ impl SchedulerState {
                 mut output,
                 mut status,
                 waited_for,
+                ran,
+                cache_error,
             } => {
                 let Some(p) = self.calls.remove(&call) else {
                     return;
@@ -390,6 +394,8 @@ impl SchedulerState {
                     error: output.as_ref().err().map(ToString::to_string),
                     seq: p.request.seq,
                     attempt: p.request.attempt,
+                    executed: ran,
+                    cache_error: cache_error.clone(),
                 };
                 p.span.record("cairn.execution", p.execution.as_str());
                 p.span
@@ -409,6 +415,7 @@ impl SchedulerState {
                     status,
                     execution: p.execution,
                     duration,
+                    cache_error,
                 });
             }
         }

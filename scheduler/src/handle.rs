@@ -57,6 +57,7 @@ impl SchedulerHandle {
             status: CacheStatus::LookupFailure,
             execution: String::new(),
             duration: Duration::ZERO,
+            cache_error: Some(detail.to_string()),
         };
         if self.shards[shard]
             .send_message(SchedulerMsg::Call(

@@ -10,7 +10,7 @@
 
 use crate::handle::SchedulerHandle;
 use crate::registry::WorkflowRegistry;
-use crate::workflow::{Ctx, Durability, PastCall, RunOptions};
+use crate::workflow::{CallLimits, Ctx, Durability, PastCall, RunOptions};
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::Catalog;
 use cairn_engine::nodes::Incarnation;
@@ -93,7 +93,18 @@ struct Inner {
     runs: Runs<AnyStore>,
     me: Incarnation,
     cancels: Cancellations,
+    limits: CallLimits,
     local: Mutex<HashMap<String, LocalRun>>,
+}
+
+/// Who a launcher runs runs as, and how.
+pub struct LaunchConfig {
+    /// This node's incarnation: the owner of the runs it creates and takes over.
+    pub me: Incarnation,
+    /// Cancelled runs, shared with the node's workers.
+    pub cancels: Cancellations,
+    /// Bounds on each run's calls.
+    pub limits: CallLimits,
 }
 
 /// Starts, resumes, ends and cancels runs of registered workflows on one node.
@@ -122,15 +133,14 @@ fn describe(ended: &Ended) -> &'static str {
 }
 
 impl Launcher {
-    /// A launcher running `workflows` through `scheduler`, recording runs in `runs` as node
-    /// incarnation `me`; `cancels` is told about cancelled runs (the node's workers share it).
+    /// A launcher running `workflows` through `scheduler`, recording runs in `runs` as
+    /// `config.me`; `config.cancels` is told about cancelled runs.
     pub fn new(
         workflows: WorkflowRegistry,
         scheduler: SchedulerHandle,
         catalog: Catalog<AnyStore>,
         runs: Runs<AnyStore>,
-        me: Incarnation,
-        cancels: Cancellations,
+        config: LaunchConfig,
     ) -> Self {
         Launcher {
             inner: Arc::new(Inner {
@@ -138,8 +148,9 @@ impl Launcher {
                 scheduler,
                 catalog,
                 runs,
-                me,
-                cancels,
+                me: config.me,
+                cancels: config.cancels,
+                limits: config.limits,
                 local: Mutex::new(HashMap::new()),
             }),
         }
@@ -344,6 +355,7 @@ impl Launcher {
         };
         let how = Durability {
             attempt: record.attempts.len().max(1) as u32,
+            limits: self.inner.limits,
             ..how
         };
         Ctx::durable(self.inner.scheduler.clone(), options, how)
@@ -376,7 +388,7 @@ impl Launcher {
             Err(e) => Err(format!("the run could not be prepared: {e}")),
             Ok(()) => self.run_workflow(&record, ctx.clone(), span.clone()).await,
         };
-        let outcome = match ctx.divergence() {
+        let outcome = match ctx.fatal_error() {
             Some(diverged) => Err(diverged.to_string()),
             None => outcome,
         };
@@ -412,7 +424,14 @@ impl Launcher {
                 cairn_engine::telemetry::propagate::add_link(span, previous);
             }
             let previous = self.past_calls(&record.run_id, attempt).await?;
-            *ctx = self.attempt_ctx(record, Durability { attempt, previous });
+            *ctx = self.attempt_ctx(
+                record,
+                Durability {
+                    attempt,
+                    previous,
+                    ..Durability::default()
+                },
+            );
             if let Some(l) = inner.local.lock().get_mut(&record.run_id) {
                 l.ctx = ctx.clone();
             }

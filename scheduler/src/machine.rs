@@ -30,7 +30,7 @@ pub enum Lookup {
     Acquired(Lease),
     /// Another execution holds it.
     Held(HeldLease),
-    /// The store could not answer.
+    /// The store could not answer; why.
     Failed(String),
 }
 
@@ -125,14 +125,26 @@ pub enum Action {
         status: CacheStatus,
         /// The execution it waited for, if it did.
         waited_for: Option<String>,
+        /// The task's body ran for this call (whatever the status: a holder whose output lost
+        /// to one stored first reports `Hit`, yet its body ran).
+        ran: bool,
+        /// Why the cache could not be read or written (LookupFailure, PutFailure).
+        cache_error: Option<String>,
     },
+}
+
+/// Whether a flight's leader ran the task body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    No,
+    Leader,
 }
 
 #[derive(Debug)]
 enum Stage {
     Resolving,
     Waiting,
-    Running { lookup_failed: bool },
+    Running { lookup_error: Option<String> },
 }
 
 #[derive(Debug)]
@@ -205,11 +217,11 @@ impl Machine {
             },
             Input::Resolved { flight, outcome } => self.resolved(flight, outcome),
             Input::Waited { flight, outcome } => match outcome {
-                WaitOutcome::Hit(output) => {
-                    self.finish(flight, |_| (Ok(output.clone()), CacheStatus::Waited))
-                }
+                WaitOutcome::Hit(output) => self.finish(flight, Ran::No, None, |_| {
+                    (Ok(output.clone()), CacheStatus::Waited)
+                }),
                 WaitOutcome::Acquired(lease) => self.acquired(flight, lease),
-                WaitOutcome::Failed(e) => self.finish(flight, |_| {
+                WaitOutcome::Failed(e) => self.finish(flight, Ran::No, Some(e.clone()), |_| {
                     (
                         Err(TaskError::Engine { detail: e.clone() }),
                         CacheStatus::LookupFailure,
@@ -225,6 +237,8 @@ impl Machine {
                 output: report.output,
                 status: CacheStatus::Disabled,
                 waited_for: None,
+                ran: report.attempts > 0,
+                cache_error: None,
             }],
             Input::JobDone {
                 flight: Some(key),
@@ -238,13 +252,18 @@ impl Machine {
                 report,
                 ..
             } => {
-                let lookup_failed = matches!(
-                    self.flights.get(&key).map(|f| &f.stage),
-                    Some(Stage::Running {
-                        lookup_failed: true
-                    })
-                );
-                self.finish(key, |is_leader| {
+                let lookup_error = match self.flights.get(&key).map(|f| &f.stage) {
+                    Some(Stage::Running { lookup_error }) => lookup_error.clone(),
+                    _ => None,
+                };
+                let lookup_failed = lookup_error.is_some();
+                let ran = if report.attempts > 0 {
+                    Ran::Leader
+                } else {
+                    Ran::No
+                };
+                let cache_error = lookup_error.or_else(|| report.cache_error.clone());
+                self.finish(key, ran, cache_error, |is_leader| {
                     let status = if lookup_failed {
                         CacheStatus::LookupFailure
                     } else if is_leader || report.status == CacheStatus::Hit {
@@ -272,6 +291,8 @@ impl Machine {
             output: report.output,
             status: report.status,
             waited_for: None,
+            ran: report.attempts > 0,
+            cache_error: None,
         }];
         if !f.joiners.is_empty() {
             f.leader = f.joiners.remove(0);
@@ -288,7 +309,9 @@ impl Machine {
 
     fn resolved(&mut self, key: FlightKey, outcome: Lookup) -> Vec<Action> {
         match outcome {
-            Lookup::Hit(output) => self.finish(key, |_| (Ok(output.clone()), CacheStatus::Hit)),
+            Lookup::Hit(output) => self.finish(key, Ran::No, None, |_| {
+                (Ok(output.clone()), CacheStatus::Hit)
+            }),
             Lookup::Acquired(lease) => self.acquired(key, lease),
             Lookup::Held(held) => match self.flights.get_mut(&key) {
                 Some(f) => {
@@ -303,10 +326,10 @@ impl Machine {
                 None => Vec::new(),
             },
             // The cache cannot be read: run uncached rather than fail the call.
-            Lookup::Failed(_) => match self.flights.get_mut(&key) {
+            Lookup::Failed(why) => match self.flights.get_mut(&key) {
                 Some(f) => {
                     f.stage = Stage::Running {
-                        lookup_failed: true,
+                        lookup_error: Some(why),
                     };
                     vec![Action::Dispatch {
                         flight: Some(key),
@@ -331,12 +354,12 @@ impl Machine {
             let mut actions = vec![Action::Release {
                 lease: lease.clone(),
             }];
-            actions.extend(self.finish(key, |_| (Err(error.clone()), CacheStatus::Miss)));
+            actions.extend(self.finish(key, Ran::No, None, |_| {
+                (Err(error.clone()), CacheStatus::Miss)
+            }));
             return actions;
         }
-        f.stage = Stage::Running {
-            lookup_failed: false,
-        };
+        f.stage = Stage::Running { lookup_error: None };
         vec![Action::Dispatch {
             flight: Some(key),
             leader: f.leader,
@@ -345,9 +368,12 @@ impl Machine {
     }
 
     /// Ends a flight, replying to every call in it; `answer(is_leader)` gives each reply.
+    /// `cache_error` goes to the calls whose status says the cache failed them.
     fn finish(
         &mut self,
         key: FlightKey,
+        ran: Ran,
+        cache_error: Option<String>,
         answer: impl Fn(bool) -> (Result<Vec<u8>, TaskError>, CacheStatus),
     ) -> Vec<Action> {
         let Some(f) = self.flights.remove(&key) else {
@@ -355,12 +381,17 @@ impl Machine {
         };
         f.calls()
             .map(|call| {
-                let (output, status) = answer(call == f.leader);
+                let is_leader = call == f.leader;
+                let (output, status) = answer(is_leader);
+                let cache_failed =
+                    matches!(status, CacheStatus::LookupFailure | CacheStatus::PutFailure);
                 Action::Reply {
                     call,
                     output,
                     status,
                     waited_for: f.waited_for.clone(),
+                    ran: is_leader && ran == Ran::Leader,
+                    cache_error: cache_error.clone().filter(|_| cache_failed),
                 }
             })
             .collect()
@@ -448,6 +479,7 @@ mod tests {
                 output: Err(TaskError::Cancelled { run: "r".into() }),
                 status: CacheStatus::Miss,
                 attempts: 1,
+                cache_error: None,
             },
         });
         assert!(matches!(
@@ -523,6 +555,7 @@ mod tests {
             output: Ok(b"1".to_vec()),
             status: CacheStatus::Populated,
             attempts: 1,
+            cache_error: None,
         };
         let r = replies(&m.step(Input::JobDone {
             call: 1,
@@ -619,6 +652,7 @@ mod tests {
             output: Ok(b"v".to_vec()),
             status: CacheStatus::Disabled,
             attempts: 1,
+            cache_error: None,
         };
         let r = replies(&m.step(Input::JobDone {
             call: 1,
@@ -658,6 +692,7 @@ mod tests {
             }),
             status: CacheStatus::Miss,
             attempts: 1,
+            cache_error: None,
         };
         let r = replies(&m.step(Input::JobDone {
             call: 1,
@@ -692,6 +727,7 @@ mod tests {
             output: Ok(vec![]),
             status: CacheStatus::Disabled,
             attempts: 1,
+            cache_error: None,
         };
         let r = replies(&m.step(Input::JobDone {
             call: 2,

@@ -41,6 +41,12 @@ impl RunOptions {
         self.overwrite_cache = yes;
         self
     }
+
+    /// With this run id (instead of a fresh one).
+    pub fn with_run_id(mut self, id: impl Into<String>) -> Self {
+        self.run_id = Some(id.into());
+        self
+    }
 }
 
 /// Why a call gave no output.
@@ -76,6 +82,14 @@ pub enum CallError {
         /// The run.
         run: String,
     },
+    /// The run made more calls than a run may make.
+    #[error("run {run} made more than {limit} calls, the most a run may make; it fails")]
+    TooManyCalls {
+        /// The run.
+        run: String,
+        /// The limit.
+        limit: u64,
+    },
     /// A replay of the run made a different call than the attempt before it at the same
     /// point: the workflow is not deterministic (see docs/semantics.md, "The replay rule").
     #[error(
@@ -109,6 +123,26 @@ pub struct PastCall {
     pub attempt: u32,
 }
 
+/// Bounds on one run's calls, so that no workflow can exhaust a node: beyond `max_in_flight`
+/// calls at once, a call waits for one to finish (back-pressure); beyond `max_calls` in all,
+/// the run fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Calls of one run in flight at once.
+    pub max_in_flight: usize,
+    /// Calls one run may make in all.
+    pub max_calls: u64,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            max_in_flight: 4_096,
+            max_calls: 10_000_000,
+        }
+    }
+}
+
 /// How a durable run (one started by name) makes its calls: which attempt this is, what the
 /// earlier attempts called (to check the replay), and its uncached calls are journaled.
 #[derive(Debug, Clone, Default)]
@@ -117,6 +151,8 @@ pub struct Durability {
     pub attempt: u32,
     /// Calls of earlier attempts, by position.
     pub previous: HashMap<u64, PastCall>,
+    /// Bounds on the run's calls.
+    pub limits: CallLimits,
 }
 
 /// One call of a run, as the run saw it.
@@ -132,6 +168,9 @@ pub struct CallSummary {
     pub duration: Duration,
     /// The error, if it failed.
     pub error: Option<String>,
+    /// Why the cache failed the call (LookupFailure, PutFailure), e.g. the output's size and
+    /// the limit.
+    pub cache_error: Option<String>,
 }
 
 struct Inner {
@@ -140,20 +179,24 @@ struct Inner {
     run_id: Arc<str>,
     project: Arc<str>,
     domain: Arc<str>,
-    calls: Mutex<Vec<CallSummary>>,
+    /// Summaries of the calls, for [`Ctx::calls`]; not kept for durable runs (their calls are
+    /// their execution records), so a run's memory does not grow with its calls.
+    calls: Option<Mutex<Vec<CallSummary>>>,
     /// Calls made so far (the next call's position).
     seq: AtomicU64,
     durable: Option<Durable>,
     cancelled: AtomicBool,
+    limits: CallLimits,
+    in_flight: tokio::sync::Semaphore,
+    /// The first error that fails the run whatever the workflow does with it (a divergence
+    /// from an earlier attempt, too many calls).
+    fatal: Mutex<Option<CallError>>,
 }
 
 struct Durable {
     how: Durability,
     /// Uncached calls made so far per task and inputs, for their journal slots.
     occurrences: Mutex<HashMap<Digest, u32>>,
-    /// The first divergence from an earlier attempt, which fails the run whatever the
-    /// workflow does with the call's error.
-    diverged: Mutex<Option<CallError>>,
 }
 
 /// The context of one run; cheap to clone into concurrent branches of a workflow.
@@ -164,26 +207,37 @@ pub struct Ctx {
 
 impl Ctx {
     /// A context for a new run that lives only in this process (its uncached calls are not
-    /// journaled: nothing resumes it elsewhere).
+    /// journaled: nothing resumes it elsewhere), with the default [`CallLimits`].
     pub fn new(scheduler: SchedulerHandle, options: RunOptions) -> Ctx {
-        Self::build(scheduler, options, None)
+        Self::build(scheduler, options, None, CallLimits::default())
+    }
+
+    /// [`Ctx::new`] with given limits.
+    pub fn with_limits(scheduler: SchedulerHandle, options: RunOptions, limits: CallLimits) -> Ctx {
+        Self::build(scheduler, options, None, limits)
     }
 
     /// A context for an attempt of a durable run: uncached calls are journaled, and a replay
     /// is checked against what earlier attempts called.
     pub fn durable(scheduler: SchedulerHandle, options: RunOptions, how: Durability) -> Ctx {
+        let limits = how.limits;
         Self::build(
             scheduler,
             options,
             Some(Durable {
                 how,
                 occurrences: Mutex::new(HashMap::new()),
-                diverged: Mutex::new(None),
             }),
+            limits,
         )
     }
 
-    fn build(scheduler: SchedulerHandle, options: RunOptions, durable: Option<Durable>) -> Ctx {
+    fn build(
+        scheduler: SchedulerHandle,
+        options: RunOptions,
+        durable: Option<Durable>,
+        limits: CallLimits,
+    ) -> Ctx {
         let run_id: Arc<str> = options
             .run_id
             .clone()
@@ -196,10 +250,13 @@ impl Ctx {
                 domain: options.domain.as_str().into(),
                 options,
                 run_id,
-                calls: Mutex::new(Vec::new()),
+                calls: durable.is_none().then(|| Mutex::new(Vec::new())),
                 seq: AtomicU64::new(0),
                 durable,
                 cancelled: AtomicBool::new(false),
+                in_flight: tokio::sync::Semaphore::new(limits.max_in_flight.max(1)),
+                limits,
+                fatal: Mutex::new(None),
             }),
         }
     }
@@ -214,9 +271,15 @@ impl Ctx {
         self.inner.cancelled.load(Ordering::Acquire)
     }
 
-    /// The first divergence of this replay from an earlier attempt, if any.
-    pub fn divergence(&self) -> Option<CallError> {
-        self.inner.durable.as_ref()?.diverged.lock().clone()
+    /// The first error that fails the run whatever the workflow made of it: a divergence of a
+    /// replay from an earlier attempt, or too many calls.
+    pub fn fatal_error(&self) -> Option<CallError> {
+        self.inner.fatal.lock().clone()
+    }
+
+    fn fatal(&self, error: CallError) -> CallError {
+        self.inner.fatal.lock().get_or_insert_with(|| error.clone());
+        error
     }
 
     /// The run id.
@@ -229,9 +292,14 @@ impl Ctx {
         &self.inner.options
     }
 
-    /// Every call made so far, in completion order.
+    /// Every call made so far, in completion order (empty for durable runs, whose calls are
+    /// their execution records).
     pub fn calls(&self) -> Vec<CallSummary> {
-        self.inner.calls.lock().clone()
+        self.inner
+            .calls
+            .as_ref()
+            .map(|c| c.lock().clone())
+            .unwrap_or_default()
     }
 
     /// Calls `task` with `input`: from the cache when its key has an entry, otherwise on a worker
@@ -249,6 +317,12 @@ impl Ctx {
         // Everything up to the first await runs when the call is first polled, so positions
         // follow the order in which the workflow makes its calls (join_all included).
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        if seq >= inner.limits.max_calls {
+            return Err(self.fatal(CallError::TooManyCalls {
+                run: inner.run_id.to_string(),
+                limit: inner.limits.max_calls,
+            }));
+        }
         let input_error = |detail: String| CallError::Input {
             task: spec.name().to_string(),
             detail,
@@ -278,6 +352,19 @@ impl Ctx {
         };
         if let Some(d) = &inner.durable {
             self.check_replay(d, seq, spec.name(), key.as_ref().map(|k| k.digest))?;
+        }
+        // Back-pressure: at most `max_in_flight` calls of this run are with the schedulers.
+        let _permit = inner
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| CallError::Cancelled {
+                run: inner.run_id.to_string(),
+            })?;
+        if self.is_cancelled() {
+            return Err(CallError::Cancelled {
+                run: inner.run_id.to_string(),
+            });
         }
         let encoded = rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
         let span = tracing::info_span!(
@@ -310,13 +397,16 @@ impl Ctx {
             })
             .instrument(span)
             .await;
-        inner.calls.lock().push(CallSummary {
-            task: spec.shared_name().clone(),
-            execution: result.execution,
-            status: result.status,
-            duration: result.duration,
-            error: result.output.as_ref().err().map(ToString::to_string),
-        });
+        if let Some(calls) = &inner.calls {
+            calls.lock().push(CallSummary {
+                task: spec.shared_name().clone(),
+                execution: result.execution,
+                status: result.status,
+                duration: result.duration,
+                error: result.output.as_ref().err().map(ToString::to_string),
+                cache_error: result.cache_error,
+            });
+        }
         let bytes = result.output.map_err(|error| match error {
             TaskError::Cancelled { run } => CallError::Cancelled { run },
             error => CallError::Task {
@@ -356,7 +446,6 @@ impl Ctx {
             previous: past.attempt,
             expected: show(&past.task, past.key),
         };
-        d.diverged.lock().get_or_insert_with(|| error.clone());
-        Err(error)
+        Err(self.fatal(error))
     }
 }

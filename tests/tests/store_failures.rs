@@ -34,6 +34,8 @@ fn record(run: &str) -> ExecutionRecord {
         error: None,
         seq: None,
         attempt: 0,
+        executed: false,
+        cache_error: None,
     }
 }
 

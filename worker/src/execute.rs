@@ -73,6 +73,7 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
             output: Err(error),
             status: uncached,
             attempts: 0,
+            cache_error: None,
         }
     };
     if let Some(run) = &job.run
@@ -91,6 +92,7 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
             output: Err(error),
             status: uncached,
             attempts: 0,
+            cache_error: None,
         };
     };
     let options = &task.spec().options;
@@ -154,6 +156,7 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
             output: outcome,
             status: CacheStatus::Disabled,
             attempts,
+            cache_error: None,
         };
     };
     let commit = tracing::info_span!(
@@ -161,10 +164,11 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
         "cairn.cache.key" = %cache.key.digest,
         "cairn.cache.status" = tracing::field::Empty,
     );
-    let (output, status) = if journaled {
-        journal(catalog, cache, outcome)
+    let (output, status, cache_error) = if journaled {
+        let (output, status) = journal(catalog, cache, outcome)
             .instrument(commit.clone())
-            .await
+            .await;
+        (output, status, None)
     } else {
         catalog
             .settle(&cache.key, &cache.lease, outcome, options.max_age)
@@ -176,6 +180,7 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
         output,
         status,
         attempts,
+        cache_error,
     }
 }
 
@@ -199,11 +204,11 @@ async fn journal<S: Store>(
         .settle(&cache.key, &cache.lease, Ok::<_, TaskError>(stored), None)
         .await
     {
-        (Ok(first), CacheStatus::Hit) => match cairn_engine::task::decode_outcome(&first) {
+        (Ok(first), CacheStatus::Hit, _) => match cairn_engine::task::decode_outcome(&first) {
             Ok(theirs) => (theirs, CacheStatus::Replayed),
             Err(e) => (Err(e), CacheStatus::Disabled),
         },
-        (_, CacheStatus::PutFailure) => {
+        (_, CacheStatus::PutFailure, _) => {
             tracing::warn!(key = %cache.key.digest, "journal entry not stored: a replay of this run would run the call again");
             (outcome, CacheStatus::Disabled)
         }

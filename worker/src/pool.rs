@@ -272,6 +272,7 @@ impl Actor for WorkerPool {
                     output: Err(error),
                     status,
                     attempts: 1,
+                    cache_error: None,
                 });
             }
         }

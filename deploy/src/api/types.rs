@@ -127,6 +127,14 @@ pub struct CallInfo {
     pub waited_for: Option<String>,
     /// The error, if it failed.
     pub error: Option<String>,
+    /// The task's body ran for this call (count these to count executions: a body whose
+    /// output lost to one stored first reports `Hit` with `executed` true).
+    pub executed: bool,
+    /// Why the cache failed the call (LookupFailure, PutFailure), e.g. the output's size and
+    /// the limit.
+    pub cache_error: Option<String>,
+    /// The run's attempt that made the call.
+    pub attempt: u32,
 }
 
 /// A run with its calls.

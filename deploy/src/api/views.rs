@@ -69,6 +69,9 @@ pub(super) fn run_detail(r: &RunRecord, calls: &[ExecutionRecord]) -> RunDetail 
                 wait_us: c.wait_us,
                 waited_for: c.waited_for.clone(),
                 error: c.error.clone(),
+                executed: c.executed,
+                cache_error: c.cache_error.clone(),
+                attempt: c.attempt,
             })
             .collect(),
     }

@@ -51,6 +51,9 @@ pub(super) struct UpArgs {
     /// this long (e.g. 10s) [default: 10s].
     #[arg(long, env = "CAIRN_NODE_TTL", value_parser = crate::config::parse_duration)]
     node_ttl: Option<std::time::Duration>,
+    /// Serve the example tasks and workflows (`sum_of_squares`, `fan_out`, …).
+    #[arg(long, env = "CAIRN_EXAMPLES")]
+    examples: bool,
     /// How long a cancelled run's task bodies may still run before they are aborted
     /// [default: 500ms].
     #[arg(long, env = "CAIRN_CANCEL_GRACE", value_parser = crate::config::parse_duration)]
@@ -70,7 +73,9 @@ struct Settings {
     node_ttl: Option<std::time::Duration>,
     cancel_grace: Option<std::time::Duration>,
     run_limits: cairn_engine::runs::RunLimits,
+    call_limits: cairn_scheduler::CallLimits,
     takes_over_runs: bool,
+    examples: bool,
 }
 
 impl Settings {
@@ -114,6 +119,13 @@ impl Settings {
         if let Some(n) = file.runs.max_output_bytes {
             run_limits.max_output_bytes = n;
         }
+        let mut call_limits = cairn_scheduler::CallLimits::default();
+        if let Some(n) = file.runs.max_calls {
+            call_limits.max_calls = n;
+        }
+        if let Some(n) = file.runs.max_in_flight {
+            call_limits.max_in_flight = n.max(1);
+        }
         let takes_over_runs = roles.scheduler;
         let cluster = match args.cluster_listen.or(file.cluster.listen) {
             None => None,
@@ -128,6 +140,8 @@ impl Settings {
             }),
         };
         Ok(Settings {
+            examples: args.examples || file.examples.unwrap_or(false),
+            call_limits,
             node_ttl,
             cancel_grace,
             run_limits,
@@ -185,6 +199,7 @@ async fn serve(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> 
         .store_url(&args.store)
         .concurrency(args.concurrency)
         .run_limits(args.run_limits.clone())
+        .call_limits(args.call_limits)
         .takes_over_runs(args.takes_over_runs);
     builder = builder.name(&name);
     if let Some(ttl) = args.node_ttl {
@@ -200,6 +215,9 @@ async fn serve(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> 
     }
     if let Some(cluster) = args.cluster {
         builder = builder.cluster(cluster);
+    }
+    if args.examples {
+        builder = crate::examples::register(builder);
     }
     let node = Arc::new(
         configure(builder)

@@ -101,6 +101,7 @@ impl Actor for Agent {
                             }),
                             status: CacheStatus::Disabled,
                             attempts: 0,
+                            cache_error: None,
                         };
                         let _ = reply.send(encode(&report));
                         return Ok(());

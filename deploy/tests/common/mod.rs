@@ -47,9 +47,12 @@ impl NodeProcess {
         } else {
             &["--listen", "127.0.0.1:0"]
         };
+        // The plain binary serves the examples only when asked; the testbed always does.
+        let examples: &[&str] = if bin == CAIRN { &["--examples"] } else { &[] };
         let mut child = Command::new(bin)
             .arg("up")
             .args(listen)
+            .args(examples)
             .args(args)
             .current_dir(dir)
             .env_remove("CAIRN_TOKEN")

@@ -166,7 +166,8 @@ impl<S: Store> Catalog<S> {
         Fut: Future<Output = std::result::Result<Vec<u8>, String>>,
     {
         let out = self.heartbeating(lease, task()).await;
-        self.settle(key, lease, out, opts.max_age).await
+        let (output, status, _) = self.settle(key, lease, out, opts.max_age).await;
+        (output, status)
     }
 
     async fn finish(
@@ -200,6 +201,8 @@ impl<S: Store> Catalog<S> {
             error: output.as_ref().err().cloned(),
             seq: None,
             attempt: 0,
+            executed: !matches!(status, CacheStatus::Hit | CacheStatus::Waited),
+            cache_error: None,
         })
         .await;
         CallOutcome {

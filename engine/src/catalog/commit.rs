@@ -149,23 +149,23 @@ impl<S: Store> Catalog<S> {
 
     /// Ends `lease` with the outcome of the execution that held it: stores an output (first
     /// writer wins: another execution's stored output is returned instead) or fails the lease at
-    /// once with the error. Returns what the caller gets and the call's cache status: Populated,
+    /// once with the error. Returns what the caller gets, the call's cache status — Populated,
     /// Skipped (overwrite), Evicted, Hit (stored by another first), Miss (the error) or
-    /// PutFailure (not stored; the output is still returned).
+    /// PutFailure (not stored; the output is still returned) — and, for PutFailure, why.
     pub async fn settle<E: std::fmt::Display>(
         &self,
         key: &CacheKey,
         lease: &Lease,
         outcome: std::result::Result<Vec<u8>, E>,
         max_age: Option<Duration>,
-    ) -> (std::result::Result<Vec<u8>, E>, CacheStatus) {
+    ) -> (std::result::Result<Vec<u8>, E>, CacheStatus, Option<String>) {
         let output = match outcome {
             Ok(output) => output,
             Err(error) => {
                 if let Err(e) = self.fail(lease, &error.to_string()).await {
-                    tracing::warn!(error = %e, key = %key.digest, "could not release a failed lease; waiters take it over after its TTL");
+                    tracing::warn!(error = %e, key = %key.digest, "could not fail a lease yet; it is failed once the store answers");
                 }
-                return (Err(error), CacheStatus::Miss);
+                return (Err(error), CacheStatus::Miss, None);
             }
         };
         match self.commit(key, lease, &output, max_age).await {
@@ -177,16 +177,16 @@ impl<S: Store> Catalog<S> {
                 } else {
                     CacheStatus::Populated
                 };
-                (Ok(output), status)
+                (Ok(output), status, None)
             }
             // Another execution stored first: every caller of a key gets the same output.
-            Ok(Committed::AlreadyStored(hit)) => (Ok(hit.output), CacheStatus::Hit),
+            Ok(Committed::AlreadyStored(hit)) => (Ok(hit.output), CacheStatus::Hit, None),
             Err(e) => {
                 if !matches!(e, Error::OutputTooLarge { .. }) {
                     let _ = self.fail(lease, &e.to_string()).await;
                 }
                 tracing::warn!(error = %e, key = %key.digest, "could not store the output");
-                (Ok(output), CacheStatus::PutFailure)
+                (Ok(output), CacheStatus::PutFailure, Some(e.to_string()))
             }
         }
     }

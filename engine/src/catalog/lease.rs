@@ -6,11 +6,12 @@
 //! monotonic clock, in a transaction that re-reads the record (see [`super::Catalog::wait`]).
 //! Every acquisition increments the generation; commits and heartbeats are fenced by it.
 
+use super::mend::End;
 use super::records::{LeaseRecord, LeaseState, decode, encode};
 use super::{Catalog, Digest};
 use crate::error::Result;
 use crate::keys::{self, entry_part};
-use crate::store::{Store, Transaction, transact};
+use crate::store::{RetryPolicy, Store, Transaction, transact};
 use std::future::Future;
 use std::time::Duration;
 
@@ -125,31 +126,23 @@ impl<S: Store> Catalog<S> {
     /// Changes the lease record of `lease` with `change` if `lease` still holds it (same
     /// generation and execution, still held); reports whether it did.
     async fn update_lease(&self, lease: &Lease, change: impl Fn(&mut LeaseRecord)) -> Result<bool> {
-        let key = keys::entry_part(&lease.digest, entry_part::LEASE);
-        // Heartbeats and fails bound how soon waiters may take over: the urgent lane keeps them
-        // from queueing behind the bulk of resolves and commits.
-        let policy = self.inner.config.retry.clone().urgent();
-        transact(&self.inner.store, &policy, |tx| {
-            let key = &key;
-            let change = &change;
-            async move {
-                let Some(raw) = tx.get(key, false).await? else {
-                    return Ok(false);
-                };
-                let mut record: LeaseRecord =
-                    decode(|| format!("lease record of {}", lease.digest), &raw)?;
-                if record.generation != lease.generation
-                    || record.execution != lease.execution
-                    || record.state != LeaseState::Held
-                {
-                    return Ok(false);
-                }
-                change(&mut record);
-                tx.set(key, &encode(&record));
-                Ok(true)
-            }
-        })
-        .await
+        update_lease(&self.inner.store, &self.inner.config.retry, lease, change).await
+    }
+
+    /// Ends `lease` (failed or released); if the store stays out of reach longer than the
+    /// retry policy waits, the end is queued and made as soon as the store answers again.
+    async fn end_lease(&self, lease: &Lease, state: LeaseState) -> Result<bool> {
+        let result = self.update_lease(lease, |r| r.state = state.clone()).await;
+        if let Err(e) = &result
+            && e.is_outage()
+        {
+            let end = match &state {
+                LeaseState::Failed { error, .. } => End::Fail(error.clone()),
+                _ => End::Release,
+            };
+            self.inner.mender.later(lease.clone(), end);
+        }
+        result
     }
 
     /// Extends `lease`: bumps its heartbeat counter if it still holds the key. `false` means the
@@ -159,21 +152,54 @@ impl<S: Store> Catalog<S> {
     }
 
     /// Ends `lease` because the execution failed with `error`: waiters acquire at once and see
-    /// the error. Returns whether the lease was still held.
+    /// the error. Returns whether the lease was still held. A store outage that outlasts the
+    /// retry policy is an error, and the lease is failed once the store answers again.
     pub async fn fail(&self, lease: &Lease, error: &str) -> Result<bool> {
-        let at_ms = self.now_ms();
-        self.update_lease(lease, |r| {
-            r.state = LeaseState::Failed {
-                error: error.to_string(),
-                at_ms,
-            }
-        })
-        .await
+        let state = LeaseState::Failed {
+            error: error.to_string(),
+            at_ms: self.now_ms(),
+        };
+        self.end_lease(lease, state).await
     }
 
-    /// Ends `lease` without a result and without an error (the call was cancelled).
+    /// Ends `lease` without a result and without an error (the call was cancelled). Like
+    /// [`Catalog::fail`], made once the store answers again if it is out of reach.
     pub async fn release(&self, lease: &Lease) -> Result<bool> {
-        self.update_lease(lease, |r| r.state = LeaseState::Released)
-            .await
+        self.end_lease(lease, LeaseState::Released).await
     }
+}
+
+/// Changes the lease record of `lease` with `change` if `lease` still holds it (same
+/// generation and execution, still held); reports whether it did.
+pub(super) async fn update_lease<S: Store>(
+    store: &S,
+    retry: &RetryPolicy,
+    lease: &Lease,
+    change: impl Fn(&mut LeaseRecord),
+) -> Result<bool> {
+    let key = keys::entry_part(&lease.digest, entry_part::LEASE);
+    // Heartbeats and fails bound how soon waiters may take over: the urgent lane keeps them
+    // from queueing behind the bulk of resolves and commits.
+    let policy = retry.clone().urgent();
+    transact(store, &policy, |tx| {
+        let key = &key;
+        let change = &change;
+        async move {
+            let Some(raw) = tx.get(key, false).await? else {
+                return Ok(false);
+            };
+            let mut record: LeaseRecord =
+                decode(|| format!("lease record of {}", lease.digest), &raw)?;
+            if record.generation != lease.generation
+                || record.execution != lease.execution
+                || record.state != LeaseState::Held
+            {
+                return Ok(false);
+            }
+            change(&mut record);
+            tx.set(key, &encode(&record));
+            Ok(true)
+        }
+    })
+    .await
 }

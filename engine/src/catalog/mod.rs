@@ -27,6 +27,7 @@ mod explain;
 mod key;
 mod lease;
 mod list;
+mod mend;
 mod recorder;
 pub mod records;
 mod resolve;
@@ -99,6 +100,7 @@ struct Inner<S: Store> {
     config: CatalogConfig,
     recorder: Recorder,
     liveness: Liveness,
+    mender: mend::Mender,
 }
 
 impl<S: Store> Catalog<S> {
@@ -111,6 +113,7 @@ impl<S: Store> Catalog<S> {
     /// A catalog with a given clock and settings.
     pub fn with(store: S, clock: Arc<dyn Clock>, config: CatalogConfig) -> Self {
         let recorder = Recorder::spawn(store.clone(), config.clone());
+        let mender = mend::Mender::spawn(store.clone(), config.retry.clone());
         Catalog {
             inner: Arc::new(Inner {
                 store,
@@ -118,6 +121,7 @@ impl<S: Store> Catalog<S> {
                 config,
                 recorder,
                 liveness: Liveness::default(),
+                mender,
             }),
         }
     }

@@ -230,4 +230,13 @@ pub struct ExecutionRecord {
     /// The run's attempt that made the call (1 for the first).
     #[serde(default)]
     pub attempt: u32,
+    /// The task's body ran for this call. Counting executions counts these: a holder whose
+    /// lease was taken over, whose body still ran to its end and whose output lost to the one
+    /// stored first, reports `Hit` (it returns the stored output) with `executed` set.
+    #[serde(default)]
+    pub executed: bool,
+    /// Why the cache failed the call (LookupFailure: the read; PutFailure: the write, e.g. the
+    /// output's size and the limit).
+    #[serde(default)]
+    pub cache_error: Option<String>,
 }

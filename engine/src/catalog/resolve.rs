@@ -9,7 +9,7 @@ use super::records::{
 use super::{CacheKey, Catalog, duration_ms};
 use crate::error::Result;
 use crate::keys::{self, entry_part};
-use crate::store::{Store, Transaction, transact};
+use crate::store::{Store, Transaction, read, transact};
 use std::time::Duration;
 
 /// One resolve.
@@ -57,24 +57,30 @@ impl<S: Store> Catalog<S> {
     /// stored inline; one more range read of the chunks for larger ones.
     pub async fn lookup(&self, key: &CacheKey, max_age: Option<Duration>) -> Result<Option<Hit>> {
         let d = &key.digest;
-        let tx = self.inner.store.begin_read().await?;
-        let Some(raw) = tx.get(&keys::entry_part(d, entry_part::META), true).await? else {
-            return Ok(None);
-        };
-        let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), &raw)?;
-        if !is_live(&stored.meta, max_age.map(duration_ms), self.now_ms()) {
-            return Ok(None);
-        }
-        let chunks = if stored.inline.is_some() {
-            Vec::new()
-        } else {
-            read_chunks(&tx, d, true).await?
-        };
-        let output = assemble(&stored.meta, stored.inline, &chunks)?;
-        Ok(Some(Hit {
-            output,
-            meta: stored.meta,
-        }))
+        read(
+            &self.inner.store,
+            &self.inner.config.retry,
+            |tx| async move {
+                let Some(raw) = tx.get(&keys::entry_part(d, entry_part::META), true).await? else {
+                    return Ok(None);
+                };
+                let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), &raw)?;
+                if !is_live(&stored.meta, max_age.map(duration_ms), self.now_ms()) {
+                    return Ok(None);
+                }
+                let chunks = if stored.inline.is_some() {
+                    Vec::new()
+                } else {
+                    read_chunks(&tx, d, true).await?
+                };
+                let output = assemble(&stored.meta, stored.inline, &chunks)?;
+                Ok(Some(Hit {
+                    output,
+                    meta: stored.meta,
+                }))
+            },
+        )
+        .await
     }
 
     /// Resolves a call: [`Resolution::Hit`] with the stored output, [`Resolution::Acquired`] with
@@ -98,25 +104,31 @@ impl<S: Store> Catalog<S> {
         max_age: Option<Duration>,
     ) -> Result<Option<Vec<u8>>> {
         let d = &key.digest;
-        let tx = self.inner.store.begin_read().await?;
-        let Some(raw) = tx.get(&keys::entry_part(d, entry_part::META), true).await? else {
-            return Ok(None);
-        };
-        let peek: Peek<'_> = decode_borrowed(|| format!("entry metadata of {d}"), &raw)?;
-        let m = &peek.meta;
-        if !live(
-            m.created_at_ms,
-            m.expires_at_ms,
-            max_age.map(duration_ms),
-            self.now_ms(),
-        ) {
-            return Ok(None);
-        }
-        let chunks = match peek.inline {
-            Some(_) => Vec::new(),
-            None => read_chunks(&tx, d, true).await?,
-        };
-        assemble(m, peek.inline.map(|b| b.to_vec()), &chunks).map(Some)
+        read(
+            &self.inner.store,
+            &self.inner.config.retry,
+            |tx| async move {
+                let Some(raw) = tx.get(&keys::entry_part(d, entry_part::META), true).await? else {
+                    return Ok(None);
+                };
+                let peek: Peek<'_> = decode_borrowed(|| format!("entry metadata of {d}"), &raw)?;
+                let m = &peek.meta;
+                if !live(
+                    m.created_at_ms,
+                    m.expires_at_ms,
+                    max_age.map(duration_ms),
+                    self.now_ms(),
+                ) {
+                    return Ok(None);
+                }
+                let chunks = match peek.inline {
+                    Some(_) => Vec::new(),
+                    None => read_chunks(&tx, d, true).await?,
+                };
+                assemble(m, peek.inline.map(|b| b.to_vec()), &chunks).map(Some)
+            },
+        )
+        .await
     }
 
     /// The read-write half of [`Catalog::resolve`]: in one transaction, returns the entry if one

@@ -23,7 +23,7 @@ pub mod watch;
 
 pub use any::{AnyStore, AnyTx};
 pub use limits::{Limits, WriteSize};
-pub use retry::{RetryPolicy, StoreCounters, transact};
+pub use retry::{RetryPolicy, StoreCounters, read, transact};
 pub use url::{StoreUrl, redact};
 pub use watch::Subscription;
 

@@ -1,5 +1,12 @@
 //! The retry loop: run a transaction, commit it, and run it again on a retryable error, with
 //! bounded attempts and jittered exponential backoff (as `foundationdb`'s `Database::run`).
+//!
+//! Two kinds of retryable errors are bounded differently:
+//! - conflicts (and unknown commit results) by a number of attempts, with short backoffs: they
+//!   are contention, resolved in milliseconds;
+//! - a store outage (a lost connection, a store that cannot be reached) by time: the loop waits
+//!   it out with backoff up to one second, for [`RetryPolicy::outage`] (30 s by default), so a
+//!   restart of the store delays work instead of failing it.
 
 use super::{Store, Transaction};
 use crate::error::{Error, Result};
@@ -19,6 +26,9 @@ pub struct RetryPolicy {
     /// Start each attempt with [`Store::begin_urgent`]: for transactions whose latency bounds
     /// correctness (lease heartbeats), which must not queue behind bulk work.
     pub urgent: bool,
+    /// How long a store outage (lost connection, store unreachable) is waited out before the
+    /// transaction fails.
+    pub outage: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -28,6 +38,7 @@ impl Default for RetryPolicy {
             initial_backoff: Duration::from_micros(500),
             max_backoff: Duration::from_millis(100),
             urgent: false,
+            outage: Duration::from_secs(30),
         }
     }
 }
@@ -50,6 +61,33 @@ impl RetryPolicy {
             .min(self.max_backoff);
         // Full jitter: contenders that conflicted together do not come back together.
         exp.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// Where a retry loop is in an outage.
+struct Outage {
+    since: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Outage {
+    fn new() -> Self {
+        Outage {
+            since: None,
+            backoff: Duration::from_millis(50),
+        }
+    }
+
+    /// The pause before trying again after `err`, or `None` when the outage has lasted longer
+    /// than `policy` allows.
+    fn pause(&mut self, policy: &RetryPolicy) -> Option<Duration> {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= policy.outage {
+            return None;
+        }
+        let pause = self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+        Some(pause)
     }
 }
 
@@ -93,6 +131,7 @@ where
     let started = Instant::now();
     let counters = store.counters();
     let mut attempt = 1;
+    let mut outage = Outage::new();
     loop {
         let outcome = async {
             let tx = if policy.urgent {
@@ -115,6 +154,19 @@ where
         if matches!(err, Error::Conflict { .. }) {
             counters.conflicts.fetch_add(1, Ordering::Relaxed);
         }
+        if err.is_outage() {
+            let Some(pause) = outage.pause(policy) else {
+                return Err(Error::RetriesExhausted {
+                    attempts: attempt,
+                    elapsed: started.elapsed(),
+                    last: Box::new(err),
+                });
+            };
+            attempt += 1;
+            counters.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(pause).await;
+            continue;
+        }
         if !err.is_retryable() {
             return Err(err);
         }
@@ -132,6 +184,38 @@ where
             tokio::task::yield_now().await;
         } else {
             tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Runs `body` in a read-only transaction, waiting out a store outage as [`transact`] does.
+/// Read-only transactions never conflict, so only outages are retried.
+pub async fn read<S, T, F, Fut>(store: &S, policy: &RetryPolicy, mut body: F) -> Result<T>
+where
+    S: Store,
+    F: FnMut(S::Tx) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    let mut outage = Outage::new();
+    let mut attempts = 1;
+    loop {
+        let outcome = async { body(store.begin_read().await?).await }.await;
+        match outcome {
+            Err(err) if err.is_outage() => match outage.pause(policy) {
+                Some(pause) => {
+                    attempts += 1;
+                    tokio::time::sleep(pause).await;
+                }
+                None => {
+                    return Err(Error::RetriesExhausted {
+                        attempts,
+                        elapsed: started.elapsed(),
+                        last: Box::new(err),
+                    });
+                }
+            },
+            other => return other,
         }
     }
 }

@@ -144,8 +144,12 @@ pub struct JobReport {
     /// Populated, Skipped, Evicted, Hit (another execution stored first), Miss, PutFailure, or
     /// Disabled for uncached jobs.
     pub status: CacheStatus,
-    /// Attempts made.
+    /// Attempts made (0: the body never ran).
     pub attempts: u32,
+    /// Why the output could not be stored (with status `PutFailure`), e.g. its size and the
+    /// limit.
+    #[serde(default)]
+    pub cache_error: Option<String>,
 }
 
 impl JobReport {
@@ -162,6 +166,7 @@ impl JobReport {
                 CacheStatus::Disabled
             },
             attempts: 0,
+            cache_error: None,
         }
     }
 }
@@ -209,6 +214,7 @@ mod tests {
                 output,
                 status: CacheStatus::Populated,
                 attempts: 2,
+                cache_error: None,
             };
             let bytes = rmp_serde::to_vec_named(&report).unwrap();
             assert_eq!(rmp_serde::from_slice::<JobReport>(&bytes).unwrap(), report);

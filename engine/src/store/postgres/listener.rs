@@ -70,7 +70,7 @@ async fn listen_once(
         .await
         .map_err(|e| Error::Unreachable {
             url: url.to_string(),
-            detail: e.to_string(),
+            detail: super::describe(&e),
         })?;
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     let listen_sql = format!("LISTEN {channel}");

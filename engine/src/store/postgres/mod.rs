@@ -37,6 +37,22 @@ const BEGIN_RO: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 /// How often a waiter re-reads even without a notification, in case one was lost.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// What the driver or the server said: the server's own message and SQLSTATE when there is
+/// one (a wrong password and a missing database read differently), else the error's chain.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Maps a driver error to the engine's error kinds.
 pub(crate) fn classify(e: tokio_postgres::Error, during_commit: bool) -> Error {
     if let Some(code) = e.code()
@@ -114,7 +130,7 @@ impl PostgresStore {
                     .await
                     .map_err(|e| Error::Unreachable {
                         url: url.clone(),
-                        detail: e.to_string(),
+                        detail: describe(&e),
                     })?;
             let driver = tokio::spawn(connection);
             client

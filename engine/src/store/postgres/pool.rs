@@ -61,15 +61,16 @@ impl Pool {
         })
     }
 
-    /// Opens a new connection; errors name the URL.
+    /// Opens a new connection. The store was reachable when it was opened, so a failure now is
+    /// an outage ([`Error::ConnectionLost`], retried), named with the URL and the server's word.
     pub async fn connect(&self) -> Result<Conn> {
         let (client, connection) =
             self.config
                 .connect(NoTls)
                 .await
-                .map_err(|e| Error::Unreachable {
-                    url: self.url.clone(),
-                    detail: e.to_string(),
+                .map_err(|e| Error::ConnectionLost {
+                    backend: BACKEND,
+                    detail: format!("cannot connect to {}: {}", self.url, super::describe(&e)),
                 })?;
         tokio::spawn(async move {
             // Ends when the client is dropped or the server goes away; callers see the latter

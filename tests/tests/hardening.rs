@@ -1,0 +1,182 @@
+//! Bounds and honest reports, through the public API: a run's calls are bounded (in flight and
+//! in all), a PutFailure says why, and a body whose output lost to one stored first is still
+//! recorded as executed.
+
+use cairn::CallLimits;
+use cairn::{CacheStatus, Ctx, RunOptions, SubmitRun};
+use cairn_tests::runtime::SharedStore;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn opts() -> RunOptions {
+    RunOptions::new("hardening", "development")
+}
+
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static MOST: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1")]
+async fn gauged(n: i64) -> i64 {
+    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    n
+}
+
+/// Calls `gauged(base..base + n)` all at once.
+async fn fan(ctx: Ctx, (base, n): (i64, i64)) -> Result<i64, cairn::CallError> {
+    let out = futures::future::try_join_all((base..base + n).map(|i| {
+        let ctx = ctx.clone();
+        async move { ctx.call(gauged, i).await }
+    }))
+    .await?;
+    Ok(out.iter().sum())
+}
+
+async fn run_by_name(node: &cairn::Node, input: serde_json::Value) -> cairn::RunRecord {
+    let started = node
+        .submit(SubmitRun {
+            workflow: "fan".into(),
+            input,
+            options: opts(),
+            schedule: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    started.finished.await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_calls_are_bounded_in_flight_and_in_all() {
+    let shared = SharedStore::new().await;
+    let node = shared
+        .node("bounded")
+        .concurrency(64)
+        .call_limits(CallLimits {
+            max_in_flight: 8,
+            max_calls: 150,
+        })
+        .task(gauged)
+        .workflow("fan", fan)
+        .start()
+        .await
+        .unwrap();
+    // 100 calls at once from one run: never more than 8 with the schedulers and workers.
+    let record = run_by_name(&node, serde_json::json!([0, 100])).await;
+    assert_eq!(record.status, cairn::RunStatus::Succeeded, "{record:?}");
+    let most = MOST.load(Ordering::SeqCst);
+    assert!((1..=8).contains(&most), "{most} calls ran at once");
+    // 200 calls: past the 150th the run fails, saying why.
+    let record = run_by_name(&node, serde_json::json!([1_000, 200])).await;
+    assert_eq!(record.status, cairn::RunStatus::Failed);
+    let error = record.error.unwrap().text.unwrap();
+    assert!(error.contains("more than 150 calls"), "{error}");
+}
+
+#[cairn::task(cache = true, cache_version = "1")]
+async fn big(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_failure_says_why() {
+    let shared = SharedStore::new().await;
+    let config = cairn_engine::catalog::CatalogConfig {
+        max_output_bytes: 1_000,
+        ..Default::default()
+    };
+    let node = shared
+        .node("put")
+        .catalog_config(config)
+        .task(big)
+        .start()
+        .await
+        .unwrap();
+    let r = node
+        .run(opts().with_run_id("put-failure"), |ctx| async move {
+            ctx.call(big, 5_000).await
+        })
+        .await;
+    assert_eq!(
+        r.output.unwrap().len(),
+        5_000,
+        "the output still reaches the caller"
+    );
+    let call = &r.calls[0];
+    assert_eq!(call.status, CacheStatus::PutFailure);
+    let why = call.cache_error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("output of 5003 bytes") && why.contains("limit of 1000 bytes"),
+        "{why}"
+    );
+    node.catalog().flush_records().await.unwrap();
+    let records = node.catalog().run_executions("put-failure").await.unwrap();
+    assert_eq!(records[0].cache_error.as_deref(), Some(why));
+    assert!(records[0].executed);
+}
+
+static LOSER: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cairn::task(cache = true, cache_version = "1", lease_ttl = "1s")]
+async fn loser(day: String) -> String {
+    // Waits until the test has stored another output for the key.
+    LOSER.notified().await;
+    format!("late report for {day}")
+}
+
+/// A holder whose output loses to one stored first gets `Hit` (every caller of a key gets the
+/// same output) and its record says its body ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_whose_output_lost_is_still_counted_as_executed() {
+    use cairn::Task;
+    use cairn_engine::catalog::{KeyInputs, Resolution, ResolveRequest, new_execution_id};
+    let shared = SharedStore::new().await;
+    let node = shared.node("a").task(loser).start().await.unwrap();
+    let mut inputs = KeyInputs::new();
+    inputs.add("day", "monday").unwrap();
+    let key = loser
+        .spec()
+        .cache_key("hardening", "development", inputs)
+        .unwrap();
+    // A stuck holder (it never heartbeats); the node's call takes it over after its TTL.
+    let stuck = new_execution_id();
+    let req = ResolveRequest {
+        key: &key,
+        owner: "stuck-node",
+        execution: &stuck,
+        lease_ttl: Duration::from_secs(1),
+        max_age: None,
+        overwrite: false,
+        takeover: None,
+    };
+    let Resolution::Acquired(stuck_lease) = node.catalog().resolve(&req).await.unwrap() else {
+        panic!("the stuck node gets the lease first")
+    };
+    let ctx = node.ctx(opts().with_run_id("lost"));
+    let call = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.call(loser, "monday".to_string()).await }
+    });
+    // Once the node's body runs, the stuck holder wakes up and commits first.
+    loop {
+        if !node.workers().status().await.unwrap().busy.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.catalog()
+        .commit(&key, &stuck_lease, b"\xa5early", None)
+        .await
+        .unwrap();
+    LOSER.notify_one();
+    let out = call.await.unwrap().unwrap();
+    assert_eq!(out, "early", "the first stored output wins");
+    let summary = &ctx.calls()[0];
+    assert_eq!(summary.status, CacheStatus::Hit);
+    node.catalog().flush_records().await.unwrap();
+    let records = node.catalog().run_executions("lost").await.unwrap();
+    assert_eq!(records[0].status, CacheStatus::Hit);
+    assert!(records[0].executed, "its body ran: {:?}", records[0]);
+}
