@@ -304,3 +304,144 @@ async fn a_run_can_be_polled_with_counts_only() {
     assert_eq!(full["calls"].as_array().unwrap().len(), 4);
     assert_eq!(full["output"], 5);
 }
+
+/// Percent-encodes `s` for a path segment or a query value.
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Valid bodies of the operations that take one, by `operationId`; every string in them is
+/// replaced by each hostile value in turn.
+fn template(operation: &str) -> Option<Value> {
+    Some(match operation {
+        "submitRun" => {
+            json!({"workflow": "sum_of_squares", "input": 3, "project": "p", "domain": "d"})
+        }
+        "backfillSchedule" => json!({"from_ms": 0, "to_ms": 1_000}),
+        "evict" => {
+            json!({"scope": "task", "project": "p", "domain": "d", "task": "square", "version": "1.0"})
+        }
+        "explain" => json!({"task": "square", "input": {"n": 3}, "project": "p", "domain": "d"}),
+        _ => return None,
+    })
+}
+
+/// Every way to put `bad` into one string of `body`.
+fn variants(body: &Value, bad: &str) -> Vec<Value> {
+    fn walk(v: &Value, bad: &str, out: &mut Vec<Value>, rebuild: &dyn Fn(Value) -> Value) {
+        match v {
+            Value::String(_) => out.push(rebuild(Value::String(bad.to_string()))),
+            Value::Object(map) => {
+                for (k, child) in map {
+                    let k = k.clone();
+                    let map = map.clone();
+                    walk(child, bad, out, &|new| {
+                        let mut m = map.clone();
+                        m.insert(k.clone(), new);
+                        rebuild(Value::Object(m))
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(body, bad, &mut out, &|v| v);
+    out
+}
+
+/// Oversized and unusual names on every route of the OpenAPI document, in path parameters,
+/// query parameters and body strings: every request gets an answer, never a 5xx, never a
+/// dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_on_every_route_get_an_answer_and_never_a_5xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--store", "embedded:./data"]);
+    let (_, doc) = get(&format!("{}/openapi.json", node.url)).await;
+    let bad_values = [
+        "x".repeat(100_000),
+        "y".repeat(70_000),
+        "é".repeat(300),
+        String::new(),
+        "\0".into(),
+        "a\nb".into(),
+        "../../etc/passwd".into(),
+        "%00".into(),
+        "🙂".into(),
+        " ".into(),
+        "-1".into(),
+    ];
+    let client = reqwest::Client::new();
+    let mut requests = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            let params: Vec<&Value> = op["parameters"]
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default();
+            for bad in &bad_values {
+                let mut url = format!("{}{path}", node.url);
+                for p in params.iter().filter(|p| p["in"] == "path") {
+                    let name = p["name"].as_str().unwrap();
+                    url = url.replace(&format!("{{{name}}}"), &enc(bad));
+                }
+                let query: Vec<(String, String)> = params
+                    .iter()
+                    .filter(|p| p["in"] == "query")
+                    .map(|p| (p["name"].as_str().unwrap().to_string(), bad.clone()))
+                    .collect();
+                let bodies = match template(id) {
+                    Some(t) => variants(&t, bad),
+                    None => vec![Value::Null],
+                };
+                for body in bodies {
+                    let mut req = client
+                        .request(method.to_uppercase().parse().unwrap(), &url)
+                        .query(&query);
+                    if !body.is_null() {
+                        req = req.json(&body);
+                    }
+                    for p in params.iter().filter(|p| p["in"] == "header") {
+                        if let Ok(v) = reqwest::header::HeaderValue::from_str(bad) {
+                            req = req.header(p["name"].as_str().unwrap(), v);
+                        }
+                    }
+                    requests += 1;
+                    let shown: String = bad.chars().take(20).collect();
+                    let shown = format!("{shown:?} ({} bytes)", bad.len());
+                    let resp = match req.send().await {
+                        Ok(resp) => resp,
+                        // A URL the client itself will not build never reaches the node.
+                        Err(e) if e.is_builder() => continue,
+                        Err(e) => panic!("{method} {path} ({id}) with {shown}: no answer: {e}"),
+                    };
+                    let status = resp.status().as_u16();
+                    let text: String = resp
+                        .text()
+                        .await
+                        .unwrap_or_default()
+                        .chars()
+                        .take(300)
+                        .collect();
+                    assert!(
+                        status < 500,
+                        "{method} {path} ({id}) with {shown}: {status} {text}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(requests > 200, "{requests} requests");
+    // The node still answers.
+    let (status, _) = get(&format!("{}/v1/health", node.url)).await;
+    assert_eq!(status, 200);
+}

@@ -6,6 +6,7 @@
 //!   execution records, written once above the store trait.
 //! - [`clock`]: wall-clock time as a dependency.
 //! - [`keys`]: the one place where the layout of every stored key is defined.
+//! - [`names`]: the one rule for user-given names (length, characters).
 //! - [`nodes`]: node identity (name, incarnation) and liveness, judged on each observer's clock.
 //! - [`runs`]: runs started by name (API, CLI, schedules): input, status, output.
 //! - [`schedule`]: cron and fixed-rate schedules fired exactly once per tick across instances.
@@ -17,6 +18,7 @@ pub mod catalog;
 pub mod clock;
 pub mod error;
 pub mod keys;
+pub mod names;
 pub mod nodes;
 pub mod runs;
 pub mod schedule;

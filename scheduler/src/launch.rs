@@ -174,6 +174,15 @@ impl Launcher {
     /// Checks `request`, records the run and starts it. Returns once the run is recorded.
     pub async fn submit(&self, request: SubmitRun) -> Result<Started, SubmitError> {
         let inner = &self.inner;
+        let options = &request.options;
+        cairn_engine::names::check_all(&[
+            ("workflow", &request.workflow),
+            ("project", &options.project),
+            ("domain", &options.domain),
+        ])?;
+        if let Some(id) = &options.run_id {
+            cairn_engine::names::check("run id", id)?;
+        }
         let workflow =
             inner
                 .workflows

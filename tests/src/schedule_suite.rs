@@ -739,6 +739,63 @@ pub async fn journals_are_collected_after_their_retention<H: Harness>() {
     );
 }
 
+/// Backfills stay in the past and bounded: a range near the largest time neither wraps around
+/// nor queues anything, a range ending in the future is refused (its ticks fire live), a range
+/// of more than 10,000 ticks is refused; a past range still fires each tick once, and the live
+/// ticks after it fire once too.
+pub async fn backfills_are_bounded_and_in_the_past<H: Harness>() {
+    let h = H::new().await;
+    let clock = ManualClock::new(100 * SECOND);
+    let s = Schedules::new(h.open().await, Arc::new(clock.clone()));
+    let mut spec = every_second(&unique("backfill-bounds"));
+    spec.overlap = Overlap::AllowAll;
+    s.register(&spec).await.unwrap();
+    let pending = || async {
+        s.get(&spec.name)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .pending_backfill
+            .len()
+    };
+    for (from, to, why) in [
+        (i64::MAX - 1_000, i64::MAX, "in the future"),
+        (i64::MAX - 1, i64::MAX, "in the future"),
+        (50 * SECOND, 200 * SECOND, "in the future"),
+        (5 * SECOND, 4 * SECOND, "is after"),
+        (-20_000 * SECOND, 90 * SECOND, "more than 10000 ticks"),
+    ] {
+        let err = s
+            .backfill(&spec.name, from, to)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "[{from}, {to}]: {err}");
+        assert_eq!(pending().await, 0, "[{from}, {to}] queued nothing");
+    }
+    // Near the smallest time: no wrap-around either.
+    let err = s.backfill(&spec.name, i64::MIN, i64::MIN + 10).await;
+    assert!(err.as_ref().map_or(true, |n| *n == 0), "{err:?}");
+    // A past range fires once; the live ticks after it fire once too.
+    assert_eq!(
+        s.backfill(&spec.name, 95 * SECOND, 99 * SECOND)
+            .await
+            .unwrap(),
+        5
+    );
+    clock.advance(2 * SECOND);
+    let fired = s.poll_one(&spec.name, &inc("n")).await.unwrap();
+    let mut ticks: Vec<i64> = fired.iter().map(|f| f.tick_ms).collect();
+    ticks.sort();
+    assert_eq!(
+        ticks,
+        vec![95_000, 96_000, 97_000, 98_000, 99_000, 101_000, 102_000],
+        "backfilled and live, each once"
+    );
+    assert!(s.poll_one(&spec.name, &inc("n")).await.unwrap().is_empty());
+}
+
 /// Instantiates the schedule suite for one backend.
 #[macro_export]
 macro_rules! schedule_conformance {
@@ -748,7 +805,8 @@ macro_rules! schedule_conformance {
             pause_resume_backfill, a_broken_schedule_does_not_stop_the_others,
             runs_are_recorded_listed_and_never_reused, runs_are_taken_over_and_fenced,
             runs_are_cancelled_and_submitted_idempotently,
-            journals_are_collected_after_their_retention);
+            journals_are_collected_after_their_retention,
+            backfills_are_bounded_and_in_the_past);
     };
     (@tests $harness:ty; $($name:ident),*) => {
         $(

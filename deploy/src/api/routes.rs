@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::{MethodRouter, get, post};
 use cairn_engine::Store;
 use cairn_engine::catalog::{Digest, EvictScope};
+use cairn_engine::names;
 use cairn_engine::runs::RunFilter;
 use cairn_scheduler::{RunOptions, SubmitRun};
 use std::time::Duration;
@@ -309,6 +310,7 @@ async fn cancel_run(
     Path(run_id): Path<String>,
 ) -> ApiResult<RunSummary> {
     use cairn_engine::runs::{Ended, RunStatus};
+    names::check("run_id", &run_id)?;
     let ended = app.node.cancel(&run_id).await.map_err(|e| match e {
         cairn_engine::Error::InvalidInput { ref reason, .. } if reason == "no such run" => {
             ApiError::not_found(format!("no run {run_id:?}"))
@@ -331,6 +333,16 @@ async fn cancel_run(
 }
 
 async fn list_runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> ApiResult<RunPage> {
+    for (field, value) in [
+        ("workflow", &q.workflow),
+        ("project", &q.project),
+        ("domain", &q.domain),
+        ("schedule", &q.schedule),
+    ] {
+        if let Some(v) = value {
+            names::check(field, v)?;
+        }
+    }
     let filter = RunFilter {
         workflow: q.workflow,
         project: q.project,
@@ -354,6 +366,7 @@ async fn get_run(
     Path(run_id): Path<String>,
     Query(q): Query<RunQuery>,
 ) -> ApiResult<RunDetail> {
+    names::check("run_id", &run_id)?;
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(60_000));
     let deadline = tokio::time::Instant::now() + wait;
     let store = app.node.catalog().store();
@@ -397,6 +410,7 @@ async fn list_schedules(State(app): State<AppState>) -> ApiResult<Vec<ScheduleIn
 }
 
 async fn schedule_info(app: &AppState, name: &str) -> Result<ScheduleInfo, ApiError> {
+    names::check("schedule name", name)?;
     let record = app
         .node
         .schedules()
@@ -429,12 +443,6 @@ async fn backfill_schedule(
     Path(name): Path<String>,
     Json(req): Json<BackfillRequest>,
 ) -> ApiResult<BackfillResult> {
-    if req.from_ms > req.to_ms {
-        return Err(ApiError::invalid(format!(
-            "from_ms {} is after to_ms {}",
-            req.from_ms, req.to_ms
-        )));
-    }
     schedule_info(&app, &name).await?;
     let queued = app
         .node
@@ -528,6 +536,11 @@ async fn explain(
     State(app): State<AppState>,
     Json(req): Json<ExplainRequest>,
 ) -> ApiResult<Explanation> {
+    names::check_all(&[
+        ("task", &req.task),
+        ("project", &req.project),
+        ("domain", &req.domain),
+    ])?;
     let task = app.node.registry().get(&req.task).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -41,6 +41,29 @@ pub enum EvictScope {
     Execution(String),
 }
 
+impl EvictScope {
+    /// Checks the names the scope gives ([`crate::names`]).
+    pub fn check_names(&self) -> Result<()> {
+        use crate::names::{check, check_all};
+        match self {
+            EvictScope::Key(_) => Ok(()),
+            EvictScope::Task {
+                project,
+                domain,
+                task,
+                version,
+            } => {
+                check_all(&[("project", project), ("domain", domain), ("task", task)])?;
+                version.as_deref().map_or(Ok(()), |v| check("version", v))
+            }
+            EvictScope::ProjectDomain { project, domain } => {
+                check_all(&[("project", project), ("domain", domain)])
+            }
+            EvictScope::Execution(e) => check("execution", e),
+        }
+    }
+}
+
 /// Extracts the digest from an index key.
 type DigestOf = fn(&[u8]) -> Option<Digest>;
 
@@ -96,6 +119,7 @@ async fn remove_entry<T: Transaction>(
 impl<S: Store> Catalog<S> {
     /// Evicts the entries in `scope`; returns how many were removed.
     pub async fn evict(&self, scope: &EvictScope) -> Result<u64> {
+        scope.check_names()?;
         let tombstone = Tombstone {
             evicted_at_ms: self.now_ms(),
             reason: scope.reason(),

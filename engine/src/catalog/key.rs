@@ -287,16 +287,8 @@ pub struct JournalSlot {
     pub occurrence: u32,
 }
 
-const MAX_NAME: usize = 512;
-
 fn check_name(field: &str, value: &str) -> Result<()> {
-    if value.is_empty() || value.len() > MAX_NAME || value.chars().any(char::is_control) {
-        return Err(Error::InvalidInput {
-            what: field.to_string(),
-            reason: format!("{value:?} must be 1 to {MAX_NAME} bytes without control characters"),
-        });
-    }
-    Ok(())
+    crate::names::check(field, value)
 }
 
 /// A signature hashed once, for computing many keys of one task.

@@ -43,6 +43,13 @@ impl<S: Store> Catalog<S> {
         page_size: usize,
         cursor: Option<&str>,
     ) -> Result<EntryPage> {
+        crate::names::check_all(&[("project", project), ("domain", domain)])?;
+        if let Some(task) = task {
+            crate::names::check("task", task)?;
+        }
+        if let Some(version) = version {
+            crate::names::check("version", version)?;
+        }
         let (begin, end) = keys::by_task_range(project, domain, task, version);
         let begin = match cursor {
             None => begin,

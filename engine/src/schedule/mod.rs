@@ -20,4 +20,4 @@ mod table;
 pub use spec::{CatchUp, Overlap, ScheduleSpec, Trigger};
 pub use state::{ScheduleRecord, ScheduleState, TickRecord};
 pub(crate) use table::run_ended_in;
-pub use table::{Fire, ScheduledInput, Schedules};
+pub use table::{Fire, MAX_BACKFILL, ScheduledInput, Schedules};

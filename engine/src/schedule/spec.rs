@@ -100,11 +100,12 @@ impl ScheduleSpec {
             what: format!("schedule {:?}", self.name),
             reason,
         };
-        if self.name.is_empty() || self.name.chars().any(char::is_control) {
-            return Err(bad(
-                "the name must be non-empty, without control characters".into(),
-            ));
-        }
+        crate::names::check_all(&[
+            ("schedule name", &self.name),
+            ("workflow", &self.workflow),
+            ("project", &self.project),
+            ("domain", &self.domain),
+        ])?;
         match &self.trigger {
             Trigger::Every { period_ms: 0, .. } => {
                 Err(bad("the period must be at least 1 ms".into()))
@@ -128,8 +129,17 @@ impl Trigger {
                 anchor_ms,
             } => {
                 let p = i64::try_from((*period_ms).max(1)).unwrap_or(i64::MAX);
-                let k = (after_ms - anchor_ms).div_euclid(p) + 1;
-                Ok(anchor_ms + k * p)
+                // Checked: a time near the ends of the range must not wrap around.
+                after_ms
+                    .checked_sub(*anchor_ms)
+                    .map(|d| d.div_euclid(p))
+                    .and_then(|k| k.checked_add(1))
+                    .and_then(|k| k.checked_mul(p))
+                    .and_then(|t| t.checked_add(*anchor_ms))
+                    .ok_or_else(|| Error::InvalidInput {
+                        what: format!("time {after_ms}"),
+                        reason: "the next tick after it is not a representable time".into(),
+                    })
             }
             Trigger::Cron { expr, tz } => {
                 let bad = |reason: String| Error::InvalidInput {
@@ -156,10 +166,16 @@ impl Trigger {
         let mut out = Vec::new();
         let mut t = after_ms;
         while out.len() < limit {
-            t = self.next_after(t)?;
-            if t > until_ms {
+            let next = match self.next_after(t) {
+                Ok(next) => next,
+                // No representable tick after `t`: the range has no more ticks.
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
+            };
+            if next <= t || next > until_ms {
                 break;
             }
+            t = next;
             out.push(t);
         }
         Ok(out)

@@ -172,6 +172,9 @@ pub(crate) async fn run_ended_in<T: Transaction>(
     Ok(next)
 }
 
+/// Most ticks one backfill may queue.
+pub const MAX_BACKFILL: usize = 10_000;
+
 /// Schedules in one store.
 pub struct Schedules<S: Store> {
     store: S,
@@ -336,12 +339,37 @@ impl<S: Store> Schedules<S> {
         .await
     }
 
-    /// Queues every tick of `name` in `[from_ms, to_ms]` that has not fired yet (at most
-    /// 10,000); the next poll of any instance fires them as backfill runs. Returns how many were
-    /// queued.
+    /// Queues every tick of `name` in `[from_ms, to_ms]` that has not fired yet; the next poll
+    /// of any instance fires them as backfill runs. Returns how many were queued. The range must
+    /// be in the past (ticks from now on fire on schedule, so a tick is either backfilled or
+    /// fired live) and hold at most [`MAX_BACKFILL`] ticks; otherwise nothing is queued and the
+    /// error says why.
     pub async fn backfill(&self, name: &str, from_ms: i64, to_ms: i64) -> Result<usize> {
+        let bad = |reason: String| Error::InvalidInput {
+            what: "backfill range".into(),
+            reason,
+        };
+        if from_ms > to_ms {
+            return Err(bad(format!("from_ms {from_ms} is after to_ms {to_ms}")));
+        }
+        let now = self.clock.now_ms();
+        if to_ms > now {
+            return Err(bad(format!(
+                "to_ms {to_ms} is in the future (now is {now}): a backfill covers past ticks; \
+                 ticks from now on fire on schedule"
+            )));
+        }
         let record = self.get(name).await?.ok_or_else(|| unknown(name))?;
-        let ticks = record.spec.trigger.ticks(from_ms - 1, to_ms, 10_000)?;
+        let ticks =
+            record
+                .spec
+                .trigger
+                .ticks(from_ms.saturating_sub(1), to_ms, MAX_BACKFILL + 1)?;
+        if ticks.len() > MAX_BACKFILL {
+            return Err(bad(format!(
+                "the range holds more than {MAX_BACKFILL} ticks; backfill it in parts"
+            )));
+        }
         transact(&self.store, &self.retry, |tx| {
             let ticks = &ticks;
             async move {

@@ -311,6 +311,7 @@ impl EmbeddedTx {
 
 impl Transaction for EmbeddedTx {
     async fn get(&self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>> {
+        self.shared.limits.check_read(key)?;
         let kv = &self.shared.kv;
         let value = match &mut *self.state.lock() {
             State::Write(ws) if snapshot => match ws.own_value(key) {
@@ -341,6 +342,8 @@ impl Transaction for EmbeddedTx {
         if begin >= end {
             return Ok(Vec::new());
         }
+        self.shared.limits.check_read(begin)?;
+        self.shared.limits.check_read(end)?;
         let kv = &self.shared.kv;
         let mut state = self.state.lock();
         let iter = match &mut *state {
@@ -362,6 +365,9 @@ impl Transaction for EmbeddedTx {
     fn set(&self, key: &[u8], value: &[u8]) {
         self.write(|ws, kv| {
             ws.size.add(&self.shared.limits, key, Some(value));
+            if ws.size.check().is_err() {
+                return; // the commit fails with the limit named; fjall never sees the key
+            }
             // Slices are reference-counted: the transaction and the shadow share the bytes.
             let (key, value) = (Slice::from(key), Slice::from(value));
             ws.tx.insert(kv, key.clone(), value.clone());
@@ -372,6 +378,9 @@ impl Transaction for EmbeddedTx {
     fn clear(&self, key: &[u8]) {
         self.write(|ws, kv| {
             ws.size.add(&self.shared.limits, key, None);
+            if ws.size.check().is_err() {
+                return;
+            }
             let key = Slice::from(key);
             ws.tx.remove(kv, key.clone());
             ws.own.insert(key, None);
@@ -384,6 +393,10 @@ impl Transaction for EmbeddedTx {
         }
         self.write(|ws, kv| {
             ws.size.add(&self.shared.limits, begin, Some(end));
+            if ws.size.check().is_err() || self.shared.limits.check_read(end).is_err() {
+                ws.size.add(&self.shared.limits, end, None);
+                return;
+            }
             // Reading the range through the transaction makes a concurrent insert into it a
             // conflict, so the clear also removes keys committed after this transaction began,
             // as FoundationDB's clear_range does.

@@ -23,6 +23,22 @@ impl Limits {
     };
 }
 
+impl Limits {
+    /// Refuses a key to read (or a range bound) longer than a key may be: FoundationDB refuses
+    /// them too, and the embedded store's library would panic on one over 64 KiB. Range bounds
+    /// may be one byte longer (a prefix's end).
+    pub fn check_read(&self, key: &[u8]) -> Result<(), Error> {
+        if key.len() > self.max_key + 1 {
+            return Err(Error::TooLarge {
+                what: SizeLimit::Key,
+                size: key.len(),
+                limit: self.max_key,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self::FOUNDATIONDB

@@ -355,6 +355,7 @@ impl PostgresTx {
 
 impl Transaction for PostgresTx {
     async fn get(&self, key: &[u8], _snapshot: bool) -> Result<Option<Vec<u8>>> {
+        self.shared.limits.check_read(key)?;
         let key = key.to_vec();
         self.read(move |conn| {
             async move {
@@ -367,6 +368,9 @@ impl Transaction for PostgresTx {
     }
 
     async fn get_many(&self, keys: &[&[u8]], _snapshot: bool) -> Result<Vec<Option<Vec<u8>>>> {
+        for key in keys {
+            self.shared.limits.check_read(key)?;
+        }
         let wanted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
         let rows = self
             .read(move |conn| {
@@ -392,6 +396,8 @@ impl Transaction for PostgresTx {
         if begin >= end {
             return Ok(Vec::new());
         }
+        self.shared.limits.check_read(begin)?;
+        self.shared.limits.check_read(end)?;
         let (begin, end) = (begin.to_vec(), end.to_vec());
         let limit = options.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         self.read(move |conn| {
