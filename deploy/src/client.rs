@@ -176,6 +176,11 @@ impl Client {
         self.get("/v1/health", &[]).await
     }
 
+    /// `GET /v1/ready`: whether the node's store answers.
+    pub async fn ready(&self) -> Result<Health, ClientError> {
+        self.get("/v1/ready", &[]).await
+    }
+
     /// `GET /openapi.json`.
     pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
         self.get("/openapi.json", &[]).await

@@ -16,12 +16,14 @@
 //!
 //! [api]
 //! listen = "127.0.0.1:7070"
-//! token = "…"                 # required when `listen` is not a loopback address
+//! token = "…"                 # required when `listen` is not a loopback address (≥ 16 chars)
+//! token_file = "/run/secrets/cairn-token"   # or the token in a file
 //!
 //! [cluster]                   # omit to run alone
 //! listen = "10.0.0.1:7100"
 //! seeds = ["10.0.0.2:7100"]
 //! cookie = "…"                # every node of the cluster has the same
+//! cookie_file = "/run/secrets/cairn-cookie" # or the cookie in a file
 //! roles = ["scheduler", "worker"]
 //!
 //! [telemetry]                 # OTLP export; OTEL_* variables override
@@ -85,6 +87,8 @@ pub struct ClusterSection {
     pub seeds: Vec<String>,
     /// The shared secret.
     pub cookie: Option<String>,
+    /// A file holding the shared secret.
+    pub cookie_file: Option<std::path::PathBuf>,
     /// `scheduler`, `worker` (default both).
     pub roles: Option<Vec<String>>,
 }
@@ -113,6 +117,8 @@ pub struct ApiSection {
     pub listen: Option<String>,
     /// Bearer token.
     pub token: Option<String>,
+    /// A file holding the bearer token.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// `[[schedules]]`.

@@ -179,6 +179,8 @@ const REQUIRED: &[(&str, &str)] = &[
     ("get", "/v1/nodes"),
     ("get", "/v1/workflows"),
     ("get", "/v1/health"),
+    ("get", "/v1/ready"),
+    ("post", "/v1/runs/{run_id}/cancel"),
 ];
 
 fn resolve_refs(value: &Value, doc: &Value, path: &str) {
@@ -204,7 +206,15 @@ fn resolve_refs(value: &Value, doc: &Value, path: &str) {
 #[tokio::test]
 async fn the_openapi_document_validates_and_every_route_is_in_it() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &["--store", "embedded:./data", "--token", "t"]);
+    let node = NodeProcess::start(
+        dir.path(),
+        &[
+            "--store",
+            "embedded:./data",
+            "--token",
+            "a-token-of-32-characters-or-so!!",
+        ],
+    );
     // Served without the token.
     let (status, doc) = get(&format!("{}/openapi.json", node.url)).await;
     assert_eq!(status, 200);

@@ -218,7 +218,12 @@ fn a_node_with_a_token_refuses_requests_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(
         dir.path(),
-        &["--store", "embedded:./data", "--token", "s3cret"],
+        &[
+            "--store",
+            "embedded:./data",
+            "--token",
+            "s3cret-0123456789abcdef",
+        ],
     );
     let url = &node.url;
     let (code, err) = cli_fails(url, &["runs"]);
@@ -234,12 +239,19 @@ fn a_node_with_a_token_refuses_requests_without_it() {
     assert_eq!(code, 4, "{err}");
     let ok = cli_json(
         url,
-        &["run", "sum_of_squares", "--input", "3", "--token", "s3cret"],
+        &[
+            "run",
+            "sum_of_squares",
+            "--input",
+            "3",
+            "--token",
+            "s3cret-0123456789abcdef",
+        ],
         0,
     );
     assert_eq!(ok["output"], 5);
     // Only the accepted run exists.
-    let runs = cli_json(url, &["runs", "--token", "s3cret"], 0);
+    let runs = cli_json(url, &["runs", "--token", "s3cret-0123456789abcdef"], 0);
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
 }
 
@@ -257,10 +269,99 @@ fn a_node_refuses_to_serve_a_non_loopback_address_without_a_token() {
         .current_dir(tempfile::tempdir().unwrap().path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("not a loopback address, without a token"),
         "{err}"
     );
+}
+
+/// `cairn up` refuses what it cannot run safely, before starting anything, with exit 2.
+fn up_fails(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(common::CAIRN)
+        .arg("up")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("CAIRN_TOKEN")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Secrets come from files (out of `ps`), weak tokens are refused, the bearer scheme is
+/// case-insensitive, the embedded directory is private, a directory in use is named, and
+/// `--roles` needs a cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_and_configuration_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (args, needle) in [
+        (
+            &["--store", "embedded:./x", "--token", "short"][..],
+            "at least 16 characters",
+        ),
+        (
+            &["--store", "embedded:./x", "--token", "                    "][..],
+            "only whitespace",
+        ),
+        (
+            &["--store", "embedded:./x", "--roles", "worker"][..],
+            "--roles only applies",
+        ),
+        (
+            &[
+                "--store",
+                "embedded:./x",
+                "--token-file",
+                "/nonexistent/token",
+            ][..],
+            "--token-file",
+        ),
+    ] {
+        let (code, err) = up_fails(d, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let token_file = d.join("token");
+    std::fs::write(&token_file, "a-long-enough-token-from-a-file\n").unwrap();
+    let node = NodeProcess::start(
+        d,
+        &[
+            "--store",
+            "embedded:./data",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let client = reqwest::Client::new();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let resp = client
+            .get(format!("{}/v1/runs", node.url))
+            .header(
+                "Authorization",
+                format!("{scheme} a-long-enough-token-from-a-file"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{scheme}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("data"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    }
+    // A second node on the same directory is told why it cannot start.
+    let (code, err) = up_fails(d, &["--store", "embedded:./data"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is in use by another process"), "{err}");
 }

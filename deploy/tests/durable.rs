@@ -233,8 +233,15 @@ fn a_run_ends_once_the_store_is_back() {
     let node = NodeProcess::start_bin(TESTBED, dir.path(), &["--store", &url], &[]);
     let run = submit(&node, "sleepy", &json!(2_000));
     std::thread::sleep(Duration::from_millis(500));
+    let probes = || common::probe(&node.url);
+    assert_eq!(probes(), (true, true), "ready and alive");
     pg.down();
     std::thread::sleep(Duration::from_secs(30));
+    assert_eq!(
+        probes(),
+        (false, true),
+        "not ready without its store, still alive"
+    );
     pg.up();
     let back = Instant::now();
     let detail = run_detail(&node.url, &run, 60_000);

@@ -63,9 +63,20 @@ pub fn operations() -> Vec<Operation> {
                 Method::GET,
                 "/v1/health",
                 "health",
-                "The node answers (no token needed).",
+                "The process answers (liveness; no token needed). Says nothing about the store: see /v1/ready.",
                 Doc::new().ok(schema::<Health>),
                 get(health),
+            )
+        },
+        Operation {
+            public: true,
+            ..op(
+                Method::GET,
+                "/v1/ready",
+                "ready",
+                "The node can serve: its store answers within 2 s (no token needed). 503 otherwise.",
+                Doc::new().ok(schema::<Health>).errors(&[503]),
+                get(ready),
             )
         },
         Operation {
@@ -245,6 +256,32 @@ async fn health(State(app): State<AppState>) -> ApiResult<Health> {
         node: app.node.name().to_string(),
         store: app.node.catalog().store().backend().to_string(),
     }))
+}
+
+/// How long `/v1/ready` waits for the store.
+const READY_DEADLINE: Duration = Duration::from_secs(2);
+
+async fn ready(State(app): State<AppState>) -> ApiResult<Health> {
+    let store = app.node.catalog().store();
+    let probe = async {
+        let tx = store.begin_read().await?;
+        cairn_engine::Transaction::get(&tx, &cairn_engine::keys::node(app.node.name()), true).await
+    };
+    let unavailable = |why: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the {} store does not answer: {why}", store.backend()),
+        )
+    };
+    match tokio::time::timeout(READY_DEADLINE, probe).await {
+        Ok(Ok(_)) => health(State(app)).await,
+        Ok(Err(e)) => Err(unavailable(e.to_string())),
+        Err(_) => Err(unavailable(format!(
+            "no answer within {} ms",
+            READY_DEADLINE.as_millis()
+        ))),
+    }
 }
 
 async fn openapi(State(app): State<AppState>) -> axum::Json<serde_json::Value> {

@@ -23,9 +23,13 @@ pub(super) struct UpArgs {
     /// [default: 127.0.0.1:7070].
     #[arg(long, env = "CAIRN_LISTEN")]
     listen: Option<String>,
-    /// Bearer token the API requires (required when not listening on loopback).
+    /// Bearer token the API requires (required when not listening on loopback; at least 16
+    /// characters). Prefer --token-file: a flag shows in `ps`.
     #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the bearer token (its trailing newline is ignored).
+    #[arg(long, env = "CAIRN_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
     /// Node name (lease owner in the store) [default: cairn-<pid>].
     #[arg(long, env = "CAIRN_NAME")]
     name: Option<String>,
@@ -41,9 +45,12 @@ pub(super) struct UpArgs {
     /// Cluster addresses of nodes to join, comma-separated.
     #[arg(long, env = "CAIRN_SEEDS", value_delimiter = ',')]
     seeds: Vec<String>,
-    /// The cluster's shared secret.
+    /// The cluster's shared secret. Prefer --cookie-file: a flag shows in `ps`.
     #[arg(long, env = "CAIRN_COOKIE", hide_env_values = true)]
     cookie: Option<String>,
+    /// A file holding the cluster's shared secret (its trailing newline is ignored).
+    #[arg(long, env = "CAIRN_COOKIE_FILE", conflicts_with = "cookie")]
+    cookie_file: Option<std::path::PathBuf>,
     /// Roles: scheduler, worker, or both, comma-separated [default: scheduler,worker].
     #[arg(long, env = "CAIRN_ROLES")]
     roles: Option<String>,
@@ -85,7 +92,39 @@ impl Settings {
             None => NodeConfig::default(),
         };
         let schedules = file.schedule_specs().map_err(anyhow::Error::msg)?;
-        let roles = match args.roles.or(file.cluster.roles.map(|r| r.join(","))) {
+        let clustered = args.cluster_listen.is_some() || file.cluster.listen.is_some();
+        let roles_given = args
+            .roles
+            .clone()
+            .or(file.cluster.roles.clone().map(|r| r.join(",")));
+        if roles_given.is_some() && !clustered {
+            anyhow::bail!(
+                "--roles only applies to a node in a cluster: give --cluster-listen (a node on its \
+                 own schedules and runs its own tasks)"
+            );
+        }
+        let token = match (&args.token, &args.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => Some(read_secret("--token-file", path)?),
+            (None, None) => match (&file.api.token, &file.api.token_file) {
+                (Some(t), _) => Some(t.clone()),
+                (None, Some(path)) => Some(read_secret("[api] token_file", path)?),
+                (None, None) => None,
+            },
+        };
+        if let Some(t) = &token {
+            check_token(t)?;
+        }
+        let cookie = match (&args.cookie, &args.cookie_file) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(path)) => Some(read_secret("--cookie-file", path)?),
+            (None, None) => match (&file.cluster.cookie, &file.cluster.cookie_file) {
+                (Some(c), _) => Some(c.clone()),
+                (None, Some(path)) => Some(read_secret("[cluster] cookie_file", path)?),
+                (None, None) => None,
+            },
+        };
+        let roles = match roles_given {
             Some(r) => Roles::parse(&r).map_err(anyhow::Error::msg)?,
             None => Roles {
                 scheduler: true,
@@ -135,7 +174,7 @@ impl Settings {
                     .map_err(|e| anyhow::anyhow!("cluster address {listen:?}: {e}"))?,
                 advertise: args.cluster_advertise.or(file.cluster.advertise),
                 seeds,
-                cookie: args.cookie.or(file.cluster.cookie).unwrap_or_default(),
+                cookie: cookie.unwrap_or_default(),
                 roles,
             }),
         };
@@ -157,15 +196,43 @@ impl Settings {
                 .listen
                 .or(file.api.listen)
                 .unwrap_or_else(|| "127.0.0.1:7070".into()),
-            token: args.token.or(file.api.token),
+            token,
             name: args.name.or(file.name),
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(64),
         })
     }
 }
 
+/// A secret read from a file, without its trailing newline.
+fn read_secret(what: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Shortest API token accepted.
+const MIN_TOKEN: usize = 16;
+
+fn check_token(token: &str) -> anyhow::Result<()> {
+    if token.trim().is_empty() || token.chars().count() < MIN_TOKEN {
+        anyhow::bail!(
+            "the API token must be at least {MIN_TOKEN} characters and not only whitespace \
+             (e.g. `openssl rand -hex 24`)"
+        );
+    }
+    Ok(())
+}
+
 pub(super) async fn up(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> u8 {
-    match serve(args, configure).await {
+    // Configuration errors (exit 2) are found before anything starts.
+    let prepared = match prepare(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::INVALID;
+        }
+    };
+    match serve(prepared, configure).await {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -174,7 +241,14 @@ pub(super) async fn up(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuil
     }
 }
 
-async fn serve(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> anyhow::Result<()> {
+/// A checked configuration.
+struct Prepared {
+    args: Settings,
+    config: ApiConfig,
+    addr: std::net::SocketAddr,
+}
+
+fn prepare(args: UpArgs) -> anyhow::Result<Prepared> {
     let args = Settings::resolve(args)?;
     let config = ApiConfig {
         token: args.token.clone(),
@@ -186,6 +260,14 @@ async fn serve(args: UpArgs, configure: impl Fn(NodeBuilder) -> NodeBuilder) -> 
         .map_err(|e| anyhow::anyhow!("--listen {:?}: {e}", args.listen))?;
     // Checked before the node starts, so a refused configuration starts nothing.
     config.check(addr).map_err(anyhow::Error::msg)?;
+    Ok(Prepared { args, config, addr })
+}
+
+async fn serve(
+    prepared: Prepared,
+    configure: impl Fn(NodeBuilder) -> NodeBuilder,
+) -> anyhow::Result<()> {
+    let Prepared { args, config, addr } = prepared;
     // A stable default identity: an embedded store's directory names the node (the builder
     // derives it); otherwise the host and the API port, when one is fixed.
     let name = args.name.clone().unwrap_or_else(|| {

@@ -212,6 +212,16 @@ pub fn run_detail(node: &str, run_id: &str, wait_ms: u64) -> serde_json::Value {
     serde_json::to_value(detail).unwrap()
 }
 
+/// Whether `node` is (ready, alive): `/v1/ready` and `/v1/health` answer 200.
+pub fn probe(node: &str) -> (bool, bool) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = cairn::client::Client::new(node, None);
+    rt.block_on(async { (client.ready().await.is_ok(), client.health().await.is_ok()) })
+}
+
 /// A PostgreSQL server of the test's own (a fresh cluster in a temporary directory, on a free
 /// port), so a test can stop and restart it without disturbing the others. Needs the server
 /// binaries (`deploy/dev/postgres-up` installs them) and root (it runs them as `postgres`).

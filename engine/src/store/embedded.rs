@@ -89,10 +89,22 @@ impl EmbeddedStore {
             url: format!("embedded:{}", dir.display()),
             detail: e.to_string(),
         };
-        std::fs::create_dir_all(&dir).map_err(|e| unreachable(&e))?;
-        let db = OptimisticTxDatabase::builder(&dir)
-            .open()
-            .map_err(|e| unreachable(&e))?;
+        // Private to its owner: the store holds every task's inputs and outputs.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir).map_err(|e| unreachable(&e))?;
+        let db = OptimisticTxDatabase::builder(&dir).open().map_err(|e| {
+            if matches!(e, fjall::Error::Locked) {
+                unreachable(&format!(
+                    "store directory {} is in use by another process (one node per embedded directory)",
+                    dir.display()
+                ))
+            } else {
+                unreachable(&e)
+            }
+        })?;
         let kv = db
             .keyspace("cairn", KeyspaceCreateOptions::default)
             .map_err(|e| unreachable(&e))?;
