@@ -41,17 +41,29 @@ pub mod examples;
 mod node;
 pub mod telemetry;
 
-pub use cairn_engine::catalog::{CacheHash, CacheStatus, Catalog, ExecutionRecord};
-pub use cairn_engine::nodes::{Incarnation, Nodes};
-pub use cairn_engine::runs::{Ended, RunLimits, RunRecord, RunStatus, Runs};
-pub use cairn_engine::schedule::{CatchUp, Overlap, ScheduleSpec, Schedules, Trigger};
+// Every type in a public signature of this crate can be named from it (a test names each).
+pub use cairn_engine::catalog::{
+    CacheHash, CacheKey, CacheStatus, Catalog, CatalogConfig, Difference, Digest, EntryMeta,
+    EntryPage, EvictScope, ExecutionRecord, Explanation, Hit, InputDiff, TaskStats,
+};
+pub use cairn_engine::nodes::{Incarnation, Liveness, NodeRecord, Nodes};
+pub use cairn_engine::runs::{
+    Collected, Ended, RunAttempt, RunFilter, RunLimits, RunOwner, RunPage, RunRecord, RunStatus,
+    RunText, RunTick, Runs,
+};
+pub use cairn_engine::schedule::{
+    CatchUp, Fire, Overlap, ScheduleRecord, ScheduleSpec, ScheduleState, Schedules, TickRecord,
+    Trigger,
+};
+pub use cairn_engine::store::RetryPolicy;
 pub use cairn_engine::task::{Task, TaskError, TaskRegistry};
 pub use cairn_engine::{AnyStore, Error};
 pub use cairn_macros::task;
 pub use cairn_scheduler::{
     CallError, CallLimits, CallSummary, Ctx, RunOptions, ScheduledInput, Started, SubmitError,
-    SubmitRun,
+    SubmitRun, Workflow, WorkflowRegistry,
 };
+pub use cairn_worker::{BusyWorker, PoolStatus, WorkerPoolHandle};
 pub use node::{Node, NodeBuilder, RunReport};
 pub use schemars::{self, JsonSchema};
 pub use serde::{self, Deserialize, Serialize};

@@ -365,3 +365,43 @@ async fn secrets_and_configuration_mistakes() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("is in use by another process"), "{err}");
 }
+
+/// The CLI's small courtesies: a node address without a scheme, long call lists and explain
+/// answers that say what they leave out, and output piped into a reader that goes away.
+#[test]
+fn cli_courtesies() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--store", "embedded:./data"]);
+    let bare = node.url.trim_start_matches("http://").to_string();
+    let run = cli_json(&bare, &["run", "sum_of_squares", "--input", "30"], 0);
+    assert_eq!(run["output"], (0..30).map(|i| i * i).sum::<i64>());
+    let run_id = run["run_id"].as_str().unwrap();
+    let shown = cli(&node.url, &["runs", run_id]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("(20 of 31 calls shown"), "{text}");
+
+    let explained = cli(
+        &node.url,
+        &["cache", "explain", "square", "--input", r#"{"n": 1000}"#],
+    );
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        text.contains("30 of 30 stored entries differ least"),
+        "{text}"
+    );
+    assert!(text.contains("and 25 more like these"), "{text}");
+
+    // A reader that closes the pipe at once: the command ends quietly, not with a panic.
+    let mut child = std::process::Command::new(common::CAIRN)
+        .args(["cache", "ls", "--task", "square", "--limit", "1000"])
+        .env("CAIRN_NODE", &node.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

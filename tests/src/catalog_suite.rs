@@ -950,8 +950,31 @@ pub async fn explain_names_the_changed_component<H: Harness>() {
         other => panic!("expected evicted, got {other:?}"),
     }
     match catalog.explain(&key(&project(), 1)).await.unwrap() {
-        Explanation::Miss { nearest, compared } => assert_eq!((nearest.len(), compared), (0, 0)),
+        Explanation::Miss {
+            nearest, compared, ..
+        } => assert_eq!((nearest.len(), compared), (0, 0)),
         other => panic!("another project shares nothing: {other:?}"),
+    }
+
+    // A plain miss among many entries names a few nearest, and how many are as near.
+    for n in 10..30 {
+        populate(&catalog, &key(&p, n), b"x").await;
+    }
+    match catalog.explain(&key(&p, 1_000)).await.unwrap() {
+        Explanation::Miss {
+            nearest,
+            tied,
+            compared,
+            ..
+        } => {
+            assert_eq!(nearest.len(), cairn_engine::catalog::MAX_NEAREST);
+            assert_eq!(
+                (tied, compared),
+                (21, 21),
+                "every entry differs by its input"
+            );
+        }
+        other => panic!("expected a miss, got {other:?}"),
     }
 }
 

@@ -420,14 +420,20 @@ pub struct DifferenceInfo {
 pub struct Explanation {
     /// The call's cache key (hex).
     pub key: String,
-    /// `hit` (stored under this key), `evicted` or `miss`.
+    /// `hit` (stored under this key), `evicted`, `corrupt` (stored, but its metadata does not
+    /// decode: the next call replaces it) or `miss`.
     pub verdict: String,
-    /// For `evicted`: what evicted it.
+    /// For `evicted`: what evicted it; for `corrupt`: what does not decode.
     pub reason: Option<String>,
-    /// For `miss`: the nearest stored entries of the task, fewest differences first.
+    /// For `miss`: the nearest stored entries of the task (at most 5 of those at the smallest
+    /// distance).
     pub nearest: Vec<DifferenceInfo>,
+    /// For `miss`: how many entries are at that distance.
+    pub tied: usize,
     /// Entries of the task compared.
     pub compared: usize,
+    /// Entries of the task whose metadata does not decode.
+    pub corrupt: usize,
 }
 
 /// A node of the cluster.

@@ -128,7 +128,9 @@ pub(super) fn explanation(key: &CacheKey, e: &catalog::Explanation) -> Explanati
         verdict: String::new(),
         reason: None,
         nearest: Vec::new(),
+        tied: 0,
         compared: 0,
+        corrupt: 0,
     };
     match e {
         catalog::Explanation::Stored => out.verdict = "hit".into(),
@@ -136,9 +138,20 @@ pub(super) fn explanation(key: &CacheKey, e: &catalog::Explanation) -> Explanati
             out.verdict = "evicted".into();
             out.reason = Some(reason.clone());
         }
-        catalog::Explanation::Miss { nearest, compared } => {
+        catalog::Explanation::Corrupt { detail } => {
+            out.verdict = "corrupt".into();
+            out.reason = Some(detail.clone());
+        }
+        catalog::Explanation::Miss {
+            nearest,
+            tied,
+            compared,
+            corrupt,
+        } => {
             out.verdict = "miss".into();
             out.compared = *compared;
+            out.tied = *tied;
+            out.corrupt = *corrupt;
             out.nearest = nearest
                 .iter()
                 .map(|d| {

@@ -11,9 +11,32 @@
 //! but `quickstart` and `check-store` talks to a running node through that API
 //! ([`crate::client`]). Exit codes are in [`crate::client::exit`].
 
+/// The CLI's `println!`: like the standard one, except that when stdout has been closed (output
+/// piped into `head`) the command ends quietly, as Unix tools do, instead of panicking. Defined
+/// before the command modules so that theirs is this one.
+macro_rules! println {
+    () => {
+        $crate::cli::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
 mod local;
 mod remote;
 mod up;
+
+/// Writes one line to stdout; exits with 0 if stdout is a closed pipe.
+pub(crate) fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}")
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
 
 use crate::NodeBuilder;
 use clap::{Parser, Subcommand};

@@ -9,7 +9,13 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 fn client(r: &Remote) -> Client {
-    Client::new(&r.node, r.token.clone())
+    // `--node 127.0.0.1:7070` means http://127.0.0.1:7070.
+    let node = if r.node.contains("://") {
+        r.node.clone()
+    } else {
+        format!("http://{}", r.node)
+    };
+    Client::new(&node, r.token.clone())
 }
 
 /// Prints `value` as JSON or with `human`, or the error; returns the exit code.
@@ -241,8 +247,10 @@ fn print_run(d: &RunDetail) {
         }
     }
     println!("calls     {} ({})", d.calls.len(), counts(d));
-    if d.calls.len() <= 20 {
-        for c in &d.calls {
+    // The first calls, and how many there are: `--json` lists them all.
+    const SHOWN: usize = 20;
+    {
+        for c in d.calls.iter().take(SHOWN) {
             println!(
                 "  {:<16} {:<14} {:>10.3} ms{}",
                 c.task,
@@ -250,8 +258,15 @@ fn print_run(d: &RunDetail) {
                 c.duration_us as f64 / 1000.0,
                 c.error
                     .as_deref()
+                    .or(c.cache_error.as_deref())
                     .map(|e| format!("  error: {e}"))
                     .unwrap_or_default()
+            );
+        }
+        if d.calls.len() > SHOWN {
+            println!(
+                "  ({SHOWN} of {} calls shown; --json lists them all)",
+                d.calls.len()
             );
         }
     }
@@ -533,18 +548,27 @@ pub(super) async fn cache(args: CacheArgs) -> u8 {
                         "verdict  miss: the entry was evicted ({})",
                         e.reason.as_deref().unwrap_or("")
                     ),
+                    "corrupt" => println!(
+                        "verdict  miss: the stored entry is corrupt ({}); the next call replaces it",
+                        e.reason.as_deref().unwrap_or("")
+                    ),
                     _ if e.nearest.is_empty() => println!(
                         "verdict  miss: no entry of this task in this project/domain ({} compared)",
                         e.compared
                     ),
                     _ => {
                         println!(
-                            "verdict  miss; nearest of {} stored entr{}:",
+                            "verdict  miss; {} of {} stored entr{} differ{} least:",
+                            e.tied,
                             e.compared,
-                            if e.compared == 1 { "y" } else { "ies" }
+                            if e.compared == 1 { "y" } else { "ies" },
+                            if e.tied == 1 { "s" } else { "" }
                         );
                         for d in &e.nearest {
                             println!("  {}: {}", d.entry, d.summary.join("; "));
+                        }
+                        if e.tied > e.nearest.len() {
+                            println!("  … and {} more like these", e.tied - e.nearest.len());
                         }
                     }
                 }

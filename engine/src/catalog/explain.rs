@@ -59,12 +59,26 @@ pub enum Explanation {
     /// No entry for this key; the nearest entries of the same task, project and domain, and how
     /// they differ (empty when the task has none there).
     Miss {
-        /// The nearest entries, fewest differences first (all those at the smallest distance).
+        /// The nearest entries (at the smallest distance), at most [`MAX_NEAREST`] of them.
         nearest: Vec<Difference>,
+        /// How many entries are at that distance (`nearest` shows the first few).
+        tied: usize,
         /// Entries of the task compared.
         compared: usize,
+        /// Entries of the task whose metadata does not decode (skipped).
+        corrupt: usize,
+    },
+    /// An entry is stored under this key but its metadata does not decode: the next call runs
+    /// the task and replaces it (see docs/semantics.md); `cairn cache verify --repair` or an
+    /// eviction removes it.
+    Corrupt {
+        /// What does not decode.
+        detail: String,
     },
 }
+
+/// Most nearest entries an explanation lists.
+pub const MAX_NEAREST: usize = 5;
 
 fn compare(stored: &CacheKey, call: &CacheKey, entry: Digest) -> Difference {
     let version =
@@ -99,12 +113,15 @@ impl<S: Store> Catalog<S> {
     pub async fn explain(&self, key: &CacheKey) -> Result<Explanation> {
         let d = &key.digest;
         let tx = self.inner.store.begin_read().await?;
-        if tx
-            .get(&keys::entry_part(d, entry_part::META), true)
-            .await?
-            .is_some()
-        {
-            return Ok(Explanation::Stored);
+        if let Some(raw) = tx.get(&keys::entry_part(d, entry_part::META), true).await? {
+            return Ok(
+                match decode::<StoredMeta>(|| format!("entry metadata of {d}"), &raw) {
+                    Ok(_) => Explanation::Stored,
+                    Err(e) => Explanation::Corrupt {
+                        detail: e.to_string(),
+                    },
+                },
+            );
         }
         if let Some(raw) = tx
             .get(&keys::entry_part(d, entry_part::TOMBSTONE), true)
@@ -122,28 +139,34 @@ impl<S: Store> Catalog<S> {
             )
             .await?;
         let mut diffs = Vec::new();
-        for kv in &index {
-            let Some(entry) = keys::digest_of_by_task(&kv.key) else {
-                continue;
-            };
-            let Some(raw) = tx
-                .get(&keys::entry_part(&entry, entry_part::META), true)
-                .await?
-            else {
-                continue;
-            };
-            let stored: StoredMeta = decode(|| format!("entry metadata of {entry}"), &raw)?;
-            diffs.push(compare(&stored.meta.key, key, entry));
+        let mut corrupt = 0;
+        // One multi-key read of every indexed entry's metadata.
+        let entries: Vec<Digest> = index
+            .iter()
+            .filter_map(|kv| keys::digest_of_by_task(&kv.key))
+            .collect();
+        let meta_keys: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| keys::entry_part(e, entry_part::META))
+            .collect();
+        let refs: Vec<&[u8]> = meta_keys.iter().map(Vec::as_slice).collect();
+        for (entry, raw) in entries.iter().zip(tx.get_many(&refs, true).await?) {
+            let Some(raw) = raw else { continue };
+            match decode::<StoredMeta>(|| format!("entry metadata of {entry}"), &raw) {
+                Ok(stored) => diffs.push(compare(&stored.meta.key, key, *entry)),
+                Err(_) => corrupt += 1,
+            }
         }
         let best = diffs.iter().map(Difference::distance).min();
-        let nearest = diffs
+        let at_best: Vec<&Difference> = diffs
             .iter()
             .filter(|d| Some(d.distance()) == best)
-            .cloned()
             .collect();
         Ok(Explanation::Miss {
-            nearest,
+            tied: at_best.len(),
+            nearest: at_best.into_iter().take(MAX_NEAREST).cloned().collect(),
             compared: diffs.len(),
+            corrupt,
         })
     }
 }

@@ -37,7 +37,7 @@ pub use call::{CallOptions, CallOutcome, FailurePolicy};
 pub use canonical::to_canonical_msgpack;
 pub use commit::Committed;
 pub use evict::EvictScope;
-pub use explain::{Difference, Explanation, InputDiff};
+pub use explain::{Difference, Explanation, InputDiff, MAX_NEAREST};
 pub use key::{
     CacheHash, CacheKey, Digest, JournalSlot, KeyInputs, PreparedSignature, TaskSignature, TypeDesc,
 };
