@@ -3,8 +3,6 @@
 
 #![allow(dead_code, clippy::type_complexity)]
 
-use std::future::Future;
-
 /// Names each type once; a type missing from `cairn` fails to compile.
 fn names(
     _: (
@@ -79,8 +77,8 @@ fn names(
 }
 
 /// The signatures a library user writes against, spelled with `cairn::` names only.
-fn signatures(node: &cairn::Node) -> impl Future<Output = ()> + '_ {
-    async move {
+async fn signatures(node: &cairn::Node) {
+    {
         let _: &cairn::Catalog<cairn::AnyStore> = node.catalog();
         let _: &cairn::Runs<cairn::AnyStore> = node.runs();
         let _: &cairn::Schedules<cairn::AnyStore> = node.schedules();
