@@ -433,3 +433,40 @@ fn cairn_run_waits_through_a_node_restart() {
     assert_eq!(detail["status"], "succeeded");
     assert_eq!(detail["attempt_list"].as_array().unwrap().len(), 2);
 }
+
+/// PostgreSQL restarted (3 s down) in the middle of a run of 3,001 cached calls: no call is
+/// thrown away (no PutFailure, no LookupFailure: every transaction waits the outage out), and
+/// the next identical run waits for no lease.
+#[test]
+fn a_store_restart_mid_run_loses_no_work() {
+    let pg = common::PrivatePostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url();
+    let node = NodeProcess::start_bin(TESTBED, dir.path(), &["--store", &url], &[]);
+    let run = submit(&node, "fan_out", &json!({"n": 3000, "delay_ms": 2}));
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(run_detail(&node.url, &run, 0)["status"], "running", "mid-run");
+    pg.down();
+    std::thread::sleep(Duration::from_millis(3_200));
+    pg.up();
+    let detail = run_detail(&node.url, &run, 120_000);
+    assert_eq!(detail["status"], "succeeded", "{}", detail["error"]);
+    let counts = &detail["counts"];
+    assert_eq!(counts["PutFailure"], Value::Null, "{counts}");
+    assert_eq!(counts["LookupFailure"], Value::Null, "{counts}");
+    assert_eq!(detail["calls"].as_array().unwrap().len(), 3_001);
+    // The next identical run (all hits), then a warm one for reference.
+    let timed = || {
+        let started = Instant::now();
+        let id = submit(&node, "fan_out", &json!({"n": 3000, "delay_ms": 2}));
+        let d = run_detail(&node.url, &id, 120_000);
+        assert_eq!(d["status"], "succeeded");
+        assert_eq!(d["counts"]["Hit"], 3_001, "{}", d["counts"]);
+        started.elapsed()
+    };
+    let (next, warm) = (timed(), timed());
+    assert!(
+        next < warm.mul_f64(1.5).max(warm + Duration::from_secs(1)),
+        "the run after the restart took {next:?}, a warm run {warm:?}"
+    );
+}
