@@ -49,7 +49,13 @@ fn wait_for_members(node: &NodeProcess, names: &[&str]) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let nodes = cli_json(&node.url, &["nodes"], 0);
-        let list = nodes.as_array().unwrap().clone();
+        let list: Vec<Value> = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["joined"] == true)
+            .cloned()
+            .collect();
         let have: BTreeSet<&str> = list.iter().map(|n| n["name"].as_str().unwrap()).collect();
         if have == want {
             return list;
@@ -284,10 +290,26 @@ fn a_node_with_the_wrong_cookie_can_neither_join_nor_dispatch() {
             concurrency: 8,
         },
     );
-    // Give the intruder several redial rounds (500 ms apart) to try.
+    // Give the intruder several redial rounds (from 500 ms apart, backing off) to try.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(wait_for_members(&good, &["member"]).len(), 1);
     assert_eq!(wait_for_members(&intruder, &["intruder"]).len(), 1);
+    // The intruder shows its seed as not joined, and why.
+    let listed = cli_json(&intruder.url, &["nodes"], 0);
+    let seed = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["joined"] == false)
+        .unwrap_or_else(|| panic!("no unjoined seed in {listed}"));
+    assert_eq!(seed["name"], format!("127.0.0.1:{good_port}"));
+    assert!(
+        seed["problem"]
+            .as_str()
+            .unwrap()
+            .contains("refused the handshake"),
+        "{seed}"
+    );
 
     // A run on the intruder finds no worker: its calls fail, naming why.
     let out = std::process::Command::new(common::CAIRN)

@@ -445,7 +445,11 @@ fn a_store_restart_mid_run_loses_no_work() {
     let node = NodeProcess::start_bin(TESTBED, dir.path(), &["--store", &url], &[]);
     let run = submit(&node, "fan_out", &json!({"n": 3000, "delay_ms": 2}));
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(run_detail(&node.url, &run, 0)["status"], "running", "mid-run");
+    assert_eq!(
+        run_detail(&node.url, &run, 0)["status"],
+        "running",
+        "mid-run"
+    );
     pg.down();
     std::thread::sleep(Duration::from_millis(3_200));
     pg.up();

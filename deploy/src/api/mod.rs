@@ -87,6 +87,8 @@ pub async fn local_info(node: &Node) -> NodeInfo {
         busy: status.as_ref().map_or(0, |s| s.busy.len()),
         queued: status.as_ref().map_or(0, |s| s.queued),
         executed: status.as_ref().map_or(0, |s| s.finished),
+        joined: true,
+        problem: None,
     }
 }
 

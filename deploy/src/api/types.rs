@@ -453,4 +453,9 @@ pub struct NodeInfo {
     pub queued: usize,
     /// Jobs its workers finished since it started.
     pub executed: u64,
+    /// A member of the cluster. `false` for a configured seed this node could not join (its
+    /// address is the name; `problem` says why, e.g. a refused cookie).
+    pub joined: bool,
+    /// Why a seed is not joined.
+    pub problem: Option<String>,
 }

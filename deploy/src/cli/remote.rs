@@ -681,7 +681,7 @@ pub(super) async fn nodes(args: Plain) -> u8 {
             "{:<24} {:<20} {:>11} {:>6} {:>7} {:>9}",
             "node", "roles", "concurrency", "busy", "queued", "executed"
         );
-        for n in list {
+        for n in list.iter().filter(|n| n.joined) {
             println!(
                 "{:<24} {:<20} {:>11} {:>6} {:>7} {:>9}",
                 format!("{}{}", n.name, if n.local { " *" } else { "" }),
@@ -690,6 +690,13 @@ pub(super) async fn nodes(args: Plain) -> u8 {
                 n.busy,
                 n.queued,
                 n.executed
+            );
+        }
+        for n in list.iter().filter(|n| !n.joined) {
+            println!(
+                "{:<24} not joined: {}",
+                n.name,
+                n.problem.as_deref().unwrap_or("not reachable yet")
             );
         }
     })

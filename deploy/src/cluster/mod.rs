@@ -30,8 +30,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often peers' loads are refreshed and absent seeds redialled.
+/// How often peers' loads are refreshed and absent seeds redialled (at first: redials back off).
 const REFRESH: Duration = Duration::from_millis(500);
+
+/// Why a seed that accepted a connection is still not joined.
+const REFUSED: &str = "its node refused the handshake (a different cookie?)";
 
 /// What a node does in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +106,42 @@ pub struct Cluster {
     agent: ActorRef<AgentMsg>,
     dispatch: Arc<ClusterDispatch>,
     loads: Arc<Mutex<BTreeMap<String, Load>>>,
+    seeds: Arc<Mutex<BTreeMap<String, SeedState>>>,
     background: tokio::task::JoinHandle<()>,
+}
+
+/// What this node knows of one of its seeds.
+#[derive(Debug, Clone)]
+struct SeedState {
+    joined: bool,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// Not dialled again before this.
+    next_try: tokio::time::Instant,
+    /// Why it is not joined.
+    problem: Option<String>,
+    /// A session was opened at the last attempt (closed since, if not joined: refused).
+    dialled: bool,
+}
+
+impl SeedState {
+    fn new() -> Self {
+        SeedState {
+            joined: false,
+            failures: 0,
+            next_try: tokio::time::Instant::now(),
+            problem: None,
+            dialled: false,
+        }
+    }
+
+    /// Backs off after a failure: 0.5 s, doubling up to 30 s.
+    fn failed(&mut self, problem: String) {
+        self.failures += 1;
+        self.problem = Some(problem);
+        let backoff = REFRESH * 2u32.saturating_pow(self.failures.min(6));
+        self.next_try = tokio::time::Instant::now() + backoff.min(Duration::from_secs(30));
+    }
 }
 
 impl Cluster {
@@ -147,9 +185,16 @@ impl Cluster {
         .map_err(|e| format!("starting the node agent: {e}"))?;
         let dispatch = ClusterDispatch::new(config.roles.worker.then_some(pool));
         let loads = Arc::new(Mutex::new(BTreeMap::new()));
+        let seeds = Arc::new(Mutex::new(
+            config
+                .seeds
+                .iter()
+                .map(|s| (s.clone(), SeedState::new()))
+                .collect::<BTreeMap<_, _>>(),
+        ));
         let background = tokio::spawn(maintain(
             server.clone(),
-            config.seeds.clone(),
+            seeds.clone(),
             dispatch.clone(),
             loads.clone(),
         ));
@@ -160,6 +205,7 @@ impl Cluster {
             agent,
             dispatch,
             loads,
+            seeds,
             background,
         })
     }
@@ -188,26 +234,66 @@ impl Drop for Cluster {
     }
 }
 
-/// Dials seeds that are not connected, and asks every member for its load.
+/// Dials seeds that are not connected (with backoff; a seed that refuses the handshake is
+/// reported once), and asks every member for its load.
 async fn maintain(
     server: ActorRef<NodeServerMessage>,
-    seeds: Vec<String>,
+    seeds: Arc<Mutex<BTreeMap<String, SeedState>>>,
     dispatch: Arc<ClusterDispatch>,
     loads: Arc<Mutex<BTreeMap<String, Load>>>,
 ) {
     loop {
         let sessions = ractor::call!(server, NodeServerMessage::GetSessions).unwrap_or_default();
-        for seed in &seeds {
-            let connected = sessions.values().any(|s| {
-                s.peer_addr == *seed
-                    || s.peer_name
-                        .as_ref()
-                        .is_some_and(|n| n.connection_string == *seed)
+        let names: Vec<String> = seeds.lock().keys().cloned().collect();
+        for seed in names {
+            // Joined: a session with a name, which only an accepted handshake gives.
+            let joined = sessions.values().any(|s| {
+                s.peer_name
+                    .as_ref()
+                    .is_some_and(|n| n.connection_string == seed)
+                    || (s.peer_addr == seed && s.peer_name.is_some())
             });
-            if !connected
-                && let Err(e) = ractor_cluster::client_connect(&server, seed.as_str()).await
-            {
-                tracing::debug!(%seed, error = %e, "seed not reachable yet");
+            let due = {
+                let mut all = seeds.lock();
+                let Some(state) = all.get_mut(&seed) else {
+                    continue;
+                };
+                if joined {
+                    if !state.joined && state.failures > 0 {
+                        tracing::info!(%seed, "joined seed");
+                    }
+                    *state = SeedState {
+                        joined: true,
+                        ..SeedState::new()
+                    };
+                    continue;
+                }
+                state.joined = false;
+                if state.dialled {
+                    // Connected at the last attempt, and no named session now: the seed's
+                    // node closed it during the handshake.
+                    state.dialled = false;
+                    let first = state.failures == 0 || state.problem.as_deref() != Some(REFUSED);
+                    state.failed(REFUSED.to_string());
+                    if first {
+                        tracing::warn!(%seed, "could not join seed: {REFUSED}; retrying with backoff (up to 30 s)");
+                    }
+                }
+                tokio::time::Instant::now() >= state.next_try
+            };
+            if !due {
+                continue;
+            }
+            let result = ractor_cluster::client_connect(&server, seed.as_str()).await;
+            let mut all = seeds.lock();
+            if let Some(state) = all.get_mut(&seed) {
+                match result {
+                    Ok(()) => state.dialled = true,
+                    Err(e) => {
+                        tracing::debug!(%seed, error = %e, "seed not reachable yet");
+                        state.failed(format!("not reachable: {e}"));
+                    }
+                }
             }
         }
         let workers: Vec<_> = ractor::pg::get_members(&WORKERS_GROUP.to_string())
@@ -256,7 +342,24 @@ impl Members for Cluster {
                     busy: load.busy,
                     queued: load.queued,
                     executed: load.executed,
+                    joined: true,
+                    problem: None,
                 });
+            }
+            for (seed, state) in self.seeds.lock().iter() {
+                if !state.joined {
+                    out.push(NodeInfo {
+                        name: seed.clone(),
+                        local: false,
+                        roles: Vec::new(),
+                        concurrency: 0,
+                        busy: 0,
+                        queued: 0,
+                        executed: 0,
+                        joined: false,
+                        problem: state.problem.clone(),
+                    });
+                }
             }
             out
         })
