@@ -302,6 +302,11 @@ impl Client {
         self.post("/v1/cache/evict", req).await
     }
 
+    /// `POST /v1/cache/verify`.
+    pub async fn verify(&self, req: &VerifyRequest) -> Result<VerifyResult, ClientError> {
+        self.post("/v1/cache/verify", req).await
+    }
+
     /// `POST /v1/cache/explain`.
     pub async fn explain(&self, req: &ExplainRequest) -> Result<Explanation, ClientError> {
         self.post("/v1/cache/explain", req).await

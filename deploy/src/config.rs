@@ -7,6 +7,9 @@
 //! concurrency = 64
 //! node_ttl = "10s"              # others resume this node's runs after this long without a heartbeat
 //!
+//! [cache]
+//! expiry_interval = "1m"        # how often expired entries are removed (worker nodes)
+//!
 //! [runs]
 //! journal_retention = "1h"      # how long an ended run's journal of uncached calls is kept
 //! max_output_bytes = 1048576    # larger run outputs are not kept (their size is)
@@ -57,6 +60,9 @@ pub struct NodeConfig {
     pub node_ttl: Option<String>,
     /// Serve the example tasks and workflows.
     pub examples: Option<bool>,
+    /// The cache.
+    #[serde(default)]
+    pub cache: CacheSection,
     /// Runs.
     #[serde(default)]
     pub runs: RunsSection,
@@ -91,6 +97,14 @@ pub struct ClusterSection {
     pub cookie_file: Option<std::path::PathBuf>,
     /// `scheduler`, `worker` (default both).
     pub roles: Option<Vec<String>>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// How often expired entries are removed (e.g. `1m`).
+    pub expiry_interval: Option<String>,
 }
 
 /// `[runs]`.

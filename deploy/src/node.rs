@@ -41,6 +41,7 @@ pub struct NodeBuilder {
     run_limits: RunLimits,
     call_limits: CallLimits,
     cancel_grace: Duration,
+    expiry_every: Option<Duration>,
     error: Option<Error>,
 }
 
@@ -80,6 +81,13 @@ impl NodeBuilder {
     /// calls fail the run). Default 4,096 and 10,000,000.
     pub fn call_limits(mut self, limits: CallLimits) -> Self {
         self.call_limits = limits;
+        self
+    }
+
+    /// How often this node removes expired cache entries (default 60 s, jittered); `None`
+    /// turns the collector off (a node with only the scheduler role does not collect).
+    pub fn expiry_collection(mut self, every: Option<Duration>) -> Self {
+        self.expiry_every = every;
         self
     }
 
@@ -248,6 +256,9 @@ impl NodeBuilder {
         let runner = (!self.schedules.is_empty()).then(|| {
             ScheduleRunner::start(schedules.clone(), launcher.clone(), self.schedule_poll)
         });
+        let collector = self
+            .expiry_every
+            .map(|every| AbortOnDrop(catalog.spawn_expiry_collector(every)));
         let keeper = RunKeeper::start(
             nodes.clone(),
             catalog.liveness().clone(),
@@ -267,6 +278,7 @@ impl NodeBuilder {
             cluster: cluster.map(Arc::new),
             _runner: runner,
             _keeper: keeper,
+            _collector: collector,
         })
     }
 }
@@ -325,6 +337,16 @@ pub struct Node {
     cluster: Option<Arc<crate::cluster::Cluster>>,
     _runner: Option<ScheduleRunner>,
     _keeper: RunKeeper,
+    _collector: Option<AbortOnDrop>,
+}
+
+/// A background task stopped with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Node {
@@ -344,6 +366,7 @@ impl Node {
             keeper: KeeperConfig::default(),
             run_limits: RunLimits::default(),
             call_limits: CallLimits::default(),
+            expiry_every: Some(Duration::from_secs(60)),
             cancel_grace: Duration::from_millis(500),
             error: None,
         }

@@ -12,7 +12,7 @@
 //! | | `(1, d, 1)` | `Tombstone`: `d` was evicted (cleared when a new entry is stored) |
 //! | | `(1, d, 2)` | `StoredMeta`: the entry's metadata, and the output itself if ≤ 16 KiB |
 //! | | `(1, d, 3, i)` | chunk `i` of a larger output (raw bytes, `chunk_bytes` each) |
-//! | `BY_TASK` 0x02 | `(2, project, domain, task, version, d)` | entry size, u64 big-endian |
+//! | `BY_TASK` 0x02 | `(2, project, domain, task, version, d)` | `TaskIndexValue`: entry size (u64 big-endian), then its expiry (i64 big-endian, `i64::MIN` for none) and its producing execution (UTF-8), so eviction needs no metadata; older rows hold the size alone |
 //! | `BY_EXECUTION` 0x03 | `(3, execution, d)` | empty |
 //! | `EXPIRY` 0x04 | `(4, ms, d)` | empty: the entry expires at `ms` |
 //! | `EXECUTION` 0x05 | `(5, run, execution)` | a group of up to 128 `ExecutionRecord`s of `run` (`""` outside any run), keyed by the first one's id; tag byte 1 + positional MessagePack |
@@ -130,6 +130,49 @@ pub fn entry_chunks(d: &Digest) -> (Vec<u8>, Vec<u8>) {
     subspace(tag::ENTRY)
         .subspace(&(digest_bytes(d), entry_part::CHUNK))
         .range()
+}
+
+/// What a task index row says about its entry: enough to remove the entry and its other index
+/// rows without decoding its metadata (which may be corrupt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskIndexValue {
+    /// The output's size in bytes.
+    pub size: u64,
+    /// When the entry expires (Unix ms), if it does.
+    pub expires_at_ms: Option<i64>,
+    /// The execution that produced it (`None` in rows written before this was kept).
+    pub execution: Option<String>,
+}
+
+impl TaskIndexValue {
+    /// The row's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.size.to_be_bytes().to_vec();
+        if let Some(e) = &self.execution {
+            out.extend_from_slice(&self.expires_at_ms.unwrap_or(i64::MIN).to_be_bytes());
+            out.extend_from_slice(e.as_bytes());
+        }
+        out
+    }
+
+    /// Parses a row (both layouts); `None` when it is neither.
+    pub fn decode(bytes: &[u8]) -> Option<TaskIndexValue> {
+        let size = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        if bytes.len() == 8 {
+            return Some(TaskIndexValue {
+                size,
+                expires_at_ms: None,
+                execution: None,
+            });
+        }
+        let at = i64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let execution = std::str::from_utf8(bytes.get(16..)?).ok()?.to_string();
+        Some(TaskIndexValue {
+            size,
+            expires_at_ms: (at != i64::MIN).then_some(at),
+            execution: Some(execution),
+        })
+    }
 }
 
 /// The task index key of an entry.
@@ -432,6 +475,25 @@ mod tests {
         );
         let other = Digest(d.0 + 1);
         assert!(entry_part(&other, 0) >= e || entry_part(&other, 0) < b);
+    }
+
+    #[test]
+    fn task_index_values_round_trip_in_both_layouts() {
+        let v = TaskIndexValue {
+            size: 42,
+            expires_at_ms: Some(1_700),
+            execution: Some("exec-1".into()),
+        };
+        assert_eq!(TaskIndexValue::decode(&v.encode()), Some(v));
+        let no_expiry = TaskIndexValue {
+            size: 1,
+            expires_at_ms: None,
+            execution: Some("e".into()),
+        };
+        assert_eq!(TaskIndexValue::decode(&no_expiry.encode()), Some(no_expiry));
+        let old = TaskIndexValue::decode(&7u64.to_be_bytes()).unwrap();
+        assert_eq!((old.size, old.execution), (7, None));
+        assert_eq!(TaskIndexValue::decode(b"short"), None);
     }
 
     #[test]

@@ -133,7 +133,8 @@ async fn resolve(
     };
     let resolved = match looked_up {
         Ok(Some(output)) => return Lookup::Hit(output),
-        Ok(None) => {
+        // A corrupt entry is never a hit: the read-write path computes the key again.
+        Ok(None) | Err(cairn_engine::Error::Corrupt { .. }) => {
             let req = ResolveRequest {
                 key,
                 owner,

@@ -391,7 +391,8 @@ impl Machine {
                     status,
                     waited_for: f.waited_for.clone(),
                     ran: is_leader && ran == Ran::Leader,
-                    cache_error: cache_error.clone().filter(|_| cache_failed),
+                    // Why the cache failed a call, or what its leader's commit repaired.
+                    cache_error: cache_error.clone().filter(|_| cache_failed || is_leader),
                 }
             })
             .collect()
@@ -422,6 +423,7 @@ mod tests {
             evicted: false,
             previous_failure: previous_failure.map(str::to_string),
             took_over: false,
+            replaces_corrupt: None,
         }
     }
 

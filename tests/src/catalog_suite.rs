@@ -8,8 +8,8 @@
 use crate::harness::Harness;
 use cairn_engine::catalog::{
     Answer, CacheKey, CacheStatus, CallOptions, Catalog, CatalogConfig, Committed, EvictScope,
-    FailurePolicy, KeyInputs, Lease, Resolution, ResolveRequest, TaskSignature, TypeDesc,
-    new_execution_id,
+    Explanation, FailurePolicy, KeyInputs, Lease, Resolution, ResolveRequest, TaskSignature,
+    TypeDesc, new_execution_id,
 };
 use cairn_engine::clock::ManualClock;
 use cairn_engine::{Error, Store, Transaction};
@@ -896,7 +896,7 @@ pub async fn concurrent_calls_run_once<H: Harness>() {
 /// `explain` names the key component that differs from the nearest stored entries: the cache
 /// version, the signature, or an input; and says when a key was evicted.
 pub async fn explain_names_the_changed_component<H: Harness>() {
-    use cairn_engine::catalog::{Explanation, InputDiff};
+    use cairn_engine::catalog::InputDiff;
     let h = H::new().await;
     let catalog = catalog_of(&h).await;
     let p = project();
@@ -978,6 +978,185 @@ pub async fn explain_names_the_changed_component<H: Harness>() {
     }
 }
 
+/// Overwrites a stored record of `key` (through the store trait, as a disk fault or a bad
+/// manual edit would): its metadata, or its first output chunk.
+async fn corrupt<S: Store>(store: &S, key: &CacheKey, chunk: bool) {
+    let target = if chunk {
+        cairn_engine::keys::entry_chunk(&key.digest, 0)
+    } else {
+        cairn_engine::keys::entry_part(&key.digest, cairn_engine::keys::entry_part::META)
+    };
+    let tx = store.begin().await.unwrap();
+    let old = tx
+        .get(&target, false)
+        .await
+        .unwrap()
+        .expect("a record to corrupt");
+    let bad = if chunk {
+        let mut b = old.clone();
+        b[0] ^= 0xff;
+        b
+    } else {
+        b"\xc1 not metadata".to_vec()
+    };
+    tx.set(&target, &bad);
+    tx.commit().await.unwrap();
+}
+
+/// One corrupt entry (metadata that does not decode, or an output chunk that fails its
+/// checksum) never poisons its task: listing shows it and every other entry, explain answers,
+/// every eviction scope removes it, verify finds it and repairs it, and a plain or an overwrite
+/// call computes the key again and replaces it, saying so.
+pub async fn corrupt_entries_are_contained<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let store = catalog.store().clone();
+    let big = vec![9u8; 20_000]; // over the inline limit: stored in a chunk
+    for chunk in [false, true] {
+        let what = if chunk { "chunk" } else { "metadata" };
+        // Listing, explain, verify.
+        let p = project();
+        let bad = key(&p, 1);
+        let lease = populate(&catalog, &bad, &big).await;
+        for n in 2..6 {
+            populate(&catalog, &key(&p, n), &big).await;
+        }
+        corrupt(&store, &bad, chunk).await;
+        let page = catalog
+            .list_entries(&p, "dev", None, None, 100, None)
+            .await
+            .unwrap();
+        if chunk {
+            assert_eq!(page.entries.len(), 5, "{what}: its metadata still decodes");
+        } else {
+            assert_eq!(page.entries.len(), 4, "{what}");
+            assert_eq!(page.corrupt.len(), 1, "{what}");
+            assert_eq!(page.corrupt[0].0, bad.digest);
+        }
+        let stats = catalog.task_stats(&p, "dev", "square").await.unwrap();
+        assert_eq!(stats.entries, 5, "{what}: stats still count it");
+        match catalog.explain(&bad).await.unwrap() {
+            Explanation::Corrupt { detail } if !chunk => assert!(!detail.is_empty()),
+            Explanation::Stored if chunk => {}
+            other => panic!("{what}: {other:?}"),
+        }
+        assert!(matches!(
+            catalog.explain(&key(&p, 9)).await.unwrap(),
+            Explanation::Miss { .. }
+        ));
+        let report = catalog
+            .verify(&p, "dev", Some("square"), false)
+            .await
+            .unwrap();
+        assert_eq!(report.checked, 5, "{what}");
+        assert_eq!(report.corrupt.len(), 1, "{what}: {report:?}");
+        assert_eq!(report.corrupt[0].0, bad.digest);
+        // A plain call: not a hit; it takes the lease and replaces the entry, saying so.
+        let execution = new_execution_id();
+        let Resolution::Acquired(new) = catalog
+            .resolve(&request(&bad, &execution, LONG_TTL))
+            .await
+            .unwrap()
+        else {
+            panic!("{what}: a corrupt entry is never a hit");
+        };
+        assert!(new.replaces_corrupt.is_some(), "{what}");
+        assert!(new.generation > lease.generation);
+        let (out, status, note) = catalog
+            .settle(&bad, &new, Ok::<_, String>(b"fresh".to_vec()), None)
+            .await;
+        assert_eq!(
+            (out.unwrap(), status),
+            (b"fresh".to_vec(), CacheStatus::Populated)
+        );
+        assert!(note.unwrap().contains("replaced a corrupt entry"), "{what}");
+        assert_eq!(
+            catalog.lookup(&bad, None).await.unwrap().unwrap().output,
+            b"fresh"
+        );
+        let report = catalog.verify(&p, "dev", None, false).await.unwrap();
+        assert!(report.corrupt.is_empty(), "{what}: {report:?}");
+        // An overwrite call replaces one too.
+        corrupt(&store, &key(&p, 2), false).await;
+        let execution = new_execution_id();
+        let two = key(&p, 2);
+        let mut req = request(&two, &execution, LONG_TTL);
+        req.overwrite = true;
+        let Resolution::Acquired(over) = catalog.resolve(&req).await.unwrap() else {
+            panic!("{what}: overwrite acquires");
+        };
+        let (_, status, _) = catalog
+            .settle(&key(&p, 2), &over, Ok::<_, String>(b"again".to_vec()), None)
+            .await;
+        assert_eq!(status, CacheStatus::Skipped);
+        // Verify with repair removes a corrupt entry.
+        corrupt(&store, &key(&p, 3), chunk).await;
+        let report = catalog.verify(&p, "dev", None, true).await.unwrap();
+        assert_eq!((report.corrupt.len(), report.repaired), (1, 1), "{what}");
+        assert!(matches!(
+            catalog.explain(&key(&p, 3)).await.unwrap(),
+            Explanation::Evicted { .. }
+        ));
+        assert!(
+            catalog
+                .verify(&p, "dev", None, false)
+                .await
+                .unwrap()
+                .corrupt
+                .is_empty()
+        );
+
+        // Every eviction scope removes a corrupt entry, with its index rows.
+        let scopes: Vec<Box<dyn Fn(&str, &CacheKey, &str) -> EvictScope>> = vec![
+            Box::new(|_, k, _| EvictScope::Key(k.digest)),
+            Box::new(|p, _, _| EvictScope::Task {
+                project: p.into(),
+                domain: "dev".into(),
+                task: "square".into(),
+                version: None,
+            }),
+            Box::new(|p, _, _| EvictScope::Task {
+                project: p.into(),
+                domain: "dev".into(),
+                task: "square".into(),
+                version: Some("1.0".into()),
+            }),
+            Box::new(|p, _, _| EvictScope::ProjectDomain {
+                project: p.into(),
+                domain: "dev".into(),
+            }),
+            Box::new(|_, _, e| EvictScope::Execution(e.into())),
+        ];
+        for (i, scope) in scopes.iter().enumerate() {
+            let p = project();
+            let k = key(&p, 1);
+            let lease = populate(&catalog, &k, &big).await;
+            corrupt(&store, &k, chunk).await;
+            let removed = catalog
+                .evict(&scope(&p, &k, &lease.execution))
+                .await
+                .unwrap();
+            assert_eq!(removed, 1, "{what}, scope {i}");
+            assert!(catalog.lookup(&k, None).await.unwrap().is_none());
+            assert!(
+                matches!(
+                    catalog.explain(&k).await.unwrap(),
+                    Explanation::Evicted { .. }
+                ),
+                "{what}, scope {i}"
+            );
+            let page = catalog
+                .list_entries(&p, "dev", None, None, 10, None)
+                .await
+                .unwrap();
+            assert!(
+                page.entries.is_empty() && page.corrupt.is_empty(),
+                "{what}, scope {i}"
+            );
+        }
+    }
+}
+
 /// Instantiates the catalog suite for one backend: `catalog_conformance!(Harness)`.
 #[macro_export]
 macro_rules! catalog_conformance {
@@ -987,7 +1166,7 @@ macro_rules! catalog_conformance {
             waiters_wake_on_commit_and_fail, silent_holder_is_taken_over,
             chunked_and_oversized_outputs, overwrite_replaces, eviction_scopes, max_age_and_expiry,
             listing_pages, every_status_is_recorded, concurrent_calls_run_once,
-            explain_names_the_changed_component);
+            explain_names_the_changed_component, corrupt_entries_are_contained);
     };
     (@tests $harness:ty; $($name:ident),*) => {
         $(

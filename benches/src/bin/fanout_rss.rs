@@ -1,5 +1,7 @@
 //! Peak memory of a run that fans out over N cached calls, in a fresh process:
-//! `cargo run --release -p cairn-benches --bin fanout-rss -- 1000000`.
+//! `cargo run --release -p cairn-benches --bin fanout-rss -- 1000000 [STORE_URL]` (default: a
+//! fresh embedded store; with a PostgreSQL URL the store's memory is another process's, so the
+//! figure is the engine's alone).
 //!
 //! The run is started by name (recorded, durable) on a node over a fresh embedded store; its
 //! workflow issues the calls as a stream with a bounded number in flight and sums the outputs
@@ -53,9 +55,16 @@ fn main() {
         .unwrap_or(1_000_000);
     let rt = cairn_benches::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
+    let store = std::env::args()
+        .nth(2)
+        .map(|url| {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}table=rss_{:08x}", rand::random::<u32>())
+        })
+        .unwrap_or_else(|| format!("embedded:{}", dir.path().display()));
     rt.block_on(async {
         let node = cairn::Node::builder()
-            .store_url(format!("embedded:{}", dir.path().display()))
+            .store_url(&store)
             .task(square)
             .workflow("fan", fan)
             .start()
@@ -84,8 +93,9 @@ fn main() {
         );
         let (peak, now) = rss_mib();
         println!(
-            "fan-out of {n} cached calls in one run: {:.1} s, {:.0} calls/s; peak RSS {peak:.0} MiB \
+            "{} fan-out of {n} cached calls in one run: {:.1} s, {:.0} calls/s; peak RSS {peak:.0} MiB \
              (before the run {peak_before:.0} MiB, at the end {now:.0} MiB)",
+            store.split(':').next().unwrap_or_default(),
             elapsed.as_secs_f64(),
             n as f64 / elapsed.as_secs_f64()
         );

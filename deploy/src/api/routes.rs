@@ -225,6 +225,17 @@ pub fn operations() -> Vec<Operation> {
         ),
         op(
             Method::POST,
+            "/v1/cache/verify",
+            "verifyCache",
+            "Reads back every entry of a project and domain (or of one task), checks its metadata and its output's size and checksum, and reports (with `repair`: removes) the corrupt ones.",
+            Doc::new()
+                .body(schema::<VerifyRequest>)
+                .ok(schema::<VerifyResult>)
+                .errors(&[400, 415, 422]),
+            post(verify),
+        ),
+        op(
+            Method::POST,
             "/v1/cache/explain",
             "explain",
             "Whether a task call hits, and if not which key component differs from the nearest stored entries.",
@@ -514,6 +525,14 @@ async fn list_entries(
         .await?;
     Ok(axum::Json(EntryPage {
         entries: page.entries.iter().map(views::entry).collect(),
+        corrupt: page
+            .corrupt
+            .iter()
+            .map(|(key, detail)| CorruptEntry {
+                key: key.to_string(),
+                detail: detail.clone(),
+            })
+            .collect(),
         next: page.next,
     }))
 }
@@ -567,6 +586,29 @@ async fn evict(
     };
     let evicted = app.node.catalog().evict(&scope).await?;
     Ok(axum::Json(EvictResult { evicted }))
+}
+
+async fn verify(
+    State(app): State<AppState>,
+    Json(req): Json<VerifyRequest>,
+) -> ApiResult<VerifyResult> {
+    let report = app
+        .node
+        .catalog()
+        .verify(&req.project, &req.domain, req.task.as_deref(), req.repair)
+        .await?;
+    Ok(axum::Json(VerifyResult {
+        checked: report.checked,
+        corrupt: report
+            .corrupt
+            .iter()
+            .map(|(key, detail)| CorruptEntry {
+                key: key.to_string(),
+                detail: detail.clone(),
+            })
+            .collect(),
+        repaired: report.repaired,
+    }))
 }
 
 async fn explain(

@@ -318,8 +318,48 @@ pub struct EntryInfo {
 pub struct EntryPage {
     /// The entries, in (task, version, key) order.
     pub entries: Vec<EntryInfo>,
+    /// Entries of this page whose metadata does not decode (evict them, or `cairn cache
+    /// verify --repair`).
+    pub corrupt: Vec<CorruptEntry>,
     /// Cursor of the next page.
     pub next: Option<String>,
+}
+
+/// Which entries to verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// Project (default `default`).
+    #[serde(default = "default_project")]
+    pub project: String,
+    /// Domain (default `development`).
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// Only this task's entries.
+    pub task: Option<String>,
+    /// Remove the corrupt entries found (as an eviction: the next call reports `Evicted`).
+    #[serde(default)]
+    pub repair: bool,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VerifyResult {
+    /// Entries read back and checked.
+    pub checked: u64,
+    /// Corrupt entries: metadata that does not decode, or an output that fails its checks.
+    pub corrupt: Vec<CorruptEntry>,
+    /// Corrupt entries removed (with `repair`).
+    pub repaired: u64,
+}
+
+/// A stored entry that does not decode or whose output fails its checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CorruptEntry {
+    /// The cache key (hex).
+    pub key: String,
+    /// What is wrong with it.
+    pub detail: String,
 }
 
 /// One entry with its output.

@@ -424,6 +424,22 @@ enum CacheAction {
         #[arg(long, default_value = "development")]
         domain: String,
     },
+    /// Reads back every entry and checks it; reports the corrupt ones (and removes them with
+    /// --repair).
+    Verify {
+        /// Only this task's entries.
+        #[arg(long)]
+        task: Option<String>,
+        /// Remove the corrupt entries found.
+        #[arg(long)]
+        repair: bool,
+        /// Project.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Domain.
+        #[arg(long, default_value = "development")]
+        domain: String,
+    },
     /// Explains whether a task call would hit, and what differs from the nearest entries.
     Explain {
         /// The task.
@@ -523,6 +539,44 @@ pub(super) async fn cache(args: CacheArgs) -> u8 {
                     if res.evicted == 1 { "y" } else { "ies" }
                 )
             })
+        }
+        CacheAction::Verify {
+            task,
+            repair,
+            project,
+            domain,
+        } => {
+            let req = VerifyRequest {
+                project,
+                domain,
+                task,
+                repair,
+            };
+            let result = c.verify(&req).await;
+            let found = result
+                .as_ref()
+                .is_ok_and(|v| !v.corrupt.is_empty() && !repair);
+            let code = show(r, result, |v| {
+                println!(
+                    "checked {} entries: {} corrupt{}",
+                    v.checked,
+                    v.corrupt.len(),
+                    if repair {
+                        format!(", {} removed", v.repaired)
+                    } else {
+                        String::new()
+                    }
+                );
+                for e in &v.corrupt {
+                    println!("  {}: {}", e.key, e.detail);
+                }
+            });
+            // Corrupt entries left in place are a failure a script can see.
+            if code == exit::OK && found {
+                exit::FAILED
+            } else {
+                code
+            }
         }
         CacheAction::Explain {
             task,

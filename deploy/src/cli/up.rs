@@ -58,6 +58,10 @@ pub(super) struct UpArgs {
     /// this long (e.g. 10s) [default: 10s].
     #[arg(long, env = "CAIRN_NODE_TTL", value_parser = crate::config::parse_duration)]
     node_ttl: Option<std::time::Duration>,
+    /// How often this node removes expired cache entries (e.g. 1m); nodes with the worker role
+    /// collect [default: 60s].
+    #[arg(long, env = "CAIRN_EXPIRY_INTERVAL", value_parser = crate::config::parse_duration)]
+    expiry_interval: Option<std::time::Duration>,
     /// Serve the example tasks and workflows (`sum_of_squares`, `fan_out`, …).
     #[arg(long, env = "CAIRN_EXAMPLES")]
     examples: bool,
@@ -83,6 +87,7 @@ struct Settings {
     call_limits: cairn_scheduler::CallLimits,
     takes_over_runs: bool,
     examples: bool,
+    expiry: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -166,6 +171,14 @@ impl Settings {
             call_limits.max_in_flight = n.max(1);
         }
         let takes_over_runs = roles.scheduler;
+        let expiry_every = match args.expiry_interval {
+            Some(t) => t,
+            None => parse("cache.expiry_interval", &file.cache.expiry_interval)?
+                .unwrap_or(std::time::Duration::from_secs(60)),
+        };
+        let expiry = roles
+            .worker
+            .then_some(expiry_every.max(std::time::Duration::from_millis(10)));
         let cluster = match args.cluster_listen.or(file.cluster.listen) {
             None => None,
             Some(listen) => Some(ClusterConfig {
@@ -179,6 +192,7 @@ impl Settings {
             }),
         };
         Ok(Settings {
+            expiry,
             examples: args.examples || file.examples.unwrap_or(false),
             call_limits,
             node_ttl,
@@ -282,7 +296,8 @@ async fn serve(
         .concurrency(args.concurrency)
         .run_limits(args.run_limits.clone())
         .call_limits(args.call_limits)
-        .takes_over_runs(args.takes_over_runs);
+        .takes_over_runs(args.takes_over_runs)
+        .expiry_collection(args.expiry);
     builder = builder.name(&name);
     if let Some(ttl) = args.node_ttl {
         builder = builder.node_ttl(ttl);

@@ -50,9 +50,14 @@ fn set_indexes<T: Transaction>(tx: &T, meta: &EntryMeta) {
         tx.set(&keys::journal(&slot.run, d), &[]);
         return;
     }
+    let row = keys::TaskIndexValue {
+        size: meta.size,
+        expires_at_ms: meta.expires_at_ms,
+        execution: Some(meta.execution.clone()),
+    };
     tx.set(
         &keys::by_task(&key.project, &key.domain, &key.task, &key.version, d),
-        &meta.size.to_be_bytes(),
+        &row.encode(),
     );
     tx.set(&keys::by_execution(&meta.execution, d), &[]);
     if let Some(at) = meta.expires_at_ms {
@@ -89,6 +94,7 @@ impl<S: Store> Catalog<S> {
                 let view = EntryView::load(&tx, &d, false).await?;
                 let now = self.now_ms();
                 let ours = view.held_by(lease);
+                let mut replacing_corrupt = view.corrupt.is_some();
                 if let Some(meta) = &view.meta {
                     if meta.execution == lease.execution {
                         // Stored by this very execution: a retry after an unknown commit result.
@@ -96,15 +102,42 @@ impl<S: Store> Catalog<S> {
                     }
                     let live = super::entry::is_live(meta, None, now);
                     if live && !(lease.overwrite && ours) {
-                        if ours {
-                            self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
+                        match view.output(&tx, meta).await {
+                            Ok(output) => {
+                                if ours {
+                                    self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
+                                }
+                                return Ok(Committed::AlreadyStored(Hit {
+                                    output,
+                                    meta: meta.clone(),
+                                }));
+                            }
+                            // Its output is corrupt: the lease holder replaces it.
+                            Err(Error::Corrupt { .. }) if ours => replacing_corrupt = true,
+                            Err(e) => return Err(e),
                         }
-                        return Ok(Committed::AlreadyStored(Hit {
-                            output: view.output(&tx, meta).await?,
-                            meta: meta.clone(),
-                        }));
                     }
                     clear_indexes(&tx, meta);
+                } else if view.corrupt.is_some() {
+                    if !ours {
+                        return Err(Error::Corrupt {
+                            what: format!("entry metadata of {d}"),
+                            detail: "only the lease holder replaces a corrupt entry".into(),
+                        });
+                    }
+                    // The corrupt entry's other index rows, from its task index row.
+                    let row_key =
+                        keys::by_task(&key.project, &key.domain, &key.task, &key.version, &d);
+                    if let Some(row) = tx.get(&row_key, false).await?
+                        && let Some(row) = keys::TaskIndexValue::decode(&row)
+                    {
+                        if let Some(e) = &row.execution {
+                            tx.clear(&keys::by_execution(e, &d));
+                        }
+                        if let Some(at) = row.expires_at_ms {
+                            tx.clear(&keys::expiry(at, &d));
+                        }
+                    }
                 }
                 let inline = output.len() <= INLINE_MAX;
                 let chunks: Vec<&[u8]> = if inline {
@@ -123,8 +156,8 @@ impl<S: Store> Catalog<S> {
                         now.saturating_add(i64::try_from(duration_ms(a)).unwrap_or(i64::MAX))
                     }),
                 };
-                if view.meta.as_ref().is_some_and(|m| m.chunks > 0) {
-                    // Replacing an entry that had chunks: none of them may survive.
+                if replacing_corrupt || view.meta.as_ref().is_some_and(|m| m.chunks > 0) {
+                    // Replacing an entry that had (or may have had) chunks: none may survive.
                     tx.clear_range(chunks_begin, chunks_end);
                 }
                 for (i, chunk) in chunks.iter().enumerate() {
@@ -177,7 +210,12 @@ impl<S: Store> Catalog<S> {
                 } else {
                     CacheStatus::Populated
                 };
-                (Ok(output), status, None)
+                // Recorded with the call: this output replaced a corrupt entry.
+                let replaced = lease
+                    .replaces_corrupt
+                    .as_ref()
+                    .map(|why| format!("replaced a corrupt entry ({why})"));
+                (Ok(output), status, replaced)
             }
             // Another execution stored first: every caller of a key gets the same output.
             Ok(Committed::AlreadyStored(hit)) => (Ok(hit.output), CacheStatus::Hit, None),

@@ -7,13 +7,18 @@ use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
 use crate::store::{RangeOptions, Transaction};
 
-/// The records under `(ENTRY, d)`.
+/// The records under `(ENTRY, d)`. A record that does not decode is contained here: a corrupt
+/// lease or tombstone reads as absent (the next lease overwrites it), and corrupt metadata
+/// reads as no entry with `corrupt` saying why, so the key is computed again and replaced
+/// instead of failing every call.
 pub(super) struct EntryView {
     pub digest: Digest,
     pub lease: Option<(LeaseRecord, Vec<u8>)>,
     pub tombstone: Option<Tombstone>,
     pub meta: Option<EntryMeta>,
     pub inline: Option<Vec<u8>>,
+    /// Metadata is stored but does not decode: what is wrong with it.
+    pub corrupt: Option<String>,
 }
 
 impl EntryView {
@@ -39,17 +44,25 @@ impl EntryView {
             tombstone: None,
             meta: None,
             inline: None,
+            corrupt: None,
         };
         if let Some(raw) = lease {
-            view.lease = Some((decode(|| format!("lease record of {d}"), &raw)?, raw));
+            match decode(|| format!("lease record of {d}"), &raw) {
+                Ok(record) => view.lease = Some((record, raw)),
+                Err(e) => tracing::warn!(error = %e, "a corrupt lease record reads as none"),
+            }
         }
         if let Some(raw) = tomb {
-            view.tombstone = Some(decode(|| format!("tombstone of {d}"), &raw)?);
+            view.tombstone = decode(|| format!("tombstone of {d}"), &raw).ok();
         }
         if let Some(raw) = meta {
-            let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), &raw)?;
-            view.meta = Some(stored.meta);
-            view.inline = stored.inline;
+            match decode::<StoredMeta>(|| format!("entry metadata of {d}"), &raw) {
+                Ok(stored) => {
+                    view.meta = Some(stored.meta);
+                    view.inline = stored.inline;
+                }
+                Err(e) => view.corrupt = Some(e.to_string()),
+            }
         }
         Ok(view)
     }

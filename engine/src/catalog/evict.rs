@@ -11,7 +11,7 @@ use super::records::{StoredMeta, Tombstone, decode, encode};
 use super::{Catalog, Digest};
 use crate::error::Result;
 use crate::keys::{self, entry_part};
-use crate::store::{RangeOptions, Store, Transaction, transact};
+use crate::store::{RangeOptions, Store, Transaction, read, transact};
 use std::time::Duration;
 
 /// Which entries to evict.
@@ -89,49 +89,106 @@ impl EvictScope {
     }
 }
 
-/// Removes the entry `d` (metadata, output, index entries) if it exists; leaves a tombstone when
-/// `tombstone` is given. With `only_expiring_at`, removes it only if it is the entry that expires
-/// then (the expiry index may be stale). Returns whether an entry was removed.
-async fn remove_entry<T: Transaction>(
-    tx: &T,
-    d: &Digest,
-    tombstone: Option<&Tombstone>,
-    only_expiring_at: Option<i64>,
-) -> Result<bool> {
-    let meta_key = keys::entry_part(d, entry_part::META);
-    let Some(raw) = tx.get(&meta_key, false).await? else {
-        return Ok(false);
-    };
-    let StoredMeta { meta, .. } = decode(|| format!("entry metadata of {d}"), &raw)?;
-    if only_expiring_at.is_some() && meta.expires_at_ms != only_expiring_at {
-        return Ok(false);
-    }
-    clear_indexes(tx, &meta);
-    tx.clear(&meta_key);
-    let (b, e) = keys::entry_chunks(d);
-    tx.clear_range(&b, &e);
-    if let Some(t) = tombstone {
-        tx.set(&keys::entry_part(d, entry_part::TOMBSTONE), &encode(t));
-    }
-    Ok(true)
+/// One entry to remove, as an index row names it.
+pub(super) struct Doomed {
+    /// The index row that named it (cleared in any case).
+    pub row: Vec<u8>,
+    /// The entry.
+    pub digest: Digest,
+    /// What a task index row says about it (used when its metadata is corrupt).
+    pub task_row: Option<keys::TaskIndexValue>,
+    /// From the expiry index: remove it only if it is the entry that expires then.
+    pub expiring_at: Option<i64>,
 }
 
+/// Removes `batch` in `tx`: each entry's metadata, chunks and index rows (read from its
+/// metadata, or from its task index row when the metadata is corrupt), with a tombstone when
+/// given. One multi-key read of the metadata (which makes a concurrent commit of the same keys
+/// conflict), then only writes. Returns how many entries were removed.
+pub(super) async fn remove_batch<T: Transaction>(
+    tx: &T,
+    batch: &[Doomed],
+    tombstone: Option<&[u8]>,
+) -> Result<u64> {
+    let meta_keys: Vec<Vec<u8>> = batch
+        .iter()
+        .map(|b| keys::entry_part(&b.digest, entry_part::META))
+        .collect();
+    let refs: Vec<&[u8]> = meta_keys.iter().map(Vec::as_slice).collect();
+    let metas = tx.get_many(&refs, false).await?;
+    let mut removed = 0;
+    for ((doomed, meta_key), raw) in batch.iter().zip(&meta_keys).zip(metas) {
+        tx.clear(&doomed.row);
+        let Some(raw) = raw else {
+            continue; // a stale row: the entry is gone already
+        };
+        let d = &doomed.digest;
+        let chunks = match decode::<StoredMeta>(|| format!("entry metadata of {d}"), &raw) {
+            Ok(StoredMeta { meta, .. }) => {
+                if doomed.expiring_at.is_some() && meta.expires_at_ms != doomed.expiring_at {
+                    continue; // replaced since: it expires at another time
+                }
+                clear_indexes(tx, &meta);
+                meta.chunks > 0
+            }
+            // Corrupt: what its task index row says, and every chunk it may have.
+            Err(_) => {
+                if let Some(row) = &doomed.task_row {
+                    if let Some(e) = &row.execution {
+                        tx.clear(&keys::by_execution(e, d));
+                    }
+                    if let Some(at) = row.expires_at_ms {
+                        tx.clear(&keys::expiry(at, d));
+                    }
+                }
+                true
+            }
+        };
+        tx.clear(meta_key);
+        if chunks {
+            let (b, e) = keys::entry_chunks(d);
+            tx.clear_range(&b, &e);
+        }
+        if let Some(t) = tombstone {
+            tx.set(&keys::entry_part(d, entry_part::TOMBSTONE), t);
+        }
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Removal transactions of one eviction or collection in flight at once: they touch disjoint
+/// keys, so they do not conflict with each other.
+const PARALLEL_BATCHES: usize = 4;
+
 impl<S: Store> Catalog<S> {
-    /// Evicts the entries in `scope`; returns how many were removed.
+    /// Evicts the entries in `scope`; returns how many were removed. Corrupt entries are
+    /// removed like any other (their task index rows say what their metadata cannot).
+    ///
+    /// The index is read page by page (snapshot reads); each page is removed by one
+    /// transaction of at most `evict_batch` entries, several at once.
     pub async fn evict(&self, scope: &EvictScope) -> Result<u64> {
         scope.check_names()?;
-        let tombstone = Tombstone {
+        let tombstone = encode(&Tombstone {
             evicted_at_ms: self.now_ms(),
             reason: scope.reason(),
-        };
+        });
         let (begin, end, digest_of): (Vec<u8>, Vec<u8>, DigestOf) = match scope {
             EvictScope::Key(d) => {
-                let removed = transact(&self.inner.store, &self.inner.config.retry, |tx| {
-                    let tombstone = &tombstone;
-                    async move { remove_entry(&tx, d, Some(tombstone), None).await }
-                })
-                .await?;
-                return Ok(u64::from(removed));
+                let doomed = [Doomed {
+                    row: keys::entry_part(d, entry_part::META),
+                    digest: *d,
+                    task_row: None,
+                    expiring_at: None,
+                }];
+                let doomed = &doomed;
+                let tombstone = &tombstone;
+                return transact(
+                    &self.inner.store,
+                    &self.inner.config.retry,
+                    |tx| async move { remove_batch(&tx, doomed, Some(tombstone)).await },
+                )
+                .await;
             }
             EvictScope::Task {
                 project,
@@ -151,89 +208,122 @@ impl<S: Store> Catalog<S> {
                 (b, end, keys::digest_of_by_execution)
             }
         };
-        let mut cursor = begin;
-        let mut removed = 0;
-        loop {
-            let page = {
-                let tx = self.inner.store.begin_read().await?;
-                tx.get_range(
-                    &cursor,
-                    &end,
-                    RangeOptions::all().limit(self.inner.config.evict_batch),
-                )
-                .await?
-            };
-            let Some(last) = page.last() else { break };
-            cursor = last.key.clone();
-            cursor.push(0);
-            let batch: Vec<(Vec<u8>, Option<Digest>)> = page
-                .iter()
-                .map(|kv| (kv.key.clone(), digest_of(&kv.key)))
-                .collect();
-            removed += transact(&self.inner.store, &self.inner.config.retry, |tx| {
-                let (batch, tombstone) = (&batch, &tombstone);
-                async move {
-                    let mut n = 0;
-                    for (index_key, d) in batch {
-                        match d {
-                            Some(d) => {
-                                n += u64::from(remove_entry(&tx, d, Some(tombstone), None).await?)
-                            }
-                            // An index key Cairn cannot parse: drop it rather than loop on it.
-                            None => tx.clear(index_key),
-                        }
-                    }
-                    Ok(n)
-                }
-            })
+        let task_index = !matches!(scope, EvictScope::Execution(_));
+        self.remove_pages(
+            begin,
+            end,
+            |kv| {
+                let row = kv.key.clone();
+                Some(match digest_of(&kv.key) {
+                    Some(digest) => Doomed {
+                        row,
+                        digest,
+                        task_row: task_index
+                            .then(|| keys::TaskIndexValue::decode(&kv.value))
+                            .flatten(),
+                        expiring_at: None,
+                    },
+                    // An index key Cairn cannot parse: drop it rather than loop on it.
+                    None => Doomed {
+                        row,
+                        digest: Digest(0),
+                        task_row: None,
+                        expiring_at: None,
+                    },
+                })
+            },
+            Some(&tombstone),
+        )
+        .await
+    }
+
+    /// Removes every entry whose expiry has passed; returns how many. Safe on several nodes at
+    /// once: each transaction re-reads what it removes, so an entry is removed (and counted)
+    /// once.
+    pub async fn collect_expired(&self) -> Result<u64> {
+        let (begin, end) = keys::expiry_before(self.now_ms());
+        let removed = self
+            .remove_pages(
+                begin,
+                end,
+                |kv| {
+                    let (ms, digest) = keys::parse_expiry(&kv.key)?;
+                    Some(Doomed {
+                        row: kv.key.clone(),
+                        digest,
+                        task_row: None,
+                        expiring_at: Some(ms),
+                    })
+                },
+                None,
+            )
             .await?;
-        }
+        crate::telemetry::metrics::expired_collected(removed);
         Ok(removed)
     }
 
-    /// Removes every entry whose expiry has passed; returns how many.
-    pub async fn collect_expired(&self) -> Result<u64> {
+    /// Walks `[begin, end)` of an index page by page and removes what `doomed` makes of each
+    /// row, [`PARALLEL_BATCHES`] transactions at a time.
+    async fn remove_pages(
+        &self,
+        begin: Vec<u8>,
+        end: Vec<u8>,
+        doomed: impl Fn(&crate::store::KeyValue) -> Option<Doomed>,
+        tombstone: Option<&[u8]>,
+    ) -> Result<u64> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let batch_size = self.inner.config.evict_batch.max(1);
+        let mut cursor = begin;
         let mut removed = 0;
+        let mut in_flight = FuturesUnordered::new();
+        let mut exhausted = false;
         loop {
-            let (begin, end) = keys::expiry_before(self.now_ms());
-            let page = {
-                let tx = self.inner.store.begin_read().await?;
-                tx.get_range(
-                    &begin,
-                    &end,
-                    RangeOptions::all().limit(self.inner.config.evict_batch),
-                )
-                .await?
-            };
-            if page.is_empty() {
-                return Ok(removed);
-            }
-            removed += transact(&self.inner.store, &self.inner.config.retry, |tx| {
-                let page = &page;
-                async move {
-                    let mut n = 0;
-                    for kv in page {
-                        if let Some((ms, d)) = keys::parse_expiry(&kv.key) {
-                            n += u64::from(remove_entry(&tx, &d, None, Some(ms)).await?);
-                        }
-                        tx.clear(&kv.key);
+            while !exhausted && in_flight.len() < PARALLEL_BATCHES {
+                let page = read(&self.inner.store, &self.inner.config.retry, |tx| {
+                    let (cursor, end) = (&cursor, &end);
+                    async move {
+                        tx.get_range(
+                            cursor,
+                            end,
+                            RangeOptions::all().limit(batch_size).snapshot(),
+                        )
+                        .await
                     }
-                    Ok(n)
-                }
-            })
-            .await?;
+                })
+                .await?;
+                exhausted = page.len() < batch_size;
+                let Some(last) = page.last() else {
+                    exhausted = true;
+                    break;
+                };
+                cursor = last.key.clone();
+                cursor.push(0);
+                let batch: Vec<Doomed> = page.iter().filter_map(&doomed).collect();
+                let (store, retry) = (&self.inner.store, &self.inner.config.retry);
+                in_flight.push(async move {
+                    transact(store, retry, |tx| {
+                        let batch = &batch;
+                        async move { remove_batch(&tx, batch, tombstone).await }
+                    })
+                    .await
+                });
+            }
+            match in_flight.next().await {
+                Some(n) => removed += n?,
+                None => return Ok(removed),
+            }
         }
     }
 
-    /// Runs [`Catalog::collect_expired`] every `every` until the handle is aborted or dropped
-    /// with the runtime. Errors are logged and retried at the next round.
+    /// Runs [`Catalog::collect_expired`] about every `every` (jittered by ±25%, so collectors
+    /// on several nodes spread out) until the handle is aborted or dropped with the runtime.
+    /// Errors are logged and retried at the next round.
     pub fn spawn_expiry_collector(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let catalog = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let jitter = 0.75 + rand::random::<f64>() * 0.5;
+                tokio::time::sleep(every.mul_f64(jitter)).await;
                 match catalog.collect_expired().await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(removed = n, "expired cache entries removed"),

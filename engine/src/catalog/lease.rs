@@ -39,6 +39,10 @@ pub struct Lease {
     pub previous_failure: Option<String>,
     /// Acquired by taking over an expired lease.
     pub took_over: bool,
+    /// The key's stored entry is corrupt (what is wrong with it): this lease's commit replaces
+    /// it.
+    #[serde(default)]
+    pub replaces_corrupt: Option<String>,
 }
 
 /// A lease someone else holds, as this caller saw it.

@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 pub struct EntryPage {
     /// Entries in (task, version, key) order.
     pub entries: Vec<EntryMeta>,
+    /// Entries of the page whose metadata does not decode: their keys and what is wrong.
+    /// They are skipped, never fatal: evict them, or verify with repair.
+    pub corrupt: Vec<(Digest, String)>,
     /// Pass this to get the next page; `None` on the last page.
     pub next: Option<String>,
 }
@@ -29,6 +32,8 @@ pub struct TaskStats {
     pub entries_by_version: BTreeMap<String, u64>,
     /// Recorded calls by cache status (from flushed execution records).
     pub calls: BTreeMap<CacheStatus, u64>,
+    /// Index rows that do not decode (skipped).
+    pub corrupt: u64,
 }
 
 impl<S: Store> Catalog<S> {
@@ -65,29 +70,38 @@ impl<S: Store> Catalog<S> {
         let tx = self.inner.store.begin_read().await?;
         let page_size = page_size.max(1);
         let index = tx
-            .get_range(&begin, &end, RangeOptions::all().limit(page_size + 1))
+            .get_range(
+                &begin,
+                &end,
+                RangeOptions::all().limit(page_size + 1).snapshot(),
+            )
             .await?;
-        let more = index.len() > page_size;
-        let mut entries = Vec::with_capacity(page_size.min(index.len()));
-        let mut next = None;
-        for (i, kv) in index.iter().enumerate() {
-            if i == page_size {
-                next = Some(hex(&kv.key));
-                break;
-            }
-            let Some(d) = keys::digest_of_by_task(&kv.key) else {
-                continue;
-            };
-            if let Some(raw) = tx
-                .get(&keys::entry_part(&d, entry_part::META), true)
-                .await?
-            {
-                let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), &raw)?;
-                entries.push(stored.meta);
+        let next = index.get(page_size).map(|kv| hex(&kv.key));
+        let digests: Vec<Digest> = index
+            .iter()
+            .take(page_size)
+            .filter_map(|kv| keys::digest_of_by_task(&kv.key))
+            .collect();
+        // One multi-key read for the page's metadata.
+        let meta_keys: Vec<Vec<u8>> = digests
+            .iter()
+            .map(|d| keys::entry_part(d, entry_part::META))
+            .collect();
+        let refs: Vec<&[u8]> = meta_keys.iter().map(Vec::as_slice).collect();
+        let mut entries = Vec::with_capacity(digests.len());
+        let mut corrupt = Vec::new();
+        for (d, raw) in digests.iter().zip(tx.get_many(&refs, true).await?) {
+            let Some(raw) = raw else { continue };
+            match decode::<StoredMeta>(|| format!("entry metadata of {d}"), &raw) {
+                Ok(stored) => entries.push(stored.meta),
+                Err(e) => corrupt.push((*d, e.to_string())),
             }
         }
-        debug_assert_eq!(more, next.is_some());
-        Ok(EntryPage { entries, next })
+        Ok(EntryPage {
+            entries,
+            corrupt,
+            next,
+        })
     }
 
     /// The entry stored under `digest`, with its output.
@@ -109,12 +123,12 @@ impl<S: Store> Catalog<S> {
         let mut stats = TaskStats::default();
         let (begin, end) = keys::by_task_range(project, domain, Some(task), None);
         for kv in tx.get_range(&begin, &end, RangeOptions::all()).await? {
-            let size: [u8; 8] = kv.value.as_slice().try_into().map_err(|_| Error::Corrupt {
-                what: "task index entry".into(),
-                detail: format!("{} bytes where an 8-byte size belongs", kv.value.len()),
-            })?;
+            let Some(row) = keys::TaskIndexValue::decode(&kv.value) else {
+                stats.corrupt += 1;
+                continue;
+            };
             stats.entries += 1;
-            stats.bytes += u64::from_be_bytes(size);
+            stats.bytes += row.size;
             let sub = foundationdb_tuple::Subspace::from_bytes(vec![keys::tag::BY_TASK]);
             if let Ok((_, _, _, version, _)) =
                 sub.unpack::<(String, String, String, String, Vec<u8>)>(&kv.key)

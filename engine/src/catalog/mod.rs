@@ -31,6 +31,7 @@ mod mend;
 mod recorder;
 pub mod records;
 mod resolve;
+mod verify;
 mod wait;
 
 pub use call::{CallOptions, CallOutcome, FailurePolicy};
@@ -45,6 +46,7 @@ pub use lease::{HeldLease, Lease};
 pub use list::{EntryPage, TaskStats};
 pub use records::{CacheStatus, EntryMeta, ExecutionRecord};
 pub use resolve::{Hit, Resolution, ResolveRequest};
+pub use verify::VerifyReport;
 pub use wait::Answer;
 
 use crate::clock::{Clock, SystemClock};

@@ -7,7 +7,7 @@ use super::records::{
     EntryMeta, LeaseRecord, LeaseState, StoredMeta, decode, decode_borrowed, encode,
 };
 use super::{CacheKey, Catalog, duration_ms};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
 use crate::store::{Store, Transaction, read, transact};
 use std::time::Duration;
@@ -87,10 +87,13 @@ impl<S: Store> Catalog<S> {
     /// a lease to compute it, or [`Resolution::Held`] when another execution holds the lease.
     /// One read when the entry exists; one transaction otherwise.
     pub async fn resolve(&self, req: &ResolveRequest<'_>) -> Result<Resolution> {
-        if !req.overwrite
-            && let Some(hit) = self.lookup(req.key, req.max_age).await?
-        {
-            return Ok(Resolution::Hit(hit));
+        if !req.overwrite {
+            match self.lookup(req.key, req.max_age).await {
+                Ok(Some(hit)) => return Ok(Resolution::Hit(hit)),
+                // A corrupt entry is never a hit: the read-write path replaces it.
+                Ok(None) | Err(Error::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         // Boxed: the read-write path's state stays off the hit path's future.
         Box::pin(self.acquire(req)).await
@@ -141,15 +144,24 @@ impl<S: Store> Catalog<S> {
         transact(&self.inner.store, &self.inner.config.retry, |tx| {
             let lease_key = &lease_key;
             async move {
-                let view = EntryView::load(&tx, &d, false).await?;
+                let mut view = EntryView::load(&tx, &d, false).await?;
                 let now = self.now_ms();
                 if !req.overwrite
                     && let Some(meta) = view.live_meta(max_age_ms, now)
                 {
-                    return Ok(Resolution::Hit(Hit {
-                        output: view.output(&tx, meta).await?,
-                        meta: meta.clone(),
-                    }));
+                    match view.output(&tx, meta).await {
+                        Ok(output) => {
+                            return Ok(Resolution::Hit(Hit {
+                                output,
+                                meta: meta.clone(),
+                            }));
+                        }
+                        // A torn or corrupted output is never a hit: the key is computed again.
+                        Err(Error::Corrupt { what, detail }) => {
+                            view.corrupt = Some(format!("{what}: {detail}"));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 let mut generation = 1;
                 let mut previous_failure = None;
@@ -230,6 +242,7 @@ impl<S: Store> Catalog<S> {
             evicted: view.tombstone.is_some(),
             previous_failure,
             took_over,
+            replaces_corrupt: view.corrupt.clone(),
         }
     }
 }

@@ -202,6 +202,7 @@ mod tests {
                     evicted: true,
                     previous_failure: Some("boom".into()),
                     took_over: false,
+                    replaces_corrupt: None,
                 },
             }),
             run: Some("run-1".into()),

@@ -20,6 +20,7 @@ struct Instruments {
     takeovers: Counter<u64>,
     queue_depth: UpDownCounter<i64>,
     schedule_ticks: Counter<u64>,
+    expired: Counter<u64>,
 }
 
 /// Creates the instruments with `meter` and starts recording.
@@ -50,6 +51,10 @@ pub fn install(meter: &Meter) {
         schedule_ticks: meter
             .u64_counter(sc::METRIC_SCHEDULE_TICKS)
             .with_description("Schedule ticks fired or missed")
+            .build(),
+        expired: meter
+            .u64_counter(sc::METRIC_EXPIRED)
+            .with_description("Expired cache entries removed by the expiry collector")
             .build(),
     };
     *INSTRUMENTS.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(instruments));
@@ -91,6 +96,13 @@ pub fn call_answered(
             i.wait_duration.record(w.as_secs_f64(), &[]);
         }
     });
+}
+
+/// The expiry collector removed `n` entries.
+pub fn expired_collected(n: u64) {
+    if n > 0 {
+        with(|i| i.expired.add(n, &[]));
+    }
 }
 
 /// A lease was taken over from a silent holder.

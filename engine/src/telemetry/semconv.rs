@@ -64,3 +64,5 @@ pub const METRIC_QUEUE_DEPTH: &str = "cairn.worker.queue.depth";
 pub const METRIC_SCHEDULE_TICKS: &str = "cairn.schedule.ticks";
 /// Attribute of [`METRIC_SCHEDULE_TICKS`].
 pub const TICK_OUTCOME: &str = "outcome";
+/// Counter: expired cache entries removed by the expiry collector.
+pub const METRIC_EXPIRED: &str = "cairn.cache.expired";
