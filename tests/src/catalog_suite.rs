@@ -978,6 +978,9 @@ pub async fn explain_names_the_changed_component<H: Harness>() {
     }
 }
 
+/// An eviction scope made from a project, a key and the execution that stored it.
+type ScopeOf = dyn Fn(&str, &CacheKey, &str) -> EvictScope;
+
 /// Overwrites a stored record of `key` (through the store trait, as a disk fault or a bad
 /// manual edit would): its metadata, or its first output chunk.
 async fn corrupt<S: Store>(store: &S, key: &CacheKey, chunk: bool) {
@@ -1107,7 +1110,7 @@ pub async fn corrupt_entries_are_contained<H: Harness>() {
         );
 
         // Every eviction scope removes a corrupt entry, with its index rows.
-        let scopes: Vec<Box<dyn Fn(&str, &CacheKey, &str) -> EvictScope>> = vec![
+        let scopes: Vec<Box<ScopeOf>> = vec![
             Box::new(|_, k, _| EvictScope::Key(k.digest)),
             Box::new(|p, _, _| EvictScope::Task {
                 project: p.into(),
