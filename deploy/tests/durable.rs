@@ -474,3 +474,28 @@ fn a_store_restart_mid_run_loses_no_work() {
         "the run after the restart took {next:?}, a warm run {warm:?}"
     );
 }
+
+/// Entries of a task with a 1 s `max_age` are removed by the node's own expiry collector:
+/// the entry count drops to zero with no manual call.
+#[test]
+fn expired_entries_are_collected_by_the_node_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_bin(
+        TESTBED,
+        dir.path(),
+        &["--store", "embedded:./data", "--expiry-interval", "200ms"],
+        &[],
+    );
+    let run = submit(&node, "short_lived", &json!(10));
+    assert_eq!(run_detail(&node.url, &run, 30_000)["status"], "succeeded");
+    let count = || {
+        cli_json(&node.url, &["cache", "ls", "--task", "short_lived"], 0)["entries"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(), 10);
+    wait_until("the collector removes expired entries", Duration::from_secs(20), || {
+        count() == 0
+    });
+}

@@ -70,6 +70,25 @@ async fn a_store_that_fails_gives_errors_that_name_it() {
     );
     assert!(err.to_string().contains(&table), "{err}");
 
+    // A call whose key cannot be looked up runs uncached: LookupFailure, the output still
+    // returned.
+    let mut inputs = cairn_engine::catalog::KeyInputs::new();
+    inputs.add("n", &1i64).unwrap();
+    let sig = cairn_engine::catalog::TaskSignature::new(
+        "square",
+        cairn_engine::catalog::TypeDesc::of::<i64>(),
+    )
+    .input("n", cairn_engine::catalog::TypeDesc::of::<i64>());
+    let key = cairn_engine::catalog::CacheKey::new("p", "d", &sig, "1", &inputs).unwrap();
+    let call = catalog
+        .call(&key, &Default::default(), || async { Ok::<_, String>(b"1".to_vec()) })
+        .await
+        .unwrap();
+    assert_eq!(
+        (call.output, call.status),
+        (Ok(b"1".to_vec()), CacheStatus::LookupFailure)
+    );
+
     // A flush reports that the records are not stored yet, instead of waiting forever.
     catalog.record(record("after")).await;
     let err = catalog.flush_records().await.unwrap_err();

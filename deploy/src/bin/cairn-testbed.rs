@@ -137,6 +137,22 @@ async fn replay_probe(ctx: Ctx, p: Probe) -> Result<i64, CallError> {
     Ok(a + b)
 }
 
+/// A cached task whose entries live one second.
+#[cairn::task(cache = true, cache_version = "1", max_age = "1s")]
+async fn short_lived(n: i64) -> i64 {
+    n + 1
+}
+
+/// Calls `short_lived(0..n)`.
+async fn short_lived_fan(ctx: Ctx, n: i64) -> Result<i64, CallError> {
+    let out = futures::future::try_join_all((0..n).map(|i| {
+        let ctx = ctx.clone();
+        async move { ctx.call(short_lived, i).await }
+    }))
+    .await?;
+    Ok(out.iter().sum())
+}
+
 /// Sleeps `ms` and returns it (a run with no calls, ending when the test wants).
 async fn sleepy(_ctx: Ctx, ms: u64) -> Result<u64, String> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -155,6 +171,8 @@ fn main() -> std::process::ExitCode {
             .task(logged_note)
             .task(logged_square_long)
             .task(logged_note_long)
+            .task(short_lived)
+            .workflow("short_lived", short_lived_fan)
             .workflow("waves", waves)
             .workflow("replay_probe", replay_probe)
             .workflow("sleepy", sleepy)

@@ -78,7 +78,9 @@ impl Default for CatalogConfig {
             chunk_bytes: 90_000,
             retry: RetryPolicy::default(),
             record_batch: 512,
-            evict_batch: 64,
+            // About 500 bytes of writes per entry: half a megabyte per transaction, well
+            // inside FoundationDB's 10 MB and its 1 MB guidance.
+            evict_batch: 1_000,
         }
     }
 }

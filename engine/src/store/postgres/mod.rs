@@ -239,62 +239,74 @@ pub struct PostgresTx {
     pending: Arc<parking_lot::Mutex<Pending>>,
 }
 
-/// Futures sending `ops`, grouped into as few statements as order allows.
+/// Futures sending `ops` as few statements as their effect allows: the range clears first,
+/// then one delete and one upsert for the point writes. Equivalent to applying them in order,
+/// because a range clear drops the point writes before it in its range (they would be cleared)
+/// and keeps those after it (they are applied after the range clears), and the last point write
+/// of a key wins.
 fn op_futures<'a>(
     conn: &'a pool::Conn,
     ops: &'a [Op],
 ) -> Vec<BoxFuture<'a, Result<(), tokio_postgres::Error>>> {
-    let mut futs: Vec<BoxFuture<'a, Result<(), tokio_postgres::Error>>> = Vec::new();
-    let mut i = 0;
-    while i < ops.len() {
-        match &ops[i] {
-            Op::Set(..) => {
-                // Consecutive sets become one upsert; the last write of a key wins.
-                let mut batch: std::collections::BTreeMap<&[u8], &[u8]> = Default::default();
-                while let Some(Op::Set(k, v)) = ops.get(i) {
-                    batch.insert(k, v);
-                    i += 1;
-                }
-                let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = batch.into_iter().unzip();
-                futs.push(
-                    async move {
-                        conn.client
-                            .execute(&conn.stmts.upsert, &[&keys, &values])
-                            .await
-                            .map(drop)
-                    }
-                    .boxed(),
-                );
+    let mut points: std::collections::BTreeMap<&[u8], Option<&[u8]>> = Default::default();
+    let mut ranges: Vec<(&[u8], &[u8])> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Set(k, v) => {
+                points.insert(k, Some(v));
             }
-            Op::Clear(..) => {
-                let mut keys: Vec<&[u8]> = Vec::new();
-                while let Some(Op::Clear(k)) = ops.get(i) {
-                    keys.push(k);
-                    i += 1;
-                }
-                futs.push(
-                    async move {
-                        conn.client
-                            .execute(&conn.stmts.delete, &[&keys])
-                            .await
-                            .map(drop)
-                    }
-                    .boxed(),
-                );
+            Op::Clear(k) => {
+                points.insert(k, None);
             }
             Op::ClearRange(b, e) => {
-                i += 1;
-                futs.push(
-                    async move {
-                        conn.client
-                            .execute(&conn.stmts.delete_range, &[&b.as_slice(), &e.as_slice()])
-                            .await
-                            .map(drop)
-                    }
-                    .boxed(),
-                );
+                let (b, e) = (b.as_slice(), e.as_slice());
+                points.retain(|k, _| !(b <= *k && *k < e));
+                ranges.push((b, e));
             }
         }
+    }
+    let mut futs: Vec<BoxFuture<'a, Result<(), tokio_postgres::Error>>> = Vec::new();
+    for (b, e) in ranges {
+        futs.push(
+            async move {
+                conn.client
+                    .execute(&conn.stmts.delete_range, &[&b, &e])
+                    .await
+                    .map(drop)
+            }
+            .boxed(),
+        );
+    }
+    let deleted: Vec<&[u8]> = points
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| *k)
+        .collect();
+    if !deleted.is_empty() {
+        futs.push(
+            async move {
+                conn.client
+                    .execute(&conn.stmts.delete, &[&deleted])
+                    .await
+                    .map(drop)
+            }
+            .boxed(),
+        );
+    }
+    let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = points
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .unzip();
+    if !keys.is_empty() {
+        futs.push(
+            async move {
+                conn.client
+                    .execute(&conn.stmts.upsert, &[&keys, &values])
+                    .await
+                    .map(drop)
+            }
+            .boxed(),
+        );
     }
     futs
 }
