@@ -495,7 +495,9 @@ fn expired_entries_are_collected_by_the_node_itself() {
             .len()
     };
     assert_eq!(count(), 10);
-    wait_until("the collector removes expired entries", Duration::from_secs(20), || {
-        count() == 0
-    });
+    wait_until(
+        "the collector removes expired entries",
+        Duration::from_secs(20),
+        || count() == 0,
+    );
 }

@@ -729,7 +729,11 @@ pub async fn every_status_is_recorded<H: Harness>() {
     );
     let replaced = catalog.call(&k4, &opts, ok(b"4")).await.unwrap();
     assert_eq!(replaced.output, Ok(b"4".to_vec()));
-    assert_eq!(replaced.status, CacheStatus::Populated, "the corrupt entry is replaced");
+    assert_eq!(
+        replaced.status,
+        CacheStatus::Populated,
+        "the corrupt entry is replaced"
+    );
     statuses.push(replaced.status);
 
     // Waited: one runs, the other waits for it.

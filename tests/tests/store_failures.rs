@@ -81,7 +81,9 @@ async fn a_store_that_fails_gives_errors_that_name_it() {
     .input("n", cairn_engine::catalog::TypeDesc::of::<i64>());
     let key = cairn_engine::catalog::CacheKey::new("p", "d", &sig, "1", &inputs).unwrap();
     let call = catalog
-        .call(&key, &Default::default(), || async { Ok::<_, String>(b"1".to_vec()) })
+        .call(&key, &Default::default(), || async {
+            Ok::<_, String>(b"1".to_vec())
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -93,4 +95,32 @@ async fn a_store_that_fails_gives_errors_that_name_it() {
     catalog.record(record("after")).await;
     let err = catalog.flush_records().await.unwrap_err();
     assert!(err.to_string().contains("not stored yet"), "{err}");
+}
+
+/// Opening a PostgreSQL store that refuses us says what the server said, so a wrong password
+/// and a missing database read differently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_carries_the_servers_message() {
+    let url = postgres_url();
+    let wrong_password = url.replacen(":cairn@", ":not-the-password@", 1);
+    assert_ne!(wrong_password, url, "the test URL has the password `cairn`");
+    let err = cairn_engine::AnyStore::open(&wrong_password)
+        .await
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(
+        !text.contains("not-the-password"),
+        "the password is not shown: {text}"
+    );
+
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let missing = format!("{base}/no_such_database_{:08x}", rand::random::<u32>());
+    let text = cairn_engine::AnyStore::open(&missing)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(text.contains("does not exist"), "{text}");
 }

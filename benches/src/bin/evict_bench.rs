@@ -55,7 +55,10 @@ async fn fill(store: &AnyStore, project: &str, n: i64) {
                             inline: Some(output),
                         }),
                     );
-                    tx.set(&keys::by_task(project, "bench", "square", "1", &d), &row.encode());
+                    tx.set(
+                        &keys::by_task(project, "bench", "square", "1", &d),
+                        &row.encode(),
+                    );
                     tx.set(&keys::by_execution(&execution, &d), &[]);
                 }
                 Ok(())
@@ -94,7 +97,9 @@ fn main() {
         fill(&store, &project, n).await;
         let filled = started.elapsed();
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let server = cairn::api::ApiServer::start(
             node.clone(),
             Arc::new(cairn::api::LocalOnly),
