@@ -4,7 +4,8 @@
 //!
 //! Stores N entries of one task (in batched transactions, with the layout the catalog's commit
 //! writes), lists them all through a node's HTTP API page by page (1,000 a page, as a client
-//! does), then evicts the task. Checks the counts; prints the times.
+//! does), then evicts the task. Checks the counts; prints the times. `EVICT_BATCH=n` sets the
+//! entries per eviction transaction (default: the catalog's, 1,000).
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -87,6 +88,13 @@ fn main() {
         let node = Arc::new(
             cairn::Node::builder()
                 .store_url(&url)
+                .catalog_config(cairn::CatalogConfig {
+                    evict_batch: std::env::var("EVICT_BATCH")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(cairn::CatalogConfig::default().evict_batch),
+                    ..Default::default()
+                })
                 .start()
                 .await
                 .expect("node"),
