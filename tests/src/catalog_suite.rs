@@ -355,6 +355,72 @@ pub async fn silent_holder_is_taken_over<H: Harness>() {
     }
 }
 
+/// Many leases held at once are heartbeaten together: a waiter never takes a live one over,
+/// and the beats cost far fewer transactions than one per lease and interval.
+pub async fn many_leases_are_beaten_together<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let project = project();
+    let ttl = Duration::from_millis(800);
+    let n = 300;
+    let mut leases = Vec::new();
+    for i in 0..n {
+        leases.push((
+            Arc::new(key(&project, i)),
+            acquire(&catalog, &key(&project, i), ttl).await,
+        ));
+    }
+    let commits_before = catalog.store().counters().commits();
+    // Every lease held for four TTLs, then committed.
+    let holders: Vec<_> = leases
+        .iter()
+        .map(|(key, lease)| {
+            let (catalog, key, lease) = (catalog.clone(), key.clone(), lease.clone());
+            tokio::spawn(async move {
+                catalog
+                    .heartbeating(&lease, tokio::time::sleep(ttl * 4))
+                    .await;
+                let beats = catalog.store().counters().commits();
+                catalog.commit(&key, &lease, b"alive", None).await.unwrap();
+                beats
+            })
+        })
+        .collect();
+    // Waiters on a few of them see the outputs, never a takeover.
+    let mut waiters = Vec::new();
+    for i in [0, n / 2, n - 1] {
+        let (catalog, key) = (catalog.clone(), leases[i as usize].0.clone());
+        waiters.push(tokio::spawn(async move {
+            let execution = new_execution_id();
+            let req = request(&key, &execution, LONG_TTL);
+            let Resolution::Held(held) = catalog.resolve(&req).await.unwrap() else {
+                panic!("expected held")
+            };
+            tokio::time::timeout(EVENT_TIMEOUT, catalog.wait(&req, held))
+                .await
+                .unwrap()
+                .unwrap()
+        }));
+    }
+    let mut beats = u64::MAX;
+    for h in holders {
+        beats = beats.min(h.await.unwrap());
+    }
+    for w in waiters {
+        match w.await.unwrap() {
+            Answer::Hit(hit) => assert_eq!(hit.output, b"alive"),
+            other => panic!("a heartbeating holder was taken over: {other:?}"),
+        }
+    }
+    assert_eq!(catalog.leases_beating(), 0, "every lease stopped beating");
+    // One transaction per lease and interval would be 300 x 12 = 3,600.
+    let spent = beats - commits_before;
+    assert!(
+        spent < n as u64,
+        "{spent} transactions beat {n} leases for 4 TTLs"
+    );
+}
+
 /// Outputs larger than one store value are chunked and come back intact; outputs over the
 /// configured maximum are refused (the lease is failed, so nobody waits for it).
 pub async fn chunked_and_oversized_outputs<H: Harness>() {
@@ -1174,7 +1240,7 @@ macro_rules! catalog_conformance {
         $crate::catalog_conformance!(@tests $harness;
             concurrent_resolve_acquires_once, commit_then_hit, late_owner_never_overwrites,
             waiters_wake_on_commit_and_fail, silent_holder_is_taken_over,
-            chunked_and_oversized_outputs, overwrite_replaces, eviction_scopes, max_age_and_expiry,
+            many_leases_are_beaten_together, chunked_and_oversized_outputs, overwrite_replaces, eviction_scopes, max_age_and_expiry,
             listing_pages, every_status_is_recorded, concurrent_calls_run_once,
             explain_names_the_changed_component, corrupt_entries_are_contained);
     };

@@ -100,31 +100,17 @@ impl HeldLease {
 }
 
 impl<S: Store> Catalog<S> {
-    /// Drives `work` to completion while heartbeating `lease` every third of its TTL, in the
-    /// same task (no extra task, no extra thread). Stops heartbeating once the lease is lost;
-    /// the holder may still commit afterwards (first writer wins).
+    /// Drives `work` to completion while `lease` is heartbeaten every third of its TTL by the
+    /// catalog's beater, batched with every other lease this process holds. Stops beating once
+    /// the lease is lost; the holder may still commit afterwards (first writer wins).
     pub async fn heartbeating<F: Future>(&self, lease: &Lease, work: F) -> F::Output {
-        let every = (lease.ttl / 3).max(Duration::from_millis(1));
-        // The beats run concurrently with the work: a slow heartbeat never pauses the task.
-        let beats = async {
-            let mut held = true;
-            loop {
-                tokio::time::sleep(every).await;
-                if !held {
-                    continue;
-                }
-                match self.heartbeat(lease).await {
-                    Ok(still) => held = still,
-                    Err(e) => {
-                        tracing::warn!(error = %e, key = %lease.digest, "lease heartbeat failed")
-                    }
-                }
-            }
-        };
-        let (work, beats) = (std::pin::pin!(work), std::pin::pin!(beats));
-        match futures::future::select(work, beats).await {
-            futures::future::Either::Left((out, _)) => out,
-        }
+        let _beats = self.inner.beater.beat(lease);
+        work.await
+    }
+
+    /// Leases this process is heartbeating now.
+    pub fn leases_beating(&self) -> usize {
+        self.inner.beater.beating()
     }
 
     /// Changes the lease record of `lease` with `change` if `lease` still holds it (same

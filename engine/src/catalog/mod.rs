@@ -18,6 +18,7 @@
 //! The catalog never runs tasks itself except in [`Catalog::call`], the whole protocol for one
 //! in-process call, which the actor runtime splits between schedulers and workers.
 
+mod beat;
 mod call;
 mod canonical;
 mod commit;
@@ -106,6 +107,7 @@ struct Inner<S: Store> {
     recorder: Recorder,
     liveness: Liveness,
     mender: mend::Mender,
+    beater: beat::Beater,
 }
 
 impl<S: Store> Catalog<S> {
@@ -119,6 +121,7 @@ impl<S: Store> Catalog<S> {
     pub fn with(store: S, clock: Arc<dyn Clock>, config: CatalogConfig) -> Self {
         let recorder = Recorder::spawn(store.clone(), config.clone());
         let mender = mend::Mender::spawn(store.clone(), config.retry.clone());
+        let beater = beat::Beater::spawn(store.clone(), config.retry.clone());
         Catalog {
             inner: Arc::new(Inner {
                 store,
@@ -127,6 +130,7 @@ impl<S: Store> Catalog<S> {
                 recorder,
                 liveness: Liveness::default(),
                 mender,
+                beater,
             }),
         }
     }

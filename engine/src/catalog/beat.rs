@@ -1,0 +1,234 @@
+//! Lease heartbeats, batched: one background task per catalog beats every lease this process
+//! holds, many leases per transaction.
+//!
+//! A lease beaten by its own transaction every third of its TTL costs one transaction per lease
+//! and interval: a fan-out holding 1,000 leases with a 3 s TTL asks the store for 1,000
+//! transactions a second just to stay alive, and when the store falls behind, waiters on other
+//! nodes see silent leases and take them over — duplicate executions caused by the heartbeats'
+//! own load. Here the leases due are beaten together, [`BATCH`] per transaction, and a lease may
+//! be beaten up to half an interval early so that leases acquired at different moments fall into
+//! the same batches. The holder and the worker running the job may both ask to beat the same
+//! lease; it is beaten once.
+
+use super::lease::Lease;
+use super::records::{LeaseRecord, LeaseState, decode, encode};
+use crate::error::Result;
+use crate::keys::{self, entry_part};
+use crate::store::{RetryPolicy, Store, Transaction, transact};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Leases beaten per transaction (each a point read and a write of about 150 bytes).
+pub(super) const BATCH: usize = 128;
+
+/// Batches in flight at once.
+const PARALLEL: usize = 4;
+
+/// A lease is identified by its key and generation (each acquisition bumps the generation).
+type Id = (super::Digest, u64);
+
+struct Beating {
+    lease: Lease,
+    every: Duration,
+    last: Instant,
+    /// Registrations of this lease still running (holder and worker).
+    users: usize,
+    /// Still held as of the last beat; a lost lease is not beaten again.
+    held: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    leases: Mutex<HashMap<Id, Beating>>,
+    wake: Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Handle on the beating task; stops it when dropped.
+pub(super) struct Beater {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Beater {
+    fn drop(&mut self) {
+        self.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// While alive, its lease is beaten.
+pub(super) struct Beats {
+    shared: Arc<Shared>,
+    id: Id,
+}
+
+impl Drop for Beats {
+    fn drop(&mut self) {
+        let mut leases = self.shared.leases.lock();
+        if let Some(b) = leases.get_mut(&self.id) {
+            b.users -= 1;
+            if b.users == 0 {
+                leases.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Beater {
+    pub fn spawn<S: Store>(store: S, retry: RetryPolicy) -> Beater {
+        let shared = Arc::new(Shared::default());
+        // Beats bound how soon waiters may take over: the urgent lane keeps them from queueing
+        // behind the bulk of resolves and commits.
+        tokio::spawn(run(store, retry.urgent(), shared.clone()));
+        Beater { shared }
+    }
+
+    /// Beats `lease` every third of its TTL until the returned guard is dropped.
+    pub fn beat(&self, lease: &Lease) -> Beats {
+        let id = (lease.digest, lease.generation);
+        let every = (lease.ttl / 3).max(Duration::from_millis(1));
+        let mut leases = self.shared.leases.lock();
+        leases
+            .entry(id)
+            .and_modify(|b| b.users += 1)
+            .or_insert_with(|| Beating {
+                lease: lease.clone(),
+                every,
+                last: Instant::now(),
+                users: 1,
+                held: true,
+            });
+        drop(leases);
+        self.shared.wake.notify_one();
+        Beats {
+            shared: self.shared.clone(),
+            id,
+        }
+    }
+
+    /// Leases being beaten now (for tests and status).
+    pub fn beating(&self) -> usize {
+        self.shared.leases.lock().len()
+    }
+}
+
+async fn run<S: Store>(store: S, retry: RetryPolicy, shared: Arc<Shared>) {
+    loop {
+        if shared.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let now = Instant::now();
+        // Due: past half its interval. The next wake-up: when the first lease reaches its full
+        // interval.
+        let (due, next) = {
+            let leases = shared.leases.lock();
+            let mut due = Vec::new();
+            let mut next: Option<Instant> = None;
+            for (id, b) in leases.iter().filter(|(_, b)| b.held) {
+                if now >= b.last + b.every / 2 {
+                    due.push((*id, b.lease.clone()));
+                } else {
+                    let by = b.last + b.every;
+                    next = Some(next.map_or(by, |n| n.min(by)));
+                }
+            }
+            (due, next)
+        };
+        if due.is_empty() {
+            let sleep = tokio::time::sleep_until(next.unwrap_or(now + Duration::from_secs(3600)));
+            tokio::select! {
+                () = sleep => {}
+                () = shared.wake.notified() => {}
+            }
+            continue;
+        }
+        let chunks: Vec<Vec<(Id, Lease)>> = due.chunks(BATCH).map(<[_]>::to_vec).collect();
+        let results: Vec<(Vec<(Id, Lease)>, Result<Vec<bool>>)> =
+            futures::stream::iter(chunks.into_iter().map(|chunk| {
+                let (store, retry) = (&store, &retry);
+                async move {
+                    let leases: Vec<&Lease> = chunk.iter().map(|(_, l)| l).collect();
+                    let result = beat_all(store, retry, &leases).await;
+                    (chunk, result)
+                }
+            }))
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        let mut leases = shared.leases.lock();
+        for (chunk, result) in results {
+            match result {
+                Ok(held) => {
+                    for ((id, _), held) in chunk.iter().zip(held) {
+                        if let Some(b) = leases.get_mut(id) {
+                            b.last = now;
+                            b.held = held;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, leases = chunk.len(), "lease heartbeats failed; retrying");
+                    // Try again soon, not at once: past half an interval from now.
+                    for (id, _) in &chunk {
+                        if let Some(b) = leases.get_mut(id) {
+                            b.last = now - b.every / 4;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bumps the heartbeat counter of every lease in `leases` still held by it, in one
+/// transaction; reports, per lease, whether it still was.
+pub(super) async fn beat_all<S: Store>(
+    store: &S,
+    retry: &RetryPolicy,
+    leases: &[&Lease],
+) -> Result<Vec<bool>> {
+    let keys: Vec<Vec<u8>> = leases
+        .iter()
+        .map(|l| keys::entry_part(&l.digest, entry_part::LEASE))
+        .collect();
+    transact(store, retry, |tx| {
+        let keys = &keys;
+        async move {
+            let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            let raws = tx.get_many(&refs, false).await?;
+            let mut held = Vec::with_capacity(leases.len());
+            for ((lease, key), raw) in leases.iter().zip(keys).zip(raws) {
+                let Some(raw) = raw else {
+                    held.push(false);
+                    continue;
+                };
+                // A record that does not decode is no longer this lease's.
+                let Ok(mut record) =
+                    decode::<LeaseRecord>(|| format!("lease record of {}", lease.digest), &raw)
+                else {
+                    held.push(false);
+                    continue;
+                };
+                if record.generation != lease.generation
+                    || record.execution != lease.execution
+                    || record.state != LeaseState::Held
+                {
+                    held.push(false);
+                    continue;
+                }
+                record.beat += 1;
+                tx.set(key, &encode(&record));
+                held.push(true);
+            }
+            Ok(held)
+        }
+    })
+    .await
+}
