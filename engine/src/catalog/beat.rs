@@ -32,6 +32,9 @@ const PARALLEL: usize = 4;
 /// A lease is identified by its key and generation (each acquisition bumps the generation).
 type Id = (super::Digest, u64);
 
+/// Leases beaten in one transaction, and what it found.
+type Batch = (Vec<(Id, Lease)>, Result<Vec<bool>>);
+
 struct Beating {
     lease: Lease,
     every: Duration,
@@ -150,18 +153,17 @@ async fn run<S: Store>(store: S, retry: RetryPolicy, shared: Arc<Shared>) {
             continue;
         }
         let chunks: Vec<Vec<(Id, Lease)>> = due.chunks(BATCH).map(<[_]>::to_vec).collect();
-        let results: Vec<(Vec<(Id, Lease)>, Result<Vec<bool>>)> =
-            futures::stream::iter(chunks.into_iter().map(|chunk| {
-                let (store, retry) = (&store, &retry);
-                async move {
-                    let leases: Vec<&Lease> = chunk.iter().map(|(_, l)| l).collect();
-                    let result = beat_all(store, retry, &leases).await;
-                    (chunk, result)
-                }
-            }))
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
+        let results: Vec<Batch> = futures::stream::iter(chunks.into_iter().map(|chunk| {
+            let (store, retry) = (&store, &retry);
+            async move {
+                let leases: Vec<&Lease> = chunk.iter().map(|(_, l)| l).collect();
+                let result = beat_all(store, retry, &leases).await;
+                (chunk, result)
+            }
+        }))
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
         let mut leases = shared.leases.lock();
         for (chunk, result) in results {
             match result {
