@@ -40,6 +40,7 @@ async fn resolve_hits<S: Store>(
                         max_age: None,
                         overwrite: false,
                         takeover: None,
+                        trace: None,
                     };
                     match catalog.resolve(&req).await.expect("resolve") {
                         Resolution::Hit(hit) => assert_eq!(hit.output.len(), 8),

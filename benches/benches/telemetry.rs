@@ -41,6 +41,7 @@ fn benches(c: &mut Criterion) {
         otlp_endpoint: Some(rt.block_on(sink())),
         protocol: Some("http/protobuf".into()),
         service_name: Some("cairn-bench".into()),
+        dependency_spans: None,
     };
     let telemetry = rt
         .block_on(async { Telemetry::init(&config, "bench") })

@@ -136,6 +136,7 @@ pub async fn populated_keys<S: Store>(
             max_age: None,
             overwrite: false,
             takeover: None,
+            trace: None,
         };
         let Resolution::Acquired(lease) = catalog.resolve(&req).await.expect("resolve") else {
             panic!("fresh key not acquired");

@@ -32,6 +32,7 @@
 //! [telemetry]                 # OTLP export; OTEL_* variables override
 //! otlp_endpoint = "http://collector:4317"
 //! protocol = "grpc"            # or "http/protobuf"
+//! dependency_spans = false     # true: export ractor/hyper/tonic spans too
 //!
 //! [[schedules]]
 //! name = "hourly-report"

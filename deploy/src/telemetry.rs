@@ -27,6 +27,20 @@ pub struct TelemetryConfig {
     pub protocol: Option<String>,
     /// `service.name` of this node's telemetry (default `cairn`).
     pub service_name: Option<String>,
+    /// Export the spans of dependencies too (ractor's actor spans, hyper, tower, tonic). Off
+    /// by default: only Cairn's `cairn.*` spans are exported. `CAIRN_OTEL_DEPENDENCY_SPANS`
+    /// (`true`/`false`) overrides it.
+    pub dependency_spans: Option<bool>,
+}
+
+impl TelemetryConfig {
+    /// Whether dependencies' spans are exported (the variable wins over the file).
+    pub fn exports_dependency_spans(&self) -> bool {
+        match env("CAIRN_OTEL_DEPENDENCY_SPANS") {
+            Some(v) => v.eq_ignore_ascii_case("true") || v == "1",
+            None => self.dependency_spans.unwrap_or(false),
+        }
+    }
 }
 
 /// Installed telemetry; [`Telemetry::shutdown`] flushes what is buffered.
@@ -66,9 +80,18 @@ impl Telemetry {
             });
         }
         let (tracer, meter) = Self::providers(config, node)?;
+        // Cairn's own spans only, unless asked: ractor's actor spans live as long as the node
+        // and would each be a trace of their own.
+        let dependencies = config.exports_dependency_spans();
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer.tracer("cairn"))
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+            .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
+                dependencies
+                    || meta
+                        .target()
+                        .starts_with(cairn_engine::telemetry::semconv::TARGET_PREFIX)
+            }));
         tracing_subscriber::registry()
             .with(fmt)
             .with(layer)
@@ -95,7 +118,7 @@ impl Telemetry {
             config.otlp_endpoint.clone()
         };
         let mut resource = Resource::builder()
-            .with_attribute(KeyValue::new("cairn.node", node.to_string()))
+            .with_attribute(KeyValue::new(cairn_engine::telemetry::semconv::NODE, node.to_string()))
             // Becomes Prometheus' `instance` label, which the dashboard groups nodes by.
             .with_attribute(KeyValue::new("service.instance.id", node.to_string()));
         if env("OTEL_SERVICE_NAME").is_none() {

@@ -222,6 +222,42 @@ fn grafana_dashboard_queries_only_metrics_and_spans_cairn_emits() {
         sources,
         BTreeSet::from(["prometheus".to_string(), "tempo".to_string()])
     );
+    // Quantile panels read second-scaled histograms with the engine's explicit buckets, keep
+    // the `le` label, and show seconds.
+    let histograms = [sc::METRIC_CALL_DURATION, sc::METRIC_WAIT_DURATION]
+        .map(|m| format!("{}_seconds_bucket", m.replace('.', "_")));
+    let mut quantiles = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let Some(expr) = target["expr"].as_str() else {
+                continue;
+            };
+            let Some(rest) = expr.strip_prefix("histogram_quantile(") else {
+                continue;
+            };
+            quantiles += 1;
+            let q: f64 = rest.split(',').next().unwrap().trim().parse().unwrap();
+            assert!(q > 0.0 && q < 1.0, "{expr}");
+            let by = rest
+                .split("by (")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap();
+            assert!(by.split(',').any(|l| l.trim() == "le"), "{expr} drops `le`");
+            assert!(
+                histograms.iter().any(|h| expr.contains(h.as_str())),
+                "{expr} reads no duration histogram"
+            );
+            assert_eq!(panel["fieldConfig"]["defaults"]["unit"], "s", "{expr}");
+        }
+    }
+    assert!(quantiles >= 4);
+    // The buckets cover a hit (microseconds) to a long task (a minute), increasing.
+    let b = sc::DURATION_BUCKETS;
+    assert!(b.windows(2).all(|w| w[0] < w[1]));
+    assert!(b[0] <= 1e-6 && *b.last().unwrap() >= 60.0);
     // The statuses the dashboard filters on are real cache statuses.
     for status in ["Hit", "Waited", "PutFailure", "Evicted"] {
         assert!(

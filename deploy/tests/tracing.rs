@@ -174,10 +174,78 @@ async fn spans_of_a_hit_a_miss_and_a_wait_form_one_tree_across_two_nodes() {
     );
     assert_eq!(wait.attrs[sc::WAIT_OUTCOME], "hit");
     assert!(wait.attrs[sc::WAIT_MS].parse::<u64>().unwrap() < 30_000);
+    // Linked to the call span, on the other node, whose execution computed the report.
+    let producer = named(&all, sc::SPAN_CALL)
+        .into_iter()
+        .find(|c| c.attrs[sc::EXECUTION] == wait.attrs[sc::WAIT_BEHIND])
+        .expect("the producing call");
+    assert!(
+        wait.links
+            .contains(&(producer.trace_id.clone(), producer.span_id.clone())),
+        "{:?}",
+        wait.links
+    );
+    only_cairn_spans_with_typed_numbers(&all);
+    resolves_close_before_their_executions(&all);
+}
+
+/// Every span received is Cairn's, and every numeric attribute arrives as a number.
+fn only_cairn_spans_with_typed_numbers(all: &[Span]) {
+    use cairn_engine::telemetry::semconv as sc;
+    let mut seen = std::collections::BTreeSet::new();
+    for s in all {
+        assert!(s.name.starts_with("cairn."), "a dependency's span: {s:?}");
+        for attr in [
+            sc::LEASE_GENERATION,
+            sc::WAIT_MS,
+            sc::ATTEMPTS,
+            sc::RUN_ATTEMPT,
+        ] {
+            if let Some(t) = s.types.get(attr) {
+                assert_eq!(*t, "int", "{attr} of {}", s.name);
+                seen.insert(attr);
+            }
+        }
+    }
+    for attr in [
+        sc::LEASE_GENERATION,
+        sc::WAIT_MS,
+        sc::ATTEMPTS,
+        sc::RUN_ATTEMPT,
+    ] {
+        assert!(seen.contains(attr), "no span carries {attr}");
+    }
+}
+
+/// A resolve that acquired closes before the execution it led to starts: it covers the resolve,
+/// not the execution and commit after it (1 ms of slack for clocks of one machine).
+fn resolves_close_before_their_executions(all: &[Span]) {
+    use cairn_engine::telemetry::semconv as sc;
+    let ids = by_id(all);
+    let mut checked = 0;
+    for resolve in named(all, sc::SPAN_RESOLVE) {
+        if resolve.attrs[sc::RESOLVE_OUTCOME] != "acquired" {
+            continue;
+        }
+        let call = parent(&ids, resolve);
+        let execution = &call.attrs[sc::EXECUTION];
+        let execute = named(all, sc::SPAN_EXECUTE)
+            .into_iter()
+            .find(|e| &e.attrs[sc::EXECUTION] == execution)
+            .unwrap_or_else(|| panic!("no execute span for {execution}"));
+        assert!(
+            resolve.end_ns <= execute.start_ns + 1_000_000,
+            "resolve of {execution} ends {} µs after its execution starts",
+            (resolve.end_ns - execute.start_ns) / 1_000
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no acquired resolve");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_http_configured_by_the_config_file() {
+    use cairn_engine::telemetry::semconv as sc;
     let spans = Spans::default();
     let endpoint = common::otlp::http(spans.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -194,21 +262,65 @@ async fn spans_are_exported_over_otlp_http_configured_by_the_config_file() {
     tokio::task::spawn_blocking(move || {
         let run = cli_json(&url, &["run", "sum_of_squares", "--input", "3"], 0);
         assert_eq!(run["output"], 5);
+        // The same slow call from two runs at once on this one node: the second joins the
+        // first's flight in the same scheduler.
+        let other = std::thread::spawn({
+            let url = url.clone();
+            move || cli_json(&url, &["run", "daily_report", "--input", r#""local""#], 0)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let first = cli_json(&url, &["run", "daily_report", "--input", r#""local""#], 0);
+        let second = other.join().unwrap();
+        let mut statuses: Vec<String> = [&first, &second]
+            .iter()
+            .map(|r| r["calls"][0]["status"].as_str().unwrap().to_string())
+            .collect();
+        statuses.sort();
+        assert_eq!(statuses, ["Populated", "Waited"]);
     })
     .await
     .unwrap();
     node.terminate();
     let all = spans.all();
     let ids = by_id(&all);
-    assert_eq!(named(&all, "cairn.run").len(), 1);
+    assert_eq!(named(&all, sc::SPAN_RUN).len(), 3);
     assert_eq!(
-        named(&all, "cairn.call").len(),
-        4,
-        "three squares and a total"
+        named(&all, sc::SPAN_CALL).len(),
+        6,
+        "three squares, a total and two reports"
     );
-    assert_eq!(named(&all, "cairn.execute").len(), 4);
-    for ex in named(&all, "cairn.execute") {
-        assert_eq!(parent(&ids, ex).name, "cairn.call");
+    assert_eq!(named(&all, sc::SPAN_EXECUTE).len(), 5, "the report once");
+    for ex in named(&all, sc::SPAN_EXECUTE) {
+        assert_eq!(parent(&ids, ex).name, sc::SPAN_CALL);
     }
     assert_eq!(all[0].resource["service.name"], "cairn-from-config");
+    only_cairn_spans_with_typed_numbers(&all);
+    resolves_close_before_their_executions(&all);
+
+    // The call that waited on this node: a wait span under it, naming the execution that
+    // produced the report and linked to that call's span.
+    let calls = named(&all, sc::SPAN_CALL);
+    let waited = calls
+        .iter()
+        .find(|c| c.attrs[sc::CACHE_STATUS] == "Waited")
+        .expect("a Waited call");
+    let producer = calls
+        .iter()
+        .find(|c| c.attrs[sc::TASK] == "daily_report" && c.attrs[sc::CACHE_STATUS] == "Populated")
+        .expect("the Populated report");
+    let waits: Vec<_> = named(&all, sc::SPAN_WAIT)
+        .into_iter()
+        .filter(|w| w.parent_id == waited.span_id)
+        .collect();
+    assert_eq!(waits.len(), 1, "{:#?}", named(&all, sc::SPAN_WAIT));
+    let wait = waits[0];
+    assert_eq!(wait.attrs[sc::WAIT_BEHIND], producer.attrs[sc::EXECUTION]);
+    assert_eq!(wait.attrs[sc::WAIT_OUTCOME], "hit");
+    assert_eq!(wait.types[sc::WAIT_MS], "int");
+    assert!(
+        wait.links
+            .contains(&(producer.trace_id.clone(), producer.span_id.clone())),
+        "no link to the producing call: {:?}",
+        wait.links
+    );
 }

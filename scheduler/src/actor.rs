@@ -13,6 +13,7 @@ use cairn_engine::catalog::{
     new_execution_id,
 };
 use cairn_engine::task::{Job, JobCache, JobReport, TaskError};
+use cairn_engine::telemetry::semconv as sc;
 use cairn_worker::{Dispatch, ReportTo};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
+
+/// A number as a span attribute: tracing hands unsigned integers to OpenTelemetry as strings,
+/// signed ones as integers.
+fn int(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
 
 /// One task call, as submitted to a scheduler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +113,18 @@ struct Pending {
     execution: String,
     started: Instant,
     started_ms: i64,
+    /// The call joined a flight this scheduler already had: it waits behind that flight's
+    /// leader, in this span.
+    joined: Option<Joined>,
+}
+
+/// A call waiting behind another call of this process computing the same key.
+struct Joined {
+    /// The `cairn.wait` span (child of the call's span, linked to the leader's).
+    span: tracing::Span,
+    /// The leader's execution.
+    behind: String,
+    since: Instant,
 }
 
 /// A scheduler's state.
@@ -117,35 +136,16 @@ pub struct SchedulerState {
 }
 
 /// The hit path first (one read, nothing decoded but the output), then the read-write path.
-async fn resolve(
-    catalog: &Catalog<AnyStore>,
-    key: &CacheKey,
-    owner: &str,
-    execution: &str,
-    lease_ttl: Duration,
-    max_age: Option<Duration>,
-    overwrite: bool,
-) -> Lookup {
-    let looked_up = if overwrite {
+async fn resolve(catalog: &Catalog<AnyStore>, req: &ResolveRequest<'_>) -> Lookup {
+    let looked_up = if req.overwrite {
         Ok(None)
     } else {
-        catalog.lookup_output(key, max_age).await
+        catalog.lookup_output(req.key, req.max_age).await
     };
     let resolved = match looked_up {
         Ok(Some(output)) => return Lookup::Hit(output),
         // A corrupt entry is never a hit: the read-write path computes the key again.
-        Ok(None) | Err(cairn_engine::Error::Corrupt { .. }) => {
-            let req = ResolveRequest {
-                key,
-                owner,
-                execution,
-                lease_ttl,
-                max_age,
-                overwrite,
-                takeover: None,
-            };
-            Box::pin(catalog.acquire(&req)).await
-        }
+        Ok(None) | Err(cairn_engine::Error::Corrupt { .. }) => Box::pin(catalog.acquire(req)).await,
         Err(e) => Err(e),
     };
     match resolved {
@@ -153,7 +153,7 @@ async fn resolve(
         Ok(Resolution::Acquired(lease)) => Lookup::Acquired(lease),
         Ok(Resolution::Held(held)) => Lookup::Held(held),
         Err(e) => {
-            tracing::warn!(error = %e, key = %key.digest, "cache lookup failed; running uncached");
+            tracing::warn!(error = %e, key = %req.key.digest, "cache lookup failed; running uncached");
             Lookup::Failed(e.to_string())
         }
     }
@@ -184,7 +184,34 @@ impl SchedulerState {
             max_age: p.request.max_age,
             overwrite,
             takeover: None,
+            trace: None,
         }
+    }
+
+    /// `call` joined the flight `leader` leads: it waits, in a `cairn.wait` span linked to the
+    /// leader's call span, until the flight ends.
+    fn joined(&mut self, call: CallId, leader: CallId) {
+        let Some(l) = self.calls.get(&leader) else {
+            return;
+        };
+        let (leader_span, behind) = (l.span.clone(), l.execution.clone());
+        let Some(p) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let span = tracing::info_span!(
+            parent: &p.span,
+            sc::SPAN_WAIT,
+            { sc::CACHE_KEY } = p.request.key.as_ref().map(|k| tracing::field::display(k.digest)),
+            { sc::WAIT_BEHIND } = tracing::field::Empty,
+            { sc::WAIT_MS } = tracing::field::Empty,
+            { sc::WAIT_OUTCOME } = tracing::field::Empty,
+        );
+        span.follows_from(&leader_span);
+        p.joined = Some(Joined {
+            span,
+            behind,
+            since: Instant::now(),
+        });
     }
 
     async fn perform(&mut self, myself: &ActorRef<SchedulerMsg>, action: Action) {
@@ -203,42 +230,49 @@ impl SchedulerState {
                     p.request.lease_ttl,
                     p.request.max_age,
                 );
+                let trace = cairn_engine::telemetry::propagate::traceparent(&p.span);
                 let span = tracing::info_span!(
                     parent: &p.span,
-                    "cairn.resolve",
-                    "cairn.cache.key" = %key.digest,
-                    "cairn.resolve.outcome" = tracing::field::Empty,
-                    "cairn.lease.generation" = tracing::field::Empty,
-                    "cairn.wait.behind" = tracing::field::Empty,
+                    sc::SPAN_RESOLVE,
+                    { sc::CACHE_KEY } = %key.digest,
+                    { sc::RESOLVE_OUTCOME } = tracing::field::Empty,
+                    { sc::LEASE_GENERATION } = tracing::field::Empty,
+                    { sc::WAIT_BEHIND } = tracing::field::Empty,
                 );
-                tokio::spawn(
-                    async move {
-                        let outcome = resolve(
-                            &catalog,
-                            &key,
-                            &owner,
-                            &execution,
-                            ttl,
+                tokio::spawn(async move {
+                    // The span covers the resolve only: it is closed before the outcome is
+                    // sent, so nothing that handles the outcome (the dispatch, the job) runs
+                    // inside it or keeps it open.
+                    let outcome = async {
+                        let req = ResolveRequest {
+                            key: &key,
+                            owner: &owner,
+                            execution: &execution,
+                            lease_ttl: ttl,
                             max_age,
-                            flight.overwrite,
-                        )
-                        .await;
+                            overwrite: flight.overwrite,
+                            takeover: None,
+                            trace: trace.as_deref(),
+                        };
+                        let outcome = resolve(&catalog, &req).await;
                         let span = tracing::Span::current();
                         match &outcome {
-                            Lookup::Hit(_) => span.record("cairn.resolve.outcome", "hit"),
+                            Lookup::Hit(_) => span.record(sc::RESOLVE_OUTCOME, "hit"),
                             Lookup::Acquired(lease) => span
-                                .record("cairn.resolve.outcome", "acquired")
-                                .record("cairn.lease.generation", lease.generation),
+                                .record(sc::RESOLVE_OUTCOME, "acquired")
+                                .record(sc::LEASE_GENERATION, int(lease.generation)),
                             Lookup::Held(held) => span
-                                .record("cairn.resolve.outcome", "held")
-                                .record("cairn.lease.generation", held.generation)
-                                .record("cairn.wait.behind", held.execution.as_str()),
-                            Lookup::Failed(_) => span.record("cairn.resolve.outcome", "failed"),
+                                .record(sc::RESOLVE_OUTCOME, "held")
+                                .record(sc::LEASE_GENERATION, int(held.generation))
+                                .record(sc::WAIT_BEHIND, held.execution.as_str()),
+                            Lookup::Failed(_) => span.record(sc::RESOLVE_OUTCOME, "failed"),
                         };
-                        let _ = me.send_message(SchedulerMsg::Resolved(flight, outcome));
+                        outcome
                     }
-                    .instrument(span),
-                );
+                    .instrument(span)
+                    .await;
+                    let _ = me.send_message(SchedulerMsg::Resolved(flight, outcome));
+                });
             }
             Action::Wait {
                 flight,
@@ -258,19 +292,23 @@ impl SchedulerState {
                     req.lease_ttl,
                     req.max_age,
                 );
+                let trace = cairn_engine::telemetry::propagate::traceparent(&p.span);
                 let (catalog, me) = (self.args.catalog.clone(), myself.clone());
                 let span = tracing::info_span!(
                     parent: &p.span,
-                    "cairn.wait",
-                    "cairn.cache.key" = %key.digest,
-                    "cairn.wait.behind" = %held.execution,
-                    "cairn.lease.generation" = held.generation,
-                    "cairn.wait.ms" = tracing::field::Empty,
-                    "cairn.wait.outcome" = tracing::field::Empty,
+                    sc::SPAN_WAIT,
+                    { sc::CACHE_KEY } = %key.digest,
+                    { sc::WAIT_BEHIND } = %held.execution,
+                    { sc::LEASE_GENERATION } = int(held.generation),
+                    { sc::WAIT_MS } = tracing::field::Empty,
+                    { sc::WAIT_OUTCOME } = tracing::field::Empty,
                 );
+                if let Some(trace) = &held.trace {
+                    cairn_engine::telemetry::propagate::add_link(&span, trace);
+                }
                 let started = Instant::now();
-                tokio::spawn(
-                    async move {
+                tokio::spawn(async move {
+                    let outcome = async {
                         let req = ResolveRequest {
                             key: &key,
                             owner: &owner,
@@ -279,6 +317,7 @@ impl SchedulerState {
                             max_age,
                             overwrite: flight.overwrite,
                             takeover: None,
+                            trace: trace.as_deref(),
                         };
                         let outcome = match catalog.wait(&req, held).await {
                             Ok(Answer::Hit(hit)) => WaitOutcome::Hit(hit.output),
@@ -286,19 +325,22 @@ impl SchedulerState {
                             Err(e) => WaitOutcome::Failed(e.to_string()),
                         };
                         let span = tracing::Span::current();
-                        span.record("cairn.wait.ms", started.elapsed().as_millis() as u64);
+                        span.record(sc::WAIT_MS, int(started.elapsed().as_millis()));
                         span.record(
-                            "cairn.wait.outcome",
+                            sc::WAIT_OUTCOME,
                             match &outcome {
                                 WaitOutcome::Hit(_) => "hit",
                                 WaitOutcome::Acquired(_) => "acquired",
                                 WaitOutcome::Failed(_) => "failed",
                             },
                         );
-                        let _ = me.send_message(SchedulerMsg::Waited(flight, outcome));
+                        outcome
                     }
-                    .instrument(span),
-                );
+                    .instrument(span)
+                    .await;
+                    // Sent outside the span (see the resolve above).
+                    let _ = me.send_message(SchedulerMsg::Waited(flight, outcome));
+                });
             }
             Action::Dispatch {
                 flight,
@@ -375,6 +417,24 @@ impl SchedulerState {
                     status = CacheStatus::Replayed;
                 }
                 let duration = p.started.elapsed();
+                // A call that joined this process's flight waited behind its leader's
+                // execution (or behind what the leader itself waited for).
+                let waited_for = match &p.joined {
+                    Some(j) if status == CacheStatus::Waited => {
+                        waited_for.or_else(|| Some(j.behind.clone()))
+                    }
+                    _ => waited_for,
+                };
+                if let Some(j) = &p.joined {
+                    let behind = waited_for.as_deref().unwrap_or(&j.behind);
+                    j.span.record(sc::WAIT_BEHIND, behind);
+                    j.span
+                        .record(sc::WAIT_MS, int(j.since.elapsed().as_millis()));
+                    j.span.record(
+                        sc::WAIT_OUTCOME,
+                        if output.is_ok() { "hit" } else { "failed" },
+                    );
+                }
                 let record = ExecutionRecord {
                     execution: p.execution.clone(),
                     run: p.request.run.clone(),
@@ -398,9 +458,11 @@ impl SchedulerState {
                     executed: ran,
                     cache_error: cache_error.clone(),
                 };
-                p.span.record("cairn.execution", p.execution.as_str());
+                p.span.record(sc::EXECUTION, p.execution.as_str());
                 p.span
-                    .record("cairn.cache.status", tracing::field::debug(status));
+                    .record(sc::CACHE_STATUS, tracing::field::debug(status));
+                // The wait ends with the answer.
+                drop(p.joined);
                 cairn_engine::telemetry::metrics::call_answered(
                     &p.request.task,
                     status,
@@ -465,6 +527,7 @@ impl Actor for Scheduler {
                         execution: new_execution_id(),
                         started: Instant::now(),
                         started_ms: unix_ms(),
+                        joined: None,
                     },
                 );
                 Input::Call {
@@ -481,7 +544,22 @@ impl Actor for Scheduler {
                 report: *report,
             },
         };
-        for action in state.machine.step(input) {
+        let joining = match &input {
+            Input::Call {
+                call,
+                flight: Some(flight),
+                ..
+            } => Some((*call, *flight)),
+            _ => None,
+        };
+        let actions = state.machine.step(input);
+        if let Some((call, flight)) = joining
+            && let Some(leader) = state.machine.leader_of(&flight)
+            && leader != call
+        {
+            state.joined(call, leader);
+        }
+        for action in actions {
             state.perform(&myself, action).await;
         }
         Ok(())

@@ -17,6 +17,7 @@ use cairn_engine::nodes::Incarnation;
 use cairn_engine::runs::{
     Cancellations, Created, Ended, Idempotency, NewRun, RunOwner, RunRecord, Runs,
 };
+use cairn_engine::telemetry::semconv as sc;
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -381,15 +382,16 @@ impl Launcher {
             generation: record.generation,
         });
         let span = tracing::info_span!(
-            "cairn.run",
-            "cairn.run.id" = %record.run_id,
-            "cairn.workflow" = %record.workflow,
-            "cairn.project" = %record.project,
-            "cairn.domain" = %record.domain,
-            "cairn.node" = %inner.me.node,
-            "cairn.schedule" = record.schedule.as_deref(),
-            "cairn.run.attempt" = attempt,
-            "cairn.run.status" = tracing::field::Empty,
+            sc::SPAN_RUN,
+            { sc::RUN_ID } = %record.run_id,
+            { sc::WORKFLOW } = %record.workflow,
+            { sc::PROJECT } = %record.project,
+            { sc::DOMAIN } = %record.domain,
+            { sc::NODE } = %inner.me.node,
+            { sc::SCHEDULE } = record.schedule.as_deref(),
+            // Signed: tracing hands unsigned integers to OpenTelemetry as strings.
+            { sc::RUN_ATTEMPT } = i64::from(attempt),
+            { sc::RUN_STATUS } = tracing::field::Empty,
         );
         let (mut record, mut ctx) = (record, ctx);
         let prepared = self.prepare(&mut record, &mut ctx, attempt, &span).await;
@@ -407,7 +409,7 @@ impl Launcher {
             tracing::warn!(run = %record.run_id, error = %e, "execution records of a run not stored yet");
         }
         span.record(
-            "cairn.run.status",
+            sc::RUN_STATUS,
             if outcome.is_ok() {
                 "succeeded"
             } else {

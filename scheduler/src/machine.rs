@@ -179,6 +179,11 @@ impl Machine {
         self.flights.len()
     }
 
+    /// The call leading `flight`, if it is in progress.
+    pub fn leader_of(&self, flight: &FlightKey) -> Option<CallId> {
+        self.flights.get(flight).map(|f| f.leader)
+    }
+
     /// Applies `input`; returns what to do.
     pub fn step(&mut self, input: Input) -> Vec<Action> {
         match input {

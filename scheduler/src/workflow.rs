@@ -5,6 +5,7 @@ use crate::actor::CallRequest;
 use crate::handle::SchedulerHandle;
 use cairn_engine::catalog::{CacheStatus, Digest};
 use cairn_engine::task::{Task, TaskError};
+use cairn_engine::telemetry::semconv as sc;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -368,14 +369,14 @@ impl Ctx {
         }
         let encoded = rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
         let span = tracing::info_span!(
-            "cairn.call",
-            "cairn.task" = spec.name(),
-            "cairn.run.id" = &*inner.run_id,
-            "cairn.project" = &*inner.project,
-            "cairn.domain" = &*inner.domain,
-            "cairn.cache.key" = key.as_ref().map(|k| tracing::field::display(k.digest)),
-            "cairn.execution" = tracing::field::Empty,
-            "cairn.cache.status" = tracing::field::Empty,
+            sc::SPAN_CALL,
+            { sc::TASK } = spec.name(),
+            { sc::RUN_ID } = &*inner.run_id,
+            { sc::PROJECT } = &*inner.project,
+            { sc::DOMAIN } = &*inner.domain,
+            { sc::CACHE_KEY } = key.as_ref().map(|k| tracing::field::display(k.digest)),
+            { sc::EXECUTION } = tracing::field::Empty,
+            { sc::CACHE_STATUS } = tracing::field::Empty,
         );
         let result = inner
             .scheduler

@@ -51,6 +51,7 @@ fn request<'a>(key: &'a CacheKey, execution: &'a str, ttl: Duration) -> ResolveR
         max_age: None,
         overwrite: false,
         takeover: None,
+        trace: None,
     }
 }
 

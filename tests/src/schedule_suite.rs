@@ -690,6 +690,7 @@ pub async fn journals_are_collected_after_their_retention<H: Harness>() {
             max_age: None,
             overwrite: false,
             takeover: None,
+            trace: None,
         };
         let Resolution::Acquired(lease) = catalog.resolve(&req).await.unwrap() else {
             panic!("a fresh journal slot is acquired");

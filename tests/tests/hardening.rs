@@ -150,6 +150,7 @@ async fn a_body_whose_output_lost_is_still_counted_as_executed() {
         max_age: None,
         overwrite: false,
         takeover: None,
+        trace: None,
     };
     let Resolution::Acquired(stuck_lease) = node.catalog().resolve(&req).await.unwrap() else {
         panic!("the stuck node gets the lease first")

@@ -280,7 +280,17 @@ async fn slow_double(n: i64) -> i64 {
 #[tokio::test(start_paused = true)]
 async fn ten_thousand_identical_calls_run_once() {
     let shared = SharedStore::new().await;
-    let node = shared.node("a").task(slow_double).start().await.unwrap();
+    // All 10,000 in flight at once (a run's default bound is 4,096).
+    let node = shared
+        .node("a")
+        .task(slow_double)
+        .call_limits(cairn::CallLimits {
+            max_in_flight: 10_000,
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
     let ctx = node.ctx(opts());
     let started = tokio::time::Instant::now();
     let calls = (0..10_000).map(|_| {
@@ -473,6 +483,7 @@ async fn a_silent_holder_is_taken_over_and_its_late_commit_loses() {
         max_age: None,
         overwrite: false,
         takeover: None,
+        trace: None,
     };
     let Resolution::Acquired(stuck_lease) = node.catalog().resolve(&req).await.unwrap() else {
         panic!("the stuck node should get the lease")
@@ -629,6 +640,7 @@ async fn timeouts_unknown_tasks_and_dead_workers_are_clear_errors() {
                 max_age: None,
                 overwrite: false,
                 takeover: None,
+                trace: None,
             };
             match node.catalog().resolve(&req).await.unwrap() {
                 Resolution::Acquired(l) => assert!(

@@ -4,6 +4,7 @@ use cairn_engine::Store;
 use cairn_engine::catalog::{CacheStatus, Catalog};
 use cairn_engine::runs::Cancellations;
 use cairn_engine::task::{Job, JobCache, JobReport, TaskError, TaskRegistry};
+use cairn_engine::telemetry::semconv as sc;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -39,20 +40,24 @@ pub struct Context<'a, S: Store> {
 /// report.
 pub async fn execute<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport {
     let span = tracing::info_span!(
-        "cairn.execute",
-        "cairn.task" = %job.task,
-        "cairn.execution" = %job.execution,
-        "cairn.run.id" = job.run.as_deref().unwrap_or(""),
-        "cairn.lease.generation" = job.cache.as_ref().map(|c| c.lease.generation),
-        "cairn.attempts" = tracing::field::Empty,
-        "cairn.cache.status" = tracing::field::Empty,
+        sc::SPAN_EXECUTE,
+        { sc::TASK } = %job.task,
+        { sc::EXECUTION } = %job.execution,
+        { sc::RUN_ID } = job.run.as_deref().unwrap_or(""),
+        // Signed: tracing hands unsigned integers to OpenTelemetry as strings.
+        { sc::LEASE_GENERATION } = job
+            .cache
+            .as_ref()
+            .map(|c| i64::try_from(c.lease.generation).unwrap_or(i64::MAX)),
+        { sc::ATTEMPTS } = tracing::field::Empty,
+        { sc::CACHE_STATUS } = tracing::field::Empty,
     );
     if let Some(parent) = &job.trace {
         cairn_engine::telemetry::propagate::set_parent(&span, parent);
     }
     let report = execute_in_span(cx, job).instrument(span.clone()).await;
-    span.record("cairn.attempts", report.attempts);
-    span.record("cairn.cache.status", tracing::field::debug(report.status));
+    span.record(sc::ATTEMPTS, i64::from(report.attempts));
+    span.record(sc::CACHE_STATUS, tracing::field::debug(report.status));
     report
 }
 
@@ -160,9 +165,9 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
         };
     };
     let commit = tracing::info_span!(
-        "cairn.commit",
-        "cairn.cache.key" = %cache.key.digest,
-        "cairn.cache.status" = tracing::field::Empty,
+        sc::SPAN_COMMIT,
+        { sc::CACHE_KEY } = %cache.key.digest,
+        { sc::CACHE_STATUS } = tracing::field::Empty,
     );
     let (output, status, cache_error) = if journaled {
         let (output, status) = journal(catalog, cache, outcome)
@@ -175,7 +180,7 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
             .instrument(commit.clone())
             .await
     };
-    commit.record("cairn.cache.status", tracing::field::debug(status));
+    commit.record(sc::CACHE_STATUS, tracing::field::debug(status));
     JobReport {
         output,
         status,

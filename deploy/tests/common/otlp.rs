@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+pub use opentelemetry_proto::tonic::metrics::v1::Metric;
 use prost::Message;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,14 @@ pub struct Span {
     pub trace_id: String,
     pub span_id: String,
     pub parent_id: String,
+    /// Start and end, Unix nanoseconds.
+    pub start_ns: u64,
+    pub end_ns: u64,
     pub attrs: BTreeMap<String, String>,
+    /// Each attribute's OTLP value type: `string`, `int`, `double`, `bool` or `other`.
+    pub types: BTreeMap<String, &'static str>,
+    /// Span links: (trace id, span id).
+    pub links: Vec<(String, String)>,
     pub resource: BTreeMap<String, String>,
 }
 
@@ -46,6 +54,21 @@ fn flatten(kvs: &[KeyValue]) -> BTreeMap<String, String> {
                 other => format!("{other:?}"),
             };
             (kv.key.clone(), v)
+        })
+        .collect()
+}
+
+fn types(kvs: &[KeyValue]) -> BTreeMap<String, &'static str> {
+    kvs.iter()
+        .map(|kv| {
+            let t = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(AnyValue::StringValue(_)) => "string",
+                Some(AnyValue::IntValue(_)) => "int",
+                Some(AnyValue::BoolValue(_)) => "bool",
+                Some(AnyValue::DoubleValue(_)) => "double",
+                _ => "other",
+            };
+            (kv.key.clone(), t)
         })
         .collect()
 }
@@ -69,7 +92,15 @@ impl Spans {
                         trace_id: hex(&s.trace_id),
                         span_id: hex(&s.span_id),
                         parent_id: hex(&s.parent_span_id),
+                        start_ns: s.start_time_unix_nano,
+                        end_ns: s.end_time_unix_nano,
                         attrs: flatten(&s.attributes),
+                        types: types(&s.attributes),
+                        links: s
+                            .links
+                            .iter()
+                            .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                            .collect(),
                         resource: resource.clone(),
                     });
                 }
@@ -96,16 +127,33 @@ impl TraceService for Spans {
     }
 }
 
-/// Accepts metrics and drops them (the nodes export both signals to one endpoint).
+/// Received metric exports, kept whole.
 #[derive(Clone, Default)]
-pub struct DropMetrics;
+pub struct Metrics(Arc<Mutex<Vec<Metric>>>);
+
+impl Metrics {
+    fn add(&self, req: ExportMetricsServiceRequest) {
+        let mut out = self.0.lock().unwrap();
+        for rm in req.resource_metrics {
+            for sm in rm.scope_metrics {
+                out.extend(sm.metrics);
+            }
+        }
+    }
+
+    /// Every metric export received so far, oldest first.
+    pub fn all(&self) -> Vec<Metric> {
+        self.0.lock().unwrap().clone()
+    }
+}
 
 #[tonic::async_trait]
-impl MetricsService for DropMetrics {
+impl MetricsService for Metrics {
     async fn export(
         &self,
-        _request: tonic::Request<ExportMetricsServiceRequest>,
+        request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.add(request.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: None,
         }))
@@ -114,12 +162,17 @@ impl MetricsService for DropMetrics {
 
 /// Serves OTLP/gRPC on a free loopback port; returns its endpoint.
 pub async fn grpc(spans: Spans) -> String {
+    grpc_with(spans, Metrics::default()).await
+}
+
+/// Serves OTLP/gRPC, keeping spans and metrics, on a free loopback port; returns its endpoint.
+pub async fn grpc_with(spans: Spans, metrics: Metrics) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(spans))
-            .add_service(MetricsServiceServer::new(DropMetrics))
+            .add_service(MetricsServiceServer::new(metrics))
             .serve_with_incoming(tokio_stream_of(listener)),
     );
     format!("http://{addr}")

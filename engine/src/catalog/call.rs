@@ -105,6 +105,7 @@ impl<S: Store> Catalog<S> {
                 max_age: opts.max_age,
                 overwrite: opts.overwrite,
                 takeover: None,
+                trace: None,
             };
             let resolution = match self.resolve(&req).await {
                 Ok(r) => r,

@@ -60,6 +60,8 @@ pub struct HeldLease {
     pub beat: u64,
     /// The holder's TTL: it may be taken over once (generation, beat) stay unchanged this long.
     pub ttl: Duration,
+    /// W3C `traceparent` of the holder's call span, when it was traced.
+    pub trace: Option<String>,
     /// The lease record's bytes as read, for watching it.
     pub(super) raw: Vec<u8>,
 }
@@ -82,6 +84,7 @@ impl HeldLease {
             generation,
             beat,
             ttl,
+            trace: None,
             raw: Vec::new(),
         }
     }
@@ -94,6 +97,7 @@ impl HeldLease {
             generation: record.generation,
             beat: record.beat,
             ttl: Duration::from_millis(record.ttl_ms),
+            trace: record.trace.clone(),
             raw,
         }
     }

@@ -108,6 +108,9 @@ pub struct LeaseRecord {
     pub overwrite: bool,
     /// Held or failed.
     pub state: LeaseState,
+    /// W3C `traceparent` of the holder's call span, so that a waiter's span links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// Left where an evicted entry was, so the next call reports `Evicted`.

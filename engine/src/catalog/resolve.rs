@@ -30,6 +30,9 @@ pub struct ResolveRequest<'a> {
     /// Take over this lease if it is still exactly as seen (same generation and heartbeat): the
     /// caller has watched it unchanged for its TTL on its own clock.
     pub takeover: Option<&'a HeldLease>,
+    /// W3C `traceparent` of the asking call's span, kept in the lease record if acquired so
+    /// that waiters' spans link to the call that computes the key.
+    pub trace: Option<&'a str>,
 }
 
 /// A cached output.
@@ -141,7 +144,7 @@ impl<S: Store> Catalog<S> {
         let d = req.key.digest;
         let lease_key = keys::entry_part(&d, entry_part::LEASE);
         let max_age_ms = req.max_age.map(duration_ms);
-        transact(&self.inner.store, &self.inner.config.retry, |tx| {
+        let resolved = transact(&self.inner.store, &self.inner.config.retry, |tx| {
             let lease_key = &lease_key;
             async move {
                 let mut view = EntryView::load(&tx, &d, false).await?;
@@ -209,6 +212,7 @@ impl<S: Store> Catalog<S> {
                     acquired_at_ms: now,
                     overwrite: req.overwrite,
                     state: LeaseState::Held,
+                    trace: req.trace.map(str::to_string),
                 };
                 tx.set(lease_key, &encode(&record));
                 Ok(Resolution::Acquired(self.lease_from(
@@ -220,7 +224,13 @@ impl<S: Store> Catalog<S> {
                 )))
             }
         })
-        .await
+        .await;
+        if let Ok(Resolution::Acquired(lease)) = &resolved
+            && lease.took_over
+        {
+            crate::telemetry::metrics::lease_taken_over();
+        }
+        resolved
     }
 
     fn lease_from(

@@ -46,6 +46,7 @@ impl<S: Store> Catalog<S> {
             let next = self
                 .resolve(&ResolveRequest {
                     takeover,
+                    trace: req.trace,
                     ..req.clone()
                 })
                 .await?;
@@ -59,12 +60,7 @@ impl<S: Store> Catalog<S> {
                     seen = h;
                 }
                 Resolution::Hit(hit) => return Ok(Answer::Hit(hit)),
-                Resolution::Acquired(lease) => {
-                    if lease.took_over {
-                        crate::telemetry::metrics::lease_taken_over();
-                    }
-                    return Ok(Answer::Acquired(lease));
-                }
+                Resolution::Acquired(lease) => return Ok(Answer::Acquired(lease)),
             }
         }
     }

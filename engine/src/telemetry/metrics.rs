@@ -34,11 +34,13 @@ pub fn install(meter: &Meter) {
             .f64_histogram(sc::METRIC_CALL_DURATION)
             .with_unit("s")
             .with_description("Task call latency, submission to answer")
+            .with_boundaries(sc::DURATION_BUCKETS.to_vec())
             .build(),
         wait_duration: meter
             .f64_histogram(sc::METRIC_WAIT_DURATION)
             .with_unit("s")
             .with_description("Time calls waited behind another execution's lease")
+            .with_boundaries(sc::DURATION_BUCKETS.to_vec())
             .build(),
         takeovers: meter
             .u64_counter(sc::METRIC_LEASE_TAKEOVERS)
