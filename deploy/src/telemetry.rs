@@ -118,7 +118,10 @@ impl Telemetry {
             config.otlp_endpoint.clone()
         };
         let mut resource = Resource::builder()
-            .with_attribute(KeyValue::new(cairn_engine::telemetry::semconv::NODE, node.to_string()))
+            .with_attribute(KeyValue::new(
+                cairn_engine::telemetry::semconv::NODE,
+                node.to_string(),
+            ))
             // Becomes Prometheus' `instance` label, which the dashboard groups nodes by.
             .with_attribute(KeyValue::new("service.instance.id", node.to_string()));
         if env("OTEL_SERVICE_NAME").is_none() {
