@@ -156,6 +156,9 @@ pub struct Durability {
     pub limits: CallLimits,
 }
 
+/// Call summaries a durable run keeps for [`Ctx::calls`]: the latest this many.
+pub const RECENT_CALLS: usize = 1_000;
+
 /// One call of a run, as the run saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallSummary {
@@ -180,9 +183,10 @@ struct Inner {
     run_id: Arc<str>,
     project: Arc<str>,
     domain: Arc<str>,
-    /// Summaries of the calls, for [`Ctx::calls`]; not kept for durable runs (their calls are
-    /// their execution records), so a run's memory does not grow with its calls.
-    calls: Option<Mutex<Vec<CallSummary>>>,
+    /// Summaries of the calls, for [`Ctx::calls`]; a durable run keeps only the latest
+    /// [`RECENT_CALLS`] (all its calls are its execution records), so its memory does not grow
+    /// with its calls.
+    calls: Mutex<std::collections::VecDeque<CallSummary>>,
     /// Calls made so far (the next call's position).
     seq: AtomicU64,
     durable: Option<Durable>,
@@ -251,7 +255,7 @@ impl Ctx {
                 domain: options.domain.as_str().into(),
                 options,
                 run_id,
-                calls: durable.is_none().then(|| Mutex::new(Vec::new())),
+                calls: Mutex::new(std::collections::VecDeque::new()),
                 seq: AtomicU64::new(0),
                 durable,
                 cancelled: AtomicBool::new(false),
@@ -293,14 +297,10 @@ impl Ctx {
         &self.inner.options
     }
 
-    /// Every call made so far, in completion order (empty for durable runs, whose calls are
-    /// their execution records).
+    /// Every call made so far, in completion order; in a durable run (a run started by name),
+    /// the latest [`RECENT_CALLS`] of them (every call is in the run's execution records).
     pub fn calls(&self) -> Vec<CallSummary> {
-        self.inner
-            .calls
-            .as_ref()
-            .map(|c| c.lock().clone())
-            .unwrap_or_default()
+        self.inner.calls.lock().iter().cloned().collect()
     }
 
     /// Calls `task` with `input`: from the cache when its key has an entry, otherwise on a worker
@@ -398,8 +398,12 @@ impl Ctx {
             })
             .instrument(span)
             .await;
-        if let Some(calls) = &inner.calls {
-            calls.lock().push(CallSummary {
+        {
+            let mut calls = inner.calls.lock();
+            if inner.durable.is_some() && calls.len() >= RECENT_CALLS {
+                calls.pop_front();
+            }
+            calls.push_back(CallSummary {
                 task: spec.shared_name().clone(),
                 execution: result.execution,
                 status: result.status,
