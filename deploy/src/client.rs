@@ -231,12 +231,22 @@ impl Client {
         wait: Duration,
         calls: bool,
     ) -> Result<RunDetail, ClientError> {
-        let query = [
-            ("wait_ms", wait.as_millis().to_string()),
-            ("calls", calls.to_string()),
-        ];
-        self.get(&format!("/v1/runs/{}", segment(run_id)), &query)
-            .await
+        // A request waits at most a minute: longer waits are several requests.
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let this = left.min(Duration::from_secs(60));
+            let query = [
+                ("wait_ms", this.as_millis().to_string()),
+                ("calls", calls.to_string()),
+            ];
+            let detail: RunDetail = self
+                .get(&format!("/v1/runs/{}", segment(run_id)), &query)
+                .await?;
+            if detail.run.status.is_final() || left <= this {
+                return Ok(detail);
+            }
+        }
     }
 
     /// `GET /v1/runs`.

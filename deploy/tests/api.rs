@@ -287,6 +287,99 @@ async fn the_openapi_document_validates_and_every_route_is_in_it() {
     }
 }
 
+/// A loopback node without a token is open, and its document says so: no security scheme, no
+/// 401 answers; a node with a token declares bearer security (the test above).
+#[tokio::test]
+async fn an_open_node_documents_no_security() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--store", "embedded:./data"]);
+    let (status, doc) = get(&format!("{}/openapi.json", node.url)).await;
+    assert_eq!(status, 200);
+    assert!(doc.get("security").is_none(), "{}", doc["security"]);
+    assert!(doc["components"].get("securitySchemes").is_none());
+    assert!(
+        doc["info"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("requires no token")
+    );
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(
+                op["responses"].get("401").is_none(),
+                "{method} {path} documents a 401 on an open node"
+            );
+            // What every operation of its shape can answer is listed.
+            let responses = op["responses"].as_object().unwrap();
+            assert!(responses.contains_key("500"), "{method} {path}");
+            if op.get("requestBody").is_some() {
+                for s in ["400", "413", "415", "422"] {
+                    assert!(responses.contains_key(s), "{method} {path}: no {s}");
+                }
+            }
+            if path.contains('{') {
+                assert!(responses.contains_key("404"), "{method} {path}: no 404");
+            }
+        }
+    }
+    // A schema-valid run request links to reading and cancelling the run.
+    let links = &doc["paths"]["/v1/runs"]["post"]["responses"]["201"]["links"];
+    assert_eq!(links["getRun"]["operationId"], "getRun");
+    assert_eq!(
+        links["getRun"]["parameters"]["run_id"],
+        "$response.body#/run_id"
+    );
+}
+
+/// What the document states is what the server enforces (each of these was accepted before the
+/// contract check): a body must be an object, names are never empty, pages and waits have
+/// bounds, and cache keys are 32 hex digits, no sign.
+#[tokio::test]
+async fn the_documented_bounds_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--store", "embedded:./data"]);
+    let u = &node.url;
+    let json = "application/json";
+    let refused = [
+        post(&format!("{u}/v1/cache/verify"), "[]".into(), json).await,
+        post(
+            &format!("{u}/v1/runs"),
+            r#"["sum_of_squares"]"#.into(),
+            json,
+        )
+        .await,
+        post(
+            &format!("{u}/v1/cache/evict"),
+            r#"{"scope": "project_domain", "project": "", "domain": ""}"#.into(),
+            json,
+        )
+        .await,
+        post(
+            &format!("{u}/v1/cache/evict"),
+            format!(r#"{{"scope": "key", "key": "+{}"}}"#, "0".repeat(31)).into(),
+            json,
+        )
+        .await,
+        get(&format!("{u}/v1/runs?limit=0")).await,
+        get(&format!("{u}/v1/runs?limit=1001")).await,
+        get(&format!("{u}/v1/cache/entries?limit=5000")).await,
+        get(&format!("{u}/v1/runs/some-run?wait_ms=60001")).await,
+    ];
+    for (i, (status, body)) in refused.iter().enumerate() {
+        assert_eq!(*status, 422, "case {i}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_input", "case {i}: {body}");
+    }
+    // The field is named.
+    let message = refused[2].1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("domain: the name must not be empty"),
+        "{message}"
+    );
+    // The bounds themselves pass.
+    assert_eq!(get(&format!("{u}/v1/runs?limit=1000")).await.0, 200);
+    assert_eq!(get(&format!("{u}/v1/runs/some-run?wait_ms=0")).await.0, 404);
+}
+
 #[tokio::test]
 async fn a_run_can_be_polled_with_counts_only() {
     let dir = tempfile::tempdir().unwrap();

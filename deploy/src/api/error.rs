@@ -101,7 +101,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
+        // Every request body is a JSON object. Read as a value first (content type, syntax and
+        // size), so that an array is refused: serde would take `[]` as a struct whose fields
+        // all have defaults.
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::invalid("the request body must be a JSON object"));
+        }
+        // Then as `T`, from the same text, so that errors name the field (`project: …`).
+        let text = serde_json::to_vec(&value).unwrap_or_default();
+        match axum::Json::<T>::from_bytes(&text) {
             Ok(axum::Json(v)) => Ok(Json(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }

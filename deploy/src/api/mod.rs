@@ -2,6 +2,7 @@
 //! its own OpenAPI document at `/openapi.json`.
 //!
 //! - [`routes`]: the route table (method, path, handler, documentation);
+//! - `handlers`: the handlers, one file per resource (runs, schedules, cache, the node);
 //! - [`types`]: the JSON types of requests and answers (shared with [`crate::client`]);
 //! - [`error`]: errors as JSON with stable codes, and extractors that reject bad input that way;
 //! - [`openapi`]: the document, built from the route table.
@@ -10,6 +11,7 @@
 //! (every route but `/v1/health` and `/openapi.json` checks it).
 
 pub mod error;
+mod handlers;
 pub mod openapi;
 pub mod routes;
 pub mod types;
@@ -104,15 +106,16 @@ pub struct AppState {
 /// The API's router for `node`.
 pub fn router(node: Arc<Node>, members: Arc<dyn Members>, config: &ApiConfig) -> Router {
     let ops = routes::operations();
+    let token: Option<Arc<str>> = config
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(Into::into);
     let state = AppState {
         node,
         members,
-        token: config
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(Into::into),
-        openapi: Arc::new(openapi::document(&ops)),
+        openapi: Arc::new(openapi::document(&ops, token.is_some())),
+        token,
     };
     let mut router = Router::new();
     for op in ops {

@@ -17,12 +17,14 @@ pub fn schema<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
 /// What the document says about one operation.
 #[derive(Default)]
 pub struct Doc {
-    path_params: Vec<(&'static str, &'static str)>,
+    path_params: Vec<(&'static str, &'static str, SchemaFn)>,
     headers: Vec<(&'static str, &'static str)>,
     query: Option<SchemaFn>,
     body: Option<SchemaFn>,
     successes: Vec<(u16, SchemaFn)>,
     errors: &'static [u16],
+    links: Vec<(&'static str, &'static str, Value)>,
+    description: Option<&'static str>,
 }
 
 impl Doc {
@@ -37,9 +39,22 @@ impl Doc {
         self
     }
 
-    /// A path parameter.
-    pub fn path(mut self, name: &'static str, description: &'static str) -> Self {
-        self.path_params.push((name, description));
+    /// A path parameter and its schema.
+    pub fn path(mut self, name: &'static str, description: &'static str, s: SchemaFn) -> Self {
+        self.path_params.push((name, description, s));
+        self
+    }
+
+    /// A link from this operation's successful answers to operation `to`, with its parameters
+    /// as runtime expressions (`$response.body#/run_id`, `$request.path.name`).
+    pub fn link(mut self, name: &'static str, to: &'static str, parameters: Value) -> Self {
+        self.links.push((name, to, parameters));
+        self
+    }
+
+    /// Rules the schemas cannot state (checked by the server: 422 when broken).
+    pub fn rules(mut self, description: &'static str) -> Self {
+        self.description = Some(description);
         self
     }
 
@@ -67,7 +82,8 @@ impl Doc {
         self
     }
 
-    /// Error statuses besides 401, 500 and 503 (which every protected route may answer).
+    /// Error statuses besides those every operation of its shape may answer (see
+    /// [`document`]).
     pub fn errors(mut self, statuses: &'static [u16]) -> Self {
         self.errors = statuses;
         self
@@ -88,23 +104,29 @@ fn error_reason(status: u16) -> &'static str {
     }
 }
 
-/// The document for `ops`.
-pub fn document(ops: &[Operation]) -> Value {
+/// The document for `ops`, as a node serves it: with bearer security only when the node
+/// requires a token (`secured`).
+///
+/// Every operation lists every status it can answer: 500 always; 503 (store unavailable) on
+/// protected routes; 401 on protected routes of a secured node; 400, 413, 415 and 422 with a
+/// body; 422 with parameters; 404 with path parameters; and what the operation adds.
+pub fn document(ops: &[Operation], secured: bool) -> Value {
     let mut g = SchemaSettings::openapi3().into_generator();
     let error_ref = schema::<super::types::ErrorBody>(&mut g);
     let mut paths = Map::new();
     for op in ops {
         let mut parameters = Vec::new();
-        for (name, description) in &op.doc.path_params {
+        for (name, description, s) in &op.doc.path_params {
             parameters.push(json!({
                 "name": name, "in": "path", "required": true,
-                "description": description, "schema": {"type": "string"}
+                "description": description, "schema": s(&mut g)
             }));
         }
         for (name, description) in &op.doc.headers {
             parameters.push(json!({
                 "name": name, "in": "header", "required": false,
-                "description": description, "schema": {"type": "string", "minLength": 1, "maxLength": 255}
+                "description": description,
+                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"}
             }));
         }
         if let Some(query) = op.doc.query {
@@ -128,6 +150,9 @@ pub fn document(ops: &[Operation]) -> Value {
         let mut operation = Map::new();
         operation.insert("operationId".into(), json!(op.id));
         operation.insert("summary".into(), json!(op.summary));
+        if let Some(rules) = op.doc.description {
+            operation.insert("description".into(), json!(rules));
+        }
         if !parameters.is_empty() {
             operation.insert("parameters".into(), Value::Array(parameters));
         }
@@ -138,23 +163,49 @@ pub fn document(ops: &[Operation]) -> Value {
             );
         }
         let mut responses = Map::new();
+        let links: Map<String, Value> = op
+            .doc
+            .links
+            .iter()
+            .map(|(name, to, parameters)| {
+                (
+                    name.to_string(),
+                    json!({"operationId": to, "parameters": parameters}),
+                )
+            })
+            .collect();
         for (status, response) in &op.doc.successes {
             let description = if *status == 201 {
                 "Created."
             } else {
                 "Success."
             };
-            responses.insert(
-                status.to_string(),
-                json!({"description": description,
-                       "content": {"application/json": {"schema": response(&mut g)}}}),
-            );
+            let mut answer = json!({"description": description,
+                   "content": {"application/json": {"schema": response(&mut g)}}});
+            if !links.is_empty() {
+                answer["links"] = Value::Object(links.clone());
+            }
+            responses.insert(status.to_string(), answer);
         }
         let mut statuses: Vec<u16> = op.doc.errors.to_vec();
         if !op.public {
-            statuses.extend([401, 503]);
+            statuses.push(503);
+            if secured {
+                statuses.push(401);
+            }
+        }
+        if op.doc.body.is_some() {
+            statuses.extend([400, 413, 415, 422]);
+        }
+        if op.doc.query.is_some() || !op.doc.path_params.is_empty() || !op.doc.headers.is_empty() {
+            statuses.push(422);
+        }
+        if !op.doc.path_params.is_empty() {
+            statuses.push(404);
         }
         statuses.push(500);
+        statuses.sort_unstable();
+        statuses.dedup();
         for status in statuses {
             responses.insert(
                 status.to_string(),
@@ -163,7 +214,7 @@ pub fn document(ops: &[Operation]) -> Value {
             );
         }
         operation.insert("responses".into(), Value::Object(responses));
-        if op.public {
+        if op.public && secured {
             operation.insert("security".into(), json!([]));
         }
         let entry = paths
@@ -176,18 +227,27 @@ pub fn document(ops: &[Operation]) -> Value {
             );
         }
     }
-    json!({
+    let auth = if secured {
+        "This node requires `Authorization: Bearer <token>` on every route but /v1/health, /v1/ready and /openapi.json."
+    } else {
+        "This node requires no token: a node listening on a loopback address without a token is open, and its document declares no security. A node with a token (required on any other address) declares bearer security."
+    };
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Cairn node API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Submit and inspect runs, browse, explain and evict the task cache, manage schedules. Every error is JSON: {\"error\": {\"code\", \"message\"}}."
+            "description": format!("Submit and inspect runs, browse, explain and evict the task cache, manage schedules. Every error is JSON: {{\"error\": {{\"code\", \"message\"}}}}. Names (projects, domains, tasks, versions, workflows, schedules, run and execution ids) are 1 to 255 characters without control characters. {auth}")
         },
         "paths": paths,
         "components": {
             "schemas": g.take_definitions(true),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
         },
-        "security": [{"bearer": []}]
-    })
+    });
+    if secured {
+        doc["components"]["securitySchemes"] =
+            json!({"bearer": {"type": "http", "scheme": "bearer"}});
+        doc["security"] = json!([{"bearer": []}]);
+    }
+    doc
 }

@@ -1,8 +1,10 @@
 //! What the HTTP API sends and receives: plain JSON types, shared by the server, the client and
 //! the OpenAPI document (their schemas come from these definitions).
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use cairn_engine::names;
+use schemars::generate::SchemaGenerator;
+use schemars::{JsonSchema, Schema, json_schema};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -47,6 +49,92 @@ pub struct WorkflowInfo {
     pub output_schema: Value,
 }
 
+/// The schema of a name: exactly what [`names::check`] accepts.
+pub fn name_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": names::MAX_NAME_CHARS,
+        "pattern": names::PATTERN,
+    })
+}
+
+/// [`name_schema`], or null.
+pub fn optional_name_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "nullable": true,
+        "minLength": 1,
+        "maxLength": names::MAX_NAME_CHARS,
+        "pattern": names::PATTERN,
+    })
+}
+
+/// The schema of a cache key: 32 hexadecimal digits.
+pub fn key_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "pattern": "^[0-9a-fA-F]{32}$"})
+}
+
+/// A name, refused when [`names::check`] would refuse it (the JSON path names the field).
+fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let value = String::deserialize(d)?;
+    match names::problem(&value) {
+        None => Ok(value),
+        Some(reason) => Err(serde::de::Error::custom(format!("the name {reason}"))),
+    }
+}
+
+fn optional_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<String>::deserialize(d)?;
+    match value.as_deref().and_then(names::problem) {
+        None => Ok(value),
+        Some(reason) => Err(serde::de::Error::custom(format!("the name {reason}"))),
+    }
+}
+
+/// Name checks that say which field they check: inside the internally tagged
+/// [`EvictRequest`], serde's error path does not reach the field.
+macro_rules! named {
+    ($fn:ident, $field:literal) => {
+        fn $fn<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+            let value = String::deserialize(d)?;
+            match names::problem(&value) {
+                None => Ok(value),
+                Some(reason) => Err(serde::de::Error::custom(format!(
+                    "{}: the name {reason}",
+                    $field
+                ))),
+            }
+        }
+    };
+}
+named!(project_name, "project");
+named!(domain_name, "domain");
+named!(task_name, "task");
+named!(execution_name, "execution");
+
+fn version_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<String>::deserialize(d)?;
+    match value.as_deref().and_then(names::problem) {
+        None => Ok(value),
+        Some(reason) => Err(serde::de::Error::custom(format!(
+            "version: the name {reason}"
+        ))),
+    }
+}
+
+/// A cache key: 32 hexadecimal digits.
+fn key<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let value = String::deserialize(d)?;
+    if cairn_engine::catalog::Digest::from_hex(&value).is_some() {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "cache key {value:?} is not 32 hexadecimal digits"
+        )))
+    }
+}
+
 fn default_project() -> String {
     "default".into()
 }
@@ -58,17 +146,22 @@ fn default_domain() -> String {
 /// Starts a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"workflow": "sum_of_squares", "input": 3}))]
 pub struct SubmitRunRequest {
     /// The registered workflow.
+    #[serde(deserialize_with = "name")]
+    #[schemars(schema_with = "name_schema")]
     pub workflow: String,
     /// Its input (JSON matching the workflow's input schema).
     #[serde(default)]
     pub input: Value,
     /// Project (default `default`).
-    #[serde(default = "default_project")]
+    #[serde(default = "default_project", deserialize_with = "name")]
+    #[schemars(schema_with = "name_schema")]
     pub project: String,
     /// Domain (default `development`).
-    #[serde(default = "default_domain")]
+    #[serde(default = "default_domain", deserialize_with = "name")]
+    #[schemars(schema_with = "name_schema")]
     pub domain: String,
     /// Re-execute every cacheable task and replace its entry.
     #[serde(default)]
@@ -184,16 +277,25 @@ pub struct AttemptInfo {
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     /// Only this workflow.
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
     pub workflow: Option<String>,
     /// Only this project.
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
     pub project: Option<String>,
     /// Only this domain.
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
     pub domain: Option<String>,
     /// Only runs in this state.
     pub status: Option<RunStatus>,
     /// Only runs fired by this schedule.
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
     pub schedule: Option<String>,
-    /// Page size (default 50, at most 1000).
+    /// Page size (default 50).
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<usize>,
     /// Cursor from the previous page's `next`.
     pub cursor: Option<String>,
@@ -203,7 +305,8 @@ pub struct RunsQuery {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunQuery {
-    /// Wait up to this long (ms, at most 60000) for the run to end before answering.
+    /// Wait up to this long (ms) for the run to end before answering.
+    #[schemars(range(max = 60000))]
     pub wait_ms: Option<u64>,
     /// List the calls (default true); `false` keeps only their counts (for polling a large run).
     pub calls: Option<bool>,
@@ -254,10 +357,13 @@ pub struct ScheduleInfo {
 /// Queues the unfired ticks of a time range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"from_ms": 1_700_000_000_000_i64, "to_ms": 1_700_003_600_000_i64}))]
 pub struct BackfillRequest {
     /// Start of the range (Unix ms, inclusive).
+    #[schemars(range(min = 0))]
     pub from_ms: i64,
-    /// End of the range (Unix ms, inclusive).
+    /// End of the range (Unix ms, inclusive; at least `from_ms`, not in the future).
+    #[schemars(range(min = 0))]
     pub to_ms: i64,
 }
 
@@ -273,14 +379,23 @@ pub struct BackfillResult {
 #[serde(deny_unknown_fields)]
 pub struct EntriesQuery {
     /// Project (default `default`).
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
     pub project: Option<String>,
     /// Domain (default `development`).
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
     pub domain: Option<String>,
     /// Only this task.
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
     pub task: Option<String>,
     /// Only this cache version (needs `task`).
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
     pub version: Option<String>,
-    /// Page size (default 50, at most 1000).
+    /// Page size (default 50).
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<usize>,
     /// Cursor from the previous page's `next`.
     pub cursor: Option<String>,
@@ -330,12 +445,16 @@ pub struct EntryPage {
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// Project (default `default`).
-    #[serde(default = "default_project")]
+    #[serde(default = "default_project", deserialize_with = "name")]
+    #[schemars(schema_with = "name_schema")]
     pub project: String,
     /// Domain (default `development`).
-    #[serde(default = "default_domain")]
+    #[serde(default = "default_domain", deserialize_with = "name")]
+    #[schemars(schema_with = "name_schema")]
     pub domain: String,
     /// Only this task's entries.
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
     pub task: Option<String>,
     /// Remove the corrupt entries found (as an eviction: the next call reports `Evicted`).
     #[serde(default)]
@@ -378,30 +497,46 @@ pub struct EntryDetail {
 pub enum EvictRequest {
     /// One key.
     Key {
-        /// The cache key (hex).
+        /// The cache key (32 hexadecimal digits).
+        #[serde(deserialize_with = "key")]
+        #[schemars(schema_with = "key_schema")]
         key: String,
     },
     /// Every entry of a task, or of one of its cache versions.
     Task {
-        /// Project.
+        /// The project the entries were stored under.
+        #[serde(deserialize_with = "project_name")]
+        #[schemars(schema_with = "name_schema")]
         project: String,
-        /// Domain.
+        /// Their domain.
+        #[serde(deserialize_with = "domain_name")]
+        #[schemars(schema_with = "name_schema")]
         domain: String,
-        /// Task.
+        /// The task's registered name.
+        #[serde(deserialize_with = "task_name")]
+        #[schemars(schema_with = "name_schema")]
         task: String,
-        /// Only this cache version.
+        /// Only this cache version; every version when absent.
+        #[serde(default, deserialize_with = "version_name")]
+        #[schemars(schema_with = "optional_name_schema")]
         version: Option<String>,
     },
     /// Every entry of a project and domain.
     ProjectDomain {
-        /// Project.
+        /// The project.
+        #[serde(deserialize_with = "project_name")]
+        #[schemars(schema_with = "name_schema")]
         project: String,
-        /// Domain.
+        /// The domain.
+        #[serde(deserialize_with = "domain_name")]
+        #[schemars(schema_with = "name_schema")]
         domain: String,
     },
     /// Every entry an execution produced.
     Execution {
-        /// The execution id.
+        /// The execution id, as runs and entries show it.
+        #[serde(deserialize_with = "execution_name")]
+        #[schemars(schema_with = "name_schema")]
         execution: String,
     },
 }
@@ -416,16 +551,21 @@ pub struct EvictResult {
 /// A task call to explain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"task": "square", "input": {"n": 3}}))]
 pub struct ExplainRequest {
     /// The task (registered on the node asked).
+    #[serde(deserialize_with = "name")]
+    #[schemars(schema_with = "name_schema")]
     pub task: String,
     /// Its input: an object of the inputs by name, or the input value itself.
     pub input: Value,
     /// Project (default `default`).
-    #[serde(default = "default_project")]
+    #[serde(default = "default_project", deserialize_with = "name")]
+    #[schemars(schema_with = "name_schema")]
     pub project: String,
     /// Domain (default `development`).
-    #[serde(default = "default_domain")]
+    #[serde(default = "default_domain", deserialize_with = "name")]
+    #[schemars(schema_with = "name_schema")]
     pub domain: String,
 }
 

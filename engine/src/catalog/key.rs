@@ -29,7 +29,9 @@ impl Digest {
 
     /// Parses 32 hex digits.
     pub fn from_hex(s: &str) -> Option<Digest> {
-        (s.len() == 32).then(|| u128::from_str_radix(s, 16).ok().map(Digest))?
+        // Digits only: `from_str_radix` alone would take a leading `+`.
+        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u128::from_str_radix(s, 16).ok().map(Digest))?
     }
 }
 

@@ -1,0 +1,144 @@
+//! The cache: list, read, evict, verify and explain entries.
+
+use super::{ApiResult, page_size};
+use crate::api::AppState;
+use crate::api::error::{ApiError, Json, Path, Query};
+use crate::api::types::*;
+use crate::api::views;
+use axum::extract::State;
+use axum::http::StatusCode;
+use cairn_engine::catalog::{Digest, EvictScope};
+use cairn_engine::names;
+
+pub(in crate::api) async fn list_entries(
+    State(app): State<AppState>,
+    Query(q): Query<EntriesQuery>,
+) -> ApiResult<EntryPage> {
+    if q.version.is_some() && q.task.is_none() {
+        return Err(ApiError::invalid("`version` needs `task`"));
+    }
+    let project = q.project.as_deref().unwrap_or("default");
+    let domain = q.domain.as_deref().unwrap_or("development");
+    let page = app
+        .node
+        .catalog()
+        .list_entries(
+            project,
+            domain,
+            q.task.as_deref(),
+            q.version.as_deref(),
+            page_size(q.limit)?,
+            q.cursor.as_deref(),
+        )
+        .await?;
+    Ok(axum::Json(EntryPage {
+        entries: page.entries.iter().map(views::entry).collect(),
+        corrupt: page
+            .corrupt
+            .iter()
+            .map(|(key, detail)| CorruptEntry {
+                key: key.to_string(),
+                detail: detail.clone(),
+            })
+            .collect(),
+        next: page.next,
+    }))
+}
+
+fn parse_key(key: &str) -> Result<Digest, ApiError> {
+    Digest::from_hex(key)
+        .ok_or_else(|| ApiError::invalid(format!("cache key {key:?} is not 32 hexadecimal digits")))
+}
+
+pub(in crate::api) async fn get_entry(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<EntryDetail> {
+    let digest = parse_key(&key)?;
+    let hit = app
+        .node
+        .catalog()
+        .entry(&digest)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no cache entry {key}")))?;
+    // The output decodes only with the task's types; a node without the task shows its size.
+    let output = app
+        .node
+        .registry()
+        .get(&hit.meta.key.task)
+        .and_then(|t| t.output_to_json(&hit.output).ok());
+    Ok(axum::Json(EntryDetail {
+        entry: views::entry(&hit.meta),
+        output,
+    }))
+}
+
+pub(in crate::api) async fn evict(
+    State(app): State<AppState>,
+    Json(req): Json<EvictRequest>,
+) -> ApiResult<EvictResult> {
+    let scope = match req {
+        EvictRequest::Key { key } => EvictScope::Key(parse_key(&key)?),
+        EvictRequest::Task {
+            project,
+            domain,
+            task,
+            version,
+        } => EvictScope::Task {
+            project,
+            domain,
+            task,
+            version,
+        },
+        EvictRequest::ProjectDomain { project, domain } => {
+            EvictScope::ProjectDomain { project, domain }
+        }
+        EvictRequest::Execution { execution } => EvictScope::Execution(execution),
+    };
+    let evicted = app.node.catalog().evict(&scope).await?;
+    Ok(axum::Json(EvictResult { evicted }))
+}
+
+pub(in crate::api) async fn verify(
+    State(app): State<AppState>,
+    Json(req): Json<VerifyRequest>,
+) -> ApiResult<VerifyResult> {
+    let report = app
+        .node
+        .catalog()
+        .verify(&req.project, &req.domain, req.task.as_deref(), req.repair)
+        .await?;
+    Ok(axum::Json(VerifyResult {
+        checked: report.checked,
+        corrupt: report
+            .corrupt
+            .iter()
+            .map(|(key, detail)| CorruptEntry {
+                key: key.to_string(),
+                detail: detail.clone(),
+            })
+            .collect(),
+        repaired: report.repaired,
+    }))
+}
+
+pub(in crate::api) async fn explain(
+    State(app): State<AppState>,
+    Json(req): Json<ExplainRequest>,
+) -> ApiResult<Explanation> {
+    names::check_all(&[
+        ("task", &req.task),
+        ("project", &req.project),
+        ("domain", &req.domain),
+    ])?;
+    let task = app.node.registry().get(&req.task).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_task",
+            format!("unknown task {:?} (not registered on this node)", req.task),
+        )
+    })?;
+    let key = task.key_for_json(&req.project, &req.domain, &req.input)?;
+    let explanation = app.node.catalog().explain(&key).await?;
+    Ok(axum::Json(views::explanation(&key, &explanation)))
+}
