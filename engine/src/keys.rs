@@ -37,7 +37,7 @@
 //! lease, tombstone and metadata with one multi-key read; only large outputs add a range read of
 //! their chunks.
 
-use crate::catalog::Digest;
+use crate::digest::Digest;
 use foundationdb_tuple::{Bytes, Subspace, TuplePack};
 
 /// Tags of the top-level subspaces.

@@ -16,6 +16,7 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod digest;
 pub mod error;
 pub mod keys;
 pub mod names;

@@ -114,7 +114,13 @@ impl WorkerPool {
             Worker,
             WorkerArgs {
                 id,
-                pool: myself.clone(),
+                finished: {
+                    let pool = myself.clone();
+                    Arc::new(move |worker, report| {
+                        pool.send_message(PoolMsg::Finished { worker, report })?;
+                        Ok(())
+                    })
+                },
                 catalog: state.args.catalog.clone(),
                 registry: state.args.registry.clone(),
                 cancels: state.args.options.cancels.clone(),

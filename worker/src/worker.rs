@@ -4,11 +4,10 @@
 //! is killed, or the engine panics around the task) its pool replaces it and settles its job.
 
 use crate::execute::{Context, execute};
-use crate::pool::PoolMsg;
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::Catalog;
 use cairn_engine::runs::Cancellations;
-use cairn_engine::task::{Job, TaskRegistry};
+use cairn_engine::task::{Job, JobReport, TaskRegistry};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +25,17 @@ pub enum WorkerMsg {
 // message type to say whether it can cross nodes; this one never does.
 impl ractor::Message for WorkerMsg {}
 
+/// How a worker reports a finished job: its index and the report. The pool gives it; a worker
+/// knows nothing else of its pool.
+pub type Finished =
+    Arc<dyn Fn(usize, Box<JobReport>) -> Result<(), ActorProcessingErr> + Send + Sync>;
+
 /// What a worker is started with.
 pub struct WorkerArgs {
     /// Its index in the pool.
     pub id: usize,
-    /// The pool to report to.
-    pub pool: ActorRef<PoolMsg>,
+    /// Reports a finished job (this worker's index, the report) to its pool.
+    pub finished: Finished,
     /// The catalog to commit through.
     pub catalog: Catalog<AnyStore>,
     /// The tasks it can run.
@@ -70,10 +74,7 @@ impl Actor for Worker {
                     cancel_grace: state.cancel_grace,
                 };
                 let report = execute(&cx, &job).await;
-                state.pool.send_message(PoolMsg::Finished {
-                    worker: state.id,
-                    report: Box::new(report),
-                })?;
+                (state.finished)(state.id, Box::new(report))?;
             }
         }
         Ok(())

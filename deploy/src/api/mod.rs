@@ -12,6 +12,7 @@
 
 pub mod error;
 mod handlers;
+mod members;
 pub mod openapi;
 pub mod routes;
 pub mod types;
@@ -24,9 +25,9 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use error::ApiError;
+pub use members::{LocalOnly, Members, local_info};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use types::NodeInfo;
 
 /// Largest request body accepted by default: room for the largest run input the run table
 /// accepts by default (1 MiB of JSON) and the request around it.
@@ -60,37 +61,6 @@ impl ApiConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// Who the cluster's members are, for `GET /v1/nodes`.
-pub trait Members: Send + Sync + 'static {
-    /// Every member with its load (the local node included).
-    fn nodes<'a>(&'a self, local: &'a Node) -> futures::future::BoxFuture<'a, Vec<NodeInfo>>;
-}
-
-/// A node on its own.
-pub struct LocalOnly;
-
-impl Members for LocalOnly {
-    fn nodes<'a>(&'a self, local: &'a Node) -> futures::future::BoxFuture<'a, Vec<NodeInfo>> {
-        Box::pin(async move { vec![local_info(local).await] })
-    }
-}
-
-/// This node's entry in `GET /v1/nodes`.
-pub async fn local_info(node: &Node) -> NodeInfo {
-    let status = node.workers().status().await;
-    NodeInfo {
-        name: node.name().to_string(),
-        local: true,
-        roles: vec!["scheduler".into(), "worker".into()],
-        concurrency: status.as_ref().map_or(0, |s| s.workers),
-        busy: status.as_ref().map_or(0, |s| s.busy.len()),
-        queued: status.as_ref().map_or(0, |s| s.queued),
-        executed: status.as_ref().map_or(0, |s| s.finished),
-        joined: true,
-        problem: None,
     }
 }
 

@@ -1,10 +1,50 @@
-//! The OpenAPI 3.0 document, built from the route table ([`super::routes::operations`]) and
-//! the JSON schemas of the API types (schemars, in its OpenAPI 3.0 mode).
+//! The OpenAPI 3.0 document, built from the route table's [`Operation`]s
+//! (`super::routes::operations`) and the JSON schemas of the API types (schemars, in its
+//! OpenAPI 3.0 mode).
 
-use super::routes::Operation;
+use super::AppState;
+use axum::http::Method;
+use axum::routing::MethodRouter;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
+
+/// One route and its documentation.
+pub struct Operation {
+    /// HTTP method.
+    pub method: Method,
+    /// Path, with `{param}` segments.
+    pub path: &'static str,
+    /// `operationId`.
+    pub id: &'static str,
+    /// One line on what it does.
+    pub summary: &'static str,
+    /// Served without a token.
+    pub public: bool,
+    /// Its documentation: parameters, body, answers.
+    pub doc: Doc,
+    /// The handler.
+    pub handler: MethodRouter<AppState>,
+}
+
+pub(super) fn op(
+    method: Method,
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    doc: Doc,
+    handler: MethodRouter<AppState>,
+) -> Operation {
+    Operation {
+        method,
+        path,
+        id,
+        summary,
+        public: false,
+        doc,
+        handler,
+    }
+}
 
 /// Makes the schema of a type (a `$ref` for named types) with a generator.
 pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;

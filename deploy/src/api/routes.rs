@@ -1,55 +1,18 @@
 //! The API's routes. Each is one [`Operation`]: method, path, handler and what the OpenAPI
-//! document says about it. The router and the document are both built from [`operations`], so
+//! document says about it (the type lives with the document, which reads it). The router and the document are both built from [`operations`], so
 //! a route cannot be served without being documented.
 
-use super::AppState;
 use super::handlers::cache::{evict, explain, get_entry, list_entries, verify};
 use super::handlers::node::{health, nodes, openapi, ready, workflows};
 use super::handlers::runs::{cancel_run, get_run, list_runs, submit_run};
 use super::handlers::schedules::{
     backfill_schedule, list_schedules, pause_schedule, resume_schedule,
 };
-use super::openapi::{Doc, schema};
+pub use super::openapi::Operation;
+use super::openapi::{Doc, op, schema};
 use super::types::*;
 use axum::http::Method;
-use axum::routing::{MethodRouter, get, post};
-
-/// One route and its documentation.
-pub struct Operation {
-    /// HTTP method.
-    pub method: Method,
-    /// Path, with `{param}` segments.
-    pub path: &'static str,
-    /// `operationId`.
-    pub id: &'static str,
-    /// One line on what it does.
-    pub summary: &'static str,
-    /// Served without a token.
-    pub public: bool,
-    /// Its documentation: parameters, body, answers.
-    pub doc: Doc,
-    /// The handler.
-    pub handler: MethodRouter<AppState>,
-}
-
-fn op(
-    method: Method,
-    path: &'static str,
-    id: &'static str,
-    summary: &'static str,
-    doc: Doc,
-    handler: MethodRouter<AppState>,
-) -> Operation {
-    Operation {
-        method,
-        path,
-        id,
-        summary,
-        public: false,
-        doc,
-        handler,
-    }
-}
+use axum::routing::{get, post};
 
 /// Every route of the API.
 pub fn operations() -> Vec<Operation> {

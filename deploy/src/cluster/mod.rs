@@ -15,9 +15,6 @@
 pub mod agent;
 pub mod dispatch;
 
-use crate::api::Members;
-use crate::api::types::NodeInfo;
-use crate::node::Node;
 use agent::{Agent, AgentArgs, AgentMsg, Load, NODES_GROUP, WORKERS_GROUP};
 use cairn_worker::WorkerPoolHandle;
 use dispatch::ClusterDispatch;
@@ -320,48 +317,66 @@ async fn maintain(
     }
 }
 
-impl Members for Cluster {
-    fn nodes<'a>(&'a self, local: &'a Node) -> futures::future::BoxFuture<'a, Vec<NodeInfo>> {
-        Box::pin(async move {
-            let mut me = crate::api::local_info(local).await;
-            me.roles = self.roles.names();
-            let mut out = vec![me];
-            for (name, load) in self.loads.lock().iter() {
-                if *name == self.name {
-                    continue;
-                }
-                let roles = Roles {
+/// Another member as this node last saw it, or a seed it has not joined.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The node's name (a seed's address when it has not joined).
+    pub name: String,
+    /// Its roles (none known for a seed not joined).
+    pub roles: Roles,
+    /// Its workers.
+    pub capacity: usize,
+    /// Jobs running on it.
+    pub busy: usize,
+    /// Jobs waiting for one of its workers.
+    pub queued: usize,
+    /// Jobs it has run.
+    pub executed: u64,
+    /// Joined (a member), or a seed still dialled.
+    pub joined: bool,
+    /// Why a seed is not joined (e.g. its handshake refused the cookie).
+    pub problem: Option<String>,
+}
+
+impl Cluster {
+    /// Every other member with its last reported load, then every seed not joined.
+    pub fn peers(&self) -> Vec<Peer> {
+        let mut out: Vec<Peer> = self
+            .loads
+            .lock()
+            .iter()
+            .filter(|(name, _)| **name != self.name)
+            .map(|(name, load)| Peer {
+                name: name.clone(),
+                roles: Roles {
                     scheduler: load.scheduler,
                     worker: load.worker,
-                };
-                out.push(NodeInfo {
-                    name: name.clone(),
-                    local: false,
-                    roles: roles.names(),
-                    concurrency: load.capacity,
-                    busy: load.busy,
-                    queued: load.queued,
-                    executed: load.executed,
-                    joined: true,
-                    problem: None,
+                },
+                capacity: load.capacity,
+                busy: load.busy,
+                queued: load.queued,
+                executed: load.executed,
+                joined: true,
+                problem: None,
+            })
+            .collect();
+        for (seed, state) in self.seeds.lock().iter() {
+            if !state.joined {
+                out.push(Peer {
+                    name: seed.clone(),
+                    roles: Roles {
+                        scheduler: false,
+                        worker: false,
+                    },
+                    capacity: 0,
+                    busy: 0,
+                    queued: 0,
+                    executed: 0,
+                    joined: false,
+                    problem: state.problem.clone(),
                 });
             }
-            for (seed, state) in self.seeds.lock().iter() {
-                if !state.joined {
-                    out.push(NodeInfo {
-                        name: seed.clone(),
-                        local: false,
-                        roles: Vec::new(),
-                        concurrency: 0,
-                        busy: 0,
-                        queued: 0,
-                        executed: 0,
-                        joined: false,
-                        problem: state.problem.clone(),
-                    });
-                }
-            }
-            out
-        })
+        }
+        out
     }
 }

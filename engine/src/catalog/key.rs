@@ -5,204 +5,11 @@
 //! the component that differs from the nearest stored entry.
 
 use super::canonical::to_canonical_msgpack;
+use super::signature::{PreparedSignature, TaskSignature};
+use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use xxhash_rust::xxh3::Xxh3;
-
-/// A 128-bit xxh3 digest, shown as 32 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(pub u128);
-
-impl Digest {
-    /// Big-endian bytes, the form stored in keys.
-    pub fn to_bytes(&self) -> [u8; 16] {
-        self.0.to_be_bytes()
-    }
-
-    /// From 16 big-endian bytes.
-    pub fn from_slice(b: &[u8]) -> Option<Digest> {
-        Some(Digest(u128::from_be_bytes(b.try_into().ok()?)))
-    }
-
-    /// Parses 32 hex digits.
-    pub fn from_hex(s: &str) -> Option<Digest> {
-        // Digits only: `from_str_radix` alone would take a leading `+`.
-        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| u128::from_str_radix(s, 16).ok().map(Digest))?
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest({self})")
-    }
-}
-
-/// 32 hex digits in human-readable formats (JSON), 16 raw bytes in binary ones (MessagePack):
-/// stored records carry the compact form, APIs the readable one.
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_str(&self.to_string())
-        } else {
-            s.serialize_bytes(&self.to_bytes())
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Digest;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a digest: 16 bytes or 32 hex digits")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Digest, E> {
-                Digest::from_hex(s).ok_or_else(|| E::custom("expected 32 hex digits"))
-            }
-            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Digest, E> {
-                Digest::from_slice(b).ok_or_else(|| E::custom("expected 16 bytes"))
-            }
-        }
-        // A visitor, not `String` or `Vec`: decoding a digest allocates nothing.
-        if d.is_human_readable() {
-            d.deserialize_str(Visitor)
-        } else {
-            d.deserialize_bytes(Visitor)
-        }
-    }
-}
-
-/// Incremental hashing of length-prefixed components: no two sequences of components hash the
-/// same bytes, whatever the components contain.
-struct Hasher(Xxh3);
-
-impl Hasher {
-    fn new(domain_tag: &str) -> Self {
-        let mut h = Hasher(Xxh3::new());
-        h.put(domain_tag.as_bytes());
-        h
-    }
-
-    fn put(&mut self, bytes: &[u8]) {
-        self.0.update(&(bytes.len() as u64).to_be_bytes());
-        self.0.update(bytes);
-    }
-
-    fn finish(self) -> Digest {
-        Digest(self.0.digest128())
-    }
-}
-
-/// The structural description of a type: its JSON schema (schemars) with descriptions removed
-/// and keys sorted. A struct gaining, losing or renaming a field, or a field changing type,
-/// changes it; editing a doc comment does not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TypeDesc(String);
-
-impl TypeDesc {
-    /// The description of `T`.
-    pub fn of<T: JsonSchema + ?Sized>() -> TypeDesc {
-        let schema = schemars::SchemaGenerator::default().into_root_schema_for::<T>();
-        let mut value = schema.to_value();
-        strip_prose(&mut value);
-        TypeDesc(canonical_json(&value))
-    }
-
-    /// A description given as text (for types described by hand, and tests).
-    pub fn named(text: impl Into<String>) -> TypeDesc {
-        TypeDesc(text.into())
-    }
-
-    /// The description's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-fn strip_prose(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            for k in ["description", "$schema", "$comment", "examples"] {
-                map.remove(k);
-            }
-            map.values_mut().for_each(strip_prose);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_prose),
-        _ => {}
-    }
-}
-
-/// JSON with object keys sorted, whatever `serde_json`'s map order is configured to be.
-fn canonical_json(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Object(map) => {
-            let sorted: BTreeMap<&String, String> =
-                map.iter().map(|(k, v)| (k, canonical_json(v))).collect();
-            let fields: Vec<String> = sorted
-                .into_iter()
-                .map(|(k, v)| format!("{}:{v}", serde_json::Value::String(k.clone())))
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        }
-        serde_json::Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(canonical_json).collect();
-            format!("[{}]", items.join(","))
-        }
-        other => other.to_string(),
-    }
-}
-
-/// A task's signature: its name, its inputs' names and types, its output type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskSignature {
-    /// The task name.
-    pub name: String,
-    /// Input names and types, in declaration order.
-    pub inputs: Vec<(String, TypeDesc)>,
-    /// The output type (of the `Ok` value, for tasks returning `Result`).
-    pub output: TypeDesc,
-}
-
-impl TaskSignature {
-    /// A signature with no inputs yet.
-    pub fn new(name: impl Into<String>, output: TypeDesc) -> Self {
-        TaskSignature {
-            name: name.into(),
-            inputs: Vec::new(),
-            output,
-        }
-    }
-
-    /// Adds an input.
-    pub fn input(mut self, name: impl Into<String>, ty: TypeDesc) -> Self {
-        self.inputs.push((name.into(), ty));
-        self
-    }
-
-    /// The full-width digest of the signature.
-    pub fn digest(&self) -> Digest {
-        let mut h = Hasher::new("cairn.signature.v1");
-        h.put(self.name.as_bytes());
-        h.put(&(self.inputs.len() as u64).to_be_bytes());
-        for (name, ty) in &self.inputs {
-            h.put(name.as_bytes());
-            h.put(ty.as_str().as_bytes());
-        }
-        h.put(self.output.as_str().as_bytes());
-        h.finish()
-    }
-}
 
 /// A type that supplies its own cache hash instead of its encoding (Flyte's `HashMethod`): a
 /// file handle hashed by content, a data frame by a fingerprint.
@@ -291,28 +98,6 @@ pub struct JournalSlot {
 
 fn check_name(field: &str, value: &str) -> Result<()> {
     crate::names::check(field, value)
-}
-
-/// A signature hashed once, for computing many keys of one task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreparedSignature {
-    /// The task name.
-    pub name: String,
-    /// The signature digest.
-    pub digest: Digest,
-    /// The declared input names.
-    pub inputs: BTreeSet<String>,
-}
-
-impl TaskSignature {
-    /// Hashes the signature once for [`CacheKey::prepared`].
-    pub fn prepare(&self) -> PreparedSignature {
-        PreparedSignature {
-            name: self.name.clone(),
-            digest: self.digest(),
-            inputs: self.inputs.iter().map(|(n, _)| n.clone()).collect(),
-        }
-    }
 }
 
 impl CacheKey {
@@ -407,8 +192,10 @@ impl CacheKey {
 
 #[cfg(test)]
 mod tests {
+    use super::super::signature::TypeDesc;
     use super::*;
     use proptest::prelude::*;
+    use schemars::JsonSchema;
     use std::collections::HashMap;
 
     #[derive(Serialize, JsonSchema)]

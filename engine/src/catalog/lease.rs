@@ -6,7 +6,6 @@
 //! monotonic clock, in a transaction that re-reads the record (see [`super::Catalog::wait`]).
 //! Every acquisition increments the generation; commits and heartbeats are fenced by it.
 
-use super::mend::End;
 use super::records::{LeaseRecord, LeaseState, decode, encode};
 use super::{Catalog, Digest};
 use crate::error::Result;
@@ -14,6 +13,16 @@ use crate::keys::{self, entry_part};
 use crate::store::{RetryPolicy, Store, Transaction, transact};
 use std::future::Future;
 use std::time::Duration;
+
+/// How a lease is to be ended (by the holder, or later by the mender when the store was out of
+/// reach).
+#[derive(Debug, Clone)]
+pub(super) enum End {
+    /// Failed with this error.
+    Fail(String),
+    /// Released.
+    Release,
+}
 
 /// A lease this caller holds: it should compute the key and commit (or fail).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -3,20 +3,11 @@
 //! lands or the lease is no longer held, so the next caller of the key never waits out a TTL
 //! once the store is back.
 
-use super::lease::{Lease, update_lease};
+use super::lease::{End, Lease, update_lease};
 use super::records::LeaseState;
 use crate::store::{RetryPolicy, Store};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// How a lease is to be ended.
-#[derive(Debug, Clone)]
-pub(super) enum End {
-    /// Failed with this error.
-    Fail(String),
-    /// Released.
-    Release,
-}
 
 /// Leases remembered at most; past that the oldest pending end is dropped (its lease then
 /// expires after its TTL, as before this existed).

@@ -32,21 +32,22 @@ mod mend;
 mod recorder;
 pub mod records;
 mod resolve;
+mod signature;
 mod verify;
 mod wait;
 
+pub use crate::digest::Digest;
 pub use call::{CallOptions, CallOutcome, FailurePolicy};
 pub use canonical::to_canonical_msgpack;
 pub use commit::Committed;
 pub use evict::EvictScope;
 pub use explain::{Difference, Explanation, InputDiff, MAX_NEAREST};
-pub use key::{
-    CacheHash, CacheKey, Digest, JournalSlot, KeyInputs, PreparedSignature, TaskSignature, TypeDesc,
-};
+pub use key::{CacheHash, CacheKey, JournalSlot, KeyInputs};
 pub use lease::{HeldLease, Lease};
 pub use list::{EntryPage, TaskStats};
 pub use records::{CacheStatus, EntryMeta, ExecutionRecord};
 pub use resolve::{Hit, Resolution, ResolveRequest};
+pub use signature::{PreparedSignature, TaskSignature, TypeDesc};
 pub use verify::VerifyReport;
 pub use wait::Answer;
 
