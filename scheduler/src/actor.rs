@@ -9,8 +9,8 @@
 use crate::machine::{Action, CallId, FlightKey, Input, Lookup, Machine, WaitOutcome};
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::{
-    Answer, CacheKey, CacheStatus, Catalog, ExecutionRecord, Resolution, ResolveRequest,
-    new_execution_id,
+    Answer, CacheKey, CacheStatus, Catalog, ExecutionRecord, HeldLease, Lease, Resolution,
+    ResolveRequest, new_execution_id,
 };
 use cairn_engine::task::{Job, JobCache, JobReport, TaskError};
 use cairn_engine::telemetry::semconv as sc;
@@ -216,272 +216,311 @@ impl SchedulerState {
 
     async fn perform(&mut self, myself: &ActorRef<SchedulerMsg>, action: Action) {
         match action {
-            Action::Resolve { flight, leader } => {
-                let Some(p) = self.request(leader) else {
-                    return;
-                };
-                let Some(key) = p.request.key.clone() else {
-                    return;
-                };
-                let (catalog, me) = (self.args.catalog.clone(), myself.clone());
-                let (owner, execution, ttl, max_age) = (
-                    self.args.owner.clone(),
-                    p.execution.clone(),
-                    p.request.lease_ttl,
-                    p.request.max_age,
-                );
-                let trace = cairn_engine::telemetry::propagate::traceparent(&p.span);
-                let span = tracing::info_span!(
-                    parent: &p.span,
-                    sc::SPAN_RESOLVE,
-                    { sc::CACHE_KEY } = %key.digest,
-                    { sc::RESOLVE_OUTCOME } = tracing::field::Empty,
-                    { sc::LEASE_GENERATION } = tracing::field::Empty,
-                    { sc::WAIT_BEHIND } = tracing::field::Empty,
-                );
-                tokio::spawn(async move {
-                    // The span covers the resolve only: it is closed before the outcome is
-                    // sent, so nothing that handles the outcome (the dispatch, the job) runs
-                    // inside it or keeps it open.
-                    let outcome = async {
-                        let req = ResolveRequest {
-                            key: &key,
-                            owner: &owner,
-                            execution: &execution,
-                            lease_ttl: ttl,
-                            max_age,
-                            overwrite: flight.overwrite,
-                            takeover: None,
-                            trace: trace.as_deref(),
-                        };
-                        let outcome = resolve(&catalog, &req).await;
-                        let span = tracing::Span::current();
-                        match &outcome {
-                            Lookup::Hit(_) => span.record(sc::RESOLVE_OUTCOME, "hit"),
-                            Lookup::Acquired(lease) => span
-                                .record(sc::RESOLVE_OUTCOME, "acquired")
-                                .record(sc::LEASE_GENERATION, int(lease.generation)),
-                            Lookup::Held(held) => span
-                                .record(sc::RESOLVE_OUTCOME, "held")
-                                .record(sc::LEASE_GENERATION, int(held.generation))
-                                .record(sc::WAIT_BEHIND, held.execution.as_str()),
-                            Lookup::Failed(_) => span.record(sc::RESOLVE_OUTCOME, "failed"),
-                        };
-                        outcome
-                    }
-                    .instrument(span)
-                    .await;
-                    let _ = me.send_message(SchedulerMsg::Resolved(flight, outcome));
-                });
-            }
+            Action::Resolve { flight, leader } => self.resolve_flight(myself, flight, leader),
             Action::Wait {
                 flight,
                 leader,
                 held,
-            } => {
-                let Some(p) = self.request(leader) else {
-                    return;
-                };
-                let Some(key) = p.request.key.clone() else {
-                    return;
-                };
-                let req = self.resolve_request(p, &key, flight.overwrite);
-                let (owner, execution, ttl, max_age) = (
-                    req.owner.to_string(),
-                    req.execution.to_string(),
-                    req.lease_ttl,
-                    req.max_age,
-                );
-                let trace = cairn_engine::telemetry::propagate::traceparent(&p.span);
-                let (catalog, me) = (self.args.catalog.clone(), myself.clone());
-                let span = tracing::info_span!(
-                    parent: &p.span,
-                    sc::SPAN_WAIT,
-                    { sc::CACHE_KEY } = %key.digest,
-                    { sc::WAIT_BEHIND } = %held.execution,
-                    { sc::LEASE_GENERATION } = int(held.generation),
-                    { sc::WAIT_MS } = tracing::field::Empty,
-                    { sc::WAIT_OUTCOME } = tracing::field::Empty,
-                );
-                if let Some(trace) = &held.trace {
-                    cairn_engine::telemetry::propagate::add_link(&span, trace);
-                }
-                let started = Instant::now();
-                tokio::spawn(async move {
-                    let outcome = async {
-                        let req = ResolveRequest {
-                            key: &key,
-                            owner: &owner,
-                            execution: &execution,
-                            lease_ttl: ttl,
-                            max_age,
-                            overwrite: flight.overwrite,
-                            takeover: None,
-                            trace: trace.as_deref(),
-                        };
-                        let outcome = match catalog.wait(&req, held).await {
-                            Ok(Answer::Hit(hit)) => WaitOutcome::Hit(hit.output),
-                            Ok(Answer::Acquired(lease)) => WaitOutcome::Acquired(lease),
-                            Err(e) => WaitOutcome::Failed(e.to_string()),
-                        };
-                        let span = tracing::Span::current();
-                        span.record(sc::WAIT_MS, int(started.elapsed().as_millis()));
-                        span.record(
-                            sc::WAIT_OUTCOME,
-                            match &outcome {
-                                WaitOutcome::Hit(_) => "hit",
-                                WaitOutcome::Acquired(_) => "acquired",
-                                WaitOutcome::Failed(_) => "failed",
-                            },
-                        );
-                        outcome
-                    }
-                    .instrument(span)
-                    .await;
-                    // Sent outside the span (see the resolve above).
-                    let _ = me.send_message(SchedulerMsg::Waited(flight, outcome));
-                });
-            }
+            } => self.wait_flight(myself, flight, leader, held),
             Action::Dispatch {
                 flight,
                 leader,
                 lease,
-            } => {
-                let Some(p) = self.request(leader) else {
-                    return;
-                };
-                let job = Job {
-                    execution: p.execution.clone(),
-                    task: p.request.task.to_string(),
-                    input: p.request.input.clone(),
-                    cache: match (lease, &p.request.key) {
-                        (Some(lease), Some(key)) => Some(JobCache {
-                            key: key.clone(),
-                            lease,
-                        }),
-                        _ => None,
-                    },
-                    run: p.request.run.as_deref().map(str::to_string),
-                    trace: cairn_engine::telemetry::propagate::traceparent(&p.span),
-                };
-                let me = myself.clone();
-                let cached = job.cache.is_some();
-                // The lease is this scheduler's from now until the report: it beats while the job
-                // waits in a queue or travels to another node, not only while a worker runs it,
-                // so callers waiting elsewhere never mistake a queued job for a dead holder.
-                let (done, ended) = tokio::sync::oneshot::channel::<()>();
-                if let Some(c) = &job.cache {
-                    let (catalog, lease) = (self.args.catalog.clone(), c.lease.clone());
-                    tokio::spawn(async move {
-                        catalog.heartbeating(&lease, ended).await.ok();
-                    });
-                }
-                // The report comes back as one of this actor's messages; nothing waits for it.
-                self.args.workers.submit(
-                    job,
-                    ReportTo::new(cached, move |report| {
-                        let _ = done.send(());
-                        let _ = me.send_message(SchedulerMsg::JobDone(
-                            leader,
-                            flight,
-                            Box::new(report),
-                        ));
-                    }),
-                );
-            }
-            Action::Release { lease } => {
-                let catalog = self.args.catalog.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = catalog.release(&lease).await {
-                        tracing::warn!(error = %e, "could not release a lease; it expires after its TTL");
-                    }
-                });
-            }
+            } => self.dispatch_job(myself, flight, leader, lease),
+            Action::Release { lease } => self.release_lease(lease),
             Action::Reply {
                 call,
-                mut output,
-                mut status,
+                output,
+                status,
                 waited_for,
                 ran,
                 cache_error,
             } => {
-                let Some(p) = self.calls.remove(&call) else {
-                    return;
-                };
-                // A journal entry holds an earlier attempt's outcome, output or error.
-                if p.request.journal
-                    && matches!(status, CacheStatus::Hit | CacheStatus::Waited)
-                    && let Ok(bytes) = &output
-                {
-                    output = cairn_engine::task::decode_outcome(bytes).and_then(|o| o);
-                    status = CacheStatus::Replayed;
-                }
-                let duration = p.started.elapsed();
-                // A call that joined this process's flight waited behind its leader's
-                // execution (or behind what the leader itself waited for).
-                let waited_for = match &p.joined {
-                    Some(j) if status == CacheStatus::Waited => {
-                        waited_for.or_else(|| Some(j.behind.clone()))
-                    }
-                    _ => waited_for,
-                };
-                if let Some(j) = &p.joined {
-                    let behind = waited_for.as_deref().unwrap_or(&j.behind);
-                    j.span.record(sc::WAIT_BEHIND, behind);
-                    j.span
-                        .record(sc::WAIT_MS, int(j.since.elapsed().as_millis()));
-                    j.span.record(
-                        sc::WAIT_OUTCOME,
-                        if output.is_ok() { "hit" } else { "failed" },
-                    );
-                }
-                let record = ExecutionRecord {
-                    execution: p.execution.clone(),
-                    run: p.request.run.clone(),
-                    project: p.request.project.clone(),
-                    domain: p.request.domain.clone(),
-                    task: p.request.task.clone(),
-                    version: p.request.version.clone(),
-                    key: p.request.key.as_ref().map(|k| k.digest),
-                    status,
-                    started_at_ms: p.started_ms,
-                    duration_us: duration.as_micros() as u64,
-                    wait_us: if waited_for.is_some() {
-                        duration.as_micros() as u64
-                    } else {
-                        0
-                    },
-                    waited_for,
-                    error: output.as_ref().err().map(ToString::to_string),
-                    seq: p.request.seq,
-                    attempt: p.request.attempt,
-                    executed: ran,
-                    cache_error: cache_error.clone(),
-                };
-                p.span.record(sc::EXECUTION, p.execution.as_str());
-                p.span
-                    .record(sc::CACHE_STATUS, tracing::field::debug(status));
-                // The wait ends with the answer.
-                drop(p.joined);
-                cairn_engine::telemetry::metrics::call_answered(
-                    &p.request.task,
-                    status,
-                    duration,
-                    // Joiners of a flight wait too, behind the leader's execution.
-                    (record.wait_us > 0 || status == CacheStatus::Waited).then_some(duration),
-                );
-                // Queued before the caller hears back, so a run that flushes records after its
-                // last call returns finds every call's record.
-                self.args.catalog.record(record).await;
-                let _ = p.reply.send(CallResult {
-                    output,
-                    status,
-                    execution: p.execution,
-                    duration,
-                    cache_error,
-                });
+                self.reply(call, output, status, waited_for, ran, cache_error)
+                    .await
             }
         }
+    }
+
+    /// Resolves a flight's key for its leader, in a task of its own.
+    fn resolve_flight(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        flight: FlightKey,
+        leader: CallId,
+    ) {
+        let Some(p) = self.request(leader) else {
+            return;
+        };
+        let Some(key) = p.request.key.clone() else {
+            return;
+        };
+        let (catalog, me) = (self.args.catalog.clone(), myself.clone());
+        let (owner, execution, ttl, max_age) = (
+            self.args.owner.clone(),
+            p.execution.clone(),
+            p.request.lease_ttl,
+            p.request.max_age,
+        );
+        let trace = cairn_engine::telemetry::propagate::traceparent(&p.span);
+        let span = tracing::info_span!(
+            parent: &p.span,
+            sc::SPAN_RESOLVE,
+            { sc::CACHE_KEY } = %key.digest,
+            { sc::RESOLVE_OUTCOME } = tracing::field::Empty,
+            { sc::LEASE_GENERATION } = tracing::field::Empty,
+            { sc::WAIT_BEHIND } = tracing::field::Empty,
+        );
+        tokio::spawn(async move {
+            // The span covers the resolve only: it is closed before the outcome is
+            // sent, so nothing that handles the outcome (the dispatch, the job) runs
+            // inside it or keeps it open.
+            let outcome = async {
+                let req = ResolveRequest {
+                    key: &key,
+                    owner: &owner,
+                    execution: &execution,
+                    lease_ttl: ttl,
+                    max_age,
+                    overwrite: flight.overwrite,
+                    takeover: None,
+                    trace: trace.as_deref(),
+                };
+                let outcome = resolve(&catalog, &req).await;
+                let span = tracing::Span::current();
+                match &outcome {
+                    Lookup::Hit(_) => span.record(sc::RESOLVE_OUTCOME, "hit"),
+                    Lookup::Acquired(lease) => span
+                        .record(sc::RESOLVE_OUTCOME, "acquired")
+                        .record(sc::LEASE_GENERATION, int(lease.generation)),
+                    Lookup::Held(held) => span
+                        .record(sc::RESOLVE_OUTCOME, "held")
+                        .record(sc::LEASE_GENERATION, int(held.generation))
+                        .record(sc::WAIT_BEHIND, held.execution.as_str()),
+                    Lookup::Failed(_) => span.record(sc::RESOLVE_OUTCOME, "failed"),
+                };
+                outcome
+            }
+            .instrument(span)
+            .await;
+            let _ = me.send_message(SchedulerMsg::Resolved(flight, outcome));
+        });
+    }
+
+    /// Waits behind another execution's lease, in a task of its own.
+    fn wait_flight(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        flight: FlightKey,
+        leader: CallId,
+        held: HeldLease,
+    ) {
+        let Some(p) = self.request(leader) else {
+            return;
+        };
+        let Some(key) = p.request.key.clone() else {
+            return;
+        };
+        let req = self.resolve_request(p, &key, flight.overwrite);
+        let (owner, execution, ttl, max_age) = (
+            req.owner.to_string(),
+            req.execution.to_string(),
+            req.lease_ttl,
+            req.max_age,
+        );
+        let trace = cairn_engine::telemetry::propagate::traceparent(&p.span);
+        let (catalog, me) = (self.args.catalog.clone(), myself.clone());
+        let span = tracing::info_span!(
+            parent: &p.span,
+            sc::SPAN_WAIT,
+            { sc::CACHE_KEY } = %key.digest,
+            { sc::WAIT_BEHIND } = %held.execution,
+            { sc::LEASE_GENERATION } = int(held.generation),
+            { sc::WAIT_MS } = tracing::field::Empty,
+            { sc::WAIT_OUTCOME } = tracing::field::Empty,
+        );
+        if let Some(trace) = &held.trace {
+            cairn_engine::telemetry::propagate::add_link(&span, trace);
+        }
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let outcome = async {
+                let req = ResolveRequest {
+                    key: &key,
+                    owner: &owner,
+                    execution: &execution,
+                    lease_ttl: ttl,
+                    max_age,
+                    overwrite: flight.overwrite,
+                    takeover: None,
+                    trace: trace.as_deref(),
+                };
+                let outcome = match catalog.wait(&req, held).await {
+                    Ok(Answer::Hit(hit)) => WaitOutcome::Hit(hit.output),
+                    Ok(Answer::Acquired(lease)) => WaitOutcome::Acquired(lease),
+                    Err(e) => WaitOutcome::Failed(e.to_string()),
+                };
+                let span = tracing::Span::current();
+                span.record(sc::WAIT_MS, int(started.elapsed().as_millis()));
+                span.record(
+                    sc::WAIT_OUTCOME,
+                    match &outcome {
+                        WaitOutcome::Hit(_) => "hit",
+                        WaitOutcome::Acquired(_) => "acquired",
+                        WaitOutcome::Failed(_) => "failed",
+                    },
+                );
+                outcome
+            }
+            .instrument(span)
+            .await;
+            // Sent outside the span (see the resolve above).
+            let _ = me.send_message(SchedulerMsg::Waited(flight, outcome));
+        });
+    }
+
+    /// Sends the leader's job to a worker; the lease beats until the report.
+    fn dispatch_job(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        flight: Option<FlightKey>,
+        leader: CallId,
+        lease: Option<Lease>,
+    ) {
+        let Some(p) = self.request(leader) else {
+            return;
+        };
+        let job = Job {
+            execution: p.execution.clone(),
+            task: p.request.task.to_string(),
+            input: p.request.input.clone(),
+            cache: match (lease, &p.request.key) {
+                (Some(lease), Some(key)) => Some(JobCache {
+                    key: key.clone(),
+                    lease,
+                }),
+                _ => None,
+            },
+            run: p.request.run.as_deref().map(str::to_string),
+            trace: cairn_engine::telemetry::propagate::traceparent(&p.span),
+        };
+        let me = myself.clone();
+        let cached = job.cache.is_some();
+        // The lease is this scheduler's from now until the report: it beats while the job
+        // waits in a queue or travels to another node, not only while a worker runs it,
+        // so callers waiting elsewhere never mistake a queued job for a dead holder.
+        let (done, ended) = tokio::sync::oneshot::channel::<()>();
+        if let Some(c) = &job.cache {
+            let (catalog, lease) = (self.args.catalog.clone(), c.lease.clone());
+            tokio::spawn(async move {
+                catalog.heartbeating(&lease, ended).await.ok();
+            });
+        }
+        // The report comes back as one of this actor's messages; nothing waits for it.
+        self.args.workers.submit(
+            job,
+            ReportTo::new(cached, move |report| {
+                let _ = done.send(());
+                let _ = me.send_message(SchedulerMsg::JobDone(leader, flight, Box::new(report)));
+            }),
+        );
+    }
+
+    /// Gives up a lease without running.
+    fn release_lease(&mut self, lease: Lease) {
+        let catalog = self.args.catalog.clone();
+        tokio::spawn(async move {
+            if let Err(e) = catalog.release(&lease).await {
+                tracing::warn!(error = %e, "could not release a lease; it expires after its TTL");
+            }
+        });
+    }
+
+    /// Answers a call and queues its execution record.
+    async fn reply(
+        &mut self,
+        call: CallId,
+        mut output: Result<Vec<u8>, TaskError>,
+        mut status: CacheStatus,
+        waited_for: Option<String>,
+        ran: bool,
+        cache_error: Option<String>,
+    ) {
+        let Some(p) = self.calls.remove(&call) else {
+            return;
+        };
+        // A journal entry holds an earlier attempt's outcome, output or error.
+        if p.request.journal
+            && matches!(status, CacheStatus::Hit | CacheStatus::Waited)
+            && let Ok(bytes) = &output
+        {
+            output = cairn_engine::task::decode_outcome(bytes).and_then(|o| o);
+            status = CacheStatus::Replayed;
+        }
+        let duration = p.started.elapsed();
+        // A call that joined this process's flight waited behind its leader's
+        // execution (or behind what the leader itself waited for).
+        let waited_for = match &p.joined {
+            Some(j) if status == CacheStatus::Waited => {
+                waited_for.or_else(|| Some(j.behind.clone()))
+            }
+            _ => waited_for,
+        };
+        if let Some(j) = &p.joined {
+            let behind = waited_for.as_deref().unwrap_or(&j.behind);
+            j.span.record(sc::WAIT_BEHIND, behind);
+            j.span
+                .record(sc::WAIT_MS, int(j.since.elapsed().as_millis()));
+            j.span.record(
+                sc::WAIT_OUTCOME,
+                if output.is_ok() { "hit" } else { "failed" },
+            );
+        }
+        let record = ExecutionRecord {
+            execution: p.execution.clone(),
+            run: p.request.run.clone(),
+            project: p.request.project.clone(),
+            domain: p.request.domain.clone(),
+            task: p.request.task.clone(),
+            version: p.request.version.clone(),
+            key: p.request.key.as_ref().map(|k| k.digest),
+            status,
+            started_at_ms: p.started_ms,
+            duration_us: duration.as_micros() as u64,
+            wait_us: if waited_for.is_some() {
+                duration.as_micros() as u64
+            } else {
+                0
+            },
+            waited_for,
+            error: output.as_ref().err().map(ToString::to_string),
+            seq: p.request.seq,
+            attempt: p.request.attempt,
+            executed: ran,
+            cache_error: cache_error.clone(),
+        };
+        p.span.record(sc::EXECUTION, p.execution.as_str());
+        p.span
+            .record(sc::CACHE_STATUS, tracing::field::debug(status));
+        // The wait ends with the answer.
+        drop(p.joined);
+        cairn_engine::telemetry::metrics::call_answered(
+            &p.request.task,
+            status,
+            duration,
+            // Joiners of a flight wait too, behind the leader's execution.
+            (record.wait_us > 0 || status == CacheStatus::Waited).then_some(duration),
+        );
+        // Queued before the caller hears back, so a run that flushes records after its
+        // last call returns finds every call's record.
+        self.args.catalog.record(record).await;
+        let _ = p.reply.send(CallResult {
+            output,
+            status,
+            execution: p.execution,
+            duration,
+            cache_error,
+        });
     }
 }
 
