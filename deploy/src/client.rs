@@ -75,7 +75,20 @@ impl ClientError {
     }
 }
 
-/// A node's API.
+/// A node's API, typed: what the `cairn` CLI uses. A whole round trip against a node:
+/// [`guide`](crate::guide#talking-to-a-node-clientclient).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cairn::client::ClientError> {
+/// use cairn::client::Client;
+///
+/// let client = Client::new("https://cairn.internal:7070", Some("the-node-token".into()));
+/// for node in client.nodes().await? {
+///     println!("{} busy {}/{}", node.name, node.busy, node.concurrency);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     base: String,

@@ -323,7 +323,24 @@ pub struct RunReport<T> {
     pub duration: Duration,
 }
 
-/// A running node.
+/// A running node: a store, a catalog, a worker pool, schedulers, the run keeper and (when
+/// asked) schedules and a cluster, started together by [`NodeBuilder::start`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let node = cairn::examples::register(cairn::Node::builder())
+///     .store_url(format!("embedded:{}", dir.path().display()))
+///     .name("docs-node")
+///     .concurrency(4)
+///     .start()
+///     .await?;
+/// assert_eq!(node.name(), "docs-node");
+/// assert!(node.workflows().get("sum_of_squares").is_some());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Node {
     me: Incarnation,
     nodes: Nodes<AnyStore>,

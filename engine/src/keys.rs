@@ -115,7 +115,7 @@ pub fn entry_range(d: &Digest) -> (Vec<u8>, Vec<u8>) {
     subspace(tag::ENTRY).subspace(&(digest_bytes(d),)).range()
 }
 
-/// The key of one part of cache key `d` (see [`entry_part`]).
+/// The key of one part of cache key `d` (see [`mod@entry_part`]).
 pub fn entry_part(d: &Digest, part: i64) -> Vec<u8> {
     subspace(tag::ENTRY).pack(&(digest_bytes(d), part))
 }

@@ -57,7 +57,7 @@ impl WorkerPoolHandle {
             .send_message(PoolMsg::Execute(Box::new(job), report));
     }
 
-    /// Runs `job` and returns its report. A pool that is gone reports [`TaskError::WorkerLost`].
+    /// Runs `job` and returns its report. A pool that is gone reports [`cairn_engine::task::TaskError::WorkerLost`].
     pub async fn execute(&self, job: Job) -> JobReport {
         let cached = job.cache.is_some();
         let (tx, rx) = oneshot::channel();

@@ -1,6 +1,6 @@
 //! Cairn's workers: they run task bodies and write their outputs back through the catalog.
 //!
-//! - [`execute`]: one job from start to report: heartbeat the lease, run the task with its
+//! - [`mod@execute`]: one job from start to report: heartbeat the lease, run the task with its
 //!   timeout and retries, catch panics, then commit the output (or fail the lease at once).
 //! - [`pool`]: the worker pool actor, which supervises one [`worker`] actor per unit of
 //!   concurrency, queues jobs while all are busy, and replaces a worker that dies, releasing or

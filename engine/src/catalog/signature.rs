@@ -119,7 +119,7 @@ pub struct PreparedSignature {
 }
 
 impl TaskSignature {
-    /// Hashes the signature once for [`CacheKey::prepared`].
+    /// Hashes the signature once for [`super::CacheKey::prepared`].
     pub fn prepare(&self) -> PreparedSignature {
         PreparedSignature {
             name: self.name.clone(),
