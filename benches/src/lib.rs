@@ -1,6 +1,13 @@
 //! Workloads shared by Cairn's benchmarks (`benches/*.rs`); each checks its own outcome so a
 //! fast wrong answer cannot pass for a result.
 
+// Every dependency of the library is used by it (the lint runs per target; tests and
+// benchmarks have their own dev-dependencies).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+// Used by the load binaries in `src/bin`, which share this crate's dependencies.
+use {axum as _, mimalloc as _, rmp_serde as _, tempfile as _, xxhash_rust as _};
+
 use cairn_engine::{RetryPolicy, Store, Transaction, transact};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

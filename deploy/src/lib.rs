@@ -32,6 +32,13 @@
 //! - [`guide`]: worked examples, each a doctest: a task with every option, `CacheHash`,
 //!   `Ctx::call`, `ScheduleSpec`, the typed client.
 
+// Every dependency of the library is used by it (the lint runs per target; tests and
+// benchmarks have their own dev-dependencies).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+// The `cairn` binary's allocator (`src/main.rs`), a dependency of the package.
+use mimalloc as _;
+
 extern crate self as cairn;
 
 pub mod api;

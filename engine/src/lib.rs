@@ -14,6 +14,10 @@
 //! - [`telemetry`]: span/metric names, metric instruments, trace context across nodes.
 //! - [`error`]: the engine's error type, in which retryable and fatal failures stay distinct.
 
+// Every dependency of the library is used by it (the lint runs per target; tests and
+// benchmarks have their own dev-dependencies).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod catalog;
 pub mod clock;
 pub mod digest;

@@ -13,6 +13,10 @@
 //! - [`schedules`]: the loop that fires scheduled workflows.
 //! - [`keeper`]: node liveness, takeover of runs whose node is gone, cancellation notices.
 
+// Every dependency of the library is used by it (the lint runs per target; tests and
+// benchmarks have their own dev-dependencies).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod actor;
 mod handle;
 pub mod keeper;

@@ -2,6 +2,10 @@
 //! store and catalog conformance suites that every backend runs (see `tests/store_*.rs` and
 //! `tests/catalog_*.rs`).
 
+// Every dependency of the library is used by it (the lint runs per target; tests and
+// benchmarks have their own dev-dependencies).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod catalog_suite;
 pub mod conformance;
 #[cfg(feature = "fdb")]

@@ -19,10 +19,10 @@ async fn square(n: i64) -> i64 {
 
 mod bumped {
     use super::*;
-    pub static RUNS: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) static RUNS: AtomicUsize = AtomicUsize::new(0);
     /// `square` at cache version 2.0.
     #[cairn::task(cache = true, cache_version = "2.0", name = "square")]
-    pub async fn square(n: i64) -> i64 {
+    pub(crate) async fn square(n: i64) -> i64 {
         RUNS.fetch_add(1, Ordering::SeqCst);
         n * n
     }
@@ -30,10 +30,10 @@ mod bumped {
 
 mod reshaped {
     use super::*;
-    pub static RUNS: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) static RUNS: AtomicUsize = AtomicUsize::new(0);
     /// `square` at version 1.0 with another output type: the signature changed.
     #[cairn::task(cache = true, cache_version = "1.0", name = "square")]
-    pub async fn square(n: i64) -> (i64, i64) {
+    pub(crate) async fn square(n: i64) -> (i64, i64) {
         RUNS.fetch_add(1, Ordering::SeqCst);
         (n, n * n)
     }
@@ -182,21 +182,21 @@ async fn ignored_inputs_do_not_change_the_key() {
 mod auto_a {
     /// Same code as `auto_b::f`.
     #[cairn::task(cache = true, cache_version = "auto", name = "f")]
-    pub async fn f(n: i64) -> i64 {
+    pub(crate) async fn f(n: i64) -> i64 {
         n + 1
     }
 }
 mod auto_b {
     /// Same code as `auto_a::f`.
     #[cairn::task(cache = true, cache_version = "auto", name = "f")]
-    pub async fn f(n: i64) -> i64 {
+    pub(crate) async fn f(n: i64) -> i64 {
         n + 1
     }
 }
 mod auto_c {
     /// `f` with its body edited.
     #[cairn::task(cache = true, cache_version = "auto", name = "f")]
-    pub async fn f(n: i64) -> i64 {
+    pub(crate) async fn f(n: i64) -> i64 {
         n + 2
     }
 }

@@ -7,6 +7,10 @@
 //!   retrying its job per the task's policy.
 //! - [`WorkerPoolHandle`]: how schedulers hand jobs to a pool.
 
+// Every dependency of the library is used by it (the lint runs per target; tests and
+// benchmarks have their own dev-dependencies).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 mod dispatch;
 pub mod execute;
 mod handle;

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub mod otlp;
+pub(crate) mod otlp;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -12,13 +12,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// The `cairn` binary cargo built for these tests.
-pub const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+pub(crate) const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 
 /// The `cairn` CLI with the test fixtures registered (`src/bin/cairn-testbed.rs`).
-pub const TESTBED: &str = env!("CARGO_BIN_EXE_cairn-testbed");
+pub(crate) const TESTBED: &str = env!("CARGO_BIN_EXE_cairn-testbed");
 
 /// A `cairn up` process, killed when dropped.
-pub struct NodeProcess {
+pub(crate) struct NodeProcess {
     child: Child,
     /// Its API, e.g. `http://127.0.0.1:41234`.
     pub url: String,
@@ -30,18 +30,23 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `cairn up --listen 127.0.0.1:0 <args>` and waits for the line saying where it
     /// listens.
-    pub fn start(dir: &Path, args: &[&str]) -> NodeProcess {
+    pub(crate) fn start(dir: &Path, args: &[&str]) -> NodeProcess {
         Self::start_with_env(dir, args, &[])
     }
 
     /// [`NodeProcess::start`] with extra environment variables.
-    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+    pub(crate) fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
         Self::start_bin(CAIRN, dir, args, env)
     }
 
     /// `cairn up` of binary `bin` (e.g. [`TESTBED`]), listening on 127.0.0.1:0 unless `args`
     /// gives `--listen`.
-    pub fn start_bin(bin: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+    pub(crate) fn start_bin(
+        bin: &str,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let listen: &[&str] = if args.contains(&"--listen") {
             &[]
         } else {
@@ -99,13 +104,13 @@ impl NodeProcess {
     }
 
     /// Kills it at once (SIGKILL).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Stops it gracefully (SIGTERM) and waits for it to exit.
-    pub fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
             let _ = self.child.kill();
@@ -114,7 +119,7 @@ impl NodeProcess {
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -126,7 +131,7 @@ impl Drop for NodeProcess {
 }
 
 /// Runs the CLI against `node` with `args`.
-pub fn cli(node: &str, args: &[&str]) -> Output {
+pub(crate) fn cli(node: &str, args: &[&str]) -> Output {
     Command::new(CAIRN)
         .args(args)
         .env("CAIRN_NODE", node)
@@ -136,7 +141,7 @@ pub fn cli(node: &str, args: &[&str]) -> Output {
 }
 
 /// Runs the CLI with `--json` and parses its output; panics with stderr unless it exits `code`.
-pub fn cli_json(node: &str, args: &[&str], code: i32) -> serde_json::Value {
+pub(crate) fn cli_json(node: &str, args: &[&str], code: i32) -> serde_json::Value {
     let mut all = args.to_vec();
     all.push("--json");
     let out = cli(node, &all);
@@ -159,7 +164,7 @@ pub fn cli_json(node: &str, args: &[&str], code: i32) -> serde_json::Value {
 }
 
 /// Exit code and stderr of the CLI.
-pub fn cli_fails(node: &str, args: &[&str]) -> (i32, String) {
+pub(crate) fn cli_fails(node: &str, args: &[&str]) -> (i32, String) {
     let out = cli(node, args);
     (
         out.status.code().unwrap_or(-1),
@@ -168,7 +173,7 @@ pub fn cli_fails(node: &str, args: &[&str]) -> (i32, String) {
 }
 
 /// How many lines of the log file at `path` equal `line`.
-pub fn count_lines(path: &Path, line: &str) -> usize {
+pub(crate) fn count_lines(path: &Path, line: &str) -> usize {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -177,7 +182,7 @@ pub fn count_lines(path: &Path, line: &str) -> usize {
 }
 
 /// How many lines of the log file at `path` start with `prefix`.
-pub fn count_prefixed(path: &Path, prefix: &str) -> usize {
+pub(crate) fn count_prefixed(path: &Path, prefix: &str) -> usize {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -187,7 +192,7 @@ pub fn count_prefixed(path: &Path, prefix: &str) -> usize {
 
 /// Waits (bounded) until `done()`; panics with `what` after `limit`. For conditions only
 /// visible from outside a process (a log file, an API answer), which can only be polled.
-pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
     while !done() {
         assert!(
@@ -200,7 +205,7 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 /// The run `run_id` as `node` shows it (JSON of `GET /v1/runs/{id}`), waiting up to
 /// `wait_ms` for it to end.
-pub fn run_detail(node: &str, run_id: &str, wait_ms: u64) -> serde_json::Value {
+pub(crate) fn run_detail(node: &str, run_id: &str, wait_ms: u64) -> serde_json::Value {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -213,7 +218,7 @@ pub fn run_detail(node: &str, run_id: &str, wait_ms: u64) -> serde_json::Value {
 }
 
 /// Whether `node` is (ready, alive): `/v1/ready` and `/v1/health` answer 200.
-pub fn probe(node: &str) -> (bool, bool) {
+pub(crate) fn probe(node: &str) -> (bool, bool) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -225,7 +230,7 @@ pub fn probe(node: &str) -> (bool, bool) {
 /// A PostgreSQL server of the test's own (a fresh cluster in a temporary directory, on a free
 /// port), so a test can stop and restart it without disturbing the others. Needs the server
 /// binaries (`deploy/dev/postgres-up` installs them) and root (it runs them as `postgres`).
-pub struct PrivatePostgres {
+pub(crate) struct PrivatePostgres {
     dir: tempfile::TempDir,
     /// Its port.
     pub port: u16,
@@ -234,7 +239,7 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     /// Creates and starts the cluster, with a `cairn` role and database.
-    pub fn start() -> PrivatePostgres {
+    pub(crate) fn start() -> PrivatePostgres {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries under /usr/lib/postgresql")
             .filter_map(Result::ok)
@@ -272,7 +277,7 @@ impl PrivatePostgres {
     }
 
     /// Its URL, with a table of its own.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!(
             "postgres://cairn:cairn@127.0.0.1:{}/cairn?table=t",
             self.port
@@ -280,7 +285,7 @@ impl PrivatePostgres {
     }
 
     /// Starts the server (again).
-    pub fn up(&self) {
+    pub(crate) fn up(&self) {
         as_postgres(
             &format!(
                 "{} -D {} -o '-p {} -k {} -c listen_addresses=127.0.0.1' -l {} -w start >/dev/null",
@@ -295,7 +300,7 @@ impl PrivatePostgres {
     }
 
     /// Stops the server at once (open connections are cut).
-    pub fn down(&self) {
+    pub(crate) fn down(&self) {
         as_postgres(
             &format!(
                 "{} -D {} -m immediate -w stop >/dev/null",
@@ -327,7 +332,7 @@ fn as_postgres(command: &str, root: bool) {
 }
 
 /// A free port on 127.0.0.1 (bound, then released for a child process to take).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -337,7 +342,7 @@ pub fn free_port() -> u16 {
 
 /// The test PostgreSQL (`CAIRN_TEST_POSTGRES`, or `deploy/dev/postgres-up`'s), with a table of
 /// its own named after `prefix`: the tests share the database, not their data.
-pub fn store_url(prefix: &str) -> String {
+pub(crate) fn store_url(prefix: &str) -> String {
     let base = std::env::var("CAIRN_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://cairn:cairn@127.0.0.1:5432/cairn_test".into());
     format!(

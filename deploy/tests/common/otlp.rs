@@ -16,14 +16,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-pub use opentelemetry_proto::tonic::metrics::v1::Metric;
+pub(crate) use opentelemetry_proto::tonic::metrics::v1::Metric;
 use prost::Message;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// A received span, flattened.
 #[derive(Debug, Clone)]
-pub struct Span {
+pub(crate) struct Span {
     pub name: String,
     pub trace_id: String,
     pub span_id: String,
@@ -75,7 +75,7 @@ fn types(kvs: &[KeyValue]) -> BTreeMap<String, &'static str> {
 
 /// Received spans.
 #[derive(Clone, Default)]
-pub struct Spans(Arc<Mutex<Vec<Span>>>);
+pub(crate) struct Spans(Arc<Mutex<Vec<Span>>>);
 
 impl Spans {
     fn add(&self, req: ExportTraceServiceRequest) {
@@ -109,7 +109,7 @@ impl Spans {
     }
 
     /// Every span received so far.
-    pub fn all(&self) -> Vec<Span> {
+    pub(crate) fn all(&self) -> Vec<Span> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -129,7 +129,7 @@ impl TraceService for Spans {
 
 /// Received metric exports, kept whole.
 #[derive(Clone, Default)]
-pub struct Metrics(Arc<Mutex<Vec<Metric>>>);
+pub(crate) struct Metrics(Arc<Mutex<Vec<Metric>>>);
 
 impl Metrics {
     fn add(&self, req: ExportMetricsServiceRequest) {
@@ -142,7 +142,7 @@ impl Metrics {
     }
 
     /// Every metric export received so far, oldest first.
-    pub fn all(&self) -> Vec<Metric> {
+    pub(crate) fn all(&self) -> Vec<Metric> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -161,12 +161,12 @@ impl MetricsService for Metrics {
 }
 
 /// Serves OTLP/gRPC on a free loopback port; returns its endpoint.
-pub async fn grpc(spans: Spans) -> String {
+pub(crate) async fn grpc(spans: Spans) -> String {
     grpc_with(spans, Metrics::default()).await
 }
 
 /// Serves OTLP/gRPC, keeping spans and metrics, on a free loopback port; returns its endpoint.
-pub async fn grpc_with(spans: Spans, metrics: Metrics) -> String {
+pub(crate) async fn grpc_with(spans: Spans, metrics: Metrics) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -188,7 +188,7 @@ fn tokio_stream_of(
 }
 
 /// Serves OTLP/HTTP (protobuf) on a free loopback port; returns its base endpoint.
-pub async fn http(spans: Spans) -> String {
+pub(crate) async fn http(spans: Spans) -> String {
     use axum::routing::post;
     let app = axum::Router::new()
         .route(

@@ -5,6 +5,10 @@
 //! signature is derived from the parameter names and types and the return type (for
 //! `Result<T, E>`, the output is `T` and errors are never cached). See [`macro@task`].
 
+// Every dependency of the library is used by it (the lint runs per target; tests and
+// benchmarks have their own dev-dependencies).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 mod options;
 
 use options::Options;

@@ -5,7 +5,7 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, ExprArray, ExprLit, Lit, LitStr, MetaNameValue, Token};
 
 /// The options of one task.
-pub struct Options {
+pub(crate) struct Options {
     pub cache: bool,
     pub cache_version: Option<String>,
     pub ignore_inputs: Vec<LitStr>,
@@ -17,7 +17,7 @@ pub struct Options {
 }
 
 /// `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"` in milliseconds.
-pub fn parse_duration(lit: &LitStr) -> syn::Result<u64> {
+pub(crate) fn parse_duration(lit: &LitStr) -> syn::Result<u64> {
     let text = lit.value();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

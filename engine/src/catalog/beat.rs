@@ -85,7 +85,7 @@ impl Drop for Beats {
 }
 
 impl Beater {
-    pub fn spawn<S: Store>(store: S, retry: RetryPolicy) -> Beater {
+    pub(super) fn spawn<S: Store>(store: S, retry: RetryPolicy) -> Beater {
         let shared = Arc::new(Shared::default());
         // Beats bound how soon waiters may take over: the urgent lane keeps them from queueing
         // behind the bulk of resolves and commits.
@@ -94,7 +94,7 @@ impl Beater {
     }
 
     /// Beats `lease` every third of its TTL until the returned guard is dropped.
-    pub fn beat(&self, lease: &Lease) -> Beats {
+    pub(super) fn beat(&self, lease: &Lease) -> Beats {
         let id = (lease.digest, lease.generation);
         let every = (lease.ttl / 3).max(Duration::from_millis(1));
         let mut leases = self.shared.leases.lock();
@@ -117,7 +117,7 @@ impl Beater {
     }
 
     /// Leases being beaten now (for tests and status).
-    pub fn beating(&self) -> usize {
+    pub(super) fn beating(&self) -> usize {
         self.shared.leases.lock().len()
     }
 }

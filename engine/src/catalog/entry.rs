@@ -25,7 +25,11 @@ impl EntryView {
     /// Reads the lease, tombstone and metadata of `d` (point reads, so conflicts are tracked
     /// per key; the metadata is written with every change of the output, so a concurrent commit
     /// always conflicts through it).
-    pub async fn load<T: Transaction>(tx: &T, d: &Digest, snapshot: bool) -> Result<EntryView> {
+    pub(super) async fn load<T: Transaction>(
+        tx: &T,
+        d: &Digest,
+        snapshot: bool,
+    ) -> Result<EntryView> {
         let keys = [
             keys::entry_part(d, entry_part::LEASE),
             keys::entry_part(d, entry_part::TOMBSTONE),
@@ -68,14 +72,14 @@ impl EntryView {
     }
 
     /// The metadata, if the entry exists and has not outlived `max_age_ms` at `now_ms`.
-    pub fn live_meta(&self, max_age_ms: Option<u64>, now_ms: i64) -> Option<&EntryMeta> {
+    pub(super) fn live_meta(&self, max_age_ms: Option<u64>, now_ms: i64) -> Option<&EntryMeta> {
         self.meta
             .as_ref()
             .filter(|m| is_live(m, max_age_ms, now_ms))
     }
 
     /// Whether `lease` is the current holder of this key.
-    pub fn held_by(&self, lease: &Lease) -> bool {
+    pub(super) fn held_by(&self, lease: &Lease) -> bool {
         matches!(&self.lease, Some((l, _))
             if l.generation == lease.generation
                 && l.execution == lease.execution
@@ -84,7 +88,7 @@ impl EntryView {
 
     /// The output, read (from its chunks if it is not inline) and checked against the
     /// metadata's size, chunk count and checksum.
-    pub async fn output<T: Transaction>(&self, tx: &T, meta: &EntryMeta) -> Result<Vec<u8>> {
+    pub(super) async fn output<T: Transaction>(&self, tx: &T, meta: &EntryMeta) -> Result<Vec<u8>> {
         let chunks = if self.inline.is_some() {
             Vec::new()
         } else {

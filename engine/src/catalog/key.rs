@@ -208,7 +208,7 @@ mod tests {
         use super::*;
         /// Same name, one more field.
         #[derive(Serialize, JsonSchema)]
-        pub struct PointV1 {
+        pub(super) struct PointV1 {
             pub x: i64,
             pub y: i64,
             pub z: i64,
@@ -219,7 +219,7 @@ mod tests {
         use super::*;
         /// Same name, a field renamed.
         #[derive(Serialize, JsonSchema)]
-        pub struct PointV1 {
+        pub(super) struct PointV1 {
             pub x: i64,
             pub why: i64,
         }
@@ -229,7 +229,7 @@ mod tests {
         use super::*;
         /// Same fields, with doc comments: prose is not structure.
         #[derive(Serialize, JsonSchema)]
-        pub struct PointV1 {
+        pub(super) struct PointV1 {
             /// The abscissa.
             pub x: i64,
             /// The ordinate.

@@ -19,7 +19,7 @@ pub(super) struct Mender {
 }
 
 impl Mender {
-    pub fn spawn<S: Store>(store: S, retry: RetryPolicy) -> Mender {
+    pub(super) fn spawn<S: Store>(store: S, retry: RetryPolicy) -> Mender {
         // One try per lease and round: the rounds themselves back off.
         let retry = RetryPolicy {
             outage: Duration::ZERO,
@@ -85,7 +85,7 @@ impl Mender {
     }
 
     /// Queues `lease` to be ended as `end` once the store answers.
-    pub fn later(&self, lease: Lease, end: End) {
+    pub(super) fn later(&self, lease: Lease, end: End) {
         if self.tx.try_send((lease, end)).is_err() {
             tracing::warn!("too many leases waiting for the store; one expires after its TTL");
         }

@@ -57,7 +57,7 @@ pub(super) struct Recorder {
 }
 
 impl Recorder {
-    pub fn spawn<S: Store>(store: S, config: CatalogConfig) -> Recorder {
+    pub(super) fn spawn<S: Store>(store: S, config: CatalogConfig) -> Recorder {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(store, config, rx));
         Recorder { tx }

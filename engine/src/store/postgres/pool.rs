@@ -45,7 +45,7 @@ pub(super) struct Pool {
 const URGENT_LANE: usize = 2;
 
 impl Pool {
-    pub fn new(
+    pub(super) fn new(
         config: tokio_postgres::Config,
         url: String,
         sql: Arc<Sql>,
@@ -63,7 +63,7 @@ impl Pool {
 
     /// Opens a new connection. The store was reachable when it was opened, so a failure now is
     /// an outage ([`Error::ConnectionLost`], retried), named with the URL and the server's word.
-    pub async fn connect(&self) -> Result<Conn> {
+    pub(super) async fn connect(&self) -> Result<Conn> {
         let (client, connection) =
             self.config
                 .connect(NoTls)
@@ -97,7 +97,7 @@ impl Pool {
     }
 
     /// Takes a connection, waiting while all of its lane are in use.
-    pub async fn checkout(self: &Arc<Self>, urgent: bool) -> Result<Pooled> {
+    pub(super) async fn checkout(self: &Arc<Self>, urgent: bool) -> Result<Pooled> {
         let lane = if urgent {
             &self.urgent_permits
         } else {
@@ -151,7 +151,7 @@ pub(super) struct Pooled {
 }
 
 impl Pooled {
-    pub fn conn(&self) -> &Conn {
+    pub(super) fn conn(&self) -> &Conn {
         self.conn
             .as_ref()
             .expect("a pooled connection is present until drop")

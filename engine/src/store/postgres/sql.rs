@@ -21,7 +21,7 @@ const SCHEMA_LOCK: i64 = 0x6361_6972_6e5f_6b76;
 
 impl Sql {
     /// `table` must already be a validated lower-case identifier.
-    pub fn new(table: &str) -> Self {
+    pub(super) fn new(table: &str) -> Self {
         let channel = format!("{table}_changes");
         Sql {
             create: format!(
