@@ -43,6 +43,7 @@
 //! domain = "development"
 //! ```
 
+use crate::error::Error;
 use cairn_engine::schedule::{ScheduleSpec, Trigger};
 use serde::Deserialize;
 use std::path::Path;
@@ -64,7 +65,7 @@ pub struct NodeConfig {
     /// The cache.
     #[serde(default)]
     pub cache: CacheSection,
-    /// Runs.
+    /// `[runs]`: bounds and retention of runs.
     #[serde(default)]
     pub runs: RunsSection,
     /// The HTTP API.
@@ -157,38 +158,44 @@ pub struct ScheduleSection {
 }
 
 /// Parses a duration: `500ms`, `30s`, `5m`, `2h`, `7d`, or a number of milliseconds.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, Error> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (n, unit) = text.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
+    let n: u64 = n.parse().map_err(|_| {
+        Error::Config(format!(
+            "{text:?} is not a duration like 500ms, 30s, 5m or 1h"
+        ))
+    })?;
     let ms = match unit {
         "" | "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h, d)")),
+        other => {
+            return Err(Error::Config(format!(
+                "{text:?}: unknown unit {other:?} (ms, s, m, h, d)"
+            )));
+        }
     };
     n.checked_mul(ms)
         .map(std::time::Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
+        .ok_or_else(|| Error::Config(format!("{text:?} is too long")))
 }
 
 impl NodeConfig {
     /// Reads `path`; errors name the file and the bad key.
-    pub fn load(path: &Path) -> Result<NodeConfig, String> {
+    pub fn load(path: &Path) -> Result<NodeConfig, Error> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading config {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+            .map_err(|e| Error::Config(format!("reading config {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("config {}: {e}", path.display())))
     }
 
     /// The declared schedules.
-    pub fn schedule_specs(&self) -> Result<Vec<ScheduleSpec>, String> {
+    pub fn schedule_specs(&self) -> Result<Vec<ScheduleSpec>, Error> {
         self.schedules
             .iter()
             .map(|s| {
@@ -202,10 +209,10 @@ impl NodeConfig {
                         anchor_ms: 0,
                     },
                     _ => {
-                        return Err(format!(
+                        return Err(Error::Config(format!(
                             "schedule {:?}: give exactly one of `cron` or `every_ms` (> 0)",
                             s.name
-                        ));
+                        )));
                     }
                 };
                 let mut spec = ScheduleSpec::new(&s.name, &s.workflow, trigger);
@@ -249,6 +256,11 @@ mod tests {
         let both: NodeConfig =
             toml::from_str("[[schedules]]\nname='s'\nworkflow='w'\ncron='* * * * *'\nevery_ms=5")
                 .unwrap();
-        assert!(both.schedule_specs().unwrap_err().contains("exactly one"));
+        assert!(
+            both.schedule_specs()
+                .unwrap_err()
+                .to_string()
+                .contains("exactly one")
+        );
     }
 }

@@ -46,6 +46,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+mod error;
 pub mod examples;
 pub mod guide;
 mod node;
@@ -107,8 +108,10 @@ pub use cairn_engine::catalog::CacheHash;
 /// ```
 pub use cairn_engine::schedule::ScheduleSpec;
 
+pub use cairn_engine::AnyStore;
+/// The engine's own error (stores, catalog, runs, schedules); [`Error`] wraps it.
+pub use cairn_engine::Error as EngineError;
 pub use cairn_engine::task::{Task, TaskError, TaskRegistry};
-pub use cairn_engine::{AnyStore, Error};
 /// Makes an `async fn` a Cairn task. Every option at work: [`guide`](crate::guide#a-task-with-every-option).
 ///
 /// ```
@@ -156,6 +159,7 @@ pub use cairn_scheduler::{
     SubmitRun, Workflow, WorkflowRegistry,
 };
 pub use cairn_worker::{BusyWorker, PoolStatus, WorkerPoolHandle};
+pub use error::Error;
 pub use node::{Node, NodeBuilder, RunReport};
 pub use schemars::{self, JsonSchema};
 pub use serde::{self, Deserialize, Serialize};

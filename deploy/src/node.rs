@@ -1,12 +1,13 @@
 //! A node: one store, one catalog, one worker pool and a few scheduler actors, started together.
 
+use crate::error::Error;
+use cairn_engine::AnyStore;
 use cairn_engine::catalog::{Catalog, CatalogConfig};
 use cairn_engine::clock::SystemClock;
 use cairn_engine::nodes::{Incarnation, Nodes};
 use cairn_engine::runs::{Cancellations, Ended, RunLimits, Runs};
 use cairn_engine::schedule::{ScheduleSpec, Schedules};
 use cairn_engine::task::{Task, TaskRegistry};
-use cairn_engine::{AnyStore, Error};
 use cairn_scheduler::{
     CallLimits, CallSummary, Ctx, KeeperConfig, LaunchConfig, Launcher, RunKeeper, RunOptions,
     ScheduleRunner, SchedulerHandle, Started, SubmitError, SubmitRun, WorkflowRegistry,
@@ -138,7 +139,7 @@ impl NodeBuilder {
     /// Registers a task this node's workers can run.
     pub fn task<T: Task>(mut self, task: T) -> Self {
         if let Err(e) = self.registry.register(task) {
-            self.error.get_or_insert(e);
+            self.error.get_or_insert(e.into());
         }
         self
     }
@@ -193,9 +194,11 @@ impl NodeBuilder {
                 .observe(&records, tokio::time::Instant::now());
         }
         let registry = Arc::new(self.registry);
-        let spawn_err = |e: ractor::SpawnErr| Error::Backend {
-            backend: "actors",
-            detail: e.to_string(),
+        let spawn_err = |part: &'static str| {
+            move |e: ractor::SpawnErr| Error::Start {
+                part,
+                detail: e.to_string(),
+            }
         };
         let cancels = Cancellations::default();
         let pool = PoolOptions {
@@ -205,17 +208,12 @@ impl NodeBuilder {
         };
         let workers = WorkerPoolHandle::start_with(catalog.clone(), registry.clone(), pool)
             .await
-            .map_err(spawn_err)?;
+            .map_err(spawn_err("workers"))?;
         let cluster = match self.cluster {
             None => None,
-            Some(config) => Some(
-                crate::cluster::Cluster::start(&name, config, workers.clone())
-                    .await
-                    .map_err(|detail| Error::Backend {
-                        backend: "cluster",
-                        detail,
-                    })?,
-            ),
+            Some(config) => {
+                Some(crate::cluster::Cluster::start(&name, config, workers.clone()).await?)
+            }
         };
         let dispatch: Arc<dyn cairn_worker::Dispatch> = match &cluster {
             Some(c) => c.dispatcher(),
@@ -223,7 +221,7 @@ impl NodeBuilder {
         };
         let scheduler = SchedulerHandle::start(&name, catalog.clone(), dispatch, self.shards)
             .await
-            .map_err(spawn_err)?;
+            .map_err(spawn_err("schedulers"))?;
         let schedules = Schedules::new(catalog.store().clone(), Arc::new(SystemClock));
         let runs = Runs::with_limits(
             catalog.store().clone(),
@@ -408,9 +406,10 @@ impl Node {
     /// call, and its in-flight task bodies are aborted (after the cancel grace) with their
     /// leases released.
     pub async fn cancel(&self, run_id: &str) -> Result<Ended, Error> {
-        self.launcher
+        Ok(self
+            .launcher
             .cancel(run_id, &format!("cancelled through node {}", self.me.node))
-            .await
+            .await?)
     }
 
     /// The cache catalog (browse, evict, read execution records).
@@ -490,6 +489,6 @@ impl Node {
             c.stop();
         }
         self.workers.stop();
-        flushed
+        Ok(flushed?)
     }
 }

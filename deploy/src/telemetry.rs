@@ -6,6 +6,7 @@
 //! Off by default: with no endpoint anywhere, only a `fmt` layer for warnings (`RUST_LOG`) is
 //! installed, Cairn's spans are disabled call sites and its metrics a skipped atomic check.
 
+use crate::error::Error;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -65,7 +66,7 @@ impl Telemetry {
 
     /// Installs the global tracing subscriber (and, when export is on, the OTLP span and metric
     /// pipelines) for node `node`. Call once per process.
-    pub fn init(config: &TelemetryConfig, node: &str) -> Result<Telemetry, String> {
+    pub fn init(config: &TelemetryConfig, node: &str) -> Result<Telemetry, Error> {
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -96,7 +97,10 @@ impl Telemetry {
             .with(fmt)
             .with(layer)
             .try_init()
-            .map_err(|e| format!("installing the tracing subscriber: {e}"))?;
+            .map_err(|e| Error::Start {
+                part: "telemetry",
+                detail: format!("installing the tracing subscriber: {e}"),
+            })?;
         Ok(Telemetry {
             tracer: Some(tracer),
             meter: Some(meter),
@@ -108,7 +112,7 @@ impl Telemetry {
     pub fn providers(
         config: &TelemetryConfig,
         node: &str,
-    ) -> Result<(SdkTracerProvider, SdkMeterProvider), String> {
+    ) -> Result<(SdkTracerProvider, SdkMeterProvider), Error> {
         let protocol = env("OTEL_EXPORTER_OTLP_PROTOCOL")
             .or_else(|| config.protocol.clone())
             .unwrap_or_else(|| "grpc".into());
@@ -133,7 +137,10 @@ impl Telemetry {
             );
         }
         let resource = resource.build();
-        let bad = |what: &str, e: &dyn std::fmt::Display| format!("OTLP {what} exporter: {e}");
+        let bad = |what: &str, e: &dyn std::fmt::Display| Error::Start {
+            part: "telemetry",
+            detail: format!("its OTLP {what} exporter: {e}"),
+        };
         let (spans, metrics) = match protocol.as_str() {
             "grpc" => {
                 let mut s = opentelemetry_otlp::SpanExporter::builder().with_tonic();
@@ -165,9 +172,9 @@ impl Telemetry {
                 )
             }
             other => {
-                return Err(format!(
+                return Err(Error::Config(format!(
                     "OTLP protocol {other:?} is not supported: use `grpc` or `http/protobuf`"
-                ));
+                )));
             }
         };
         let tracer = SdkTracerProvider::builder()

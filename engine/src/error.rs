@@ -116,6 +116,13 @@ pub enum Error {
         last: Box<Error>,
     },
 
+    /// No run has this id.
+    #[error("no run {run:?}")]
+    RunNotFound {
+        /// The id asked for.
+        run: String,
+    },
+
     /// A value given to the engine is unusable; `what` names it.
     #[error("invalid {what}: {reason}")]
     InvalidInput {

@@ -6,7 +6,9 @@
 //! its pending callers' reply ports are dropped and they get [`TaskError::Engine`]; leases it had
 //! acquired expire after their TTL (or are failed by the worker running them).
 
-use crate::machine::{Action, CallId, FlightKey, Input, Lookup, Machine, WaitOutcome};
+use crate::machine::{
+    Action, CallId, FlightKey, Input, Lookup, Machine, StoreFailure, WaitOutcome,
+};
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::{
     Answer, CacheKey, CacheStatus, Catalog, ExecutionRecord, HeldLease, Lease, Resolution,
@@ -41,7 +43,7 @@ pub struct CallRequest {
     pub overwrite: bool,
     /// Project (for records of uncached calls).
     pub project: Arc<str>,
-    /// Domain.
+    /// The domain (development, staging, production…): never shared across domains.
     pub domain: Arc<str>,
     /// Cache version.
     pub version: Arc<str>,
@@ -154,7 +156,7 @@ async fn resolve(catalog: &Catalog<AnyStore>, req: &ResolveRequest<'_>) -> Looku
         Ok(Resolution::Held(held)) => Lookup::Held(held),
         Err(e) => {
             tracing::warn!(error = %e, key = %req.key.digest, "cache lookup failed; running uncached");
-            Lookup::Failed(e.to_string())
+            Lookup::Failed(StoreFailure::from(&e))
         }
     }
 }
@@ -358,7 +360,7 @@ impl SchedulerState {
                 let outcome = match catalog.wait(&req, held).await {
                     Ok(Answer::Hit(hit)) => WaitOutcome::Hit(hit.output),
                     Ok(Answer::Acquired(lease)) => WaitOutcome::Acquired(lease),
-                    Err(e) => WaitOutcome::Failed(e.to_string()),
+                    Err(e) => WaitOutcome::Failed(StoreFailure::from(&e)),
                 };
                 let span = tracing::Span::current();
                 span.record(sc::WAIT_MS, int(started.elapsed().as_millis()));

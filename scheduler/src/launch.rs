@@ -272,9 +272,8 @@ impl Launcher {
         loop {
             let mut changed = cairn_engine::Store::subscribe(&store, &key).await?;
             let record = self.inner.runs.get(&run_id).await?.ok_or_else(|| {
-                cairn_engine::Error::InvalidInput {
-                    what: format!("run {run_id:?}"),
-                    reason: "no such run".into(),
+                cairn_engine::Error::RunNotFound {
+                    run: run_id.to_string(),
                 }
             })?;
             if record.status.is_final() {

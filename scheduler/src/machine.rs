@@ -31,7 +31,34 @@ pub enum Lookup {
     /// Another execution holds it.
     Held(HeldLease),
     /// The store could not answer; why.
-    Failed(String),
+    Failed(StoreFailure),
+}
+
+/// Why the store could not answer a lookup or a wait: whether it was unavailable (a lost
+/// connection, an unreachable server, retries exhausted: trying later may work) and the
+/// engine's message. Typed, unlike the string it replaces, so that callers can tell an outage
+/// from a broken entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFailure {
+    /// The store was out of reach (as opposed to refusing or failing the operation).
+    pub unavailable: bool,
+    /// The engine's error, as text.
+    pub message: String,
+}
+
+impl From<&cairn_engine::Error> for StoreFailure {
+    fn from(e: &cairn_engine::Error) -> Self {
+        StoreFailure {
+            unavailable: e.is_outage(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// How a wait behind another execution ended.
@@ -42,7 +69,7 @@ pub enum WaitOutcome {
     /// This flight holds the lease now (the holder failed, released or went silent).
     Acquired(Lease),
     /// The store failed while waiting.
-    Failed(String),
+    Failed(StoreFailure),
 }
 
 /// Something that happened.
@@ -226,12 +253,16 @@ impl Machine {
                     (Ok(output.clone()), CacheStatus::Waited)
                 }),
                 WaitOutcome::Acquired(lease) => self.acquired(flight, lease),
-                WaitOutcome::Failed(e) => self.finish(flight, Ran::No, Some(e.clone()), |_| {
-                    (
-                        Err(TaskError::Engine { detail: e.clone() }),
-                        CacheStatus::LookupFailure,
-                    )
-                }),
+                WaitOutcome::Failed(e) => {
+                    self.finish(flight, Ran::No, Some(e.message.clone()), |_| {
+                        (
+                            Err(TaskError::Engine {
+                                detail: e.message.clone(),
+                            }),
+                            CacheStatus::LookupFailure,
+                        )
+                    })
+                }
             },
             Input::JobDone {
                 call,
@@ -334,7 +365,7 @@ impl Machine {
             Lookup::Failed(why) => match self.flights.get_mut(&key) {
                 Some(f) => {
                     f.stage = Stage::Running {
-                        lookup_error: Some(why),
+                        lookup_error: Some(why.message),
                     };
                     vec![Action::Dispatch {
                         flight: Some(key),
@@ -645,7 +676,10 @@ mod tests {
         call(&mut m, 2, key(4));
         let actions = m.step(Input::Resolved {
             flight: key(4),
-            outcome: Lookup::Failed("store down".into()),
+            outcome: Lookup::Failed(StoreFailure {
+                unavailable: true,
+                message: "store down".into(),
+            }),
         });
         assert_eq!(
             actions,

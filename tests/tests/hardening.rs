@@ -181,3 +181,43 @@ async fn a_body_whose_output_lost_is_still_counted_as_executed() {
     assert_eq!(records[0].status, CacheStatus::Hit);
     assert!(records[0].executed, "its body ran: {:?}", records[0]);
 }
+
+/// The `cairn` crate's errors say what went wrong by kind: a run that does not exist, a store
+/// that does not answer, input refused; no message to parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_errors_are_matched_by_kind() {
+    let shared = cairn_tests::runtime::SharedStore::new().await;
+    let node = shared.node("typed").start().await.unwrap();
+    match node.cancel("no-such-run").await {
+        Err(cairn::Error::RunNotFound { run }) => assert_eq!(run, "no-such-run"),
+        other => panic!("expected RunNotFound, got {other:?}"),
+    }
+
+    // A schedule of a workflow the node does not have.
+    let spec = cairn::ScheduleSpec::new(
+        "orphan",
+        "missing-workflow",
+        cairn::Trigger::Every {
+            period_ms: 1_000,
+            anchor_ms: 0,
+        },
+    );
+    match shared.node("typed-2").schedule(spec).start().await {
+        Err(cairn::Error::InvalidInput { what, .. }) => assert!(what.contains("orphan"), "{what}"),
+        Err(other) => panic!("expected InvalidInput, got {other:?}"),
+        Ok(_) => panic!("a schedule of an unknown workflow was accepted"),
+    }
+
+    // Nothing listens on port 1: the store is unavailable, and trying later may work.
+    let started = std::time::Instant::now();
+    match cairn::Node::builder()
+        .store_url("postgres://cairn:cairn@127.0.0.1:1/nothing")
+        .start()
+        .await
+    {
+        Err(e @ cairn::Error::StoreUnavailable(_)) => assert!(e.is_transient()),
+        Err(other) => panic!("expected StoreUnavailable, got {other:?}"),
+        Ok(_) => panic!("a node started on a store that does not exist"),
+    }
+    eprintln!("refused after {:?}", started.elapsed());
+}

@@ -72,6 +72,7 @@ fn names(
         cairn::PoolStatus,
         cairn::BusyWorker,
         cairn::Error,
+        cairn::EngineError,
     ),
 ) {
 }
@@ -96,7 +97,7 @@ async fn signatures(node: &cairn::Node) {
         let _: Result<cairn::Started, cairn::SubmitError> = node.submit(request).await;
         let _: Result<cairn::Ended, cairn::Error> = node.cancel("r").await;
         let _: Option<cairn::PoolStatus> = node.workers().status().await;
-        let _: Result<cairn::TaskStats, cairn::Error> =
+        let _: Result<cairn::TaskStats, cairn::EngineError> =
             node.catalog().task_stats("p", "d", "t").await;
     }
 }

@@ -18,7 +18,7 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Stable code.
     pub code: &'static str,
-    /// Message.
+    /// What went wrong, naming the bad input.
     pub message: String,
 }
 
@@ -59,6 +59,7 @@ impl From<cairn_engine::Error> for ApiError {
     fn from(e: cairn_engine::Error) -> Self {
         use cairn_engine::Error as E;
         match &e {
+            E::RunNotFound { .. } => ApiError::not_found(e.to_string()),
             E::InvalidInput { .. } | E::TooLarge { .. } => ApiError::invalid(e.to_string()),
             E::ConnectionLost { .. }
             | E::Unreachable { .. }
@@ -70,6 +71,20 @@ impl From<cairn_engine::Error> for ApiError {
                 e.to_string(),
             ),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        }
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        use crate::Error as E;
+        match e {
+            E::RunNotFound { .. } => ApiError::not_found(e.to_string()),
+            E::InvalidInput { .. } | E::Config(_) => ApiError::invalid(e.to_string()),
+            E::StoreUnavailable(e) | E::Engine(e) => e.into(),
+            E::Start { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
         }
     }
 }

@@ -53,12 +53,12 @@ impl Default for ApiConfig {
 
 impl ApiConfig {
     /// Refuses to serve a non-loopback address without a token.
-    pub fn check(&self, addr: SocketAddr) -> Result<(), String> {
+    pub fn check(&self, addr: SocketAddr) -> Result<(), crate::Error> {
         if !addr.ip().is_loopback() && self.token.as_deref().is_none_or(str::is_empty) {
-            return Err(format!(
+            return Err(crate::Error::Config(format!(
                 "the API would listen on {addr}, which is not a loopback address, without a token: \
                  set one (--token, CAIRN_TOKEN or [api] token) or bind to 127.0.0.1"
-            ));
+            )));
         }
         Ok(())
     }
@@ -160,8 +160,11 @@ impl ApiServer {
         members: Arc<dyn Members>,
         listener: tokio::net::TcpListener,
         config: &ApiConfig,
-    ) -> Result<ApiServer, String> {
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    ) -> Result<ApiServer, crate::Error> {
+        let addr = listener.local_addr().map_err(|e| crate::Error::Start {
+            part: "api",
+            detail: e.to_string(),
+        })?;
         config.check(addr)?;
         let app = router(node, members, config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

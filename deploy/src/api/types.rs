@@ -178,9 +178,9 @@ pub struct RunSummary {
     pub run_id: String,
     /// The workflow.
     pub workflow: String,
-    /// Project.
+    /// The project: entries and runs are never shared across projects.
     pub project: String,
-    /// Domain.
+    /// The domain (development, staging, production…): never shared across domains.
     pub domain: String,
     /// Running, succeeded, failed or cancelled.
     pub status: RunStatus,
@@ -406,11 +406,11 @@ pub struct EntriesQuery {
 pub struct EntryInfo {
     /// The cache key (hex).
     pub key: String,
-    /// Project.
+    /// The project: entries and runs are never shared across projects.
     pub project: String,
-    /// Domain.
+    /// The domain (development, staging, production…): never shared across domains.
     pub domain: String,
-    /// Task.
+    /// The task's registered name.
     pub task: String,
     /// Cache version.
     pub version: String,

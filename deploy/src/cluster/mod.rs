@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod dispatch;
 
+use crate::error::Error;
 use agent::{Agent, AgentArgs, AgentMsg, Load, NODES_GROUP, WORKERS_GROUP};
 use cairn_worker::WorkerPoolHandle;
 use dispatch::ClusterDispatch;
@@ -44,7 +45,7 @@ pub struct Roles {
 
 impl Roles {
     /// Parses `scheduler`, `worker` or both, comma-separated.
-    pub fn parse(s: &str) -> Result<Roles, String> {
+    pub fn parse(s: &str) -> Result<Roles, Error> {
         let mut roles = Roles {
             scheduler: false,
             worker: false,
@@ -54,14 +55,16 @@ impl Roles {
                 "scheduler" => roles.scheduler = true,
                 "worker" => roles.worker = true,
                 other => {
-                    return Err(format!(
+                    return Err(Error::Config(format!(
                         "role {other:?} is not one of `scheduler`, `worker`"
-                    ));
+                    )));
                 }
             }
         }
         if !roles.scheduler && !roles.worker {
-            return Err("a node needs at least one role: scheduler, worker".into());
+            return Err(Error::Config(
+                "a node needs at least one role: scheduler, worker".into(),
+            ));
         }
         Ok(roles)
     }
@@ -147,11 +150,11 @@ impl Cluster {
         name: &str,
         config: ClusterConfig,
         pool: WorkerPoolHandle,
-    ) -> Result<Cluster, String> {
+    ) -> Result<Cluster, Error> {
         if config.cookie.is_empty() {
-            return Err(
+            return Err(Error::Config(
                 "a cluster needs a cookie (--cookie, CAIRN_COOKIE or [cluster] cookie)".into(),
-            );
+            ));
         }
         let server = NodeServer::new(
             config.listen.port(),
@@ -167,7 +170,10 @@ impl Cluster {
         .with_listen_addr(config.listen.ip());
         let (server, _) = Actor::spawn(Some(format!("cairn-node-server-{name}")), server, ())
             .await
-            .map_err(|e| format!("starting the cluster server on {}: {e}", config.listen))?;
+            .map_err(|e| Error::Start {
+                part: "cluster",
+                detail: format!("its server on {}: {e}", config.listen),
+            })?;
         let (agent, _) = Actor::spawn(
             None,
             Agent,
@@ -179,7 +185,10 @@ impl Cluster {
             },
         )
         .await
-        .map_err(|e| format!("starting the node agent: {e}"))?;
+        .map_err(|e| Error::Start {
+            part: "cluster",
+            detail: format!("its agent: {e}"),
+        })?;
         let dispatch = ClusterDispatch::new(config.roles.worker.then_some(pool));
         let loads = Arc::new(Mutex::new(BTreeMap::new()));
         let seeds = Arc::new(Mutex::new(

@@ -21,9 +21,9 @@ pub enum EvictScope {
     Key(Digest),
     /// Every entry of a task in a project and domain, or only those of one cache version.
     Task {
-        /// Project.
+        /// The project: entries and runs are never shared across projects.
         project: String,
-        /// Domain.
+        /// The domain (development, staging, production…): never shared across domains.
         domain: String,
         /// Task name.
         task: String,
@@ -32,9 +32,9 @@ pub enum EvictScope {
     },
     /// Every entry of a project and domain.
     ProjectDomain {
-        /// Project.
+        /// The project: entries and runs are never shared across projects.
         project: String,
-        /// Domain.
+        /// The domain (development, staging, production…): never shared across domains.
         domain: String,
     },
     /// Every entry produced by one execution.

@@ -204,9 +204,9 @@ pub struct ExecutionRecord {
     pub execution: String,
     /// The run it belongs to, if any.
     pub run: Option<Arc<str>>,
-    /// Project.
+    /// The project: entries and runs are never shared across projects.
     pub project: Arc<str>,
-    /// Domain.
+    /// The domain (development, staging, production…): never shared across domains.
     pub domain: Arc<str>,
     /// Task name.
     pub task: Arc<str>,

@@ -145,9 +145,9 @@ pub struct NewRun {
     pub run_id: String,
     /// The registered workflow.
     pub workflow: String,
-    /// Project.
+    /// The project: entries and runs are never shared across projects.
     pub project: String,
-    /// Domain.
+    /// The domain (development, staging, production…): never shared across domains.
     pub domain: String,
     /// Overwrite the cache.
     pub overwrite_cache: bool,

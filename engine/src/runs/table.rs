@@ -772,9 +772,8 @@ impl<S: Store> Runs<S> {
 }
 
 fn no_such_run(run_id: &str) -> Error {
-    Error::InvalidInput {
-        what: format!("run {run_id:?}"),
-        reason: "no such run".into(),
+    Error::RunNotFound {
+        run: run_id.to_string(),
     }
 }
 

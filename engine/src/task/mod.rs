@@ -56,7 +56,7 @@ pub struct TaskSpec {
     version: std::sync::Arc<str>,
     /// The signature (name, inputs, output).
     pub signature: TaskSignature,
-    /// Options.
+    /// How the task runs and caches: cache version, max age, timeout, retries, lease TTL.
     pub options: TaskOptions,
     prepared: OnceLock<PreparedSignature>,
 }

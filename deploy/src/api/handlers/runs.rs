@@ -58,12 +58,7 @@ pub(in crate::api) async fn cancel_run(
 ) -> ApiResult<RunSummary> {
     use cairn_engine::runs::{Ended, RunStatus};
     names::check("run_id", &run_id)?;
-    let ended = app.node.cancel(&run_id).await.map_err(|e| match e {
-        cairn_engine::Error::InvalidInput { ref reason, .. } if reason == "no such run" => {
-            ApiError::not_found(format!("no run {run_id:?}"))
-        }
-        e => e.into(),
-    })?;
+    let ended = app.node.cancel(&run_id).await?;
     match ended {
         Ended::Ended { record, .. } => Ok(axum::Json(views::run_summary(&record))),
         Ended::AlreadyEnded(record) | Ended::Fenced(record)

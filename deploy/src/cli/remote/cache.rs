@@ -17,10 +17,10 @@ pub(in crate::cli) struct CacheArgs {
 enum CacheAction {
     /// Lists entries of a project and domain (optionally one task and version).
     Ls {
-        /// Project.
+        /// The project: entries and runs are never shared across projects.
         #[arg(long, default_value = "default")]
         project: String,
-        /// Domain.
+        /// The domain (development, staging, production…): never shared across domains.
         #[arg(long, default_value = "development")]
         domain: String,
         /// Only this task.
@@ -58,10 +58,10 @@ enum CacheAction {
         /// Every entry of --project/--domain.
         #[arg(long)]
         all: bool,
-        /// Project.
+        /// The project: entries and runs are never shared across projects.
         #[arg(long, default_value = "default")]
         project: String,
-        /// Domain.
+        /// The domain (development, staging, production…): never shared across domains.
         #[arg(long, default_value = "development")]
         domain: String,
     },
@@ -74,10 +74,10 @@ enum CacheAction {
         /// Remove the corrupt entries found.
         #[arg(long)]
         repair: bool,
-        /// Project.
+        /// The project: entries and runs are never shared across projects.
         #[arg(long, default_value = "default")]
         project: String,
-        /// Domain.
+        /// The domain (development, staging, production…): never shared across domains.
         #[arg(long, default_value = "development")]
         domain: String,
     },
@@ -88,10 +88,10 @@ enum CacheAction {
         /// Its input as JSON: an object of the inputs by name, or the input value.
         #[arg(long, allow_hyphen_values = true)]
         input: String,
-        /// Project.
+        /// The project: entries and runs are never shared across projects.
         #[arg(long, default_value = "default")]
         project: String,
-        /// Domain.
+        /// The domain (development, staging, production…): never shared across domains.
         #[arg(long, default_value = "development")]
         domain: String,
     },

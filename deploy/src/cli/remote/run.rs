@@ -15,10 +15,10 @@ pub(in crate::cli) struct RunArgs {
     /// Its input, as JSON.
     #[arg(long, default_value = "null", allow_hyphen_values = true)]
     input: String,
-    /// Project.
+    /// The project: entries and runs are never shared across projects.
     #[arg(long, default_value = "default")]
     project: String,
-    /// Domain.
+    /// The domain (development, staging, production…): never shared across domains.
     #[arg(long, default_value = "development")]
     domain: String,
     /// Re-execute every cacheable task and replace its entry.
