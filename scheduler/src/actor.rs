@@ -95,6 +95,34 @@ pub enum SchedulerMsg {
 // message type to say whether it can cross nodes; this one never does.
 impl ractor::Message for SchedulerMsg {}
 
+/// What a flight asks the catalog (a resolve or a wait), owned so that it moves into the task
+/// that asks.
+struct Asking {
+    key: CacheKey,
+    owner: String,
+    execution: String,
+    lease_ttl: Duration,
+    max_age: Option<Duration>,
+    overwrite: bool,
+    /// The leader's call span, kept in the lease if acquired (waiters link to it).
+    trace: Option<String>,
+}
+
+impl Asking {
+    fn request(&self) -> ResolveRequest<'_> {
+        ResolveRequest {
+            key: &self.key,
+            owner: &self.owner,
+            execution: &self.execution,
+            lease_ttl: self.lease_ttl,
+            max_age: self.max_age,
+            overwrite: self.overwrite,
+            takeover: None,
+            trace: self.trace.as_deref(),
+        }
+    }
+}
+
 /// The scheduler behaviour.
 pub struct Scheduler;
 
@@ -172,22 +200,19 @@ impl SchedulerState {
         self.calls.get(&call)
     }
 
-    fn resolve_request<'a>(
-        &'a self,
-        p: &'a Pending,
-        key: &'a CacheKey,
-        overwrite: bool,
-    ) -> ResolveRequest<'a> {
-        ResolveRequest {
-            key,
-            owner: &self.args.owner,
-            execution: &p.execution,
+    /// What `leader`'s flight asks the catalog, owned for the task that asks it (`None` for an
+    /// uncached call, or a call already answered).
+    fn asking(&self, leader: CallId, flight: FlightKey) -> Option<Asking> {
+        let p = self.request(leader)?;
+        Some(Asking {
+            key: p.request.key.clone()?,
+            owner: self.args.owner.clone(),
+            execution: p.execution.clone(),
             lease_ttl: p.request.lease_ttl,
             max_age: p.request.max_age,
-            overwrite,
-            takeover: None,
-            trace: None,
-        }
+            overwrite: flight.overwrite,
+            trace: cairn_engine::telemetry::propagate::traceparent(&p.span),
+        })
     }
 
     /// `call` joined the flight `leader` leads: it waits, in a `cairn.wait` span linked to the
@@ -251,24 +276,14 @@ impl SchedulerState {
         flight: FlightKey,
         leader: CallId,
     ) {
-        let Some(p) = self.request(leader) else {
-            return;
-        };
-        let Some(key) = p.request.key.clone() else {
+        let (Some(p), Some(asking)) = (self.request(leader), self.asking(leader, flight)) else {
             return;
         };
         let (catalog, me) = (self.args.catalog.clone(), myself.clone());
-        let (owner, execution, ttl, max_age) = (
-            self.args.owner.clone(),
-            p.execution.clone(),
-            p.request.lease_ttl,
-            p.request.max_age,
-        );
-        let trace = cairn_engine::telemetry::propagate::traceparent(&p.span);
         let span = tracing::info_span!(
             parent: &p.span,
             sc::SPAN_RESOLVE,
-            { sc::CACHE_KEY } = %key.digest,
+            { sc::CACHE_KEY } = %asking.key.digest,
             { sc::RESOLVE_OUTCOME } = tracing::field::Empty,
             { sc::LEASE_GENERATION } = tracing::field::Empty,
             { sc::WAIT_BEHIND } = tracing::field::Empty,
@@ -278,17 +293,7 @@ impl SchedulerState {
             // sent, so nothing that handles the outcome (the dispatch, the job) runs
             // inside it or keeps it open.
             let outcome = async {
-                let req = ResolveRequest {
-                    key: &key,
-                    owner: &owner,
-                    execution: &execution,
-                    lease_ttl: ttl,
-                    max_age,
-                    overwrite: flight.overwrite,
-                    takeover: None,
-                    trace: trace.as_deref(),
-                };
-                let outcome = resolve(&catalog, &req).await;
+                let outcome = resolve(&catalog, &asking.request()).await;
                 let span = tracing::Span::current();
                 match &outcome {
                     Lookup::Hit(_) => span.record(sc::RESOLVE_OUTCOME, "hit"),
@@ -317,25 +322,14 @@ impl SchedulerState {
         leader: CallId,
         held: HeldLease,
     ) {
-        let Some(p) = self.request(leader) else {
+        let (Some(p), Some(asking)) = (self.request(leader), self.asking(leader, flight)) else {
             return;
         };
-        let Some(key) = p.request.key.clone() else {
-            return;
-        };
-        let req = self.resolve_request(p, &key, flight.overwrite);
-        let (owner, execution, ttl, max_age) = (
-            req.owner.to_string(),
-            req.execution.to_string(),
-            req.lease_ttl,
-            req.max_age,
-        );
-        let trace = cairn_engine::telemetry::propagate::traceparent(&p.span);
         let (catalog, me) = (self.args.catalog.clone(), myself.clone());
         let span = tracing::info_span!(
             parent: &p.span,
             sc::SPAN_WAIT,
-            { sc::CACHE_KEY } = %key.digest,
+            { sc::CACHE_KEY } = %asking.key.digest,
             { sc::WAIT_BEHIND } = %held.execution,
             { sc::LEASE_GENERATION } = int(held.generation),
             { sc::WAIT_MS } = tracing::field::Empty,
@@ -347,17 +341,7 @@ impl SchedulerState {
         let started = Instant::now();
         tokio::spawn(async move {
             let outcome = async {
-                let req = ResolveRequest {
-                    key: &key,
-                    owner: &owner,
-                    execution: &execution,
-                    lease_ttl: ttl,
-                    max_age,
-                    overwrite: flight.overwrite,
-                    takeover: None,
-                    trace: trace.as_deref(),
-                };
-                let outcome = match catalog.wait(&req, held).await {
+                let outcome = match catalog.wait(&asking.request(), held).await {
                     Ok(Answer::Hit(hit)) => WaitOutcome::Hit(hit.output),
                     Ok(Answer::Acquired(lease)) => WaitOutcome::Acquired(lease),
                     Err(e) => WaitOutcome::Failed(StoreFailure::from(&e)),

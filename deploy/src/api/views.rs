@@ -194,3 +194,13 @@ pub(super) fn explanation(key: &CacheKey, e: &catalog::Explanation) -> Explanati
     }
     out
 }
+
+/// Corrupt entries as the API lists them: each key with what is wrong with it.
+pub(super) fn corrupt(list: &[(cairn_engine::catalog::Digest, String)]) -> Vec<CorruptEntry> {
+    list.iter()
+        .map(|(key, detail)| CorruptEntry {
+            key: key.to_string(),
+            detail: detail.clone(),
+        })
+        .collect()
+}

@@ -33,14 +33,7 @@ pub(in crate::api) async fn list_entries(
         .await?;
     Ok(axum::Json(EntryPage {
         entries: page.entries.iter().map(views::entry).collect(),
-        corrupt: page
-            .corrupt
-            .iter()
-            .map(|(key, detail)| CorruptEntry {
-                key: key.to_string(),
-                detail: detail.clone(),
-            })
-            .collect(),
+        corrupt: views::corrupt(&page.corrupt),
         next: page.next,
     }))
 }
@@ -110,14 +103,7 @@ pub(in crate::api) async fn verify(
         .await?;
     Ok(axum::Json(VerifyResult {
         checked: report.checked,
-        corrupt: report
-            .corrupt
-            .iter()
-            .map(|(key, detail)| CorruptEntry {
-                key: key.to_string(),
-                detail: detail.clone(),
-            })
-            .collect(),
+        corrupt: views::corrupt(&report.corrupt),
         repaired: report.repaired,
     }))
 }
