@@ -8,7 +8,6 @@ use crate::api::views;
 use axum::extract::State;
 use axum::http::StatusCode;
 use cairn_engine::catalog::{Digest, EvictScope};
-use cairn_engine::names;
 
 pub(in crate::api) async fn list_entries(
     State(app): State<AppState>,
@@ -112,11 +111,7 @@ pub(in crate::api) async fn explain(
     State(app): State<AppState>,
     Json(req): Json<ExplainRequest>,
 ) -> ApiResult<Explanation> {
-    names::check_all(&[
-        ("task", &req.task),
-        ("project", &req.project),
-        ("domain", &req.domain),
-    ])?;
+    // Names were checked as the body was read (`types.rs`).
     let task = app.node.registry().get(&req.task).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -78,16 +78,7 @@ pub(in crate::api) async fn list_runs(
     State(app): State<AppState>,
     Query(q): Query<RunsQuery>,
 ) -> ApiResult<RunPage> {
-    for (field, value) in [
-        ("workflow", &q.workflow),
-        ("project", &q.project),
-        ("domain", &q.domain),
-        ("schedule", &q.schedule),
-    ] {
-        if let Some(v) = value {
-            names::check(field, v)?;
-        }
-    }
+    // Names were checked as the query was read (`types.rs`).
     let filter = RunFilter {
         workflow: q.workflow,
         project: q.project,
