@@ -17,6 +17,15 @@ pub enum ClientError {
         /// What failed.
         detail: String,
     },
+    /// The node's TLS certificate is not trusted, or the client's TLS set-up (its `--ca`)
+    /// does not load.
+    #[error("TLS with the node at {url}: {detail}")]
+    Tls {
+        /// The URL asked.
+        url: String,
+        /// What failed, e.g. that the certificate's issuer is unknown (give `--ca`).
+        detail: String,
+    },
     /// The node answered with an error.
     #[error("{message} ({code}, HTTP {status})")]
     Api {
@@ -60,7 +69,7 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } => true,
             ClientError::Api { status, .. } => matches!(status, 502..=504),
-            ClientError::Decode { .. } => false,
+            ClientError::Decode { .. } | ClientError::Tls { .. } => false,
         }
     }
 
@@ -98,16 +107,45 @@ pub struct Client {
 
 impl Client {
     /// A client of the node at `base` (e.g. `http://127.0.0.1:7070`), sending `token` if given.
+    /// An `https://` node's certificate is verified against the system's trust store; see
+    /// [`Client::with_ca`] for a private CA.
     pub fn new(base: impl Into<String>, token: Option<String>) -> Client {
-        Client {
-            base: base.into().trim_end_matches('/').to_string(),
+        // Only a CA file can fail to load; the system's trust store cannot.
+        Self::build(base, token, None).expect("the default TLS configuration builds")
+    }
+
+    /// A client of the node at `base` whose `https://` certificate must chain to a CA
+    /// certificate in the PEM file `ca` (a private CA), sending `token` if given.
+    pub fn with_ca(
+        base: impl Into<String>,
+        token: Option<String>,
+        ca: &std::path::Path,
+    ) -> Result<Client, ClientError> {
+        Self::build(base, token, Some(ca))
+    }
+
+    fn build(
+        base: impl Into<String>,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Client, ClientError> {
+        let base = base.into().trim_end_matches('/').to_string();
+        let invalid = |detail: String| ClientError::Tls {
+            url: base.clone(),
+            detail,
+        };
+        let tls = crate::tls::client_config(ca).map_err(invalid)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .use_preconfigured_tls(tls)
+            .build()
+            .map_err(|e| invalid(error_chain(&e)))?;
+        Ok(Client {
+            base,
             token: token.filter(|t| !t.is_empty()),
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap_or_default(),
-        }
+            http,
+        })
     }
 
     async fn call<T: DeserializeOwned>(
@@ -139,9 +177,15 @@ impl Client {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            detail: error_chain(&e),
+        let resp = req.send().await.map_err(|e| match tls_problem(&e) {
+            Some(problem) => ClientError::Tls {
+                url: url.clone(),
+                detail: problem,
+            },
+            None => ClientError::Unreachable {
+                url: url.clone(),
+                detail: error_chain(&e),
+            },
         })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
@@ -367,6 +411,28 @@ fn segment(s: &str) -> String {
         }
     }
     out
+}
+
+/// The certificate problem behind a failed request, if that is why it failed.
+fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(rustls::Error::InvalidCertificate(why)) = err.downcast_ref::<rustls::Error>() {
+            return Some(format!(
+                "its certificate is not trusted ({why:?}): give --ca (CAIRN_CA) with the CA \
+                 certificate that signed it"
+            ));
+        }
+        // io::Error's source() skips the error it wraps: step into that one instead.
+        next = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -21,6 +21,8 @@
 //! listen = "127.0.0.1:7070"
 //! token = "…"                 # required when `listen` is not a loopback address (≥ 16 chars)
 //! token_file = "/run/secrets/cairn-token"   # or the token in a file
+//! tls_cert = "/run/secrets/api.crt"   # serve HTTPS (reloaded when the files change)
+//! tls_key = "/run/secrets/api.key"
 //!
 //! [cluster]                   # omit to run alone
 //! listen = "10.0.0.1:7100"
@@ -28,6 +30,10 @@
 //! cookie = "…"                # every node of the cluster has the same
 //! cookie_file = "/run/secrets/cairn-cookie" # or the cookie in a file
 //! roles = ["scheduler", "worker"]
+//! tls_cert = "/run/secrets/node.crt"  # mutual TLS 1.3 on every link: this node's certificate,
+//! tls_key = "/run/secrets/node.key"   # its key,
+//! tls_ca = "/run/secrets/ca.crt"      # and the CA that signs every node's certificate
+//! insecure = false            # true: allow plain TCP on a non-loopback address
 //!
 //! [telemetry]                 # OTLP export; OTEL_* variables override
 //! otlp_endpoint = "http://collector:4317"
@@ -99,6 +105,14 @@ pub struct ClusterSection {
     pub cookie_file: Option<std::path::PathBuf>,
     /// `scheduler`, `worker` (default both).
     pub roles: Option<Vec<String>>,
+    /// This node's certificate (PEM), for mutual TLS on cluster links.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The cluster CA's certificate (PEM).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Allow plain TCP on a non-loopback cluster address.
+    pub insecure: Option<bool>,
 }
 
 /// `[cache]`.
@@ -135,6 +149,10 @@ pub struct ApiSection {
     pub token: Option<String>,
     /// A file holding the bearer token.
     pub token_file: Option<std::path::PathBuf>,
+    /// Serve HTTPS with this certificate (PEM)…
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// …and this private key (PEM).
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// `[[schedules]]`.

@@ -28,6 +28,7 @@
 //! - [`client`]: a typed client of a node's API;
 //! - [`config`]: a node's TOML configuration;
 //! - [`telemetry`]: OTLP export of spans and metrics (off by default);
+//! - [`tls`]: HTTPS for the API and mutual TLS for cluster links, reloaded on change;
 //! - [`examples`]: the quickstart's tasks and workflows;
 //! - [`guide`]: worked examples, each a doctest: a task with every option, `CacheHash`,
 //!   `Ctx::call`, `ScheduleSpec`, the typed client.
@@ -51,6 +52,7 @@ pub mod examples;
 pub mod guide;
 mod node;
 pub mod telemetry;
+pub mod tls;
 
 // Every type in a public signature of this crate can be named from it (a test names each).
 pub use cairn_engine::catalog::{

@@ -54,6 +54,10 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The log filter when `RUST_LOG` is not set: warnings, except ractor_cluster's line for each
+/// failed TLS accept (a refused peer redials, and Cairn logs each refused certificate once).
+const DEFAULT_LOG: &str = "warn,ractor_cluster::net::listener=error";
+
 impl Telemetry {
     /// Whether export is on: an endpoint is configured and the SDK is not disabled.
     pub fn enabled(config: &TelemetryConfig) -> bool {
@@ -71,7 +75,7 @@ impl Telemetry {
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(
-                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
             );
         if !Self::enabled(config) {
             let _ = tracing_subscriber::registry().with(fmt).try_init();

@@ -161,6 +161,19 @@ impl ApiServer {
         listener: tokio::net::TcpListener,
         config: &ApiConfig,
     ) -> Result<ApiServer, crate::Error> {
+        Self::start_on(node, members, listener, config)
+    }
+
+    /// Serves `node`'s API on any axum listener, e.g. a [`crate::tls::TlsListener`].
+    pub fn start_on<L>(
+        node: Arc<Node>,
+        members: Arc<dyn Members>,
+        listener: L,
+        config: &ApiConfig,
+    ) -> Result<ApiServer, crate::Error>
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
         let addr = listener.local_addr().map_err(|e| crate::Error::Start {
             part: "api",
             detail: e.to_string(),

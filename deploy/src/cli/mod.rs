@@ -64,6 +64,10 @@ struct Remote {
     /// Bearer token, when the node requires one.
     #[arg(long, global = true, env = "CAIRN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A CA certificate (PEM) to trust for an `https://` node, e.g. a private CA's; without it
+    /// the system's trust store is used.
+    #[arg(long, global = true, env = "CAIRN_CA")]
+    ca: Option<std::path::PathBuf>,
     /// Print the node's JSON answer instead of a table.
     #[arg(long, global = true)]
     json: bool,

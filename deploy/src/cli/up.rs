@@ -51,6 +51,27 @@ pub(super) struct UpArgs {
     /// A file holding the cluster's shared secret (its trailing newline is ignored).
     #[arg(long, env = "CAIRN_COOKIE_FILE", conflicts_with = "cookie")]
     cookie_file: Option<std::path::PathBuf>,
+    /// This node's certificate (PEM) for mutual TLS 1.3 on every cluster link; needs
+    /// --cluster-tls-key and --cluster-tls-ca. It must name the host other nodes dial.
+    #[arg(long, env = "CAIRN_CLUSTER_TLS_CERT")]
+    cluster_tls_cert: Option<std::path::PathBuf>,
+    /// This node's private key (PEM) for cluster TLS.
+    #[arg(long, env = "CAIRN_CLUSTER_TLS_KEY")]
+    cluster_tls_key: Option<std::path::PathBuf>,
+    /// The cluster CA's certificate (PEM): peers' certificates must chain to it.
+    #[arg(long, env = "CAIRN_CLUSTER_TLS_CA")]
+    cluster_tls_ca: Option<std::path::PathBuf>,
+    /// Allow plain TCP cluster links on an address that is not loopback (jobs' inputs and
+    /// outputs then cross the network in clear).
+    #[arg(long, env = "CAIRN_CLUSTER_INSECURE")]
+    cluster_insecure: bool,
+    /// Serve the API over HTTPS with this certificate (PEM); needs --tls-key. Reloaded when the
+    /// file changes or on SIGHUP.
+    #[arg(long, env = "CAIRN_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The API certificate's private key (PEM).
+    #[arg(long, env = "CAIRN_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
     /// Roles: scheduler, worker, or both, comma-separated [default: scheduler,worker].
     #[arg(long, env = "CAIRN_ROLES")]
     roles: Option<String>,
@@ -76,6 +97,7 @@ struct Settings {
     store: String,
     listen: String,
     token: Option<String>,
+    api_tls: Option<crate::tls::ApiTls>,
     name: Option<String>,
     concurrency: usize,
     schedules: Vec<crate::ScheduleSpec>,
@@ -179,17 +201,63 @@ impl Settings {
         let expiry = roles
             .worker
             .then_some(expiry_every.max(std::time::Duration::from_millis(10)));
+        let cluster_tls = match (
+            args.cluster_tls_cert.or(file.cluster.tls_cert),
+            args.cluster_tls_key.or(file.cluster.tls_key),
+            args.cluster_tls_ca.or(file.cluster.tls_ca),
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => Some(
+                crate::tls::ClusterTls::load(&crate::tls::ClusterTlsFiles {
+                    node: crate::tls::CertFiles { cert, key },
+                    ca,
+                })
+                .map_err(|e| anyhow::anyhow!("cluster TLS: {e}"))?,
+            ),
+            _ => anyhow::bail!(
+                "cluster TLS needs all three of --cluster-tls-cert, --cluster-tls-key and \
+                 --cluster-tls-ca (or [cluster] tls_cert, tls_key, tls_ca)"
+            ),
+        };
+        let api_tls = match (
+            args.tls_cert.or(file.api.tls_cert),
+            args.tls_key.or(file.api.tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(
+                crate::tls::ApiTls::load(&crate::tls::CertFiles { cert, key })
+                    .map_err(|e| anyhow::anyhow!("API TLS: {e}"))?,
+            ),
+            _ => anyhow::bail!(
+                "API TLS needs both --tls-cert and --tls-key (or [api] tls_cert and tls_key)"
+            ),
+        };
+        let insecure = args.cluster_insecure || file.cluster.insecure.unwrap_or(false);
         let cluster = match args.cluster_listen.or(file.cluster.listen) {
-            None => None,
-            Some(listen) => Some(ClusterConfig {
-                listen: listen
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("cluster address {listen:?}: {e}"))?,
-                advertise: args.cluster_advertise.or(file.cluster.advertise),
-                seeds,
-                cookie: cookie.unwrap_or_default(),
-                roles,
-            }),
+            None => {
+                if cluster_tls.is_some() || insecure {
+                    anyhow::bail!(
+                        "cluster TLS and --cluster-insecure only apply to a node in a cluster: \
+                         give --cluster-listen"
+                    );
+                }
+                None
+            }
+            Some(listen) => {
+                let config = ClusterConfig {
+                    listen: listen
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("cluster address {listen:?}: {e}"))?,
+                    advertise: args.cluster_advertise.or(file.cluster.advertise),
+                    seeds,
+                    cookie: cookie.unwrap_or_default(),
+                    roles,
+                    tls: cluster_tls,
+                    insecure,
+                };
+                config.check().map_err(anyhow::Error::msg)?;
+                Some(config)
+            }
         };
         Ok(Settings {
             expiry,
@@ -211,6 +279,7 @@ impl Settings {
                 .or(file.api.listen)
                 .unwrap_or_else(|| "127.0.0.1:7070".into()),
             token,
+            api_tls,
             name: args.name.or(file.name),
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(64),
         })
@@ -329,10 +398,30 @@ async fn serve(
         Some(cluster) => cluster.clone(),
         None => Arc::new(LocalOnly),
     };
-    let server =
-        ApiServer::start(node.clone(), members, listener, &config).map_err(anyhow::Error::msg)?;
+    let scheme = if args.api_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let (server, _reload) = match &args.api_tls {
+        None => (
+            ApiServer::start(node.clone(), members, listener, &config)
+                .map_err(anyhow::Error::msg)?,
+            None,
+        ),
+        Some(tls) => {
+            let listener = tls
+                .listen(listener)
+                .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;
+            (
+                ApiServer::start_on(node.clone(), members, listener, &config)
+                    .map_err(anyhow::Error::msg)?,
+                Some(AbortOnDrop(tls.watch())),
+            )
+        }
+    };
     println!(
-        "cairn node {} listening on http://{} (store: {})",
+        "cairn node {} listening on {scheme}://{} (store: {})",
         node.name(),
         server.addr(),
         node.catalog().store().backend()
@@ -347,6 +436,15 @@ async fn serve(
     // Flushes the spans and metrics still buffered.
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn redact(url: &str) -> String {

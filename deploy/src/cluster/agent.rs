@@ -45,6 +45,10 @@ pub struct Load {
     pub queued: usize,
     /// Jobs finished since the node started.
     pub executed: u64,
+    /// The cluster addresses of the nodes it is linked to, so that every node can dial every
+    /// other one (with TLS when the cluster uses it). Absent from older nodes' reports.
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 /// The agent's behaviour.
@@ -60,6 +64,8 @@ pub struct AgentArgs {
     pub worker: bool,
     /// The local pool.
     pub pool: WorkerPoolHandle,
+    /// The cluster addresses of the nodes this one is linked to (kept by the cluster loop).
+    pub peers: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -125,6 +131,7 @@ impl Actor for Agent {
             AgentMsg::Load(reply) => {
                 let pool = state.pool.clone();
                 let (name, scheduler, worker) = (state.name.clone(), state.scheduler, state.worker);
+                let peers = state.peers.lock().clone();
                 tokio::spawn(async move {
                     let status = pool.status().await;
                     let load = Load {
@@ -135,6 +142,7 @@ impl Actor for Agent {
                         busy: status.as_ref().map_or(0, |s| s.busy.len()),
                         queued: status.as_ref().map_or(0, |s| s.queued),
                         executed: status.as_ref().map_or(0, |s| s.finished),
+                        peers,
                     };
                     let _ = reply.send(encode(&load));
                 });

@@ -1,8 +1,15 @@
 //! Cairn nodes as a cluster (ractor_cluster): every node runs a `NodeServer` on its cluster
-//! address, joins its seeds (and, transitively, their peers) with a shared secret cookie — a
-//! node without the cookie is refused at the handshake, so it can neither see the others'
-//! workers nor be dispatched to — and runs one [`agent::Agent`] in the `cairn.nodes` process
-//! group (and `cairn.workers` when it is a worker).
+//! address, joins its seeds with a shared secret cookie — a node without the cookie is refused
+//! at the handshake, so it can neither see the others' workers nor be dispatched to — and runs
+//! one [`agent::Agent`] in the `cairn.nodes` process group (and `cairn.workers` when it is a
+//! worker). Each agent reports the addresses of the nodes it is linked to, and every node dials
+//! those it is not linked to yet, so the cluster becomes a full mesh whatever seeds each node was
+//! given. (Cairn dials them itself, rather than ractor_cluster's transitive mode, because that
+//! mode dials in clear even when the cluster uses TLS.)
+//!
+//! With [`ClusterTls`] every link is mutual TLS 1.3: both ends present a certificate the cluster
+//! CA signed, on top of the cookie. A node whose cluster address is not loopback refuses to start
+//! without TLS unless told it is meant to be insecure.
 //!
 //! - [`agent`]: the per-node actor remote schedulers talk to (run a job, report load);
 //! - [`dispatch`]: where this node's schedulers send jobs (local first, then least loaded;
@@ -16,6 +23,7 @@ pub mod agent;
 pub mod dispatch;
 
 use crate::error::Error;
+use crate::tls::ClusterTls;
 use agent::{Agent, AgentArgs, AgentMsg, Load, NODES_GROUP, WORKERS_GROUP};
 use cairn_worker::WorkerPoolHandle;
 use dispatch::ClusterDispatch;
@@ -32,7 +40,11 @@ use std::time::Duration;
 const REFRESH: Duration = Duration::from_millis(500);
 
 /// Why a seed that accepted a connection is still not joined.
-const REFUSED: &str = "its node refused the handshake (a different cookie?)";
+const REFUSED: &str =
+    "its node refused the handshake (a different cookie, or a certificate its CA did not sign?)";
+
+/// A dial (TCP connect and TLS handshake) that takes longer fails.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a node does in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +108,42 @@ pub struct ClusterConfig {
     pub cookie: String,
     /// This node's roles.
     pub roles: Roles,
+    /// Mutual TLS for every link; `None` for plain TCP.
+    pub tls: Option<ClusterTls>,
+    /// Allows plain TCP on an address that is not loopback.
+    pub insecure: bool,
+}
+
+impl ClusterConfig {
+    /// Refuses a configuration that would carry jobs in clear beyond this host: a cluster
+    /// address that is not loopback, without TLS, unless `insecure`. Also refuses an empty
+    /// cookie.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.cookie.is_empty() {
+            return Err(Error::Config(
+                "a cluster needs a cookie (--cookie, CAIRN_COOKIE or [cluster] cookie)".into(),
+            ));
+        }
+        if self.tls.is_none() && !self.insecure && !self.listen.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "the cluster address {} is not loopback, so its links would carry every job's \
+                 input and output in clear: give --cluster-tls-cert, --cluster-tls-key and \
+                 --cluster-tls-ca (mutual TLS), or --cluster-insecure to accept plain TCP",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// This node's address as the others dial it: the advertised host (or the listen IP) and
+    /// the port.
+    pub fn address(&self) -> String {
+        let host = self
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.ip().to_string());
+        format!("{host}:{}", self.listen.port())
+    }
 }
 
 /// A node's membership in the cluster.
@@ -108,11 +156,15 @@ pub struct Cluster {
     loads: Arc<Mutex<BTreeMap<String, Load>>>,
     seeds: Arc<Mutex<BTreeMap<String, SeedState>>>,
     background: tokio::task::JoinHandle<()>,
+    reload: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What this node knows of one of its seeds.
 #[derive(Debug, Clone)]
 struct SeedState {
+    /// Learnt from another member's report rather than configured: not listed while absent,
+    /// and forgotten once no member reports it.
+    discovered: bool,
     joined: bool,
     /// Failed attempts in a row.
     failures: u32,
@@ -127,6 +179,7 @@ struct SeedState {
 impl SeedState {
     fn new() -> Self {
         SeedState {
+            discovered: false,
             joined: false,
             failures: 0,
             next_try: tokio::time::Instant::now(),
@@ -151,11 +204,11 @@ impl Cluster {
         config: ClusterConfig,
         pool: WorkerPoolHandle,
     ) -> Result<Cluster, Error> {
-        if config.cookie.is_empty() {
-            return Err(Error::Config(
-                "a cluster needs a cookie (--cookie, CAIRN_COOKIE or [cluster] cookie)".into(),
-            ));
-        }
+        config.check()?;
+        let encryption = config
+            .tls
+            .as_ref()
+            .map(|tls| ractor_cluster::IncomingEncryptionMode::Tls(tls.acceptor.clone()));
         let server = NodeServer::new(
             config.listen.port(),
             config.cookie.clone(),
@@ -164,8 +217,8 @@ impl Cluster {
                 .advertise
                 .clone()
                 .unwrap_or_else(|| config.listen.ip().to_string()),
-            None,
-            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+            encryption,
+            Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
         .with_listen_addr(config.listen.ip());
         let (server, _) = Actor::spawn(Some(format!("cairn-node-server-{name}")), server, ())
@@ -174,6 +227,7 @@ impl Cluster {
                 part: "cluster",
                 detail: format!("its server on {}: {e}", config.listen),
             })?;
+        let linked = Arc::new(Mutex::new(Vec::new()));
         let (agent, _) = Actor::spawn(
             None,
             Agent,
@@ -182,6 +236,7 @@ impl Cluster {
                 scheduler: config.roles.scheduler,
                 worker: config.roles.worker,
                 pool: pool.clone(),
+                peers: linked.clone(),
             },
         )
         .await
@@ -198,12 +253,16 @@ impl Cluster {
                 .map(|s| (s.clone(), SeedState::new()))
                 .collect::<BTreeMap<_, _>>(),
         ));
-        let background = tokio::spawn(maintain(
-            server.clone(),
-            seeds.clone(),
-            dispatch.clone(),
-            loads.clone(),
-        ));
+        let reload = config.tls.as_ref().map(|tls| tls.watch());
+        let background = tokio::spawn(maintain(Links {
+            server: server.clone(),
+            address: config.address(),
+            tls: config.tls.clone(),
+            seeds: seeds.clone(),
+            linked,
+            dispatch: dispatch.clone(),
+            loads: loads.clone(),
+        }));
         Ok(Cluster {
             name: name.to_string(),
             roles: config.roles,
@@ -213,6 +272,7 @@ impl Cluster {
             loads,
             seeds,
             background,
+            reload,
         })
     }
 
@@ -229,6 +289,9 @@ impl Cluster {
     /// Leaves the cluster.
     pub fn stop(&self) {
         self.background.abort();
+        if let Some(reload) = &self.reload {
+            reload.abort();
+        }
         self.agent.stop(None);
         self.server.stop(None);
     }
@@ -240,16 +303,75 @@ impl Drop for Cluster {
     }
 }
 
-/// Dials seeds that are not connected (with backoff; a seed that refuses the handshake is
-/// reported once), and asks every member for its load.
-async fn maintain(
+/// What the cluster loop works with.
+struct Links {
     server: ActorRef<NodeServerMessage>,
+    /// This node's own address (never dialled).
+    address: String,
+    tls: Option<ClusterTls>,
     seeds: Arc<Mutex<BTreeMap<String, SeedState>>>,
+    /// The addresses this node is linked to, which its agent reports.
+    linked: Arc<Mutex<Vec<String>>>,
     dispatch: Arc<ClusterDispatch>,
     loads: Arc<Mutex<BTreeMap<String, Load>>>,
-) {
+}
+
+/// Why a dial failed.
+enum DialError {
+    /// The TLS handshake failed: the peer refused this node's certificate or presented one the
+    /// cluster CA did not sign, or it does not speak TLS.
+    Refused(String),
+    /// No connection (yet).
+    Unreachable(String),
+}
+
+/// Opens a link to `address` (TLS when configured), bounded by [`DIAL_TIMEOUT`].
+async fn dial(
+    server: &ActorRef<NodeServerMessage>,
+    address: &str,
+    tls: Option<&ClusterTls>,
+) -> Result<(), DialError> {
+    let attempt = async {
+        match tls {
+            None => ractor_cluster::client_connect(server, address)
+                .await
+                .map_err(|e| DialError::Unreachable(e.to_string())),
+            Some(tls) => {
+                let name = crate::tls::server_name(address).map_err(DialError::Refused)?;
+                ractor_cluster::client_connect_enc(server, address, tls.connector.clone(), name)
+                    .await
+                    .map_err(|e| match e {
+                        ractor_cluster::ClientConnectErr::Encryption(e) => {
+                            DialError::Refused(format!("TLS handshake failed: {e}"))
+                        }
+                        other => DialError::Unreachable(other.to_string()),
+                    })
+            }
+        }
+    };
+    tokio::time::timeout(DIAL_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| Err(DialError::Unreachable("timed out".into())))
+}
+
+/// Dials seeds and reported peers that are not linked (with backoff; a refusal is reported
+/// once), and asks every member for its load.
+async fn maintain(links: Links) {
+    let Links {
+        server,
+        address,
+        tls,
+        seeds,
+        linked,
+        dispatch,
+        loads,
+    } = links;
     loop {
         let sessions = ractor::call!(server, NodeServerMessage::GetSessions).unwrap_or_default();
+        *linked.lock() = sessions
+            .values()
+            .filter_map(|s| s.peer_name.as_ref().map(|n| n.connection_string.clone()))
+            .collect();
         let names: Vec<String> = seeds.lock().keys().cloned().collect();
         for seed in names {
             // Joined: a session with a name, which only an accepted handshake gives.
@@ -270,6 +392,7 @@ async fn maintain(
                     }
                     *state = SeedState {
                         joined: true,
+                        discovered: state.discovered,
                         ..SeedState::new()
                     };
                     continue;
@@ -279,23 +402,20 @@ async fn maintain(
                     // Connected at the last attempt, and no named session now: the seed's
                     // node closed it during the handshake.
                     state.dialled = false;
-                    let first = state.failures == 0 || state.problem.as_deref() != Some(REFUSED);
-                    state.failed(REFUSED.to_string());
-                    if first {
-                        tracing::warn!(%seed, "could not join seed: {REFUSED}; retrying with backoff (up to 30 s)");
-                    }
+                    refused(&seed, state, REFUSED.to_string());
                 }
                 tokio::time::Instant::now() >= state.next_try
             };
             if !due {
                 continue;
             }
-            let result = ractor_cluster::client_connect(&server, seed.as_str()).await;
+            let result = dial(&server, &seed, tls.as_ref()).await;
             let mut all = seeds.lock();
             if let Some(state) = all.get_mut(&seed) {
                 match result {
                     Ok(()) => state.dialled = true,
-                    Err(e) => {
+                    Err(DialError::Refused(problem)) => refused(&seed, state, problem),
+                    Err(DialError::Unreachable(e)) => {
                         tracing::debug!(%seed, error = %e, "seed not reachable yet");
                         state.failed(format!("not reachable: {e}"));
                     }
@@ -321,8 +441,46 @@ async fn maintain(
                 seen.insert(load.name.clone(), load);
             }
         }
+        discover(&seeds, &seen, &address);
         *loads.lock() = seen;
         tokio::time::sleep(REFRESH).await;
+    }
+}
+
+/// Records a refusal, logging it when it is new for this seed.
+fn refused(seed: &str, state: &mut SeedState, problem: String) {
+    let first = state.failures == 0 || state.problem.as_deref() != Some(problem.as_str());
+    state.failed(problem);
+    if first {
+        tracing::warn!(
+            %seed,
+            "could not join seed: {}; retrying with backoff (up to 30 s)",
+            state.problem.as_deref().unwrap_or_default()
+        );
+    }
+}
+
+/// Adds the addresses members report and this node is not linked to, and forgets discovered
+/// addresses no member reports any more.
+fn discover(
+    seeds: &Mutex<BTreeMap<String, SeedState>>,
+    members: &BTreeMap<String, Load>,
+    own: &str,
+) {
+    let reported: std::collections::BTreeSet<&String> =
+        members.values().flat_map(|l| l.peers.iter()).collect();
+    let mut all = seeds.lock();
+    all.retain(|address, state| !state.discovered || state.joined || reported.contains(address));
+    for address in reported {
+        if address != own && !all.contains_key(address) {
+            all.insert(
+                address.clone(),
+                SeedState {
+                    discovered: true,
+                    ..SeedState::new()
+                },
+            );
+        }
     }
 }
 
@@ -370,7 +528,7 @@ impl Cluster {
             })
             .collect();
         for (seed, state) in self.seeds.lock().iter() {
-            if !state.joined {
+            if !state.joined && !state.discovered {
                 out.push(Peer {
                     name: seed.clone(),
                     roles: Roles {

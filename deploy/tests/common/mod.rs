@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod certs;
 pub(crate) mod otlp;
 
 use std::io::{BufRead, BufReader};
@@ -47,6 +48,25 @@ impl NodeProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> NodeProcess {
+        Self::start_full(bin, dir, args, env, None)
+    }
+
+    /// [`NodeProcess::start`] with its stderr (its log) written to the file `log`.
+    pub(crate) fn start_logged(dir: &Path, args: &[&str], log: &Path) -> NodeProcess {
+        Self::start_full(CAIRN, dir, args, &[], Some(log))
+    }
+
+    fn start_full(
+        bin: &str,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> NodeProcess {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
+            None => Stdio::inherit(),
+        };
         let listen: &[&str] = if args.contains(&"--listen") {
             &[]
         } else {
@@ -67,7 +87,7 @@ impl NodeProcess {
             .env_remove("OTEL_SERVICE_NAME")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start cairn up");
         let stdout = child.stdout.take().expect("stdout");

@@ -98,7 +98,10 @@ enum CacheAction {
 }
 
 pub(in crate::cli) async fn cache(args: CacheArgs) -> u8 {
-    let c = client(&args.remote);
+    let c = match client(&args.remote) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let r = &args.remote;
     match args.action {
         CacheAction::Ls {

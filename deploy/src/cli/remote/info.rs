@@ -4,7 +4,10 @@ use super::{Plain, client, fail, show};
 use crate::client::exit;
 
 pub(in crate::cli) async fn workflows(args: Plain) -> u8 {
-    let c = client(&args.remote);
+    let c = match client(&args.remote) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     show(&args.remote, c.workflows().await, |list| {
         for w in list {
             println!("{}  input: {}", w.name, w.input_schema);
@@ -13,7 +16,10 @@ pub(in crate::cli) async fn workflows(args: Plain) -> u8 {
 }
 
 pub(in crate::cli) async fn nodes(args: Plain) -> u8 {
-    let c = client(&args.remote);
+    let c = match client(&args.remote) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     show(&args.remote, c.nodes().await, |list| {
         println!(
             "{:<24} {:<20} {:>11} {:>6} {:>7} {:>9}",
@@ -41,7 +47,10 @@ pub(in crate::cli) async fn nodes(args: Plain) -> u8 {
 }
 
 pub(in crate::cli) async fn openapi(args: Plain) -> u8 {
-    let c = client(&args.remote);
+    let c = match client(&args.remote) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     match c.openapi().await {
         Ok(doc) => {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());

@@ -17,14 +17,21 @@ use super::Remote;
 use crate::client::{Client, ClientError, exit};
 use serde::Serialize;
 
-fn client(r: &Remote) -> Client {
+/// The client of `--node`, trusting `--ca` when given; an exit code when `--ca` does not load.
+fn client(r: &Remote) -> Result<Client, u8> {
     // `--node 127.0.0.1:7070` means http://127.0.0.1:7070.
     let node = if r.node.contains("://") {
         r.node.clone()
     } else {
         format!("http://{}", r.node)
     };
-    Client::new(&node, r.token.clone())
+    match &r.ca {
+        None => Ok(Client::new(&node, r.token.clone())),
+        Some(ca) => Client::with_ca(&node, r.token.clone(), ca).map_err(|e| {
+            eprintln!("error: --ca: {e}");
+            exit::INVALID
+        }),
+    }
 }
 
 /// Prints `value` as JSON or with `human`, or the error; returns the exit code.

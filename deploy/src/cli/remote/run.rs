@@ -67,7 +67,10 @@ pub(in crate::cli) async fn run(args: RunArgs) -> u8 {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let c = client(&args.remote);
+    let c = match client(&args.remote) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let deadline = args.timeout.map(|t| Instant::now() + t);
     let req = SubmitRunRequest {
         workflow: args.workflow,

@@ -57,12 +57,18 @@ fn parse_status(s: &str) -> Result<RunStatus, String> {
 
 pub(in crate::cli) async fn runs(args: RunsArgs) -> u8 {
     if let Some(RunsAction::Cancel { run_id, remote }) = &args.action {
-        let c = client(remote);
+        let c = match client(remote) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
         return show(remote, c.cancel(run_id).await, |r| {
             println!("{} {:?}", r.run_id, r.status)
         });
     }
-    let c = client(&args.remote);
+    let c = match client(&args.remote) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     if let Some(id) = &args.run_id {
         return show(&args.remote, c.run(id, Duration::ZERO).await, print_run);
     }

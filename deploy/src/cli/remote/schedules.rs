@@ -69,7 +69,10 @@ fn print_schedules(list: &[ScheduleInfo]) {
 }
 
 pub(in crate::cli) async fn schedules(args: SchedulesArgs) -> u8 {
-    let c = client(&args.remote);
+    let c = match client(&args.remote) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let r = &args.remote;
     match args.action.unwrap_or(ScheduleAction::Ls) {
         ScheduleAction::Ls => show(r, c.schedules().await, |l| print_schedules(l)),
