@@ -67,6 +67,33 @@ fn compose_file_parses_and_wires_three_nodes_to_fdb_and_jaeger() {
         let env = &node["environment"];
         check_env(&format!("cairn-{i}"), env, &accepted);
         assert!(env["CAIRN_STORE"].as_str().unwrap().starts_with("fdb:"));
+        // Mutual TLS on the cluster and HTTPS on the API, from the mounted certificates.
+        let mounts: Vec<&str> = node["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let tls_dir = mounts
+            .iter()
+            .find_map(|m| m.strip_prefix("./certs:"))
+            .expect("the certificates are mounted")
+            .trim_end_matches(":ro");
+        for var in [
+            "CAIRN_TLS_CERT",
+            "CAIRN_TLS_KEY",
+            "CAIRN_CLUSTER_TLS_CERT",
+            "CAIRN_CLUSTER_TLS_KEY",
+            "CAIRN_CLUSTER_TLS_CA",
+        ] {
+            let path = env[var]
+                .as_str()
+                .unwrap_or_else(|| panic!("cairn-{i}: no {var}"));
+            assert!(
+                path.starts_with(tls_dir),
+                "{var}={path} is not in the mounted {tls_dir}"
+            );
+        }
         assert!(
             env["CAIRN_COOKIE"]
                 .as_str()
@@ -112,10 +139,53 @@ fn kubernetes_manifests_parse_and_agree_with_each_other() {
     let path = std::env::temp_dir().join(format!("cairn-k8s-{}.toml", std::process::id()));
     std::fs::write(&path, toml_text).unwrap();
     let cfg = cairn::config::NodeConfig::load(&path).unwrap();
-    assert!(cfg.store.unwrap().starts_with("fdb:"));
+    assert!(cfg.store.clone().unwrap().starts_with("fdb:"));
+    // Cluster mutual TLS and API TLS, from the Secret mounted where the config says.
+    let sts = &docs[3];
+    let pod = &sts["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .expect("a tls volume mount");
+    let dir = mount["mountPath"].as_str().unwrap();
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .expect("a tls volume");
+    assert_eq!(volume["secret"]["secretName"].as_str(), Some("cairn-tls"));
+    for file in [
+        &cfg.cluster.tls_cert,
+        &cfg.cluster.tls_key,
+        &cfg.cluster.tls_ca,
+        &cfg.api.tls_cert,
+        &cfg.api.tls_key,
+    ] {
+        let file = file.as_ref().expect("a TLS file in the config");
+        assert!(
+            file.starts_with(dir),
+            "{} is not under {dir}",
+            file.display()
+        );
+    }
+    let config_mount = pod["containers"][0]["volumeMounts"][0]["mountPath"]
+        .as_str()
+        .unwrap();
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(
+        args,
+        ["up", "--config", &format!("{config_mount}/cairn.toml")]
+    );
     let seeds = cfg.cluster.seeds;
     // The StatefulSet's pods are reachable at the seed through the headless service.
-    let sts = &docs[3];
     let service = sts["spec"]["serviceName"].as_str().unwrap();
     assert_eq!(docs[1]["metadata"]["name"].as_str(), Some(service));
     assert_eq!(docs[1]["spec"]["clusterIP"].as_str(), Some("None"));
@@ -156,6 +226,13 @@ fn systemd_unit_and_its_config_are_consistent() {
         cfg.cluster.cookie.is_none(),
         "the cookie belongs in the environment file"
     );
+    assert!(
+        cfg.cluster.tls_cert.is_some()
+            && cfg.cluster.tls_key.is_some()
+            && cfg.cluster.tls_ca.is_some(),
+        "a non-loopback cluster address needs TLS"
+    );
+    assert!(cfg.api.tls_cert.is_some() && cfg.api.tls_key.is_some());
 }
 
 /// The Prometheus name an OpenTelemetry metric gets through OTLP ingestion.
@@ -269,4 +346,63 @@ fn grafana_dashboard_queries_only_metrics_and_spans_cairn_emits() {
             "{status} is not a CacheStatus"
         );
     }
+}
+
+/// The README's OpenSSL lines, run as written, make a CA and a node certificate with which two
+/// ends complete a mutual TLS 1.3 handshake as Cairn configures it.
+#[test]
+fn the_readme_certificate_commands_make_certificates_cairn_accepts() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- certificates -->\n```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the certificate commands in deploy/README.md");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", block])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = cairn::tls::ClusterTlsFiles {
+        node: cairn::tls::CertFiles {
+            cert: dir.path().join("node.crt"),
+            key: dir.path().join("node.key"),
+        },
+        ca: dir.path().join("ca.crt"),
+    };
+    let tls = cairn::tls::ClusterTls::load(&files).unwrap();
+    cairn::tls::ApiTls::load(&files.node).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for dialled in ["cairn-2:7100", "127.0.0.1:7100"] {
+            let (a, b) = tokio::io::duplex(64 * 1024);
+            let name = cairn::tls::server_name(dialled).unwrap();
+            let (server, client) =
+                tokio::join!(tls.acceptor.accept(a), tls.connector.connect(name, b));
+            let client = client.unwrap_or_else(|e| panic!("dialling {dialled}: {e}"));
+            let server = server.unwrap_or_else(|e| panic!("accepting {dialled}: {e}"));
+            assert_eq!(
+                client.get_ref().1.protocol_version(),
+                Some(rustls::ProtocolVersion::TLSv1_3)
+            );
+            assert!(
+                server.get_ref().1.peer_certificates().is_some(),
+                "the client presented its certificate"
+            );
+        }
+        // A name the certificate does not carry is refused.
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let name = cairn::tls::server_name("cairn-9:7100").unwrap();
+        let (_, client) = tokio::join!(tls.acceptor.accept(a), tls.connector.connect(name, b));
+        assert!(client.is_err());
+    });
 }

@@ -7,8 +7,10 @@
 //! 3. a single-call run through the API of the remote node, end to end (HTTP, run record,
 //!    records flushed), sequentially.
 //!
+//! With `--tls`, every cluster link is mutual TLS 1.3 (certificates made here with rcgen).
+//!
 //! `cargo build --release -p cairn && cargo run --release -p cairn-benches --bin cluster-load --
-//!  --cairn target/release/cairn --store postgres://cairn:cairn@127.0.0.1:5432/cairn_test`
+//!  --cairn target/release/cairn --store postgres://cairn:cairn@127.0.0.1:5432/cairn_test [--tls]`
 
 use cairn::api::types::{CacheStatus, RunStatus, SubmitRunRequest};
 use cairn::client::Client;
@@ -41,7 +43,48 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(cairn: &str, store: &str, name: &str, port: u16, seed: Option<u16>) -> (Proc, String) {
+/// Writes a CA and a node certificate for 127.0.0.1 into `dir`; returns the cluster TLS flags.
+fn make_certs(dir: &std::path::Path) -> Vec<String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut node = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    node.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let cert = node.signed_by(&key, &ca).unwrap();
+    let path = |f: &str| dir.join(f).display().to_string();
+    std::fs::write(path("ca.crt"), ca.pem()).unwrap();
+    std::fs::write(path("node.crt"), cert.pem()).unwrap();
+    std::fs::write(path("node.key"), key.serialize_pem()).unwrap();
+    vec![
+        "--cluster-tls-cert".into(),
+        path("node.crt"),
+        "--cluster-tls-key".into(),
+        path("node.key"),
+        "--cluster-tls-ca".into(),
+        path("ca.crt"),
+    ]
+}
+
+fn start(
+    cairn: &str,
+    store: &str,
+    name: &str,
+    port: u16,
+    seed: Option<u16>,
+    extra: &[String],
+) -> (Proc, String) {
     let cluster = format!("127.0.0.1:{port}");
     let mut cmd = Command::new(cairn);
     cmd.args([
@@ -60,7 +103,9 @@ fn start(cairn: &str, store: &str, name: &str, port: u16, seed: Option<u16>) -> 
         "bench",
         "--concurrency",
         "64",
+        "--examples",
     ])
+    .args(extra)
     .stdout(Stdio::piped());
     if let Some(seed) = seed {
         cmd.args(["--seeds", &format!("127.0.0.1:{seed}")]);
@@ -120,6 +165,17 @@ async fn main() {
     let tasks: i64 = arg("--tasks", "5000").parse().unwrap();
     let store = format!("{base}?table=bench_{:08x}", rand::random::<u32>());
     let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+    let certs = tempfile::tempdir().unwrap();
+    let tls = std::env::args().any(|a| a == "--tls");
+    let extra = if tls {
+        make_certs(certs.path())
+    } else {
+        Vec::new()
+    };
+    println!(
+        "cluster links: {}",
+        if tls { "mutual TLS 1.3" } else { "plain TCP" }
+    );
     let procs: Vec<(Proc, String)> = (0..nodes)
         .map(|i| {
             start(
@@ -128,6 +184,7 @@ async fn main() {
                 &format!("bench-{i}"),
                 ports[i],
                 (i > 0).then_some(ports[0]),
+                &extra,
             )
         })
         .collect();

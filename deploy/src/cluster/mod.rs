@@ -174,6 +174,8 @@ struct SeedState {
     problem: Option<String>,
     /// A session was opened at the last attempt (closed since, if not joined: refused).
     dialled: bool,
+    /// The socket addresses the seed resolved to at the last dial.
+    resolved: Vec<String>,
 }
 
 impl SeedState {
@@ -185,6 +187,7 @@ impl SeedState {
             next_try: tokio::time::Instant::now(),
             problem: None,
             dialled: false,
+            resolved: Vec::new(),
         }
     }
 
@@ -374,12 +377,19 @@ async fn maintain(links: Links) {
             .collect();
         let names: Vec<String> = seeds.lock().keys().cloned().collect();
         for seed in names {
-            // Joined: a session with a name, which only an accepted handshake gives.
+            // Joined: a session with a name, which only an accepted handshake gives, whose
+            // address is the seed's as written or as it resolved (`localhost:7100` is joined
+            // by a session with 127.0.0.1:7100).
+            let resolved = seeds
+                .lock()
+                .get(&seed)
+                .map(|s| s.resolved.clone())
+                .unwrap_or_default();
+            let is_seed = |a: &str| a == seed || resolved.iter().any(|r| r == a);
             let joined = sessions.values().any(|s| {
                 s.peer_name
                     .as_ref()
-                    .is_some_and(|n| n.connection_string == seed)
-                    || (s.peer_addr == seed && s.peer_name.is_some())
+                    .is_some_and(|n| is_seed(&n.connection_string) || is_seed(&s.peer_addr))
             });
             let due = {
                 let mut all = seeds.lock();
@@ -393,6 +403,7 @@ async fn maintain(links: Links) {
                     *state = SeedState {
                         joined: true,
                         discovered: state.discovered,
+                        resolved: std::mem::take(&mut state.resolved),
                         ..SeedState::new()
                     };
                     continue;
@@ -409,9 +420,14 @@ async fn maintain(links: Links) {
             if !due {
                 continue;
             }
+            let resolved: Vec<String> = tokio::net::lookup_host(seed.as_str())
+                .await
+                .map(|addrs| addrs.map(|a| a.to_string()).collect())
+                .unwrap_or_default();
             let result = dial(&server, &seed, tls.as_ref()).await;
             let mut all = seeds.lock();
             if let Some(state) = all.get_mut(&seed) {
+                state.resolved = resolved;
                 match result {
                     Ok(()) => state.dialled = true,
                     Err(DialError::Refused(problem)) => refused(&seed, state, problem),
