@@ -452,7 +452,12 @@ async fn watch(
         }
         match reload() {
             Ok(()) => {
-                tracing::info!("reloaded the {what} TLS certificates");
+                let why = if signalled {
+                    "on SIGHUP"
+                } else {
+                    "after a file changed"
+                };
+                tracing::info!("reloaded the {what} TLS certificates {why}");
                 loaded = now;
                 failed = None;
             }

@@ -56,6 +56,16 @@ impl NodeProcess {
         Self::start_full(CAIRN, dir, args, &[], Some(log))
     }
 
+    /// [`NodeProcess::start_logged`] with extra environment variables.
+    pub(crate) fn start_logged_with_env(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> NodeProcess {
+        Self::start_full(CAIRN, dir, args, env, Some(log))
+    }
+
     fn start_full(
         bin: &str,
         dir: &Path,
