@@ -1063,9 +1063,7 @@ async fn corrupt<S: Store>(store: &S, key: &CacheKey, chunk: bool) {
     } else {
         cairn_engine::keys::entry_part(&key.digest, cairn_engine::keys::entry_part::META)
     };
-    let tx = store.begin().await.unwrap();
-    let old = tx
-        .get(&target, false)
+    let old = cairn_engine::store::watch::read_key(store, &target)
         .await
         .unwrap()
         .expect("a record to corrupt");
@@ -1076,8 +1074,16 @@ async fn corrupt<S: Store>(store: &S, key: &CacheKey, chunk: bool) {
     } else {
         b"\xc1 not metadata".to_vec()
     };
-    tx.set(&target, &bad);
-    tx.commit().await.unwrap();
+    // A blind write through the retry loop: idempotent under injected "maybe committed".
+    cairn_engine::store::transact(store, &cairn_engine::store::RetryPolicy::default(), |tx| {
+        let (target, bad) = (target.clone(), bad.clone());
+        async move {
+            tx.set(&target, &bad);
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
 }
 
 /// One corrupt entry (metadata that does not decode, or an output chunk that fails its

@@ -7,12 +7,15 @@
 //!   isolation, snapshot reads, retryable conflicts, FoundationDB's size [`Limits`] everywhere);
 //! - [`transact`], the retry loop every caller uses;
 //! - change notifications ([`watch`]), the same wait-for-change algorithm over every backend;
-//! - the backends, one module each, and [`AnyStore`], which picks one from a URL.
+//! - the backends, one module each, and [`AnyStore`], which picks one from a URL;
+//! - [`fdb_limits`]: FoundationDB's limits (transaction lifetime, size with conflict ranges,
+//!   watch cap, "maybe committed") enforced on any backend, for the tests.
 //!
 //! It never interprets keys or values: their layout belongs to [`crate::keys`].
 
 mod any;
 pub mod embedded;
+pub mod fdb_limits;
 #[cfg(feature = "fdb")]
 pub mod foundationdb;
 mod limits;
