@@ -12,7 +12,7 @@ use cairn_engine::catalog::{
     TypeDesc, new_execution_id,
 };
 use cairn_engine::clock::ManualClock;
-use cairn_engine::{Error, Store, Transaction};
+use cairn_engine::{Error, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -781,12 +781,12 @@ pub async fn every_status_is_recorded<H: Harness>() {
     // Corrupt metadata makes the read-only lookup fail by name; a call treats the key as a
     // miss and replaces the entry (see `corrupt_entries_are_contained`).
     let k4 = key(&p, 4);
-    let tx = catalog.store().begin().await.unwrap();
-    tx.set(
+    crate::harness::blind_write(
+        catalog.store(),
         &cairn_engine::keys::entry_part(&k4.digest, cairn_engine::keys::entry_part::META),
         b"\xc1garbage",
-    );
-    tx.commit().await.unwrap();
+    )
+    .await;
     let err = catalog.lookup_output(&k4, None).await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     let err = catalog.lookup(&k4, None).await.unwrap_err();
@@ -1074,16 +1074,7 @@ async fn corrupt<S: Store>(store: &S, key: &CacheKey, chunk: bool) {
     } else {
         b"\xc1 not metadata".to_vec()
     };
-    // A blind write through the retry loop: idempotent under injected "maybe committed".
-    cairn_engine::store::transact(store, &cairn_engine::store::RetryPolicy::default(), |tx| {
-        let (target, bad) = (target.clone(), bad.clone());
-        async move {
-            tx.set(&target, &bad);
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
+    crate::harness::blind_write(store, &target, &bad).await;
 }
 
 /// One corrupt entry (metadata that does not decode, or an output chunk that fails its

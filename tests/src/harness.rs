@@ -193,3 +193,17 @@ impl<const PER_MILLE: u32> Harness for FdbLimitsHarness<PER_MILLE> {
         self.embedded.unreachable_url()
     }
 }
+
+/// Sets `key` to `value` through the retry loop (a blind write is idempotent, so it is safe
+/// under injected "maybe committed"): how the suites plant corrupt records.
+pub async fn blind_write<S: Store>(store: &S, key: &[u8], value: &[u8]) {
+    cairn_engine::store::transact(store, &cairn_engine::store::RetryPolicy::default(), |tx| {
+        let (key, value) = (key.to_vec(), value.to_vec());
+        async move {
+            cairn_engine::Transaction::set(&tx, &key, &value);
+            Ok(())
+        }
+    })
+    .await
+    .expect("write a record");
+}

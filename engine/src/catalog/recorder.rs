@@ -150,6 +150,15 @@ async fn write_batch<S: Store>(
     transact(store, &config.retry, |tx| {
         let (counts, encoded) = (&counts, &encoded);
         async move {
+            // Idempotent under "maybe committed": record groups are keyed by their first
+            // execution (unique), so finding this batch's first group already stored, with
+            // these exact bytes, means an earlier attempt committed; counting again would
+            // count the batch twice.
+            if let Some((key, value)) = encoded.first()
+                && tx.get(key, false).await?.as_deref() == Some(value.as_slice())
+            {
+                return Ok(());
+            }
             for (key, value) in encoded {
                 tx.set(key, value);
             }
