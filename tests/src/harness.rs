@@ -132,7 +132,9 @@ pub mod fdb {
         }
 
         async fn open(&self) -> FdbStore {
-            FdbStore::open(Some(self.file.as_ref())).expect("open FoundationDB")
+            FdbStore::open(Some(self.file.as_ref()), None)
+                .await
+                .expect("open FoundationDB")
         }
 
         async fn second_handle(&self, _first: &FdbStore) -> FdbStore {

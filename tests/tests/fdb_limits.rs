@@ -66,7 +66,10 @@ async fn call_counters_stay_exact_when_half_the_commits_are_maybe_committed() {
         injected.applied_unknown.load(Ordering::Relaxed) > 5,
         "applied-but-unknown commits were injected"
     );
-    let stats = catalog.task_stats("counters", "dev", "square").await.unwrap();
+    let stats = catalog
+        .task_stats("counters", "dev", "square")
+        .await
+        .unwrap();
     assert_eq!(
         stats.calls.get(&CacheStatus::Populated),
         Some(&60),
@@ -142,7 +145,11 @@ async fn a_schedule_polled_through_maybe_committed_fires_every_tick_exactly_once
         "fired ticks whose runs never started"
     );
     assert_eq!(record.state.running as usize, running.len());
-    assert!(fired.len() >= 100, "the schedule kept firing: {}", fired.len());
+    assert!(
+        fired.len() >= 100,
+        "the schedule kept firing: {}",
+        fired.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,8 +167,8 @@ async fn more_waiters_than_watches_all_complete() {
         })
         .collect();
     // Until every waiter has registered (a watch, or its place among the re-readers).
-    while store.outstanding_watches() + (store.injected().watches_refused.load(Ordering::Relaxed)
-        as usize)
+    while store.outstanding_watches()
+        + (store.injected().watches_refused.load(Ordering::Relaxed) as usize)
         < WAITERS
     {
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -222,14 +222,13 @@ impl<S: Store> Catalog<S> {
 
     /// The records of every execution of a run, in execution-id (time) order.
     pub async fn run_executions(&self, run: &str) -> Result<Vec<ExecutionRecord>> {
-        let tx = self.inner.store.begin_read().await?;
         let (begin, end) = keys::executions_of_run(run);
+        let mut groups = Vec::new();
+        // Paged: a run of millions of calls is read in many short transactions.
+        crate::store::scan(&self.inner.store, &begin, &end, |kv| groups.push(kv.value)).await?;
         let mut out = Vec::new();
-        for kv in tx
-            .get_range(&begin, &end, crate::store::RangeOptions::all().snapshot())
-            .await?
-        {
-            out.extend(decode_group(run, &kv.value)?);
+        for group in &groups {
+            out.extend(decode_group(run, group)?);
         }
         out.sort_by(|a, b| a.execution.cmp(&b.execution));
         Ok(out)

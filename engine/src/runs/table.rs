@@ -745,10 +745,12 @@ impl<S: Store> Runs<S> {
                 })?;
         }
         let page_size = page_size.clamp(1, 1_000);
-        let tx = self.store.begin_read().await?;
         let mut runs = Vec::new();
         let mut scanned = 0;
         loop {
+            // A read transaction per batch: a page that scans far stays within FoundationDB's
+            // 5 s per transaction.
+            let tx = self.store.begin_read().await?;
             let batch = LIST_BATCH.min(MAX_SCANNED_PER_PAGE - scanned).max(1);
             let index = tx
                 .get_range(&begin, &end, RangeOptions::all().limit(batch).reverse())

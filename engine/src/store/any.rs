@@ -46,14 +46,22 @@ impl AnyStore {
                 PostgresStore::connect(&conninfo, &table, pool_size).await?,
             )),
             #[cfg(feature = "fdb")]
-            StoreUrl::Fdb { cluster_file } => {
-                Ok(AnyStore::Fdb(FdbStore::open(cluster_file.as_deref())?))
-            }
+            StoreUrl::Fdb {
+                cluster_file,
+                max_watches,
+            } => Ok(AnyStore::Fdb(
+                FdbStore::open(cluster_file.as_deref(), max_watches).await?,
+            )),
             #[cfg(not(feature = "fdb"))]
-            StoreUrl::Fdb { .. } => Err(crate::Error::BadUrl {
+            StoreUrl::Fdb { cluster_file, .. } => Err(crate::Error::BadUrl {
                 url: url.to_string(),
-                reason: "this build of Cairn has no FoundationDB support (cargo feature `fdb`)"
-                    .into(),
+                reason: format!(
+                    "cannot open the FoundationDB cluster file {}: this build of Cairn has no \
+                     FoundationDB support (cargo feature `fdb`, which links libfdb_c)",
+                    cluster_file
+                        .as_deref()
+                        .map_or("(the client's default)".into(), |p| p.display().to_string())
+                ),
             }),
         }
     }
@@ -122,6 +130,10 @@ impl Store for AnyStore {
 
     fn counters(&self) -> &StoreCounters {
         each!(self, s => s.counters())
+    }
+
+    fn backoff(&self) -> Option<(std::time::Duration, std::time::Duration)> {
+        each!(self, s => s.backoff())
     }
 }
 

@@ -188,6 +188,10 @@ impl<S: Store> Store for FdbLimited<S> {
     fn counters(&self) -> &StoreCounters {
         self.inner.counters()
     }
+
+    fn backoff(&self) -> Option<(Duration, Duration)> {
+        self.inner.backoff()
+    }
 }
 
 struct WatchGuard(Arc<AtomicUsize>);

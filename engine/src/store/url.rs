@@ -32,6 +32,8 @@ pub enum StoreUrl {
     Fdb {
         /// The cluster file; `None` for the client's default.
         cluster_file: Option<PathBuf>,
+        /// `?max_watches=N`: FoundationDB's cap on outstanding watches (default 10,000).
+        max_watches: Option<usize>,
     },
 }
 
@@ -144,8 +146,27 @@ impl FromStr for StoreUrl {
             });
         }
         if let Some(rest) = url.strip_prefix("fdb:") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let mut max_watches = None;
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("max_watches", n)) => {
+                        max_watches = Some(
+                            n.parse::<usize>()
+                                .map_err(|e| bad(url, format!("max_watches {n:?}: {e}")))?,
+                        );
+                    }
+                    _ => {
+                        return Err(bad(
+                            url,
+                            format!("unknown parameter {pair:?}; fdb: URLs take max_watches=N"),
+                        ));
+                    }
+                }
+            }
             return Ok(StoreUrl::Fdb {
-                cluster_file: (!rest.is_empty()).then(|| PathBuf::from(rest)),
+                cluster_file: (!path.is_empty()).then(|| PathBuf::from(path)),
+                max_watches,
             });
         }
         Err(bad(
@@ -181,8 +202,25 @@ mod tests {
         assert_eq!(
             "fdb:/etc/fdb.cluster".parse::<StoreUrl>().unwrap(),
             StoreUrl::Fdb {
-                cluster_file: Some("/etc/fdb.cluster".into())
+                cluster_file: Some("/etc/fdb.cluster".into()),
+                max_watches: None,
             }
+        );
+        assert_eq!(
+            "fdb:/etc/fdb.cluster?max_watches=20000"
+                .parse::<StoreUrl>()
+                .unwrap(),
+            StoreUrl::Fdb {
+                cluster_file: Some("/etc/fdb.cluster".into()),
+                max_watches: Some(20_000),
+            }
+        );
+        assert!(
+            "fdb:/x?watches=1"
+                .parse::<StoreUrl>()
+                .unwrap_err()
+                .to_string()
+                .contains("max_watches")
         );
     }
 
