@@ -405,3 +405,34 @@ fn cli_courtesies() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A FoundationDB URL on a build (or a machine) without the client library is a clear error
+/// naming the cluster file, never a panic.
+#[test]
+fn a_foundationdb_store_without_its_client_library_is_named() {
+    for command in [
+        vec!["check-store", "--store", "fdb:/nonexistent/fdb.cluster"],
+        vec![
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "fdb:/nonexistent/fdb.cluster",
+        ],
+    ] {
+        let out = std::process::Command::new(common::CAIRN)
+            .args(&command)
+            .env_remove("CAIRN_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(1..=5)),
+            "{command:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.contains("/nonexistent/fdb.cluster"), "{stderr}");
+        assert!(stderr.contains("FoundationDB"), "{stderr}");
+    }
+}

@@ -49,6 +49,29 @@ pub enum Error {
         detail: String,
     },
 
+    /// The transaction outlived the store's transaction lifetime (FoundationDB: 5 s, error
+    /// 1007 `transaction_too_old`). Retryable: a fresh transaction starts a new lifetime, but
+    /// work that cannot fit in one lifetime fails every time and must be split.
+    #[error(
+        "transaction on the {backend} store is older than its {limit_ms} ms lifetime; split the work into smaller transactions"
+    )]
+    TransactionTooOld {
+        /// Which backend reported it.
+        backend: &'static str,
+        /// The lifetime (ms).
+        limit_ms: u64,
+    },
+
+    /// The store has as many outstanding watches as it allows (FoundationDB: 10,000 per
+    /// database by default, error 1032 `too_many_watches`). Waiters fall back to re-reading.
+    #[error("the {backend} store has {limit} outstanding watches, its maximum")]
+    TooManyWatches {
+        /// Which backend reported it.
+        backend: &'static str,
+        /// The maximum.
+        limit: usize,
+    },
+
     /// The connection to the store broke. Retryable: a new transaction reconnects.
     #[error("lost the connection to the {backend} store: {detail}")]
     ConnectionLost {
@@ -168,7 +191,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Conflict { .. } | Error::MaybeCommitted { .. } | Error::ConnectionLost { .. }
+            Error::Conflict { .. }
+                | Error::MaybeCommitted { .. }
+                | Error::ConnectionLost { .. }
+                | Error::TransactionTooOld { .. }
         )
     }
 }

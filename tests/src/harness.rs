@@ -132,7 +132,9 @@ pub mod fdb {
         }
 
         async fn open(&self) -> FdbStore {
-            FdbStore::open(Some(self.file.as_ref())).expect("open FoundationDB")
+            FdbStore::open(Some(self.file.as_ref()), None)
+                .await
+                .expect("open FoundationDB")
         }
 
         async fn second_handle(&self, _first: &FdbStore) -> FdbStore {
@@ -144,4 +146,66 @@ pub mod fdb {
             (url.clone(), url)
         }
     }
+}
+
+/// The embedded store under FoundationDB's limits ([`cairn_engine::store::fdb_limits`]): the
+/// 5 s transaction lifetime, 10 MB with conflict ranges, the watch cap, and "maybe committed"
+/// injected into one commit in `MAYBE_COMMITTED` (both ways), seeded by `CAIRN_FDB_LIMITS_SEED`
+/// (default 1).
+pub struct FdbLimitsHarness<const PER_MILLE: u32> {
+    embedded: EmbeddedHarness,
+}
+
+/// [`FdbLimitsHarness`] with limits only (no injected faults): for suites that commit by hand
+/// and assert on the outcome of each commit.
+pub type FdbLimitsOnly = FdbLimitsHarness<0>;
+
+/// [`FdbLimitsHarness`] with one commit in 20 reported "maybe committed".
+pub type FdbLimitsMaybeCommitted = FdbLimitsHarness<50>;
+
+impl<const PER_MILLE: u32> Harness for FdbLimitsHarness<PER_MILLE> {
+    type S = cairn_engine::store::fdb_limits::FdbLimited<EmbeddedStore>;
+
+    async fn new() -> Self {
+        FdbLimitsHarness {
+            embedded: EmbeddedHarness::new().await,
+        }
+    }
+
+    async fn open(&self) -> Self::S {
+        let seed = std::env::var("CAIRN_FDB_LIMITS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        cairn_engine::store::fdb_limits::FdbLimited::new(
+            self.embedded.open().await,
+            cairn_engine::store::fdb_limits::FdbLimitsConfig {
+                maybe_committed: f64::from(PER_MILLE) / 1000.0,
+                seed,
+                ..Default::default()
+            },
+        )
+    }
+
+    async fn second_handle(&self, first: &Self::S) -> Self::S {
+        first.clone()
+    }
+
+    fn unreachable_url(&self) -> (String, String) {
+        self.embedded.unreachable_url()
+    }
+}
+
+/// Sets `key` to `value` through the retry loop (a blind write is idempotent, so it is safe
+/// under injected "maybe committed"): how the suites plant corrupt records.
+pub async fn blind_write<S: Store>(store: &S, key: &[u8], value: &[u8]) {
+    cairn_engine::store::transact(store, &cairn_engine::store::RetryPolicy::default(), |tx| {
+        let (key, value) = (key.to_vec(), value.to_vec());
+        async move {
+            cairn_engine::Transaction::set(&tx, &key, &value);
+            Ok(())
+        }
+    })
+    .await
+    .expect("write a record");
 }

@@ -289,7 +289,6 @@ pub async fn pause_resume_backfill<H: Harness>() {
 
 /// A schedule whose record is corrupt is skipped with a logged error; the others still fire.
 pub async fn a_broken_schedule_does_not_stop_the_others<H: Harness>() {
-    use cairn_engine::{Store, Transaction};
     let h = H::new().await;
     let clock = ManualClock::new(0);
     let store = h.open().await;
@@ -297,12 +296,12 @@ pub async fn a_broken_schedule_does_not_stop_the_others<H: Harness>() {
     let (good, bad) = (every_second(&unique("good")), every_second(&unique("bad")));
     s.register(&good).await.unwrap();
     s.register(&bad).await.unwrap();
-    let tx = store.begin().await.unwrap();
-    tx.set(
+    crate::harness::blind_write(
+        &store,
         &cairn_engine::keys::schedule(&bad.name),
         b"\xc1 not a schedule",
-    );
-    tx.commit().await.unwrap();
+    )
+    .await;
     clock.advance(SECOND);
     let err = s.poll_one(&bad.name, &inc("n")).await.unwrap_err();
     assert!(err.to_string().contains(&bad.name), "{err}");
@@ -797,6 +796,71 @@ pub async fn backfills_are_bounded_and_in_the_past<H: Harness>() {
     assert!(s.poll_one(&spec.name, &inc("n")).await.unwrap().is_empty());
 }
 
+/// A backfill of the most ticks allowed (10,000) drains over successive polls, each claiming
+/// at most a slice (so each transaction stays well inside FoundationDB's 5 s and 10 MB), every
+/// backfilled tick fires once, and the live ticks keep firing meanwhile.
+pub async fn a_long_backfill_drains_in_slices_and_the_schedule_keeps_firing<H: Harness>() {
+    let h = H::new().await;
+    let clock = ManualClock::new(20_000 * SECOND);
+    let store = h.open().await;
+    let s = Schedules::new(store.clone(), Arc::new(clock.clone()));
+    let runs = Runs::new(store, Arc::new(clock.clone()));
+    let mut spec = every_second(&unique("long-backfill"));
+    spec.overlap = Overlap::AllowAll;
+    s.register(&spec).await.unwrap();
+    let queued = s
+        .backfill(&spec.name, 5_000 * SECOND + 1, 15_000 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(queued, cairn_engine::schedule::MAX_BACKFILL);
+    let mut backfilled: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut live: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut polls = 0;
+    while backfilled.len() < queued {
+        polls += 1;
+        assert!(polls <= 100, "the backlog does not drain");
+        clock.advance(SECOND);
+        let fires = s.poll_one(&spec.name, &inc("n")).await.unwrap();
+        let slice = fires.iter().filter(|f| f.backfill).count();
+        assert!(
+            slice <= cairn_engine::schedule::BACKFILL_SLICE,
+            "{slice} backfilled ticks in one poll"
+        );
+        assert!(
+            fires.iter().any(|f| !f.backfill),
+            "poll {polls}: the live tick did not fire behind the backlog"
+        );
+        for f in &fires {
+            if f.backfill {
+                // Left running (overlap AllowAll): ending 10,000 runs is not what is tested.
+                *backfilled.entry(f.tick_ms).or_default() += 1;
+            } else {
+                *live.entry(f.tick_ms).or_default() += 1;
+                end(&runs, f, Ok(())).await;
+            }
+        }
+    }
+    assert!(
+        backfilled.values().all(|&n| n == 1),
+        "a backfilled tick fired twice"
+    );
+    assert!(live.values().all(|&n| n == 1), "a live tick fired twice");
+    assert_eq!(
+        *backfilled.keys().next().unwrap(),
+        5_001 * SECOND,
+        "from the start of the range"
+    );
+    let record = s.get(&spec.name).await.unwrap().unwrap();
+    assert!(record.state.pending_backfill.is_empty());
+    assert_eq!(
+        record.state.running, 0,
+        "backfilled runs do not count as running"
+    );
+    // And the schedule goes on.
+    clock.advance(SECOND);
+    assert_eq!(s.poll_one(&spec.name, &inc("n")).await.unwrap().len(), 1);
+}
+
 /// Instantiates the schedule suite for one backend.
 #[macro_export]
 macro_rules! schedule_conformance {
@@ -807,7 +871,8 @@ macro_rules! schedule_conformance {
             runs_are_recorded_listed_and_never_reused, runs_are_taken_over_and_fenced,
             runs_are_cancelled_and_submitted_idempotently,
             journals_are_collected_after_their_retention,
-            backfills_are_bounded_and_in_the_past);
+            backfills_are_bounded_and_in_the_past,
+            a_long_backfill_drains_in_slices_and_the_schedule_keeps_firing);
     };
     (@tests $harness:ty; $($name:ident),*) => {
         $(

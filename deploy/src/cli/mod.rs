@@ -134,5 +134,9 @@ pub fn main(configure: impl Fn(NodeBuilder) -> NodeBuilder + Send + 'static) -> 
             Command::CheckStore { store } => local::report(local::check_store(&store).await),
         }
     });
+    // FoundationDB requires its network thread stopped before the process exits.
+    drop(runtime);
+    #[cfg(feature = "fdb")]
+    cairn_engine::store::foundationdb::stop_network();
     ExitCode::from(code)
 }

@@ -119,31 +119,33 @@ impl<S: Store> Catalog<S> {
 
     /// Statistics of `task` in `project`/`domain`.
     pub async fn task_stats(&self, project: &str, domain: &str, task: &str) -> Result<TaskStats> {
-        let tx = self.inner.store.begin_read().await?;
         let mut stats = TaskStats::default();
         let (begin, end) = keys::by_task_range(project, domain, Some(task), None);
-        for kv in tx.get_range(&begin, &end, RangeOptions::all()).await? {
+        let sub = foundationdb_tuple::Subspace::from_bytes(vec![keys::tag::BY_TASK]);
+        // Paged: a task with millions of entries is read in many short transactions.
+        crate::store::scan(&self.inner.store, &begin, &end, |kv| {
             let Some(row) = keys::TaskIndexValue::decode(&kv.value) else {
                 stats.corrupt += 1;
-                continue;
+                return;
             };
             stats.entries += 1;
             stats.bytes += row.size;
-            let sub = foundationdb_tuple::Subspace::from_bytes(vec![keys::tag::BY_TASK]);
             if let Ok((_, _, _, version, _)) =
                 sub.unpack::<(String, String, String, String, Vec<u8>)>(&kv.key)
             {
                 *stats.entries_by_version.entry(version).or_default() += 1;
             }
-        }
+        })
+        .await?;
         let (begin, end) = keys::stats_range(project, domain, task);
-        for kv in tx.get_range(&begin, &end, RangeOptions::all()).await? {
+        crate::store::scan(&self.inner.store, &begin, &end, |kv| {
             let status = keys::status_of_stats(&kv.key).and_then(|s| CacheStatus::from_name(&s));
             let count: Option<[u8; 8]> = kv.value.as_slice().try_into().ok();
             if let (Some(status), Some(count)) = (status, count) {
                 stats.calls.insert(status, u64::from_be_bytes(count));
             }
-        }
+        })
+        .await?;
         Ok(stats)
     }
 }

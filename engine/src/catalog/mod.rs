@@ -77,7 +77,8 @@ impl Default for CatalogConfig {
     fn default() -> Self {
         CatalogConfig {
             max_output_bytes: 8 * 1024 * 1024,
-            chunk_bytes: 90_000,
+            // One chunk and its key fit in one FoundationDB range reply (80 kB).
+            chunk_bytes: 65_536,
             retry: RetryPolicy::default(),
             record_batch: 512,
             // About 500 bytes of writes per entry, so about 128 kB per transaction (FoundationDB

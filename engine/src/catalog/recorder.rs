@@ -150,6 +150,15 @@ async fn write_batch<S: Store>(
     transact(store, &config.retry, |tx| {
         let (counts, encoded) = (&counts, &encoded);
         async move {
+            // Idempotent under "maybe committed": record groups are keyed by their first
+            // execution (unique), so finding this batch's first group already stored, with
+            // these exact bytes, means an earlier attempt committed; counting again would
+            // count the batch twice.
+            if let Some((key, value)) = encoded.first()
+                && tx.get(key, false).await?.as_deref() == Some(value.as_slice())
+            {
+                return Ok(());
+            }
             for (key, value) in encoded {
                 tx.set(key, value);
             }
@@ -213,14 +222,13 @@ impl<S: Store> Catalog<S> {
 
     /// The records of every execution of a run, in execution-id (time) order.
     pub async fn run_executions(&self, run: &str) -> Result<Vec<ExecutionRecord>> {
-        let tx = self.inner.store.begin_read().await?;
         let (begin, end) = keys::executions_of_run(run);
+        let mut groups = Vec::new();
+        // Paged: a run of millions of calls is read in many short transactions.
+        crate::store::scan(&self.inner.store, &begin, &end, |kv| groups.push(kv.value)).await?;
         let mut out = Vec::new();
-        for kv in tx
-            .get_range(&begin, &end, crate::store::RangeOptions::all().snapshot())
-            .await?
-        {
-            out.extend(decode_group(run, &kv.value)?);
+        for group in &groups {
+            out.extend(decode_group(run, group)?);
         }
         out.sort_by(|a, b| a.execution.cmp(&b.execution));
         Ok(out)

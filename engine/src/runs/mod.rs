@@ -27,5 +27,5 @@ pub use record::{
     CancelNotice, Idempotency, IdempotencyRecord, NewRun, RunAttempt, RunOwner, RunRecord,
     RunStatus, RunText, RunTick,
 };
-pub(crate) use table::insert_in;
 pub use table::{Collected, Created, Ended, RunFilter, RunLimits, RunPage, Runs};
+pub(crate) use table::{insert_in, read_run_in};

@@ -153,6 +153,11 @@ impl<S: Store> Clone for Runs<S> {
     }
 }
 
+/// The record of `run_id`, read in `tx`.
+pub(crate) async fn read_run_in<T: Transaction>(tx: &T, run_id: &str) -> Result<Option<RunRecord>> {
+    read_run(tx, run_id).await
+}
+
 async fn read_run<T: Transaction>(tx: &T, run_id: &str) -> Result<Option<RunRecord>> {
     match tx.get(&keys::run(run_id), false).await? {
         Some(raw) => Ok(Some(decode(|| format!("run record {run_id:?}"), &raw)?)),
@@ -416,17 +421,37 @@ impl<S: Store> Runs<S> {
             let mut record = read_run(&tx, run_id)
                 .await?
                 .ok_or_else(|| no_such_run(run_id))?;
-            if record.status.is_final() {
-                return Ok(Ended::AlreadyEnded(record));
-            }
-            if record.owner.as_ref() != Some(owner) {
-                return Ok(Ended::Fenced(record));
-            }
             let status = if outcome.is_ok() {
                 RunStatus::Succeeded
             } else {
                 RunStatus::Failed
             };
+            if record.status.is_final() {
+                // Ended by this owner already (an earlier attempt of this call that reported
+                // "maybe committed"): only the owner of this generation ends it with this
+                // status, as a takeover raises the generation and a cancel ends it cancelled.
+                let ours = record.generation == owner.generation
+                    && record.status == status
+                    && record.attempts.last().is_some_and(|a| {
+                        a.node == owner.node && a.incarnation == owner.incarnation
+                    });
+                if ours {
+                    let next = match (&record.schedule, record.tick) {
+                        (Some(schedule), Some(tick)) => {
+                            crate::schedule::run_started_by_end(&tx, schedule, tick, me).await?
+                        }
+                        _ => None,
+                    };
+                    return Ok(Ended::Ended {
+                        record,
+                        next: next.map(Box::new),
+                    });
+                }
+                return Ok(Ended::AlreadyEnded(record));
+            }
+            if record.owner.as_ref() != Some(owner) {
+                return Ok(Ended::Fenced(record));
+            }
             let next = end_in(&tx, &mut record, status, outcome, me, now, limits).await?;
             Ok(Ended::Ended {
                 record,
@@ -720,10 +745,12 @@ impl<S: Store> Runs<S> {
                 })?;
         }
         let page_size = page_size.clamp(1, 1_000);
-        let tx = self.store.begin_read().await?;
         let mut runs = Vec::new();
         let mut scanned = 0;
         loop {
+            // A read transaction per batch: a page that scans far stays within FoundationDB's
+            // 5 s per transaction.
+            let tx = self.store.begin_read().await?;
             let batch = LIST_BATCH.min(MAX_SCANNED_PER_PAGE - scanned).max(1);
             let index = tx
                 .get_range(&begin, &end, RangeOptions::all().limit(batch).reverse())

@@ -18,6 +18,6 @@ mod state;
 mod table;
 
 pub use spec::{CatchUp, Overlap, ScheduleSpec, Trigger};
-pub use state::{ScheduleRecord, ScheduleState, TickRecord};
-pub(crate) use table::run_ended_in;
-pub use table::{Fire, MAX_BACKFILL, ScheduledInput, Schedules};
+pub use state::{LastPoll, ScheduleRecord, ScheduleState, TickRecord};
+pub use table::{BACKFILL_SLICE, Fire, MAX_BACKFILL, ScheduledInput, Schedules};
+pub(crate) use table::{run_ended_in, run_started_by_end};

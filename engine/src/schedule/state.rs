@@ -32,6 +32,19 @@ pub struct ScheduleState {
     /// Past ticks queued by a backfill, fired by the next poll of any instance.
     #[serde(default)]
     pub pending_backfill: Vec<i64>,
+    /// The last poll that fired ticks: its operation id and the ticks it claimed, so that a
+    /// poll retried after "maybe committed" returns what its first attempt fired.
+    #[serde(default)]
+    pub last_poll: Option<LastPoll>,
+}
+
+/// A poll's operation id and the ticks it fired.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LastPoll {
+    /// Random per poll.
+    pub op: u64,
+    /// The ticks it claimed (backfilled and live).
+    pub ticks: Vec<i64>,
 }
 
 /// A schedule as stored: its spec (so the CLI can list it) and its state.
@@ -56,4 +69,12 @@ pub struct TickRecord {
     pub backfill: bool,
     /// `None` while running; then `Ok` or the error.
     pub outcome: Option<Result<(), String>>,
+    /// The run of the buffered tick fired by this tick's end, so that an end retried after
+    /// "maybe committed" finds the run its first attempt started.
+    #[serde(default)]
+    pub next_run: Option<String>,
+    /// The poll that fired this tick (its operation id), so that a poll retried after "maybe
+    /// committed" recognises the ticks its first attempt claimed.
+    #[serde(default)]
+    pub poll: Option<u64>,
 }

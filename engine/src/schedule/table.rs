@@ -3,7 +3,7 @@
 
 use super::plan::step;
 use super::spec::ScheduleSpec;
-use super::state::{ScheduleRecord, ScheduleState, TickRecord};
+use super::state::{LastPoll, ScheduleRecord, ScheduleState, TickRecord};
 use crate::catalog::records::{decode, encode};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -62,6 +62,7 @@ async fn claim<T: Transaction>(
     instance: &Incarnation,
     now: i64,
     backfill: bool,
+    poll: Option<u64>,
 ) -> Result<Vec<Fire>> {
     let spec = &record.spec;
     let mut fires = Vec::with_capacity(ticks.len());
@@ -80,6 +81,8 @@ async fn claim<T: Transaction>(
             fired_at_ms: now,
             backfill,
             outcome: None,
+            next_run: None,
+            poll,
         };
         tx.set(key, &encode(&rec));
         let input = ScheduledInput {
@@ -144,6 +147,7 @@ pub(crate) async fn run_ended_in<T: Transaction>(
         return Ok(None);
     };
     let tick_key = keys::tick(name, tick.tick_ms);
+    let mut tick_record = None;
     if let Some(raw) = tx.get(&tick_key, false).await? {
         let mut rec: TickRecord = decode(|| format!("tick {} of {name}", tick.tick_ms), &raw)?;
         if rec.outcome.is_some() {
@@ -151,6 +155,7 @@ pub(crate) async fn run_ended_in<T: Transaction>(
         }
         rec.outcome = Some(outcome.clone());
         tx.set(&tick_key, &encode(&rec));
+        tick_record = Some(rec);
     }
     if !tick.backfill {
         record.state.running = record.state.running.saturating_sub(1);
@@ -163,17 +168,46 @@ pub(crate) async fn run_ended_in<T: Transaction>(
         && let Some(buffered) = record.state.buffered.take()
     {
         record.state.running += 1;
-        next = claim(tx, &mut record, &[buffered], owner, now, false)
+        next = claim(tx, &mut record, &[buffered], owner, now, false, None)
             .await?
             .pop()
             .map(|f| f.run);
+        if let (Some(mut rec), Some(run)) = (tick_record, &next) {
+            rec.next_run = Some(run.run_id.clone());
+            tx.set(&tick_key, &encode(&rec));
+        }
     }
     tx.set(&keys::schedule(name), &encode(&record));
     Ok(next)
 }
 
+/// The run an already-recorded end of `tick` fired for its buffered tick, if it is still
+/// `owner`'s and running: what an end retried after "maybe committed" returns.
+pub(crate) async fn run_started_by_end<T: Transaction>(
+    tx: &T,
+    name: &str,
+    tick: RunTick,
+    owner: &Incarnation,
+) -> Result<Option<RunRecord>> {
+    let Some(raw) = tx.get(&keys::tick(name, tick.tick_ms), false).await? else {
+        return Ok(None);
+    };
+    let rec: TickRecord = decode(|| format!("tick {} of {name}", tick.tick_ms), &raw)?;
+    let Some(next) = rec.next_run else {
+        return Ok(None);
+    };
+    let run = crate::runs::read_run_in(tx, &next).await?;
+    Ok(run.filter(|r| {
+        !r.status.is_final() && r.owner.as_ref().map(|o| o.incarnation()) == Some(owner.clone())
+    }))
+}
+
 /// Most ticks one backfill may queue.
 pub const MAX_BACKFILL: usize = 10_000;
+
+/// Most backfilled ticks one poll claims: a backlog drains over successive polls, each
+/// transaction well under FoundationDB's 5 s and 10 MB.
+pub const BACKFILL_SLICE: usize = 250;
 
 /// Schedules in one store.
 pub struct Schedules<S: Store> {
@@ -277,21 +311,38 @@ impl<S: Store> Schedules<S> {
         Ok(fires)
     }
 
-    /// Fires what is due in schedule `name`.
+    /// Fires what is due in schedule `name`: at most [`BACKFILL_SLICE`] backfilled ticks (the
+    /// rest stay queued for the next polls) and the live ticks due.
+    ///
+    /// Idempotent under "maybe committed": the poll writes its operation id into the schedule's
+    /// state and every tick it claims, so an attempt that finds its own id there returns the
+    /// fires of the attempt that did commit instead of claiming (and losing) them again.
     pub async fn poll_one(&self, name: &str, instance: &Incarnation) -> Result<Vec<Fire>> {
+        let op: u64 = rand::random();
         let (fires, missed) = transact(&self.store, &self.retry, |tx| async move {
             let now = self.clock.now_ms();
             let Some(mut record) = read_record(&tx, name).await? else {
                 return Ok((Vec::new(), 0));
             };
+            if record.state.last_poll.as_ref().is_some_and(|p| p.op == op) {
+                // An earlier attempt of this poll committed: return what it fired.
+                return Ok((fired_by(&tx, &record, instance).await?, 0));
+            }
             if record.state.next_fire_ms > now && record.state.pending_backfill.is_empty() {
                 return Ok((Vec::new(), 0));
             }
             let missed_before = record.state.missed;
-            let backfill = std::mem::take(&mut record.state.pending_backfill);
-            let mut fires = claim(&tx, &mut record, &backfill, instance, now, true).await?;
+            let take = record.state.pending_backfill.len().min(BACKFILL_SLICE);
+            let backfill: Vec<i64> = record.state.pending_backfill.drain(..take).collect();
+            let mut fires =
+                claim(&tx, &mut record, &backfill, instance, now, true, Some(op)).await?;
             let plan = step(&record.spec, &mut record.state, now)?;
-            fires.extend(claim(&tx, &mut record, &plan.fire, instance, now, false).await?);
+            fires
+                .extend(claim(&tx, &mut record, &plan.fire, instance, now, false, Some(op)).await?);
+            record.state.last_poll = Some(LastPoll {
+                op,
+                ticks: fires.iter().map(|f| f.tick_ms).collect(),
+            });
             tx.set(&keys::schedule(name), &encode(&record));
             Ok((fires, record.state.missed - missed_before))
         })
@@ -437,4 +488,48 @@ impl<S: Store> Schedules<S> {
             .map(|r| r.state.next_fire_ms)
             .min())
     }
+}
+
+/// The fires of poll `op`, which committed: the ticks it recorded, with their runs (still
+/// `instance`'s and not started: nothing else could have started them).
+async fn fired_by<T: Transaction>(
+    tx: &T,
+    record: &ScheduleRecord,
+    instance: &Incarnation,
+) -> Result<Vec<Fire>> {
+    let spec = &record.spec;
+    let Some(last) = &record.state.last_poll else {
+        return Ok(Vec::new());
+    };
+    let tick_keys: Vec<Vec<u8>> = last
+        .ticks
+        .iter()
+        .map(|t| keys::tick(&spec.name, *t))
+        .collect();
+    let refs: Vec<&[u8]> = tick_keys.iter().map(Vec::as_slice).collect();
+    let mut fires = Vec::new();
+    for (&tick, raw) in last.ticks.iter().zip(tx.get_many(&refs, false).await?) {
+        let Some(raw) = raw else { continue };
+        let rec: TickRecord = decode(|| format!("tick {tick} of {}", spec.name), &raw)?;
+        if rec.poll != Some(last.op) || rec.instance != instance.to_string() {
+            continue;
+        }
+        let Some(run) = crate::runs::read_run_in(tx, &rec.run_id).await? else {
+            continue;
+        };
+        fires.push(Fire {
+            schedule: spec.name.clone(),
+            workflow: spec.workflow.clone(),
+            project: spec.project.clone(),
+            domain: spec.domain.clone(),
+            input: spec.input.clone(),
+            tick_ms: tick,
+            run_id: rec.run_id.clone(),
+            late_ms: u64::try_from(rec.fired_at_ms - tick).unwrap_or(0),
+            jitter_ms: spec.jitter_ms,
+            backfill: rec.backfill,
+            run,
+        });
+    }
+    Ok(fires)
 }

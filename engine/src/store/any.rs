@@ -1,6 +1,7 @@
 //! [`AnyStore`]: the backend chosen at run time from a store URL.
 
 use super::embedded::{EmbeddedStore, EmbeddedTx};
+use super::fdb_limits::{FdbLimited, FdbLimitedTx};
 #[cfg(feature = "fdb")]
 use super::foundationdb::{FdbStore, FdbTx};
 use super::postgres::{PostgresStore, PostgresTx};
@@ -12,6 +13,8 @@ use crate::error::Result;
 pub enum AnyStore {
     /// `embedded:<dir>`.
     Embedded(EmbeddedStore),
+    /// `embedded:<dir>?fdb_limits=true`: under FoundationDB's limits (tests).
+    EmbeddedFdbLimits(FdbLimited<EmbeddedStore>),
     /// `postgres://…`.
     Postgres(PostgresStore),
     /// `fdb:<cluster-file>`.
@@ -24,6 +27,8 @@ pub enum AnyStore {
 pub enum AnyTx {
     /// On the embedded store.
     Embedded(EmbeddedTx),
+    /// On the embedded store under FoundationDB's limits.
+    EmbeddedFdbLimits(FdbLimitedTx<EmbeddedTx>),
     /// On PostgreSQL.
     Postgres(PostgresTx),
     /// On FoundationDB.
@@ -35,8 +40,18 @@ impl AnyStore {
     /// Opens the store a URL names (see [`StoreUrl`]).
     pub async fn open(url: &str) -> Result<Self> {
         match url.parse::<StoreUrl>()? {
-            StoreUrl::Embedded { dir, fsync } => {
-                Ok(AnyStore::Embedded(EmbeddedStore::open(dir, fsync).await?))
+            StoreUrl::Embedded {
+                dir,
+                fsync,
+                fdb_limits,
+            } => {
+                let store = EmbeddedStore::open(dir, fsync).await?;
+                Ok(match fdb_limits {
+                    None => AnyStore::Embedded(store),
+                    Some(params) => {
+                        AnyStore::EmbeddedFdbLimits(FdbLimited::new(store, params.config()))
+                    }
+                })
             }
             StoreUrl::Postgres {
                 conninfo,
@@ -46,14 +61,22 @@ impl AnyStore {
                 PostgresStore::connect(&conninfo, &table, pool_size).await?,
             )),
             #[cfg(feature = "fdb")]
-            StoreUrl::Fdb { cluster_file } => {
-                Ok(AnyStore::Fdb(FdbStore::open(cluster_file.as_deref())?))
-            }
+            StoreUrl::Fdb {
+                cluster_file,
+                max_watches,
+            } => Ok(AnyStore::Fdb(
+                FdbStore::open(cluster_file.as_deref(), max_watches).await?,
+            )),
             #[cfg(not(feature = "fdb"))]
-            StoreUrl::Fdb { .. } => Err(crate::Error::BadUrl {
+            StoreUrl::Fdb { cluster_file, .. } => Err(crate::Error::BadUrl {
                 url: url.to_string(),
-                reason: "this build of Cairn has no FoundationDB support (cargo feature `fdb`)"
-                    .into(),
+                reason: format!(
+                    "cannot open the FoundationDB cluster file {}: this build of Cairn has no \
+                     FoundationDB support (cargo feature `fdb`, which links libfdb_c)",
+                    cluster_file
+                        .as_deref()
+                        .map_or("(the client's default)".into(), |p| p.display().to_string())
+                ),
             }),
         }
     }
@@ -64,6 +87,7 @@ macro_rules! each {
     ($value:expr, $s:ident => $body:expr) => {
         match $value {
             AnyStore::Embedded($s) => $body,
+            AnyStore::EmbeddedFdbLimits($s) => $body,
             AnyStore::Postgres($s) => $body,
             #[cfg(feature = "fdb")]
             AnyStore::Fdb($s) => $body,
@@ -75,6 +99,7 @@ macro_rules! each_tx {
     ($value:expr, $t:ident => $body:expr) => {
         match $value {
             AnyTx::Embedded($t) => $body,
+            AnyTx::EmbeddedFdbLimits($t) => $body,
             AnyTx::Postgres($t) => $body,
             #[cfg(feature = "fdb")]
             AnyTx::Fdb($t) => $body,
@@ -88,6 +113,7 @@ impl Store for AnyStore {
     async fn begin(&self) -> Result<AnyTx> {
         Ok(match self {
             AnyStore::Embedded(s) => AnyTx::Embedded(s.begin().await?),
+            AnyStore::EmbeddedFdbLimits(s) => AnyTx::EmbeddedFdbLimits(s.begin().await?),
             AnyStore::Postgres(s) => AnyTx::Postgres(s.begin().await?),
             #[cfg(feature = "fdb")]
             AnyStore::Fdb(s) => AnyTx::Fdb(s.begin().await?),
@@ -97,6 +123,7 @@ impl Store for AnyStore {
     async fn begin_urgent(&self) -> Result<AnyTx> {
         Ok(match self {
             AnyStore::Embedded(s) => AnyTx::Embedded(s.begin_urgent().await?),
+            AnyStore::EmbeddedFdbLimits(s) => AnyTx::EmbeddedFdbLimits(s.begin_urgent().await?),
             AnyStore::Postgres(s) => AnyTx::Postgres(s.begin_urgent().await?),
             #[cfg(feature = "fdb")]
             AnyStore::Fdb(s) => AnyTx::Fdb(s.begin_urgent().await?),
@@ -106,6 +133,7 @@ impl Store for AnyStore {
     async fn begin_read(&self) -> Result<AnyTx> {
         Ok(match self {
             AnyStore::Embedded(s) => AnyTx::Embedded(s.begin_read().await?),
+            AnyStore::EmbeddedFdbLimits(s) => AnyTx::EmbeddedFdbLimits(s.begin_read().await?),
             AnyStore::Postgres(s) => AnyTx::Postgres(s.begin_read().await?),
             #[cfg(feature = "fdb")]
             AnyStore::Fdb(s) => AnyTx::Fdb(s.begin_read().await?),
@@ -122,6 +150,10 @@ impl Store for AnyStore {
 
     fn counters(&self) -> &StoreCounters {
         each!(self, s => s.counters())
+    }
+
+    fn backoff(&self) -> Option<(std::time::Duration, std::time::Duration)> {
+        each!(self, s => s.backoff())
     }
 }
 

@@ -7,12 +7,15 @@
 //!   isolation, snapshot reads, retryable conflicts, FoundationDB's size [`Limits`] everywhere);
 //! - [`transact`], the retry loop every caller uses;
 //! - change notifications ([`watch`]), the same wait-for-change algorithm over every backend;
-//! - the backends, one module each, and [`AnyStore`], which picks one from a URL.
+//! - the backends, one module each, and [`AnyStore`], which picks one from a URL;
+//! - [`fdb_limits`]: FoundationDB's limits (transaction lifetime, size with conflict ranges,
+//!   watch cap, "maybe committed") enforced on any backend, for the tests.
 //!
 //! It never interprets keys or values: their layout belongs to [`crate::keys`].
 
 mod any;
 pub mod embedded;
+pub mod fdb_limits;
 #[cfg(feature = "fdb")]
 pub mod foundationdb;
 mod limits;
@@ -104,6 +107,13 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Retry and conflict counters of this store handle (shared by its clones).
     fn counters(&self) -> &StoreCounters;
+
+    /// The backoff (first pause, longest pause) this backend asks retries of conflicts to use,
+    /// instead of [`RetryPolicy`]'s: FoundationDB's `on_error` backs off from 10 ms to 1 s.
+    /// `None`: the policy's.
+    fn backoff(&self) -> Option<(std::time::Duration, std::time::Duration)> {
+        None
+    }
 }
 
 /// A transaction. Clones share the same transaction, so a closure given to [`transact`] can own
@@ -148,6 +158,42 @@ pub trait Transaction: Clone + Send + Sync + 'static {
     /// Commits every write atomically, or fails with a retryable [`crate::Error::Conflict`] if
     /// anything this transaction read (without `snapshot`) was changed by a commit since it began.
     fn commit(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Pairs one [`scan`] page reads: well under FoundationDB's 5 s and its 80 kB range replies
+/// for index rows.
+pub const SCAN_PAGE: usize = 1_000;
+
+/// Reads `[begin, end)` in key order, [`SCAN_PAGE`] pairs per read-only transaction, handing
+/// each pair to `each`: a range of any length is read without any one transaction outliving
+/// FoundationDB's 5 s. The pages are not one snapshot: a pair written during the scan may or
+/// may not be seen (counts and listings, not decisions, are built this way).
+pub async fn scan<S: Store>(
+    store: &S,
+    begin: &[u8],
+    end: &[u8],
+    mut each: impl FnMut(KeyValue),
+) -> Result<()> {
+    let mut from = begin.to_vec();
+    loop {
+        let tx = store.begin_read().await?;
+        let page = tx
+            .get_range(&from, end, RangeOptions::all().limit(SCAN_PAGE).snapshot())
+            .await?;
+        let full = page.len() == SCAN_PAGE;
+        let next = page.last().map(|kv| {
+            let mut k = kv.key.clone();
+            k.push(0);
+            k
+        });
+        for kv in page {
+            each(kv);
+        }
+        match next {
+            Some(next) if full => from = next,
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// The smallest key strictly greater than every key that starts with `prefix`, for range reads of

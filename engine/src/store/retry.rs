@@ -52,13 +52,15 @@ impl RetryPolicy {
 
     /// The pause before attempt `attempt` (1-based; the first retry is attempt 2).
     fn backoff(&self, attempt: u32) -> Duration {
+        self.backoff_within(attempt, (self.initial_backoff, self.max_backoff))
+    }
+
+    /// [`RetryPolicy::backoff`] with the backend's (first, longest) pause.
+    fn backoff_within(&self, attempt: u32, (initial, max): (Duration, Duration)) -> Duration {
         if attempt <= 2 {
             return Duration::ZERO;
         }
-        let exp = self
-            .initial_backoff
-            .saturating_mul(1 << (attempt - 3).min(16))
-            .min(self.max_backoff);
+        let exp = initial.saturating_mul(1 << (attempt - 3).min(16)).min(max);
         // Full jitter: contenders that conflicted together do not come back together.
         exp.mul_f64(rand::random::<f64>())
     }
@@ -179,7 +181,10 @@ where
         }
         attempt += 1;
         counters.retries.fetch_add(1, Ordering::Relaxed);
-        let pause = policy.backoff(attempt);
+        let pause = match store.backoff() {
+            Some(range) => policy.backoff_within(attempt, range),
+            None => policy.backoff(attempt),
+        };
         if pause.is_zero() {
             tokio::task::yield_now().await;
         } else {

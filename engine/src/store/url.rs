@@ -1,6 +1,8 @@
 //! Store URLs: which backend, where, and how.
 //!
-//! - `embedded:<dir>[?fsync=true]` — the on-disk default;
+//! - `embedded:<dir>[?fsync=true]` — the on-disk default; `&fdb_limits=true` enforces
+//!   FoundationDB's limits on it ([`super::fdb_limits`]), and `&maybe_committed=P` (with
+//!   `&seed=N`) also injects "maybe committed" into a fraction P of commits: for tests;
 //! - `postgres://user:pass@host:port/db[?pool_size=N&table=NAME&…]` — PostgreSQL; every other
 //!   query parameter is passed on to the driver;
 //! - `fdb:[<cluster-file>]` — FoundationDB (cargo feature `fdb`), default cluster file if empty.
@@ -8,6 +10,26 @@
 use crate::error::Error;
 use std::path::PathBuf;
 use std::str::FromStr;
+
+/// The FoundationDB-limits mode of an embedded URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FdbLimitsParams {
+    /// Commits reported "maybe committed", per million.
+    pub maybe_committed_ppm: u32,
+    /// Seed of the injected faults.
+    pub seed: u64,
+}
+
+impl FdbLimitsParams {
+    /// The wrapper's configuration.
+    pub fn config(&self) -> super::fdb_limits::FdbLimitsConfig {
+        super::fdb_limits::FdbLimitsConfig {
+            maybe_committed: f64::from(self.maybe_committed_ppm) / 1_000_000.0,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+}
 
 /// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +40,8 @@ pub enum StoreUrl {
         dir: PathBuf,
         /// Sync the journal to disk on every commit.
         fsync: bool,
+        /// FoundationDB's limits enforced on it (`fdb_limits=true`), for tests.
+        fdb_limits: Option<FdbLimitsParams>,
     },
     /// PostgreSQL.
     Postgres {
@@ -32,6 +56,8 @@ pub enum StoreUrl {
     Fdb {
         /// The cluster file; `None` for the client's default.
         cluster_file: Option<PathBuf>,
+        /// `?max_watches=N`: FoundationDB's cap on outstanding watches (default 10,000).
+        max_watches: Option<usize>,
     },
 }
 
@@ -89,20 +115,45 @@ impl FromStr for StoreUrl {
                 ));
             }
             let mut fsync = false;
+            let mut limits = false;
+            let mut params = FdbLimitsParams::default();
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 match pair.split_once('=') {
                     Some(("fsync", v)) => fsync = parse_bool(url, "fsync", v)?,
+                    Some(("fdb_limits", v)) => limits = parse_bool(url, "fdb_limits", v)?,
+                    Some(("maybe_committed", v)) => {
+                        let p: f64 = v
+                            .parse()
+                            .ok()
+                            .filter(|p: &f64| (0.0..=1.0).contains(p))
+                            .ok_or_else(|| {
+                                bad(url, format!("maybe_committed {v:?} is not in [0, 1]"))
+                            })?;
+                        params.maybe_committed_ppm = (p * 1_000_000.0).round() as u32;
+                    }
+                    Some(("seed", v)) => {
+                        params.seed = v
+                            .parse()
+                            .map_err(|e| bad(url, format!("seed {v:?}: {e}")))?;
+                    }
                     _ => {
                         return Err(bad(
                             url,
-                            format!("unknown parameter {pair:?} (known: fsync)"),
+                            format!(
+                                "unknown parameter {pair:?} (known: fsync, fdb_limits, \
+                                 maybe_committed, seed)"
+                            ),
                         ));
                     }
                 }
             }
+            if !limits && params != FdbLimitsParams::default() {
+                return Err(bad(url, "maybe_committed and seed need fdb_limits=true"));
+            }
             return Ok(StoreUrl::Embedded {
                 dir: PathBuf::from(dir),
                 fsync,
+                fdb_limits: limits.then_some(params),
             });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -144,8 +195,27 @@ impl FromStr for StoreUrl {
             });
         }
         if let Some(rest) = url.strip_prefix("fdb:") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let mut max_watches = None;
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("max_watches", n)) => {
+                        max_watches = Some(
+                            n.parse::<usize>()
+                                .map_err(|e| bad(url, format!("max_watches {n:?}: {e}")))?,
+                        );
+                    }
+                    _ => {
+                        return Err(bad(
+                            url,
+                            format!("unknown parameter {pair:?}; fdb: URLs take max_watches=N"),
+                        ));
+                    }
+                }
+            }
             return Ok(StoreUrl::Fdb {
-                cluster_file: (!rest.is_empty()).then(|| PathBuf::from(rest)),
+                cluster_file: (!path.is_empty()).then(|| PathBuf::from(path)),
+                max_watches,
             });
         }
         Err(bad(
@@ -165,8 +235,27 @@ mod tests {
             "embedded:/tmp/x?fsync=true".parse::<StoreUrl>().unwrap(),
             StoreUrl::Embedded {
                 dir: "/tmp/x".into(),
-                fsync: true
+                fsync: true,
+                fdb_limits: None,
             }
+        );
+        assert_eq!(
+            "embedded:/tmp/x?fdb_limits=true&maybe_committed=0.01&seed=3"
+                .parse::<StoreUrl>()
+                .unwrap(),
+            StoreUrl::Embedded {
+                dir: "/tmp/x".into(),
+                fsync: false,
+                fdb_limits: Some(FdbLimitsParams {
+                    maybe_committed_ppm: 10_000,
+                    seed: 3,
+                }),
+            }
+        );
+        assert!(
+            "embedded:/tmp/x?maybe_committed=0.5"
+                .parse::<StoreUrl>()
+                .is_err()
         );
         assert_eq!(
             "postgres://u:p@127.0.0.1:5432/db?pool_size=3&table=t1&connect_timeout=2"
@@ -181,8 +270,25 @@ mod tests {
         assert_eq!(
             "fdb:/etc/fdb.cluster".parse::<StoreUrl>().unwrap(),
             StoreUrl::Fdb {
-                cluster_file: Some("/etc/fdb.cluster".into())
+                cluster_file: Some("/etc/fdb.cluster".into()),
+                max_watches: None,
             }
+        );
+        assert_eq!(
+            "fdb:/etc/fdb.cluster?max_watches=20000"
+                .parse::<StoreUrl>()
+                .unwrap(),
+            StoreUrl::Fdb {
+                cluster_file: Some("/etc/fdb.cluster".into()),
+                max_watches: Some(20_000),
+            }
+        );
+        assert!(
+            "fdb:/x?watches=1"
+                .parse::<StoreUrl>()
+                .unwrap_err()
+                .to_string()
+                .contains("max_watches")
         );
     }
 

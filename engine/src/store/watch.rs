@@ -122,20 +122,50 @@ pub async fn read_key<S: Store>(store: &S, key: &[u8]) -> Result<Option<Vec<u8>>
     tx.get(key, true).await
 }
 
+/// First pause between re-reads when no watch can be had; it doubles up to [`POLL_MAX`].
+const POLL_MIN: Duration = Duration::from_millis(5);
+/// Longest pause between re-reads when no watch can be had.
+const POLL_MAX: Duration = Duration::from_millis(200);
+
 /// Waits until the value of `key` differs from `seen` (`None`: the key was absent) and returns
 /// the new value. Returns at once if it already differs.
+///
+/// A waiter never fails because of its watch: when the store refuses one (FoundationDB's cap
+/// on outstanding watches) or a watch breaks, it re-reads the key periodically instead (5 ms,
+/// doubling up to 200 ms) and goes back to watching as soon as the store grants one.
 pub async fn wait_for_change<S: Store>(
     store: &S,
     key: &[u8],
     seen: Option<&[u8]>,
 ) -> Result<Option<Vec<u8>>> {
+    let mut poll = POLL_MIN;
     loop {
-        let mut sub = store.subscribe(key).await?;
+        let sub = match store.subscribe(key).await {
+            Ok(sub) => Some(sub),
+            Err(e @ (Error::TooManyWatches { .. } | Error::ConnectionLost { .. })) => {
+                tracing::debug!(error = %e, "no watch: re-reading the key periodically");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let current = read_key(store, key).await?;
         if current.as_deref() != seen {
             return Ok(current);
         }
-        sub.changed().await?;
+        match sub {
+            Some(mut sub) => match sub.changed().await {
+                Ok(()) => poll = POLL_MIN,
+                Err(e) => {
+                    tracing::debug!(error = %e, "watch failed: re-reading the key");
+                    tokio::time::sleep(poll).await;
+                    poll = (poll * 2).min(POLL_MAX);
+                }
+            },
+            None => {
+                tokio::time::sleep(poll).await;
+                poll = (poll * 2).min(POLL_MAX);
+            }
+        }
     }
 }
 
