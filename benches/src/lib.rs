@@ -6,7 +6,10 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 // Used by the load binaries in `src/bin`, which share this crate's dependencies.
-use {axum as _, mimalloc as _, rcgen as _, rmp_serde as _, tempfile as _, xxhash_rust as _};
+use {
+    axum as _, mimalloc as _, parking_lot as _, rcgen as _, rmp_serde as _, tempfile as _,
+    xxhash_rust as _,
+};
 
 use cairn_engine::{RetryPolicy, Store, Transaction, transact};
 use std::sync::Arc;

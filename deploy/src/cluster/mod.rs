@@ -476,8 +476,9 @@ fn refused(seed: &str, state: &mut SeedState, problem: String) {
     }
 }
 
-/// Adds the addresses members report and this node is not linked to, and forgets discovered
-/// addresses no member reports any more.
+/// Adds the addresses members report and this node is not linked to (those greater than its
+/// own: the other node dials the smaller ones), and forgets discovered addresses no member
+/// reports any more.
 fn discover(
     seeds: &Mutex<BTreeMap<String, SeedState>>,
     members: &BTreeMap<String, Load>,
@@ -488,7 +489,10 @@ fn discover(
     let mut all = seeds.lock();
     all.retain(|address, state| !state.discovered || state.joined || reported.contains(address));
     for address in reported {
-        if address != own && !all.contains_key(address) {
+        // Of two nodes that learn of each other, only the one with the smaller address dials:
+        // two dials at once make two links, and ractor_cluster closing the duplicate looks,
+        // for a moment, like a lost node whose jobs are sent elsewhere.
+        if address.as_str() > own && !all.contains_key(address) {
             all.insert(
                 address.clone(),
                 SeedState {

@@ -1,0 +1,188 @@
+//! The workloads users write, measured the way they run: inside one run (`Node::run`), in a
+//! fresh process, on the wall clock, every result checked. Issue 14's "before" figures.
+//!
+//! `cargo run --release -p cairn-benches --bin user-load -- [STORE_URL] [N]`
+//! (default: a fresh embedded store, N = 10,000; with a PostgreSQL URL a fresh table).
+//!
+//! 1. a sequential loop of N cached calls in one run, cold, then again (all hits): calls/s and
+//!    per-call latency p50/p99 measured around each `ctx.call`;
+//! 2. a fan-out of N calls in one run (all in flight at once), cold, then again: calls/s;
+//! 3. N identical concurrent calls of one key whose body takes 50 ms: executions (must be 1) and
+//!    the time from the body's return to the last caller's answer.
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use cairn::{CacheStatus, Ctx, RunOptions};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[cairn::task(cache = true, cache_version = "user-load")]
+async fn square(n: i64) -> i64 {
+    n * n
+}
+
+static SLOW_RUNS: AtomicUsize = AtomicUsize::new(0);
+static BODY_RETURNED: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Takes 50 ms; records when its body returns.
+#[cairn::task(cache = true, cache_version = "user-load")]
+async fn slow(n: i64) -> i64 {
+    SLOW_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    *BODY_RETURNED.lock() = Some(Instant::now());
+    n + 1
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+async fn sequential(node: &cairn::Node, n: i64, round: &str) {
+    let started = Instant::now();
+    let report = node
+        .run(
+            RunOptions::new("bench", "user-load"),
+            |ctx: Ctx| async move {
+                let mut lat = Vec::with_capacity(n as usize);
+                for i in 0..n {
+                    let t = Instant::now();
+                    let v = ctx.call(square, i).await.expect("call");
+                    lat.push(t.elapsed());
+                    assert_eq!(v, i * i);
+                }
+                lat
+            },
+        )
+        .await;
+    let wall = started.elapsed();
+    let mut lat = report.output;
+    lat.sort_unstable();
+    println!(
+        "sequential {round}: {n} calls in {:.3} s = {:.0} calls/s; per call p50 {}, p99 {}",
+        wall.as_secs_f64(),
+        n as f64 / wall.as_secs_f64(),
+        us(percentile(&lat, 0.5)),
+        us(percentile(&lat, 0.99))
+    );
+}
+
+async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
+    let started = Instant::now();
+    let report = node
+        .run(
+            RunOptions::new("bench", "user-load"),
+            |ctx: Ctx| async move {
+                let calls = (0..n).map(|i| {
+                    let ctx = ctx.clone();
+                    async move { ctx.call(square, i).await.expect("call") }
+                });
+                futures::future::join_all(calls).await
+            },
+        )
+        .await;
+    let wall = started.elapsed();
+    assert!(
+        report
+            .output
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v == (i as i64) * (i as i64))
+    );
+    let statuses = report.calls.iter().filter(|c| c.status == expect).count();
+    println!(
+        "fan-out {round}: {n} calls in {:.3} s = {:.0} calls/s ({statuses} {expect:?} of the \
+         {} calls summarised)",
+        wall.as_secs_f64(),
+        n as f64 / wall.as_secs_f64(),
+        report.calls.len()
+    );
+}
+
+async fn identical(node: &cairn::Node, n: usize) {
+    let report = node
+        .run(
+            RunOptions::new("bench", "user-load"),
+            |ctx: Ctx| async move {
+                let calls = (0..n).map(|_| {
+                    let ctx = ctx.clone();
+                    async move {
+                        let v = ctx.call(slow, 41).await.expect("call");
+                        (v, Instant::now())
+                    }
+                });
+                futures::future::join_all(calls).await
+            },
+        )
+        .await;
+    let returned = BODY_RETURNED.lock().expect("the body ran");
+    assert!(report.output.iter().all(|(v, _)| *v == 42));
+    let last = report.output.iter().map(|(_, t)| *t).max().unwrap();
+    let first = report.output.iter().map(|(_, t)| *t).min().unwrap();
+    println!(
+        "{n} identical concurrent calls: {} execution(s); from the body's return, the first \
+         answer after {}, the last after {:.2} ms",
+        SLOW_RUNS.load(Ordering::SeqCst),
+        us(first.saturating_duration_since(returned)),
+        last.saturating_duration_since(returned).as_secs_f64() * 1e3
+    );
+    assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), 1, "one execution");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = match args.get(1).filter(|a| !a.is_empty()) {
+        Some(url) if url.starts_with("postgres") => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}table=user_{:08x}", rand::random::<u32>())
+        }
+        Some(url) => url.clone(),
+        None => format!("embedded:{}", dir.path().display()),
+    };
+    let n: i64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let rt = cairn_benches::runtime();
+    rt.block_on(async {
+        let node = cairn::Node::builder()
+            .store_url(&store)
+            .task(square)
+            .task(slow)
+            .call_limits(cairn::CallLimits {
+                max_in_flight: n as usize,
+                ..Default::default()
+            })
+            .start()
+            .await
+            .expect("node");
+        println!("store: {}", cairn_engine::store::redact(&store));
+        sequential(&node, n, "cold").await;
+        sequential(&node, n, "hits").await;
+        // Fresh keys for the fan-out: offset past the sequential ones.
+        let node_fan = &node;
+        fan_out_offset(node_fan, n).await;
+        identical(&node, n as usize).await;
+        node.shutdown().await.expect("shutdown");
+    });
+}
+
+/// The fan-out over keys the sequential rounds did not touch: cold, then hits.
+async fn fan_out_offset(node: &cairn::Node, n: i64) {
+    // `square` keys 0..n are hits already; a second task version would need another task, so
+    // the cold round evicts them first (a real eviction, through the catalog).
+    node.catalog()
+        .evict(&cairn_engine::catalog::EvictScope::Task {
+            project: "bench".into(),
+            domain: "user-load".into(),
+            task: "square".into(),
+            version: None,
+        })
+        .await
+        .expect("evict");
+    fan_out(node, n, "cold", CacheStatus::Evicted).await;
+    fan_out(node, n, "hits", CacheStatus::Hit).await;
+}
