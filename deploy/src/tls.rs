@@ -181,6 +181,8 @@ impl Verifiers {
 #[derive(Debug)]
 struct PeerVerifier {
     ca: PathBuf,
+    /// The signature algorithms of handshakes, whichever side this node is on.
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
     current: parking_lot::RwLock<Arc<Verifiers>>,
     refusals: Refusals,
 }
@@ -189,6 +191,7 @@ impl PeerVerifier {
     fn load(ca: &Path) -> Result<Arc<PeerVerifier>, String> {
         Ok(Arc::new(PeerVerifier {
             ca: ca.to_path_buf(),
+            algorithms: provider().signature_verification_algorithms,
             current: parking_lot::RwLock::new(Arc::new(Verifiers::load(ca)?)),
             refusals: Refusals::default(),
         }))
@@ -229,9 +232,7 @@ impl ClientCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.get()
-            .clients
-            .verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -240,13 +241,11 @@ impl ClientCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.get()
-            .clients
-            .verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.get().clients.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -271,9 +270,7 @@ impl ServerCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.get()
-            .servers
-            .verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -282,13 +279,11 @@ impl ServerCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.get()
-            .servers
-            .verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.get().servers.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

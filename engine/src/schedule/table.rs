@@ -53,6 +53,25 @@ pub struct Fire {
     pub run: RunRecord,
 }
 
+impl Fire {
+    /// Tick `tick_ms` of `spec`, fired `late_ms` late, with its run.
+    fn of(spec: &ScheduleSpec, tick_ms: i64, run: RunRecord, late_ms: u64, backfill: bool) -> Fire {
+        Fire {
+            schedule: spec.name.clone(),
+            workflow: spec.workflow.clone(),
+            project: spec.project.clone(),
+            domain: spec.domain.clone(),
+            input: spec.input.clone(),
+            tick_ms,
+            run_id: run.run_id.clone(),
+            late_ms,
+            jitter_ms: spec.jitter_ms,
+            backfill,
+            run,
+        }
+    }
+}
+
 /// Writes the tick records of `ticks` (skipping any already fired), creates their runs (owned
 /// by `instance`) and counts them.
 async fn claim<T: Transaction>(
@@ -115,19 +134,7 @@ async fn claim<T: Transaction>(
         st.late_ms_total += late_ms;
         st.late_ms_max = st.late_ms_max.max(late_ms);
         st.last_tick_ms = Some(st.last_tick_ms.map_or(tick, |t| t.max(tick)));
-        fires.push(Fire {
-            schedule: spec.name.clone(),
-            workflow: spec.workflow.clone(),
-            project: spec.project.clone(),
-            domain: spec.domain.clone(),
-            input: spec.input.clone(),
-            tick_ms: tick,
-            run_id,
-            late_ms,
-            jitter_ms: spec.jitter_ms,
-            backfill,
-            run,
-        });
+        fires.push(Fire::of(spec, tick, run, late_ms, backfill));
     }
     Ok(fires)
 }
@@ -517,19 +524,8 @@ async fn fired_by<T: Transaction>(
         let Some(run) = crate::runs::read_run_in(tx, &rec.run_id).await? else {
             continue;
         };
-        fires.push(Fire {
-            schedule: spec.name.clone(),
-            workflow: spec.workflow.clone(),
-            project: spec.project.clone(),
-            domain: spec.domain.clone(),
-            input: spec.input.clone(),
-            tick_ms: tick,
-            run_id: rec.run_id.clone(),
-            late_ms: u64::try_from(rec.fired_at_ms - tick).unwrap_or(0),
-            jitter_ms: spec.jitter_ms,
-            backfill: rec.backfill,
-            run,
-        });
+        let late_ms = u64::try_from(rec.fired_at_ms - tick).unwrap_or(0);
+        fires.push(Fire::of(spec, tick, run, late_ms, rec.backfill));
     }
     Ok(fires)
 }
