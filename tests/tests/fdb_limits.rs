@@ -195,3 +195,48 @@ async fn more_waiters_than_watches_all_complete() {
     assert_eq!(store.outstanding_watches(), 0);
     let _ = store.inner().backend();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_retried_after_maybe_committed_still_answers_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), half_unknown(5)).await;
+    let clock = ManualClock::new(1_000);
+    let runs = Runs::new(store.clone(), Arc::new(clock.clone()));
+    let (owner, canceller) = (
+        Incarnation {
+            node: "owner".into(),
+            incarnation: 1,
+        },
+        Incarnation {
+            node: "canceller".into(),
+            incarnation: 1,
+        },
+    );
+    for i in 0..40 {
+        clock.advance(1);
+        let id = format!("run-{i}");
+        runs.create(
+            &cairn_engine::runs::NewRun {
+                run_id: id.clone(),
+                workflow: "wf".into(),
+                project: "p".into(),
+                domain: "d".into(),
+                overwrite_cache: false,
+                input: "1".into(),
+                schedule: None,
+                tick: None,
+            },
+            &owner,
+            None,
+        )
+        .await
+        .unwrap();
+        match runs.cancel(&id, &canceller, "stop").await.unwrap() {
+            Ended::Ended { record, .. } => {
+                assert_eq!(record.status, cairn_engine::runs::RunStatus::Cancelled)
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    assert!(store.injected().applied_unknown.load(Ordering::Relaxed) > 5);
+}

@@ -471,6 +471,24 @@ impl<S: Store> Runs<S> {
                 .await?
                 .ok_or_else(|| no_such_run(run_id))?;
             if record.status.is_final() {
+                // Cancelled by this very call (an earlier attempt that reported "maybe
+                // committed"): cancelled at this call's time with this call's reason.
+                let ours = record.status == RunStatus::Cancelled
+                    && record.finished_at_ms == Some(now)
+                    && record.error.as_ref().and_then(|t| t.as_str())
+                        == Some(text::truncate(reason, limits.max_error_bytes).as_str());
+                if ours {
+                    let next = match (&record.schedule, record.tick) {
+                        (Some(schedule), Some(tick)) => {
+                            crate::schedule::run_started_by_end(&tx, schedule, tick, by).await?
+                        }
+                        _ => None,
+                    };
+                    return Ok(Ended::Ended {
+                        record,
+                        next: next.map(Box::new),
+                    });
+                }
                 return Ok(Ended::AlreadyEnded(record));
             }
             let outcome = Err(reason.to_string());
