@@ -90,6 +90,23 @@ fn unjoined_seed(node: &NodeProcess) -> Value {
         .clone()
 }
 
+/// Waits until `outsider` records that its seed `member` refused it, lets it redial for
+/// `settle`, then checks that each still sees only itself.
+fn refused_and_alone(member: &NodeProcess, outsider: &NodeProcess, settle: Duration) {
+    wait_until(
+        &format!("{} to record its refusal", outsider.name),
+        Duration::from_secs(30),
+        || {
+            unjoined_seed(outsider)["problem"]
+                .as_str()
+                .is_some_and(|p| p.contains("refused the handshake"))
+        },
+    );
+    std::thread::sleep(settle);
+    assert_eq!(members(member), BTreeSet::from([member.name.clone()]));
+    assert_eq!(members(outsider), BTreeSet::from([outsider.name.clone()]));
+}
+
 /// How many lines of the log at `path` contain `text`.
 fn count_containing(path: &Path, text: &str) -> usize {
     std::fs::read_to_string(path)
@@ -215,18 +232,7 @@ fn a_node_with_a_certificate_from_another_ca_is_refused_and_the_refusal_logged_o
         &intruder_log,
     );
     // Several redials (from 0.5 s apart, backing off) happen in this time.
-    wait_until(
-        "the intruder to record its refusal",
-        Duration::from_secs(30),
-        || {
-            unjoined_seed(&intruder)["problem"]
-                .as_str()
-                .is_some_and(|p| p.contains("refused the handshake"))
-        },
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(members(&member), BTreeSet::from(["member".to_string()]));
-    assert_eq!(members(&intruder), BTreeSet::from(["intruder".to_string()]));
+    refused_and_alone(&member, &intruder, Duration::from_secs(3));
     // The member logged the refusal once, with the reason, however many times it redialled.
     let refusals = count_containing(&member_log, "refused a cluster peer");
     assert_eq!(
@@ -274,18 +280,7 @@ fn a_plain_tcp_node_cannot_join_a_tls_cluster() {
         &cluster_args(&plain_store, "plain", plain_port, Some(member_port), None),
         &dir.path().join("plain.log"),
     );
-    wait_until(
-        "the plain node to record its refusal",
-        Duration::from_secs(30),
-        || {
-            unjoined_seed(&plain)["problem"]
-                .as_str()
-                .is_some_and(|p| p.contains("refused the handshake"))
-        },
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(members(&member), BTreeSet::from(["member".to_string()]));
-    assert_eq!(members(&plain), BTreeSet::from(["plain".to_string()]));
+    refused_and_alone(&member, &plain, Duration::from_secs(2));
 }
 
 #[test]
