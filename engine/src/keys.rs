@@ -16,7 +16,7 @@
 //! | `BY_EXECUTION` 0x03 | `(3, execution, d)` | empty |
 //! | `EXPIRY` 0x04 | `(4, ms, d)` | empty: the entry expires at `ms` |
 //! | `EXECUTION` 0x05 | `(5, run, execution)` | a group of up to 128 `ExecutionRecord`s of `run` (`""` outside any run), keyed by the first one's id; tag byte 1 + positional MessagePack |
-//! | `STATS` 0x07 | `(7, project, domain, task, status)` | call count, u64 big-endian |
+//! | `STATS` 0x07 | `(7, project, domain, task, status)` | call count, u64 big-endian (written before 2026-11-30; read, added to `CALLS`, never written) |
 //! | `SCHEDULE` 0x08 | `(8, name)` | `ScheduleRecord`: the schedule's spec and state (next fire time, counters) |
 //! | `TICK` 0x09 | `(9, name, ms)` | `TickRecord`: the tick at `ms` fired (claimed with the state change) |
 //! | `RUN` 0x0a | `(10, run)` | `RunRecord`: a run started by name: workflow, input, status, output or error |
@@ -30,6 +30,7 @@
 //! | `IDEMPOTENCY_EXPIRY` 0x12 | `(18, ms, key)` | empty: the idempotency key expires at `ms` |
 //! | `CANCEL_SEQ` 0x13 | `(19)` | number of cancellations so far, u64 big-endian (watched by every node) |
 //! | `CANCEL` 0x14 | `(20, seq)` | `CancelNotice`: the `seq`-th cancellation (which run, when) |
+//! | `CALLS` 0x15 | `(21, project, domain, task, status)` | call count, i64 little-endian, changed only by atomic adds (`Transaction::add`) |
 //! | `TEST` 0xfe | anything | scratch space of the store conformance suite and benchmarks |
 //!
 //! Everything about one cache key lives under `(1, d)`, so one transaction can change it all.
@@ -52,7 +53,7 @@ pub mod tag {
     pub const EXPIRY: u8 = 0x04;
     /// Execution records of task calls, by run.
     pub const EXECUTION: u8 = 0x05;
-    /// Per-task call counters by cache status.
+    /// Per-task call counters by cache status, big-endian: read, no longer written.
     pub const STATS: u8 = 0x07;
     /// Schedules: spec and state.
     pub const SCHEDULE: u8 = 0x08;
@@ -80,6 +81,8 @@ pub mod tag {
     pub const CANCEL_SEQ: u8 = 0x13;
     /// Cancellation notices.
     pub const CANCEL: u8 = 0x14;
+    /// Per-task call counters by cache status, changed by atomic adds.
+    pub const CALLS: u8 = 0x15;
     /// Scratch space of the store conformance suite and benchmarks.
     pub const TEST: u8 = 0xfe;
 }
@@ -246,21 +249,20 @@ pub fn executions_of_run(run: &str) -> (Vec<u8>, Vec<u8>) {
     subspace(tag::EXECUTION).subspace(&(run,)).range()
 }
 
-/// The counter of calls of a task that ended with `status`.
-pub fn stats(project: &str, domain: &str, task: &str, status: &str) -> Vec<u8> {
-    subspace(tag::STATS).pack(&(project, domain, task, status))
+/// The counter of calls of a task that ended with `status` (changed by atomic adds).
+pub fn calls(project: &str, domain: &str, task: &str, status: &str) -> Vec<u8> {
+    subspace(tag::CALLS).pack(&(project, domain, task, status))
 }
 
-/// `[begin, end)` of the counters of one task.
-pub fn stats_range(project: &str, domain: &str, task: &str) -> (Vec<u8>, Vec<u8>) {
-    subspace(tag::STATS)
-        .subspace(&(project, domain, task))
-        .range()
+/// `[begin, end)` of the call counters of one task: [`calls`] ones with `tag::CALLS`, the
+/// big-endian ones written before atomic adds with `tag::STATS`.
+pub fn calls_range(tag: u8, project: &str, domain: &str, task: &str) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag).subspace(&(project, domain, task)).range()
 }
 
-/// The status name at the end of a counter key.
-pub fn status_of_stats(key: &[u8]) -> Option<String> {
-    let (_, _, _, s): (String, String, String, String) = subspace(tag::STATS).unpack(key).ok()?;
+/// The status name at the end of a call counter key under `tag` (`CALLS` or `STATS`).
+pub fn status_of_calls(tag: u8, key: &[u8]) -> Option<String> {
+    let (_, _, _, s): (String, String, String, String) = subspace(tag).unpack(key).ok()?;
     Some(s)
 }
 

@@ -883,6 +883,19 @@ pub async fn every_status_is_recorded<H: Harness>() {
     let stats = catalog.task_stats(&p, "dev", "square").await.unwrap();
     assert_eq!(stats.calls.values().sum::<u64>(), statuses.len() as u64);
     assert_eq!(stats.calls.get(&CacheStatus::Hit), Some(&1));
+    // A counter written before atomic adds (big-endian, under the old tag) still counts.
+    use cairn_engine::{Store as _, Transaction as _};
+    let tx = catalog.store().begin().await.unwrap();
+    let legacy = cairn_engine::keys::subspace(cairn_engine::keys::tag::STATS).pack(&(
+        p.as_str(),
+        "dev",
+        "square",
+        CacheStatus::Hit.name(),
+    ));
+    tx.set(&legacy, &1000u64.to_be_bytes());
+    tx.commit().await.unwrap();
+    let stats = catalog.task_stats(&p, "dev", "square").await.unwrap();
+    assert_eq!(stats.calls.get(&CacheStatus::Hit), Some(&1001));
 }
 
 /// Concurrent identical calls run the task once; every caller gets the same output. A waiter

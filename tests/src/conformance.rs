@@ -292,6 +292,121 @@ pub async fn conflicts<H: Harness>() {
     }
 }
 
+/// Atomic adds: FoundationDB's `ADD` on 8-byte little-endian counters, seen by the adding
+/// transaction's own reads, ordered with its sets and clears, wrapping at 64 bits.
+pub async fn atomic_add<H: Harness>() {
+    use cairn_engine::store::{decode_counter, encode_counter};
+    let h = H::new().await;
+    let store = h.open().await;
+    let ns = Ns::new();
+    let value = |v: Option<Vec<u8>>| decode_counter(v.as_deref());
+    // Absent counts as 0; adds accumulate within and across transactions; negatives subtract.
+    let tx = store.begin().await.unwrap();
+    tx.add(&ns.k("c"), 5);
+    tx.add(&ns.k("c"), 2);
+    assert_eq!(value(tx.get(&ns.k("c"), false).await.unwrap()), 7);
+    assert_eq!(value(tx.get(&ns.k("c"), true).await.unwrap()), 7);
+    tx.commit().await.unwrap();
+    let tx = store.begin().await.unwrap();
+    tx.add(&ns.k("c"), -10);
+    tx.commit().await.unwrap();
+    let stored = read(&store, &ns.k("c")).await;
+    assert_eq!(stored.as_deref(), Some(&encode_counter(-3)[..]));
+
+    // Ordered with the transaction's own sets and clears.
+    let tx = store.begin().await.unwrap();
+    tx.set(&ns.k("s"), &encode_counter(40));
+    tx.add(&ns.k("s"), 2); // after a set: 42
+    tx.add(&ns.k("t"), 9);
+    tx.set(&ns.k("t"), &encode_counter(1)); // a set after an add wins: 1
+    tx.add(&ns.k("c"), 100);
+    tx.clear(&ns.k("c"));
+    tx.add(&ns.k("c"), 4); // after a clear: 4
+    tx.commit().await.unwrap();
+    assert_eq!(value(read(&store, &ns.k("s")).await), 42);
+    assert_eq!(value(read(&store, &ns.k("t")).await), 1);
+    assert_eq!(value(read(&store, &ns.k("c")).await), 4);
+    let tx = store.begin().await.unwrap();
+    tx.add(&ns.k("c"), 1);
+    tx.clear_range(&ns.k("a"), &ns.k("d")); // clears c and the add before it
+    tx.add(&ns.k("s"), 1);
+    tx.commit().await.unwrap();
+    assert_eq!(read(&store, &ns.k("c")).await, None);
+    assert_eq!(value(read(&store, &ns.k("s")).await), 43);
+
+    // A range read sees pending adds, in key order.
+    let tx = store.begin().await.unwrap();
+    tx.add(&ns.k("r1"), 1);
+    tx.add(&ns.k("s"), 1);
+    let pairs = tx
+        .get_range(&ns.k("r"), &ns.k("t"), RangeOptions::all())
+        .await
+        .unwrap();
+    assert_eq!(keys(&pairs), vec![ns.k("r1"), ns.k("s")]);
+    assert_eq!(decode_counter(Some(&pairs[1].value)), 44);
+    tx.commit().await.unwrap();
+    assert_eq!(value(read(&store, &ns.k("s")).await), 44);
+
+    // Wraps at 64 bits; a shorter stored value is zero-extended.
+    put(&store, &[(ns.k("w"), encode_counter(i64::MAX).to_vec())]).await;
+    put(&store, &[(ns.k("short"), vec![1, 1])]).await;
+    let tx = store.begin().await.unwrap();
+    tx.add(&ns.k("w"), 2);
+    tx.add(&ns.k("short"), 1);
+    tx.commit().await.unwrap();
+    assert_eq!(value(read(&store, &ns.k("w")).await), i64::MIN + 1);
+    assert_eq!(value(read(&store, &ns.k("short")).await), 258);
+}
+
+/// Concurrent adds to one counter lose nothing; on the stores that promise it (all but
+/// PostgreSQL, whose serializable isolation may refuse one of two concurrent row updates), two
+/// open transactions that add to one key both commit.
+pub async fn concurrent_adds<H: Harness>() {
+    const TASKS: usize = 8;
+    const EACH: i64 = 100;
+    let h = H::new().await;
+    let store = h.open().await;
+    let ns = Arc::new(Ns::new());
+    let t1 = store.begin().await.unwrap();
+    let t2 = store.begin().await.unwrap();
+    t1.add(&ns.k("c"), 1);
+    t2.add(&ns.k("c"), 1);
+    let (r1, r2) = (t1.commit().await, t2.commit().await);
+    if store.backend() != "postgres" {
+        r1.expect("an add adds no read conflict");
+        r2.expect("an add adds no read conflict");
+    } else {
+        // At least one lands; a refused one is a retryable conflict.
+        assert!(r1.is_ok() || r2.is_ok());
+        for e in [r1, r2].into_iter().filter_map(|r| r.err()) {
+            assert!(e.is_retryable(), "{e}");
+        }
+    }
+    let base = cairn_engine::store::decode_counter(read(&store, &ns.k("c")).await.as_deref());
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let (store, ns) = (store.clone(), ns.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..EACH {
+                transact(&store, &RetryPolicy::default(), |tx| {
+                    let key = ns.k("c");
+                    async move {
+                        tx.add(&key, 1);
+                        Ok(())
+                    }
+                })
+                .await
+                .expect("add");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = cairn_engine::store::decode_counter(read(&store, &ns.k("c")).await.as_deref());
+    assert_eq!(total, base + TASKS as i64 * EACH);
+}
+
 /// 8 concurrent tasks each visit the same 10,000 keys; each visit is one transaction that reads
 /// the key and inserts it if absent. Every key ends up inserted exactly once.
 pub async fn concurrent_insert_if_absent<H: Harness>() {
@@ -566,7 +681,8 @@ pub async fn unreachable_url_is_named<H: Harness>() {
 macro_rules! store_conformance {
     ($harness:ty) => {
         $crate::store_conformance!(@tests $harness;
-            read_your_writes, range_order_limit_reverse, clear_range, conflicts,
+            read_your_writes, range_order_limit_reverse, clear_range, conflicts, atomic_add,
+            concurrent_adds,
             concurrent_insert_if_absent, transact_retries_conflicts, watch_fires_on_change,
             reopen_keeps_committed_only, size_limits, read_only_and_finished,
             unreachable_url_is_named);

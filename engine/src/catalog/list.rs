@@ -137,15 +137,24 @@ impl<S: Store> Catalog<S> {
             }
         })
         .await?;
-        let (begin, end) = keys::stats_range(project, domain, task);
-        crate::store::scan(&self.inner.store, &begin, &end, |kv| {
-            let status = keys::status_of_stats(&kv.key).and_then(|s| CacheStatus::from_name(&s));
-            let count: Option<[u8; 8]> = kv.value.as_slice().try_into().ok();
-            if let (Some(status), Some(count)) = (status, count) {
-                stats.calls.insert(status, u64::from_be_bytes(count));
-            }
-        })
-        .await?;
+        // Counters written by atomic adds, plus those written (big-endian) before them.
+        for tag in [keys::tag::CALLS, keys::tag::STATS] {
+            let (begin, end) = keys::calls_range(tag, project, domain, task);
+            crate::store::scan(&self.inner.store, &begin, &end, |kv| {
+                let status =
+                    keys::status_of_calls(tag, &kv.key).and_then(|s| CacheStatus::from_name(&s));
+                let count = if tag == keys::tag::CALLS {
+                    u64::try_from(crate::store::decode_counter(Some(&kv.value))).ok()
+                } else {
+                    let be: Option<[u8; 8]> = kv.value.as_slice().try_into().ok();
+                    be.map(u64::from_be_bytes)
+                };
+                if let (Some(status), Some(count)) = (status, count) {
+                    *stats.calls.entry(status).or_default() += count;
+                }
+            })
+            .await?;
+        }
         Ok(stats)
     }
 }

@@ -2,9 +2,10 @@
 //! the caller a channel send, not a store write (a hit stays one read).
 //!
 //! A batch is one transaction: the records (grouped per run, many to a value) and the per-task
-//! status counters. A batch that fails is retried (with backoff) until it lands; records are never
-//! dropped. The channel is bounded, so a store that stays down slows callers rather than
-//! growing memory without limit.
+//! status counters, as atomic adds (no reads, so recorders on many nodes never conflict). A
+//! batch that fails is retried (with backoff) until it lands; records are never dropped. The
+//! channel is bounded, so a store that stays down slows callers rather than growing memory
+//! without limit.
 
 use super::records::{CacheStatus, ExecutionRecord};
 use super::{Catalog, CatalogConfig};
@@ -162,18 +163,13 @@ async fn write_batch<S: Store>(
             for (key, value) in encoded {
                 tx.set(key, value);
             }
+            // Atomic adds: recorders on every node count into the same keys without
+            // conflicting (FoundationDB's ADD; see `Transaction::add`).
             for ((p, d, t, status), n) in counts {
-                let key = keys::stats(p, d, t, status.name());
-                let old = match tx.get(&key, false).await? {
-                    Some(v) => {
-                        u64::from_be_bytes(v.as_slice().try_into().map_err(|_| Error::Corrupt {
-                            what: format!("call counter of task {t}"),
-                            detail: format!("{} bytes where 8 belong", v.len()),
-                        })?)
-                    }
-                    None => 0,
-                };
-                tx.set(&key, &(old + n).to_be_bytes());
+                tx.add(
+                    &keys::calls(p, d, t, status.name()),
+                    i64::try_from(*n).unwrap_or(i64::MAX),
+                );
             }
             Ok(())
         }

@@ -187,6 +187,10 @@ impl Transaction for AnyTx {
         each_tx!(self, t => t.clear_range(begin, end))
     }
 
+    fn add(&self, key: &[u8], delta: i64) {
+        each_tx!(self, t => t.add(key, delta))
+    }
+
     async fn commit(&self) -> Result<()> {
         each_tx!(self, t => t.commit().await)
     }

@@ -57,6 +57,10 @@ struct Shared {
     limits: Limits,
     notifier: Notifier,
     counters: StoreCounters,
+    /// Orders commits that carry atomic adds against all other commits: an add is applied at
+    /// commit to the latest value, read and written while no other commit can land in between
+    /// (adds take it exclusively, other commits shared, so only adds wait).
+    add_gate: tokio::sync::RwLock<()>,
 }
 
 /// fjall forgets the conflict sets of committed transactions only when its snapshot tracker
@@ -117,6 +121,7 @@ impl EmbeddedStore {
                 limits: Limits::default(),
                 notifier: Notifier::default(),
                 counters: StoreCounters::default(),
+                add_gate: tokio::sync::RwLock::new(()),
             }),
         })
     }
@@ -144,6 +149,7 @@ impl Store for EmbeddedStore {
                 cleared: Vec::new(),
                 size: WriteSize::default(),
                 deferred: None,
+                adds: BTreeMap::new(),
             })),
         ))
     }
@@ -195,12 +201,26 @@ struct WriteState {
     size: WriteSize,
     /// An error met while buffering a write, reported by `commit`.
     deferred: Option<Error>,
+    /// Atomic adds not yet applied: applied at commit to the latest values, without reads.
+    adds: BTreeMap<Vec<u8>, i64>,
 }
 
 impl WriteState {
     /// The snapshot for snapshot reads, taken on first use: most transactions never need one.
     fn snapshot(&mut self, db: &OptimisticTxDatabase) -> &Snapshot {
         self.snapshot.get_or_insert_with(|| db.read_tx())
+    }
+
+    /// Buffers `key = value` (its size already counted); a pending add of `key` is replaced.
+    fn set(&mut self, kv: &OptimisticTxKeyspace, key: &[u8], value: &[u8]) {
+        if self.size.check().is_err() {
+            return; // the commit fails with the limit named; fjall never sees the key
+        }
+        self.adds.remove(key);
+        // Slices are reference-counted: the transaction and the shadow share the bytes.
+        let (key, value) = (Slice::from(key), Slice::from(value));
+        self.tx.insert(kv, key.clone(), value.clone());
+        self.own.insert(key, Some(value));
     }
 
     /// What this transaction's own writes say about `key`: `Some(value)` if it wrote or cleared it.
@@ -321,11 +341,45 @@ impl EmbeddedTx {
     }
 }
 
+impl EmbeddedTx {
+    /// Turns the pending adds inside `[begin, end)` into plain writes of their sums, so that a
+    /// range read sees them. Each key is read with a conflict (also for a snapshot range read:
+    /// a set computed from a snapshot could lose a concurrent add).
+    fn settle_adds_in(&self, begin: &[u8], end: &[u8]) -> Result<()> {
+        let mut state = self.state.lock();
+        let State::Write(ws) = &mut *state else {
+            return Ok(());
+        };
+        let inside: Vec<(Vec<u8>, i64)> = ws
+            .adds
+            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
+            .map(|(k, d)| (k.clone(), *d))
+            .collect();
+        let kv = &self.shared.kv;
+        for (key, delta) in inside {
+            let old = ws
+                .tx
+                .get(kv, &key)
+                .map_err(backend_err)?
+                .map(|v| v.to_vec());
+            let sum = super::decode_counter(old.as_deref()).wrapping_add(delta);
+            ws.set(kv, &key, &super::encode_counter(sum));
+        }
+        Ok(())
+    }
+}
+
 impl Transaction for EmbeddedTx {
     async fn get(&self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>> {
         self.shared.limits.check_read(key)?;
         let kv = &self.shared.kv;
-        let value = match &mut *self.state.lock() {
+        let mut state = self.state.lock();
+        // A pending add reads as the value it would leave: the stored one plus the delta.
+        let pending = match &*state {
+            State::Write(ws) => ws.adds.get(key).copied(),
+            _ => None,
+        };
+        let value = match &mut *state {
             State::Write(ws) if snapshot => match ws.own_value(key) {
                 Some(own) => return Ok(own),
                 None => ws.snapshot(&self.shared.db).get(kv, key),
@@ -334,7 +388,14 @@ impl Transaction for EmbeddedTx {
             State::Read(snap) => snap.get(kv, key),
             State::Finished | State::Failed(_) => return Err(Error::Finished),
         };
-        Ok(value.map_err(backend_err)?.map(|v| v.to_vec()))
+        let value = value.map_err(backend_err)?.map(|v| v.to_vec());
+        Ok(match pending {
+            Some(delta) => Some(
+                super::encode_counter(super::decode_counter(value.as_deref()).wrapping_add(delta))
+                    .to_vec(),
+            ),
+            None => value,
+        })
     }
 
     async fn get_many(&self, keys: &[&[u8]], snapshot: bool) -> Result<Vec<Option<Vec<u8>>>> {
@@ -356,6 +417,7 @@ impl Transaction for EmbeddedTx {
         }
         self.shared.limits.check_read(begin)?;
         self.shared.limits.check_read(end)?;
+        self.settle_adds_in(begin, end)?;
         let kv = &self.shared.kv;
         let mut state = self.state.lock();
         let iter = match &mut *state {
@@ -377,13 +439,7 @@ impl Transaction for EmbeddedTx {
     fn set(&self, key: &[u8], value: &[u8]) {
         self.write(|ws, kv| {
             ws.size.add(&self.shared.limits, key, Some(value));
-            if ws.size.check().is_err() {
-                return; // the commit fails with the limit named; fjall never sees the key
-            }
-            // Slices are reference-counted: the transaction and the shadow share the bytes.
-            let (key, value) = (Slice::from(key), Slice::from(value));
-            ws.tx.insert(kv, key.clone(), value.clone());
-            ws.own.insert(key, Some(value));
+            ws.set(kv, key, value);
         });
     }
 
@@ -393,9 +449,31 @@ impl Transaction for EmbeddedTx {
             if ws.size.check().is_err() {
                 return;
             }
+            ws.adds.remove(key);
             let key = Slice::from(key);
             ws.tx.remove(kv, key.clone());
             ws.own.insert(key, None);
+        });
+    }
+
+    fn add(&self, key: &[u8], delta: i64) {
+        self.write(|ws, kv| {
+            let param = super::encode_counter(delta);
+            ws.size.add(&self.shared.limits, key, Some(&param));
+            if ws.size.check().is_err() {
+                return;
+            }
+            match ws.own_value(key) {
+                // Written or cleared by this transaction: the result is known now.
+                Some(own) => {
+                    let sum = super::decode_counter(own.as_deref()).wrapping_add(delta);
+                    ws.set(kv, key, &super::encode_counter(sum));
+                }
+                None => {
+                    let d = ws.adds.entry(key.to_vec()).or_default();
+                    *d = d.wrapping_add(delta);
+                }
+            }
         });
     }
 
@@ -430,6 +508,8 @@ impl Transaction for EmbeddedTx {
                     for k in inside {
                         ws.own.remove(&k);
                     }
+                    ws.adds
+                        .retain(|k, _| !(begin <= k.as_slice() && k.as_slice() < end));
                     ws.cleared.push((begin.to_vec(), end.to_vec()));
                 }
                 Err(e) => ws.deferred = Some(e),
@@ -446,18 +526,41 @@ impl Transaction for EmbeddedTx {
             State::Failed(e) => return Err(e),
         };
         let WriteState {
-            tx,
-            own,
+            mut tx,
+            mut own,
             cleared,
             size,
             deferred,
             snapshot,
+            adds,
         } = *ws;
         drop(snapshot);
         size.check()?;
         if let Some(e) = deferred {
             return Err(e);
         }
+        // Adds read the latest values with no commit landing before theirs; nothing else waits
+        // for them.
+        let (_shared, _exclusive) = if adds.is_empty() {
+            (Some(self.shared.add_gate.read().await), None)
+        } else {
+            let gate = self.shared.add_gate.write().await;
+            let latest = self.shared.db.read_tx();
+            for (key, delta) in adds {
+                let old = latest
+                    .get(&self.shared.kv, &key)
+                    .map_err(backend_err)?
+                    .map(|v| v.to_vec());
+                let sum = super::decode_counter(old.as_deref()).wrapping_add(delta);
+                let (key, value) = (
+                    Slice::from(key),
+                    Slice::from(&super::encode_counter(sum)[..]),
+                );
+                tx.insert(&self.shared.kv, key.clone(), value.clone());
+                own.insert(key, Some(value));
+            }
+            (None, Some(gate))
+        };
         let outcome = if self.shared.fsync {
             tokio::task::spawn_blocking(move || tx.commit())
                 .await

@@ -287,6 +287,11 @@ impl<T: Transaction> Transaction for FdbLimitedTx<T> {
         self.inner.clear_range(begin, end);
     }
 
+    fn add(&self, key: &[u8], delta: i64) {
+        self.account(key.len() + super::COUNTER_BYTES);
+        self.inner.add(key, delta);
+    }
+
     async fn commit(&self) -> Result<()> {
         self.check_age()?;
         let size = self.bytes.load(Ordering::Relaxed);

@@ -406,6 +406,13 @@ impl Transaction for FdbTx {
         }
     }
 
+    fn add(&self, key: &[u8], delta: i64) {
+        let param = super::encode_counter(delta);
+        self.write(key, Some(&param), |trx| {
+            trx.atomic_op(key, &param, foundationdb::options::MutationType::Add)
+        });
+    }
+
     async fn commit(&self) -> Result<()> {
         let (trx, read_only, wrote) = {
             let mut inner = self.inner.lock();

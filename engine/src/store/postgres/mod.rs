@@ -213,6 +213,8 @@ enum Op {
     Set(Vec<u8>, Vec<u8>),
     Clear(Vec<u8>),
     ClearRange(Vec<u8>, Vec<u8>),
+    /// An atomic add of a little-endian delta.
+    Add(Vec<u8>, [u8; super::COUNTER_BYTES]),
 }
 
 #[derive(Default)]
@@ -240,28 +242,37 @@ pub struct PostgresTx {
 }
 
 /// Futures sending `ops` as few statements as their effect allows: the range clears first,
-/// then one delete and one upsert for the point writes. Equivalent to applying them in order,
-/// because a range clear drops the point writes before it in its range (they would be cleared)
-/// and keeps those after it (they are applied after the range clears), and the last point write
-/// of a key wins.
+/// then one delete and one upsert for the point writes, then one upsert for the atomic adds.
+/// Equivalent to applying them in order, because a range clear drops the point writes and adds
+/// before it in its range (they would be cleared) and keeps those after it (they are applied
+/// after the range clears), the last point write of a key wins, a point write drops the adds
+/// before it, and the adds that remain came after every point write of their key.
 fn op_futures<'a>(
     conn: &'a pool::Conn,
     ops: &'a [Op],
 ) -> Vec<BoxFuture<'a, Result<(), tokio_postgres::Error>>> {
     let mut points: std::collections::BTreeMap<&[u8], Option<&[u8]>> = Default::default();
     let mut ranges: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut adds: std::collections::BTreeMap<&[u8], i64> = Default::default();
     for op in ops {
         match op {
             Op::Set(k, v) => {
                 points.insert(k, Some(v));
+                adds.remove(k.as_slice());
             }
             Op::Clear(k) => {
                 points.insert(k, None);
+                adds.remove(k.as_slice());
             }
             Op::ClearRange(b, e) => {
                 let (b, e) = (b.as_slice(), e.as_slice());
                 points.retain(|k, _| !(b <= *k && *k < e));
+                adds.retain(|k, _| !(b <= *k && *k < e));
                 ranges.push((b, e));
+            }
+            Op::Add(k, d) => {
+                let sum = adds.entry(k).or_default();
+                *sum = sum.wrapping_add(super::decode_counter(Some(d)));
             }
         }
     }
@@ -308,6 +319,21 @@ fn op_futures<'a>(
             .boxed(),
         );
     }
+    if !adds.is_empty() {
+        let (keys, deltas): (Vec<&[u8]>, Vec<Vec<u8>>) = adds
+            .into_iter()
+            .map(|(k, d)| (k, super::encode_counter(d).to_vec()))
+            .unzip();
+        futs.push(
+            async move {
+                conn.client
+                    .execute(&conn.stmts.add, &[&keys, &deltas])
+                    .await
+                    .map(drop)
+            }
+            .boxed(),
+        );
+    }
     futs
 }
 
@@ -319,9 +345,10 @@ impl PostgresTx {
             Op::Set(k, v) => p.size.add(limits, k, Some(v)),
             Op::Clear(k) => p.size.add(limits, k, None),
             Op::ClearRange(b, e) => p.size.add(limits, b, Some(e)),
+            Op::Add(k, d) => p.size.add(limits, k, Some(d)),
         }
         match &op {
-            Op::Set(k, _) | Op::Clear(k) => {
+            Op::Set(k, _) | Op::Clear(k) | Op::Add(k, _) => {
                 p.slots
                     .get_or_insert_with(Default::default)
                     .insert(Notifier::slot_of(k));
@@ -445,6 +472,10 @@ impl Transaction for PostgresTx {
         if begin < end {
             self.buffer(Op::ClearRange(begin.to_vec(), end.to_vec()));
         }
+    }
+
+    fn add(&self, key: &[u8], delta: i64) {
+        self.buffer(Op::Add(key.to_vec(), super::encode_counter(delta)));
     }
 
     async fn commit(&self) -> Result<()> {

@@ -20,6 +20,7 @@ pub(super) struct Statements {
     pub range_asc: Statement,
     pub range_desc: Statement,
     pub upsert: Statement,
+    pub add: Statement,
     pub delete: Statement,
     pub delete_range: Statement,
     pub notify: Statement,
@@ -83,15 +84,28 @@ impl Pool {
             let client = &client;
             async move { client.prepare(&text).await.map_err(|e| classify(e, false)) }
         };
+        // Pipelined: one round trip for all of them.
+        let (get, get_many, range_asc, range_desc, upsert, add, delete, delete_range, notify) = futures::try_join!(
+            prepare(&sql.get),
+            prepare(&sql.get_many),
+            prepare(&sql.range_asc),
+            prepare(&sql.range_desc),
+            prepare(&sql.upsert),
+            prepare(&sql.add),
+            prepare(&sql.delete),
+            prepare(&sql.delete_range),
+            prepare(&sql.notify),
+        )?;
         let stmts = Statements {
-            get: prepare(&sql.get).await?,
-            get_many: prepare(&sql.get_many).await?,
-            range_asc: prepare(&sql.range_asc).await?,
-            range_desc: prepare(&sql.range_desc).await?,
-            upsert: prepare(&sql.upsert).await?,
-            delete: prepare(&sql.delete).await?,
-            delete_range: prepare(&sql.delete_range).await?,
-            notify: prepare(&sql.notify).await?,
+            get,
+            get_many,
+            range_asc,
+            range_desc,
+            upsert,
+            add,
+            delete,
+            delete_range,
+            notify,
         };
         Ok(Conn { client, stmts })
     }

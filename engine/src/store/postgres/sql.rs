@@ -9,6 +9,8 @@ pub(super) struct Sql {
     pub range_asc: String,
     pub range_desc: String,
     pub upsert: String,
+    /// Atomic adds: `$1` keys, `$2` little-endian 8-byte deltas.
+    pub add: String,
     pub delete: String,
     pub delete_range: String,
     pub notify: String,
@@ -40,10 +42,44 @@ impl Sql {
                 "INSERT INTO {table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                  ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
             ),
+            add: format!(
+                "INSERT INTO {table} AS t (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = {}",
+                le_bytes(&wrapping_sum(&le_int("t.v"), &le_int("EXCLUDED.v")))
+            ),
             delete: format!("DELETE FROM {table} WHERE k = ANY($1::bytea[])"),
             delete_range: format!("DELETE FROM {table} WHERE k >= $1 AND k < $2"),
             notify: format!("SELECT pg_notify('{channel}', s) FROM unnest($1::text[]) s"),
             channel,
         }
     }
+}
+
+/// SQL for the signed 64-bit integer a little-endian counter value holds, as FoundationDB's
+/// `ADD` reads it: zero-extended, cut to 8 bytes. (PostgreSQL's operators `|` and `<<` share
+/// one precedence, hence the parentheses.)
+fn le_int(value: &str) -> String {
+    let padded = format!("({value} || '\\x0000000000000000'::bytea)");
+    (0..8)
+        .map(|i| format!("(get_byte({padded}, {i})::int8 << {})", 8 * i))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// SQL for `a + b` wrapping around at 64 bits, as FoundationDB's `ADD` does (PostgreSQL's
+/// `int8 +` raises on overflow), computed in `numeric`.
+fn wrapping_sum(a: &str, b: &str) -> String {
+    format!(
+        "(((({a})::numeric + ({b})::numeric + 9223372036854775808) % 18446744073709551616 \
+         + 18446744073709551616) % 18446744073709551616 - 9223372036854775808)::int8"
+    )
+}
+
+/// SQL for the 8 little-endian bytes of the `int8` expression `n`.
+fn le_bytes(n: &str) -> String {
+    let mut out = "'\\x0000000000000000'::bytea".to_string();
+    for i in 0..8 {
+        out = format!("set_byte({out}, {i}, ((x.n >> {}) & 255)::int)", 8 * i);
+    }
+    format!("(SELECT {out} FROM (SELECT {n} AS n) x)")
 }
