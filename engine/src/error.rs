@@ -165,6 +165,19 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A large output was being written in several transactions, and its staged part was
+    /// removed before the last one (another execution took the key's lease over, or stored it
+    /// first). The output still reaches its caller, with cache status `PutFailure`.
+    #[error(
+        "the output of {digest} staged by execution {execution} was removed before it was stored (its lease was taken over)"
+    )]
+    StagingLost {
+        /// The cache key.
+        digest: String,
+        /// The execution that staged it.
+        execution: String,
+    },
+
     /// Any other failure inside a backend (I/O, protocol, SQL); not retryable.
     #[error("{backend} store error: {detail}")]
     Backend {

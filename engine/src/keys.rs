@@ -11,7 +11,9 @@
 //! | `ENTRY` 0x01 | `(1, d, 0)` | `LeaseRecord`: who computes `d` now, or whose attempt failed |
 //! | | `(1, d, 1)` | `Tombstone`: `d` was evicted (cleared when a new entry is stored) |
 //! | | `(1, d, 2)` | `StoredMeta`: the entry's metadata, and the output itself if ≤ 16 KiB |
-//! | | `(1, d, 3, i)` | chunk `i` of a larger output (raw bytes, `chunk_bytes` each) |
+//! | | `(1, d, 3, i)` | chunk `i` of a larger output written in one transaction (raw bytes, `chunk_bytes` each) |
+//! | | `(1, d, 4, execution, i)` | chunk `i` of an output staged by `execution` in several transactions (raw bytes); the entry's metadata names the execution |
+//! | | `(1, d, 4, execution, -1)` | empty: `execution` is staging an output of `d` (cleared when its entry is made visible) |
 //! | `BY_TASK` 0x02 | `(2, project, domain, task, version, d)` | `TaskIndexValue`: entry size (u64 big-endian), then its expiry (i64 big-endian, `i64::MIN` for none) and its producing execution (UTF-8), so eviction needs no metadata; older rows hold the size alone |
 //! | `BY_EXECUTION` 0x03 | `(3, execution, d)` | empty |
 //! | `EXPIRY` 0x04 | `(4, ms, d)` | empty: the entry expires at `ms` |
@@ -97,6 +99,8 @@ pub mod entry_part {
     pub const META: i64 = 2;
     /// The output chunks.
     pub const CHUNK: i64 = 3;
+    /// Output chunks staged by one execution across several transactions.
+    pub const STAGED: i64 = 4;
 }
 
 /// The subspace with tag `tag`.
@@ -126,6 +130,37 @@ pub fn entry_part(d: &Digest, part: i64) -> Vec<u8> {
 /// The key of output chunk `i` of `d`.
 pub fn entry_chunk(d: &Digest, i: u32) -> Vec<u8> {
     subspace(tag::ENTRY).pack(&(digest_bytes(d), entry_part::CHUNK, i))
+}
+
+/// The key of chunk `i` of the output `execution` stages for `d`.
+pub fn staged_chunk(d: &Digest, execution: &str, i: u32) -> Vec<u8> {
+    subspace(tag::ENTRY).pack(&(digest_bytes(d), entry_part::STAGED, execution, i))
+}
+
+/// The marker saying `execution` is staging an output for `d`: it sorts before the chunks, in
+/// [`staged_by`]'s range.
+pub fn staging_marker(d: &Digest, execution: &str) -> Vec<u8> {
+    subspace(tag::ENTRY).pack(&(digest_bytes(d), entry_part::STAGED, execution, -1i64))
+}
+
+/// `[begin, end)` of the chunks `execution` staged for `d` (not its marker).
+pub fn staged_chunks(d: &Digest, execution: &str) -> (Vec<u8>, Vec<u8>) {
+    let (_, end) = staged_by(d, execution);
+    (staged_chunk(d, execution, 0), end)
+}
+
+/// `[begin, end)` of everything `execution` staged for `d`: marker and chunks.
+pub fn staged_by(d: &Digest, execution: &str) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::ENTRY)
+        .subspace(&(digest_bytes(d), entry_part::STAGED, execution))
+        .range()
+}
+
+/// `[begin, end)` of everything staged for `d`, by any execution.
+pub fn staged(d: &Digest) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::ENTRY)
+        .subspace(&(digest_bytes(d), entry_part::STAGED))
+        .range()
 }
 
 /// `[begin, end)` of the output chunks of `d`.
@@ -456,6 +491,31 @@ pub fn seq_of_cancel_key(key: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_parts_sort_inside_their_ranges() {
+        let d = Digest(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let (b, e) = staged(&d);
+        let (ob, oe) = staged_by(&d, "exec-1");
+        let (cb, ce) = staged_chunks(&d, "exec-1");
+        let marker = staging_marker(&d, "exec-1");
+        assert!(b <= ob && oe <= e);
+        assert!(
+            ob <= marker && marker < cb,
+            "the marker sorts before the chunks"
+        );
+        assert!(ob <= cb && ce <= oe);
+        for i in [0, 1, 255, 256, u32::MAX] {
+            let k = staged_chunk(&d, "exec-1", i);
+            assert!(cb <= k && k < ce);
+        }
+        assert!(staged_chunk(&d, "exec-1", 9) < staged_chunk(&d, "exec-1", 10));
+        // Another execution's area is disjoint, and all of it inside the entry's range.
+        let (xb, xe) = staged_by(&d, "exec-10");
+        assert!(xe <= ob || oe <= xb);
+        let (eb, ee) = entry_range(&d);
+        assert!(eb <= b && e <= ee);
+    }
 
     #[test]
     fn entry_parts_sort_inside_the_entry_range() {

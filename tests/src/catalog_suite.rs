@@ -477,6 +477,92 @@ pub async fn chunked_and_oversized_outputs<H: Harness>() {
     }
 }
 
+/// The keys under `[begin, end)` (a read-only transaction).
+async fn keys_in<S: Store>(store: &S, (begin, end): (Vec<u8>, Vec<u8>)) -> Vec<Vec<u8>> {
+    use cairn_engine::Transaction as _;
+    let tx = store.begin_read().await.unwrap();
+    let pairs = tx
+        .get_range(&begin, &end, cairn_engine::RangeOptions::all())
+        .await
+        .unwrap();
+    pairs.into_iter().map(|kv| kv.key).collect()
+}
+
+/// An output larger than `STAGE_BYTES` is staged across several transactions and made visible
+/// by the last: it reads back whole on every path, its chunks are the staging execution's, no
+/// staging marker stays, and what executions that died or failed staging left behind is removed
+/// by the next lease, by a replacement and by eviction.
+pub async fn large_outputs_are_staged<H: Harness>() {
+    use cairn_engine::keys;
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let store = catalog.store().clone();
+    let project = project();
+    let big = |seed: u32| -> Vec<u8> {
+        (0..8 * 1024 * 1024u32)
+            .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    };
+    let first = big(1);
+    let k = key(&project, 77);
+    let d = k.digest;
+    let lease = populate(&catalog, &k, &first).await;
+    let hit = catalog.lookup(&k, None).await.unwrap().unwrap();
+    assert!(hit.output == first, "a staged output reads back whole");
+    assert_eq!(hit.meta.execution, lease.execution);
+    assert!(catalog.lookup_output(&k, None).await.unwrap().unwrap() == first);
+    let staged = keys_in(&store, keys::staged(&d)).await;
+    assert_eq!(
+        staged.len() as u32,
+        hit.meta.chunks,
+        "only chunks: no marker stays"
+    );
+    assert_eq!(
+        keys_in(&store, keys::staged_chunks(&d, &lease.execution)).await,
+        staged,
+        "the chunks are the staging execution's"
+    );
+    assert!(keys_in(&store, keys::entry_chunks(&d)).await.is_empty());
+
+    // An execution that died staging left a marker and chunks; an overwrite that stores a new
+    // large output removes them and the replaced entry's chunks.
+    let dead = keys::staging_marker(&d, "dead-execution");
+    crate::harness::blind_write(&store, &dead, &[]).await;
+    crate::harness::blind_write(&store, &keys::staged_chunk(&d, "dead-execution", 0), b"x").await;
+    let second = big(2);
+    let execution = new_execution_id();
+    let mut req = request(&k, &execution, LONG_TTL);
+    req.overwrite = true;
+    let Resolution::Acquired(lease2) = catalog.resolve(&req).await.unwrap() else {
+        panic!("an overwrite acquires");
+    };
+    assert!(matches!(
+        catalog.commit(&k, &lease2, &second, None).await.unwrap(),
+        Committed::Stored(_)
+    ));
+    assert!(catalog.lookup(&k, None).await.unwrap().unwrap().output == second);
+    assert_eq!(
+        keys_in(&store, keys::staged(&d)).await,
+        keys_in(&store, keys::staged_chunks(&d, &lease2.execution)).await,
+        "only the new entry's chunks are left"
+    );
+
+    // A holder that failed after staging: the next lease removes what it staged.
+    let k2 = key(&project, 78);
+    let d2 = k2.digest;
+    let failed = acquire(&catalog, &k2, LONG_TTL).await;
+    crate::harness::blind_write(&store, &keys::staging_marker(&d2, &failed.execution), &[]).await;
+    crate::harness::blind_write(&store, &keys::staged_chunk(&d2, &failed.execution, 0), b"x").await;
+    catalog.fail(&failed, "died half-way").await.unwrap();
+    let next = acquire(&catalog, &k2, LONG_TTL).await;
+    assert!(next.previous_failure.is_some());
+    assert!(keys_in(&store, keys::staged(&d2)).await.is_empty());
+
+    // Eviction removes the staged chunks with the entry.
+    assert_eq!(catalog.evict(&EvictScope::Key(d)).await.unwrap(), 1);
+    assert!(keys_in(&store, keys::staged(&d)).await.is_empty());
+}
+
 /// Overwrite re-executes and replaces the entry atomically; until then the old one is served.
 pub async fn overwrite_replaces<H: Harness>() {
     let h = H::new().await;
@@ -1252,7 +1338,8 @@ macro_rules! catalog_conformance {
         $crate::catalog_conformance!(@tests $harness;
             concurrent_resolve_acquires_once, commit_then_hit, late_owner_never_overwrites,
             waiters_wake_on_commit_and_fail, silent_holder_is_taken_over,
-            many_leases_are_beaten_together, chunked_and_oversized_outputs, overwrite_replaces, eviction_scopes, max_age_and_expiry,
+            many_leases_are_beaten_together, chunked_and_oversized_outputs,
+            large_outputs_are_staged, overwrite_replaces, eviction_scopes, max_age_and_expiry,
             listing_pages, every_status_is_recorded, concurrent_calls_run_once,
             explain_names_the_changed_component, corrupt_entries_are_contained);
     };

@@ -2,7 +2,9 @@
 //! ([`cairn_engine::store::fdb_limits`]) on the embedded store:
 //! - "maybe committed" on every other commit: the per-task call counters stay exact, and a
 //!   schedule polled through it fires every tick exactly once, none lost;
-//! - more waiters on distinct keys than the store allows watches: every waiter completes.
+//! - more waiters on distinct keys than the store allows watches: every waiter completes;
+//! - an 8 MiB output stored where one transaction may write at most 2 MB (staged across
+//!   several transactions), also with "maybe committed" on half the commits.
 
 use cairn_engine::catalog::{CacheKey, CacheStatus, CallOptions, Catalog, KeyInputs};
 use cairn_engine::clock::ManualClock;
@@ -239,4 +241,48 @@ async fn a_cancel_retried_after_maybe_committed_still_answers_cancelled() {
         }
     }
     assert!(store.injected().applied_unknown.load(Ordering::Relaxed) > 5);
+}
+
+/// Where a transaction may write at most 2 MB, 8 MiB outputs are still stored: staged a
+/// megabyte per transaction and made visible by the last one, with half of the commits
+/// reported "maybe committed". Before staging, each was one 8.4 MB commit: refused here
+/// (`TooLarge`, so `PutFailure` and computed again on every call), and far above
+/// FoundationDB's guidance there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_outputs_fit_transactions_of_two_megabytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(
+        dir.path(),
+        FdbLimitsConfig {
+            max_transaction: 2_000_000,
+            ..half_unknown(5)
+        },
+    )
+    .await;
+    let catalog = Catalog::new(store.clone());
+    for n in 0..4i64 {
+        let output: Vec<u8> = (0..8 * 1024 * 1024u32)
+            .map(|i| (i as i64 * 31 + n) as u8)
+            .collect();
+        let expected = output.clone();
+        let out = catalog
+            .call(&key("staged", n), &CallOptions::default(), move || {
+                let output = output.clone();
+                async move { Ok::<_, String>(output) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.status, CacheStatus::Populated);
+        let again = catalog
+            .call(&key("staged", n), &CallOptions::default(), || async {
+                Err::<Vec<u8>, _>("a stored output is not computed again".to_string())
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.status, CacheStatus::Hit);
+        assert!(again.output.unwrap() == expected);
+    }
+    let injected = store.injected();
+    assert!(injected.applied_unknown.load(Ordering::Relaxed) > 0);
+    assert!(injected.dropped_unknown.load(Ordering::Relaxed) > 0);
 }

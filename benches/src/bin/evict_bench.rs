@@ -54,6 +54,7 @@ async fn fill(store: &AnyStore, project: &str, n: i64) {
                         &encode(&StoredMeta {
                             meta,
                             inline: Some(output),
+                            chunks_of: None,
                         }),
                     );
                     tx.set(

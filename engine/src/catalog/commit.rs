@@ -5,7 +5,8 @@
 use super::entry::EntryView;
 use super::lease::Lease;
 use super::records::{
-    CacheStatus, EntryMeta, INLINE_MAX, LeaseRecord, LeaseState, StoredMeta, decode, encode,
+    CacheStatus, EntryMeta, INLINE_MAX, LeaseRecord, LeaseState, STAGE_BYTES, StoredMeta, decode,
+    encode,
 };
 use super::{CacheKey, Catalog, Hit, duration_ms};
 use crate::error::{Error, Result};
@@ -39,6 +40,20 @@ pub(super) fn clear_indexes<T: Transaction>(tx: &T, meta: &EntryMeta) {
     tx.clear(&keys::by_execution(&meta.execution, &meta.key.digest));
     if let Some(at) = meta.expires_at_ms {
         tx.clear(&keys::expiry(at, &meta.key.digest));
+    }
+}
+
+/// Removes what executions other than `keep` staged for `d`: the leftovers of executions that
+/// died or were taken over while staging, or the chunks of an entry being replaced.
+pub(super) fn clear_staged_except<T: Transaction>(tx: &T, d: &super::Digest, keep: Option<&str>) {
+    let (begin, end) = keys::staged(d);
+    match keep {
+        Some(execution) => {
+            let (own_begin, own_end) = keys::staged_by(d, execution);
+            tx.clear_range(&begin, &own_begin);
+            tx.clear_range(&own_end, &end);
+        }
+        None => tx.clear_range(&begin, &end),
     }
 }
 
@@ -86,10 +101,101 @@ impl<S: Store> Catalog<S> {
             return Err(err);
         }
         let d = key.digest;
-        let (chunks_begin, chunks_end) = keys::entry_chunks(&d);
         let chunk_bytes = self.inner.config.chunk_bytes.max(1);
+        // A large output is staged first, a bounded number of bytes per transaction; the last
+        // transaction makes it visible. A small one is written by that transaction alone.
+        let staged = output.len() > STAGE_BYTES;
+        if staged && let Err(e) = self.stage(&d, &lease.execution, output, chunk_bytes).await {
+            self.unstage(&d, &lease.execution).await;
+            return Err(e);
+        }
+        let committed = self
+            .commit_visible(key, lease, output, max_age, chunk_bytes, staged)
+            .await;
+        if staged && committed.is_err() {
+            self.unstage(&d, &lease.execution).await;
+        }
+        committed
+    }
+
+    /// Writes the chunks of `output` into `execution`'s staging area of `d`, each transaction
+    /// at most [`STAGE_BYTES`]. The first sets the staging marker; each later one checks it
+    /// is still there (whoever takes the lease over removes it), so a fenced execution stops
+    /// writing instead of leaving chunks behind.
+    async fn stage(
+        &self,
+        d: &super::Digest,
+        execution: &str,
+        output: &[u8],
+        chunk_bytes: usize,
+    ) -> Result<()> {
+        let per_tx = (STAGE_BYTES / chunk_bytes).max(1);
+        let chunks: Vec<&[u8]> = output.chunks(chunk_bytes).collect();
+        let marker = keys::staging_marker(d, execution);
+        for (g, group) in chunks.chunks(per_tx).enumerate() {
+            let first = g * per_tx;
+            transact(&self.inner.store, &self.inner.config.retry, |tx| {
+                let marker = &marker;
+                async move {
+                    if g == 0 {
+                        let (begin, end) = keys::staged_by(d, execution);
+                        tx.clear_range(&begin, &end);
+                        tx.set(marker, &[]);
+                    } else if tx.get(marker, false).await?.is_none() {
+                        return Err(Error::StagingLost {
+                            digest: d.to_string(),
+                            execution: execution.to_string(),
+                        });
+                    }
+                    for (i, chunk) in group.iter().enumerate() {
+                        tx.set(&keys::staged_chunk(d, execution, (first + i) as u32), chunk);
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes what `execution` staged for `d` after its output was not stored, unless the
+    /// entry stored is its own (a commit reported failed that had landed). Best effort: what
+    /// stays behind is removed by the next execution that takes the lease or stores `d`.
+    async fn unstage(&self, d: &super::Digest, execution: &str) {
+        let cleared = transact(
+            &self.inner.store,
+            &self.inner.config.retry,
+            |tx| async move {
+                let view = EntryView::load(&tx, d, false).await?;
+                if view.chunks_of.as_deref() != Some(execution) {
+                    let (begin, end) = keys::staged_by(d, execution);
+                    tx.clear_range(&begin, &end);
+                }
+                Ok(())
+            },
+        )
+        .await;
+        if let Err(e) = cleared {
+            tracing::warn!(error = %e, key = %d, execution, "could not remove a staged output; the next lease of the key removes it");
+        }
+    }
+
+    /// The transaction that makes an output visible: metadata, chunks (unless `staged`), index
+    /// rows and the lease's release, or the entry another execution stored first.
+    async fn commit_visible(
+        &self,
+        key: &CacheKey,
+        lease: &Lease,
+        output: &[u8],
+        max_age: Option<Duration>,
+        chunk_bytes: usize,
+        staged: bool,
+    ) -> Result<Committed> {
+        let d = key.digest;
+        let (chunks_begin, chunks_end) = keys::entry_chunks(&d);
+        let marker = keys::staging_marker(&d, &lease.execution);
         transact(&self.inner.store, &self.inner.config.retry, |tx| {
-            let (chunks_begin, chunks_end) = (&chunks_begin, &chunks_end);
+            let (chunks_begin, chunks_end, marker) = (&chunks_begin, &chunks_end, &marker);
             async move {
                 let view = EntryView::load(&tx, &d, false).await?;
                 let now = self.now_ms();
@@ -106,6 +212,10 @@ impl<S: Store> Catalog<S> {
                             Ok(output) => {
                                 if ours {
                                     self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
+                                }
+                                if staged {
+                                    let (begin, end) = keys::staged_by(&d, &lease.execution);
+                                    tx.clear_range(&begin, &end);
                                 }
                                 return Ok(Committed::AlreadyStored(Hit {
                                     output,
@@ -139,18 +249,24 @@ impl<S: Store> Catalog<S> {
                         }
                     }
                 }
+                if staged && tx.get(marker, false).await?.is_none() {
+                    return Err(Error::StagingLost {
+                        digest: d.to_string(),
+                        execution: lease.execution.clone(),
+                    });
+                }
                 let inline = output.len() <= INLINE_MAX;
-                let chunks: Vec<&[u8]> = if inline {
-                    Vec::new()
+                let n_chunks = if inline {
+                    0
                 } else {
-                    output.chunks(chunk_bytes).collect()
+                    output.len().div_ceil(chunk_bytes)
                 };
                 let meta = EntryMeta {
                     key: key.clone(),
                     created_at_ms: now,
                     execution: lease.execution.clone(),
                     size: output.len() as u64,
-                    chunks: chunks.len() as u32,
+                    chunks: n_chunks as u32,
                     checksum: xxhash_rust::xxh3::xxh3_64(output),
                     expires_at_ms: max_age.map(|a| {
                         now.saturating_add(i64::try_from(duration_ms(a)).unwrap_or(i64::MAX))
@@ -160,12 +276,22 @@ impl<S: Store> Catalog<S> {
                     // Replacing an entry that had (or may have had) chunks: none may survive.
                     tx.clear_range(chunks_begin, chunks_end);
                 }
-                for (i, chunk) in chunks.iter().enumerate() {
-                    tx.set(&keys::entry_chunk(&d, i as u32), chunk);
+                if staged || replacing_corrupt || view.chunks_of.is_some() {
+                    // Staged chunks of the entry replaced and of executions that died staging;
+                    // this execution's own become the entry's.
+                    clear_staged_except(&tx, &d, staged.then_some(lease.execution.as_str()));
+                }
+                if staged {
+                    tx.clear(marker);
+                } else if !inline {
+                    for (i, chunk) in output.chunks(chunk_bytes).enumerate() {
+                        tx.set(&keys::entry_chunk(&d, i as u32), chunk);
+                    }
                 }
                 let stored = StoredMeta {
                     meta,
                     inline: inline.then(|| output.to_vec()),
+                    chunks_of: staged.then(|| lease.execution.clone()),
                 };
                 tx.set(&keys::entry_part(&d, entry_part::META), &encode(&stored));
                 let meta = stored.meta;

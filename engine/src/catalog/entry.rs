@@ -17,6 +17,8 @@ pub(super) struct EntryView {
     pub tombstone: Option<Tombstone>,
     pub meta: Option<EntryMeta>,
     pub inline: Option<Vec<u8>>,
+    /// The execution whose staged chunks hold the output, if it was staged.
+    pub chunks_of: Option<String>,
     /// Metadata is stored but does not decode: what is wrong with it.
     pub corrupt: Option<String>,
 }
@@ -48,6 +50,7 @@ impl EntryView {
             tombstone: None,
             meta: None,
             inline: None,
+            chunks_of: None,
             corrupt: None,
         };
         if let Some(raw) = lease {
@@ -64,6 +67,7 @@ impl EntryView {
                 Ok(stored) => {
                     view.meta = Some(stored.meta);
                     view.inline = stored.inline;
+                    view.chunks_of = stored.chunks_of;
                 }
                 Err(e) => view.corrupt = Some(e.to_string()),
             }
@@ -92,19 +96,24 @@ impl EntryView {
         let chunks = if self.inline.is_some() {
             Vec::new()
         } else {
-            read_chunks(tx, &self.digest, false).await?
+            read_chunks(tx, &self.digest, self.chunks_of.as_deref(), false).await?
         };
         assemble(meta, self.inline.clone(), &chunks)
     }
 }
 
-/// The output chunks of `d`, in order (a `snapshot` read adds no conflict).
+/// The output chunks of `d`, in order: its own, or those `chunks_of` staged (a `snapshot`
+/// read adds no conflict).
 pub(super) async fn read_chunks<T: Transaction>(
     tx: &T,
     d: &Digest,
+    chunks_of: Option<&str>,
     snapshot: bool,
 ) -> Result<Vec<Vec<u8>>> {
-    let (begin, end) = keys::entry_chunks(d);
+    let (begin, end) = match chunks_of {
+        Some(execution) => keys::staged_chunks(d, execution),
+        None => keys::entry_chunks(d),
+    };
     let options = if snapshot {
         RangeOptions::all().snapshot()
     } else {
@@ -197,6 +206,8 @@ pub(super) struct Peek<'a> {
     pub meta: PeekMeta,
     #[serde(borrow, default)]
     pub inline: Option<&'a serde_bytes::Bytes>,
+    #[serde(borrow, default)]
+    pub chunks_of: Option<&'a str>,
 }
 
 #[derive(serde::Deserialize)]

@@ -148,6 +148,10 @@ pub(super) async fn remove_batch<T: Transaction>(
         if chunks {
             let (b, e) = keys::entry_chunks(d);
             tx.clear_range(&b, &e);
+            // Its chunks may be staged ones, and others may have been left by executions
+            // that died staging.
+            let (b, e) = keys::staged(d);
+            tx.clear_range(&b, &e);
         }
         if let Some(t) = tombstone {
             tx.set(&keys::entry_part(d, entry_part::TOMBSTONE), t);

@@ -63,7 +63,16 @@ pub struct StoredMeta {
     /// The output, when it is small enough to live beside its metadata (no chunks then).
     #[serde(with = "serde_bytes", default)]
     pub inline: Option<Vec<u8>>,
+    /// The execution whose staged chunks hold the output (written across several
+    /// transactions; see [`STAGE_BYTES`]), or `None`: the chunks are the entry's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks_of: Option<String>,
 }
+
+/// Outputs larger than this are staged: their chunks are written this many bytes per
+/// transaction before the transaction that makes the entry visible (FoundationDB advises
+/// transactions under 1 MB; its limit is 10 MB).
+pub const STAGE_BYTES: usize = 1024 * 1024;
 
 /// Largest output stored inline with its metadata.
 pub const INLINE_MAX: usize = 16 * 1024;

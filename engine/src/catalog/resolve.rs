@@ -74,7 +74,7 @@ impl<S: Store> Catalog<S> {
                 let chunks = if stored.inline.is_some() {
                     Vec::new()
                 } else {
-                    read_chunks(&tx, d, true).await?
+                    read_chunks(&tx, d, stored.chunks_of.as_deref(), true).await?
                 };
                 let output = assemble(&stored.meta, stored.inline, &chunks)?;
                 Ok(Some(Hit {
@@ -129,7 +129,7 @@ impl<S: Store> Catalog<S> {
                 }
                 let chunks = match peek.inline {
                     Some(_) => Vec::new(),
-                    None => read_chunks(&tx, d, true).await?,
+                    None => read_chunks(&tx, d, peek.chunks_of, true).await?,
                 };
                 assemble(m, peek.inline.map(|b| b.to_vec()), &chunks).map(Some)
             },
@@ -215,6 +215,11 @@ impl<S: Store> Catalog<S> {
                     trace: req.trace.map(str::to_string),
                 };
                 tx.set(lease_key, &encode(&record));
+                if took_over || previous_failure.is_some() {
+                    // The previous holder may have died (or failed) staging a large output:
+                    // what it staged goes; the stored entry's own staged chunks stay.
+                    super::commit::clear_staged_except(&tx, &d, view.chunks_of.as_deref());
+                }
                 Ok(Resolution::Acquired(self.lease_from(
                     req,
                     &record,

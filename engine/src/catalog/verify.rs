@@ -110,7 +110,7 @@ async fn check_entry<T: Transaction>(tx: &T, d: &Digest) -> Result<Option<String
     let chunks = if stored.inline.is_some() {
         Vec::new()
     } else {
-        read_chunks(tx, d, true).await?
+        read_chunks(tx, d, stored.chunks_of.as_deref(), true).await?
     };
     Ok(assemble(&stored.meta, stored.inline, &chunks)
         .err()
