@@ -62,13 +62,17 @@ pub struct CallRequest {
     pub seq: Option<u64>,
     /// The run's attempt making the call.
     pub attempt: u32,
+    /// The caller read the entry just before and found none (or a corrupt one): the resolve
+    /// goes straight to the read-write path.
+    #[serde(default)]
+    pub looked_up: bool,
 }
 
 /// The answer to a call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallResult {
-    /// Output bytes or the error.
-    pub output: Result<Vec<u8>, TaskError>,
+    /// Output bytes or the error (the calls of one flight share one copy of the bytes).
+    pub output: Result<Arc<[u8]>, TaskError>,
     /// How the cache answered.
     pub status: CacheStatus,
     /// This call's execution id.
@@ -104,6 +108,8 @@ struct Asking {
     lease_ttl: Duration,
     max_age: Option<Duration>,
     overwrite: bool,
+    /// The leader's caller found no entry a moment ago: skip the hit path's read.
+    looked_up: bool,
     /// The leader's call span, kept in the lease if acquired (waiters link to it).
     trace: Option<String>,
 }
@@ -165,9 +171,14 @@ pub struct SchedulerState {
     next: CallId,
 }
 
-/// The hit path first (one read, nothing decoded but the output), then the read-write path.
-async fn resolve(catalog: &Catalog<AnyStore>, req: &ResolveRequest<'_>) -> Lookup {
-    let looked_up = if req.overwrite {
+/// The hit path first (one read, nothing decoded but the output; skipped when the caller has
+/// just read the entry itself), then the read-write path.
+async fn resolve(
+    catalog: &Catalog<AnyStore>,
+    req: &ResolveRequest<'_>,
+    caller_looked_up: bool,
+) -> Lookup {
+    let looked_up = if req.overwrite || caller_looked_up {
         Ok(None)
     } else {
         catalog.lookup_output(req.key, req.max_age).await
@@ -189,7 +200,7 @@ async fn resolve(catalog: &Catalog<AnyStore>, req: &ResolveRequest<'_>) -> Looku
     }
 }
 
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -211,6 +222,7 @@ impl SchedulerState {
             lease_ttl: p.request.lease_ttl,
             max_age: p.request.max_age,
             overwrite: flight.overwrite,
+            looked_up: p.request.looked_up,
             trace: cairn_engine::telemetry::propagate::traceparent(&p.span),
         })
     }
@@ -263,8 +275,15 @@ impl SchedulerState {
                 ran,
                 cache_error,
             } => {
-                self.reply(call, output, status, waited_for, ran, cache_error)
-                    .await
+                self.reply_all(vec![Replying {
+                    call,
+                    output,
+                    status,
+                    waited_for,
+                    ran,
+                    cache_error,
+                }])
+                .await
             }
         }
     }
@@ -293,7 +312,7 @@ impl SchedulerState {
             // sent, so nothing that handles the outcome (the dispatch, the job) runs
             // inside it or keeps it open.
             let outcome = async {
-                let outcome = resolve(&catalog, &asking.request()).await;
+                let outcome = resolve(&catalog, &asking.request(), asking.looked_up).await;
                 let span = tracing::Span::current();
                 match &outcome {
                     Lookup::Hit(_) => span.record(sc::RESOLVE_OUTCOME, "hit"),
@@ -422,25 +441,46 @@ impl SchedulerState {
         });
     }
 
-    /// Answers a call and queues its execution record.
-    async fn reply(
+    /// Answers calls, in one pass: their execution records are queued as one batch (before any
+    /// caller hears back, so a run that flushes records after its last call returns finds every
+    /// call's record), then every caller is answered.
+    async fn reply_all(&mut self, replies: Vec<Replying>) {
+        let mut records = Vec::with_capacity(replies.len());
+        let mut answers = Vec::with_capacity(replies.len());
+        for r in replies {
+            if let Some((record, reply, result)) = self.answer(r) {
+                records.push(record);
+                answers.push((reply, result));
+            }
+        }
+        self.args.catalog.record_many(records).await;
+        for (reply, result) in answers {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// The answer to one call, its execution record, and where the answer goes.
+    fn answer(
         &mut self,
-        call: CallId,
-        mut output: Result<Vec<u8>, TaskError>,
-        mut status: CacheStatus,
-        waited_for: Option<String>,
-        ran: bool,
-        cache_error: Option<String>,
-    ) {
-        let Some(p) = self.calls.remove(&call) else {
-            return;
-        };
+        r: Replying,
+    ) -> Option<(ExecutionRecord, RpcReplyPort<CallResult>, CallResult)> {
+        let Replying {
+            call,
+            mut output,
+            mut status,
+            waited_for,
+            ran,
+            cache_error,
+        } = r;
+        let p = self.calls.remove(&call)?;
         // A journal entry holds an earlier attempt's outcome, output or error.
         if p.request.journal
             && matches!(status, CacheStatus::Hit | CacheStatus::Waited)
             && let Ok(bytes) = &output
         {
-            output = cairn_engine::task::decode_outcome(bytes).and_then(|o| o);
+            output = cairn_engine::task::decode_outcome(bytes)
+                .and_then(|o| o)
+                .map(Arc::from);
             status = CacheStatus::Replayed;
         }
         let duration = p.started.elapsed();
@@ -497,17 +537,25 @@ impl SchedulerState {
             // Joiners of a flight wait too, behind the leader's execution.
             (record.wait_us > 0 || status == CacheStatus::Waited).then_some(duration),
         );
-        // Queued before the caller hears back, so a run that flushes records after its
-        // last call returns finds every call's record.
-        self.args.catalog.record(record).await;
-        let _ = p.reply.send(CallResult {
+        let result = CallResult {
             output,
             status,
             execution: p.execution,
             duration,
             cache_error,
-        });
+        };
+        Some((record, p.reply, result))
     }
+}
+
+/// An answer the machine decided on ([`Action::Reply`]'s fields).
+struct Replying {
+    call: CallId,
+    output: Result<Arc<[u8]>, TaskError>,
+    status: CacheStatus,
+    waited_for: Option<String>,
+    ran: bool,
+    cache_error: Option<String>,
 }
 
 impl Actor for Scheduler {
@@ -584,8 +632,35 @@ impl Actor for Scheduler {
         {
             state.joined(call, leader);
         }
+        // Consecutive answers (every call of a flight that ended) go out in one pass.
+        let mut replies = Vec::new();
         for action in actions {
-            state.perform(&myself, action).await;
+            match action {
+                Action::Reply {
+                    call,
+                    output,
+                    status,
+                    waited_for,
+                    ran,
+                    cache_error,
+                } => replies.push(Replying {
+                    call,
+                    output,
+                    status,
+                    waited_for,
+                    ran,
+                    cache_error,
+                }),
+                action => {
+                    if !replies.is_empty() {
+                        state.reply_all(std::mem::take(&mut replies)).await;
+                    }
+                    state.perform(&myself, action).await;
+                }
+            }
+        }
+        if !replies.is_empty() {
+            state.reply_all(replies).await;
         }
         Ok(())
     }

@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 pub struct SchedulerHandle {
     shards: Arc<Vec<ActorRef<SchedulerMsg>>>,
     next: Arc<AtomicUsize>,
+    /// For the hit path, which reads entries on the caller's task (no actor).
+    catalog: Catalog<AnyStore>,
 }
 
 impl SchedulerHandle {
@@ -40,7 +42,13 @@ impl SchedulerHandle {
         Ok(SchedulerHandle {
             shards: Arc::new(refs),
             next: Arc::new(AtomicUsize::new(0)),
+            catalog,
         })
+    }
+
+    /// The catalog the schedulers resolve against.
+    pub fn catalog(&self) -> &Catalog<AnyStore> {
+        &self.catalog
     }
 
     /// Submits a call and waits for its result.

@@ -8,6 +8,7 @@
 use cairn_engine::catalog::{CacheStatus, Digest, HeldLease, Lease};
 use cairn_engine::task::{JobReport, TaskError};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A call's id, local to one scheduler.
 pub type CallId = u64;
@@ -146,8 +147,8 @@ pub enum Action {
     Reply {
         /// The call.
         call: CallId,
-        /// Output bytes or error.
-        output: Result<Vec<u8>, TaskError>,
+        /// Output bytes (one copy, shared by every call of a flight) or error.
+        output: Result<Arc<[u8]>, TaskError>,
         /// Its cache status.
         status: CacheStatus,
         /// The execution it waited for, if it did.
@@ -249,9 +250,12 @@ impl Machine {
             },
             Input::Resolved { flight, outcome } => self.resolved(flight, outcome),
             Input::Waited { flight, outcome } => match outcome {
-                WaitOutcome::Hit(output) => self.finish(flight, Ran::No, None, |_| {
-                    (Ok(output.clone()), CacheStatus::Waited)
-                }),
+                WaitOutcome::Hit(output) => {
+                    let output: Arc<[u8]> = output.into();
+                    self.finish(flight, Ran::No, None, |_| {
+                        (Ok(output.clone()), CacheStatus::Waited)
+                    })
+                }
                 WaitOutcome::Acquired(lease) => self.acquired(flight, lease),
                 WaitOutcome::Failed(e) => {
                     self.finish(flight, Ran::No, Some(e.message.clone()), |_| {
@@ -270,7 +274,7 @@ impl Machine {
                 report,
             } => vec![Action::Reply {
                 call,
-                output: report.output,
+                output: report.output.map(Arc::from),
                 status: CacheStatus::Disabled,
                 waited_for: None,
                 ran: report.attempts > 0,
@@ -299,17 +303,18 @@ impl Machine {
                     Ran::No
                 };
                 let cache_error = lookup_error.or_else(|| report.cache_error.clone());
+                let output = report.output.map(Arc::<[u8]>::from);
                 self.finish(key, ran, cache_error, |is_leader| {
                     let status = if lookup_failed {
                         CacheStatus::LookupFailure
                     } else if is_leader || report.status == CacheStatus::Hit {
                         report.status
-                    } else if report.output.is_ok() {
+                    } else if output.is_ok() {
                         CacheStatus::Waited
                     } else {
                         CacheStatus::Miss
                     };
-                    (report.output.clone(), status)
+                    (output.clone(), status)
                 })
             }
         }
@@ -324,7 +329,7 @@ impl Machine {
         };
         let mut actions = vec![Action::Reply {
             call: f.leader,
-            output: report.output,
+            output: report.output.map(Arc::from),
             status: report.status,
             waited_for: None,
             ran: report.attempts > 0,
@@ -345,9 +350,12 @@ impl Machine {
 
     fn resolved(&mut self, key: FlightKey, outcome: Lookup) -> Vec<Action> {
         match outcome {
-            Lookup::Hit(output) => self.finish(key, Ran::No, None, |_| {
-                (Ok(output.clone()), CacheStatus::Hit)
-            }),
+            Lookup::Hit(output) => {
+                let output: Arc<[u8]> = output.into();
+                self.finish(key, Ran::No, None, |_| {
+                    (Ok(output.clone()), CacheStatus::Hit)
+                })
+            }
             Lookup::Acquired(lease) => self.acquired(key, lease),
             Lookup::Held(held) => match self.flights.get_mut(&key) {
                 Some(f) => {
@@ -410,7 +418,7 @@ impl Machine {
         key: FlightKey,
         ran: Ran,
         cache_error: Option<String>,
-        answer: impl Fn(bool) -> (Result<Vec<u8>, TaskError>, CacheStatus),
+        answer: impl Fn(bool) -> (Result<Arc<[u8]>, TaskError>, CacheStatus),
     ) -> Vec<Action> {
         let Some(f) = self.flights.remove(&key) else {
             return Vec::new();
@@ -476,7 +484,7 @@ mod tests {
                     status,
                     output,
                     ..
-                } => Some((*call, *status, output.clone())),
+                } => Some((*call, *status, output.clone().map(|o| o.to_vec()))),
                 _ => None,
             })
             .collect();

@@ -1,7 +1,7 @@
 //! Workflows: async functions that call tasks through a [`Ctx`], under one run (an id, a
 //! project, a domain, and whether to overwrite the cache).
 
-use crate::actor::CallRequest;
+use crate::actor::{CallRequest, CallResult};
 use crate::handle::SchedulerHandle;
 use cairn_engine::catalog::{CacheStatus, Digest};
 use cairn_engine::task::{Task, TaskError};
@@ -367,7 +367,6 @@ impl Ctx {
                 run: inner.run_id.to_string(),
             });
         }
-        let encoded = rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
         let span = tracing::info_span!(
             sc::SPAN_CALL,
             { sc::TASK } = spec.name(),
@@ -378,26 +377,51 @@ impl Ctx {
             { sc::EXECUTION } = tracing::field::Empty,
             { sc::CACHE_STATUS } = tracing::field::Empty,
         );
-        let result = inner
-            .scheduler
-            .call(CallRequest {
-                task: spec.shared_name().clone(),
-                input: encoded,
-                key,
-                overwrite: inner.options.overwrite_cache && !journaled,
-                project: inner.project.clone(),
-                domain: inner.domain.clone(),
-                version: spec.shared_version().clone(),
-                run: Some(inner.run_id.clone()),
-                lease_ttl: spec.options.lease_ttl,
-                max_age: spec.options.max_age.filter(|_| !journaled),
-                fail_fast: spec.options.retries == 0,
-                journal: journaled,
-                seq: Some(seq),
-                attempt: inner.durable.as_ref().map_or(0, |d| d.how.attempt),
-            })
-            .instrument(span)
-            .await;
+        let overwrite = inner.options.overwrite_cache && !journaled;
+        let max_age = spec.options.max_age.filter(|_| !journaled);
+        let attempt = inner.durable.as_ref().map_or(0, |d| d.how.attempt);
+        // The hit path: the entry is read here, on the caller's task; the schedulers (actors,
+        // single flight, leases) are for misses, held leases, overwrites and uncached calls.
+        let mut looked_up = false;
+        let mut hit = None;
+        if let Some(key) = key.as_ref().filter(|_| spec.options.cache && !overwrite) {
+            match self
+                .hit(&spec, key, max_age, seq, attempt)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(result) => hit = Some(result),
+                Err(read) => looked_up = read,
+            }
+        }
+        let result = match hit {
+            Some(result) => result,
+            None => {
+                let encoded =
+                    rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
+                inner
+                    .scheduler
+                    .call(CallRequest {
+                        task: spec.shared_name().clone(),
+                        input: encoded,
+                        key,
+                        overwrite,
+                        project: inner.project.clone(),
+                        domain: inner.domain.clone(),
+                        version: spec.shared_version().clone(),
+                        run: Some(inner.run_id.clone()),
+                        lease_ttl: spec.options.lease_ttl,
+                        max_age,
+                        fail_fast: spec.options.retries == 0,
+                        journal: journaled,
+                        seq: Some(seq),
+                        attempt,
+                        looked_up,
+                    })
+                    .instrument(span)
+                    .await
+            }
+        };
         {
             let mut calls = inner.calls.lock();
             if inner.durable.is_some() && calls.len() >= RECENT_CALLS {
@@ -422,6 +446,86 @@ impl Ctx {
         rmp_serde::from_slice(&bytes).map_err(|e| CallError::Output {
             task: spec.name().to_string(),
             detail: e.to_string(),
+        })
+    }
+
+    /// The hit path of a cached call: one point read of the entry on the caller's task, in a
+    /// `cairn.resolve` span; on a hit, the call's record is queued and its answer returned
+    /// with no actor in between. `Err(true)`: no live entry (or a corrupt one), so the
+    /// scheduler need not read it again; `Err(false)`: the read failed, and the scheduler's
+    /// resolve deals with the store (retrying, or running the task uncached).
+    async fn hit(
+        &self,
+        spec: &cairn_engine::task::TaskSpec,
+        key: &cairn_engine::catalog::CacheKey,
+        max_age: Option<Duration>,
+        seq: u64,
+        attempt: u32,
+    ) -> Result<CallResult, bool> {
+        let inner = &*self.inner;
+        let catalog = inner.scheduler.catalog();
+        let started = std::time::Instant::now();
+        let started_ms = crate::actor::unix_ms();
+        let resolve = tracing::info_span!(
+            sc::SPAN_RESOLVE,
+            { sc::CACHE_KEY } = %key.digest,
+            { sc::RESOLVE_OUTCOME } = tracing::field::Empty,
+        );
+        let found = catalog
+            .lookup_output(key, max_age)
+            .instrument(resolve.clone())
+            .await;
+        let output = match found {
+            Ok(Some(output)) => output,
+            Ok(None) | Err(cairn_engine::Error::Corrupt { .. }) => {
+                resolve.record(sc::RESOLVE_OUTCOME, "miss");
+                return Err(true);
+            }
+            Err(_) => {
+                resolve.record(sc::RESOLVE_OUTCOME, "failed");
+                return Err(false);
+            }
+        };
+        resolve.record(sc::RESOLVE_OUTCOME, "hit");
+        drop(resolve);
+        let execution = cairn_engine::catalog::new_execution_id();
+        let duration = started.elapsed();
+        let call = tracing::Span::current();
+        call.record(sc::EXECUTION, execution.as_str());
+        call.record(sc::CACHE_STATUS, tracing::field::debug(CacheStatus::Hit));
+        cairn_engine::telemetry::metrics::call_answered(
+            spec.shared_name(),
+            CacheStatus::Hit,
+            duration,
+            None,
+        );
+        catalog
+            .record(cairn_engine::catalog::ExecutionRecord {
+                execution: execution.clone(),
+                run: Some(inner.run_id.clone()),
+                project: inner.project.clone(),
+                domain: inner.domain.clone(),
+                task: spec.shared_name().clone(),
+                version: spec.shared_version().clone(),
+                key: Some(key.digest),
+                status: CacheStatus::Hit,
+                started_at_ms: started_ms,
+                duration_us: duration.as_micros() as u64,
+                wait_us: 0,
+                waited_for: None,
+                error: None,
+                seq: Some(seq),
+                attempt,
+                executed: false,
+                cache_error: None,
+            })
+            .await;
+        Ok(CallResult {
+            output: Ok(Arc::from(output)),
+            status: CacheStatus::Hit,
+            execution,
+            duration,
+            cache_error: None,
         })
     }
 

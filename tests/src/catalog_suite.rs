@@ -984,6 +984,51 @@ pub async fn every_status_is_recorded<H: Harness>() {
     assert_eq!(stats.calls.get(&CacheStatus::Hit), Some(&1001));
 }
 
+/// Records queued together (a flight's callers, answered in one pass) are stored in batches of
+/// at most `record_batch`, and a flush returns only once every record queued before it is.
+pub async fn records_queued_together_are_stored_before_a_flush<H: Harness>() {
+    let h = H::new().await;
+    let catalog = Catalog::with(
+        h.open().await,
+        Arc::new(cairn_engine::clock::SystemClock),
+        CatalogConfig {
+            record_batch: 10,
+            ..CatalogConfig::default()
+        },
+    );
+    let p = project();
+    let run = format!("run-{}", new_execution_id());
+    let record = |i: u64| cairn_engine::catalog::ExecutionRecord {
+        execution: new_execution_id(),
+        run: Some(run.as_str().into()),
+        project: p.as_str().into(),
+        domain: "dev".into(),
+        task: "square".into(),
+        version: "1".into(),
+        key: None,
+        status: CacheStatus::Waited,
+        started_at_ms: 0,
+        duration_us: i,
+        wait_us: i,
+        waited_for: None,
+        error: None,
+        seq: Some(i),
+        attempt: 1,
+        executed: false,
+        cache_error: None,
+    };
+    catalog.record_many((0..35).map(record).collect()).await;
+    catalog.record(record(35)).await;
+    catalog.record_many((36..100).map(record).collect()).await;
+    catalog.flush_records().await.unwrap();
+    let stored = catalog.run_executions(&run).await.unwrap();
+    let mut seqs: Vec<u64> = stored.iter().filter_map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+    let stats = catalog.task_stats(&p, "dev", "square").await.unwrap();
+    assert_eq!(stats.calls.get(&CacheStatus::Waited), Some(&100));
+}
+
 /// Concurrent identical calls run the task once; every caller gets the same output. A waiter
 /// behind a failed execution runs the task itself or returns the error, as its policy says.
 pub async fn concurrent_calls_run_once<H: Harness>() {
@@ -1340,7 +1385,8 @@ macro_rules! catalog_conformance {
             waiters_wake_on_commit_and_fail, silent_holder_is_taken_over,
             many_leases_are_beaten_together, chunked_and_oversized_outputs,
             large_outputs_are_staged, overwrite_replaces, eviction_scopes, max_age_and_expiry,
-            listing_pages, every_status_is_recorded, concurrent_calls_run_once,
+            listing_pages, every_status_is_recorded,
+            records_queued_together_are_stored_before_a_flush, concurrent_calls_run_once,
             explain_names_the_changed_component, corrupt_entries_are_contained);
     };
     (@tests $harness:ty; $($name:ident),*) => {

@@ -266,6 +266,65 @@ async fn overwrite_cache_reexecutes_and_replaces() {
     assert_eq!(after.output.unwrap(), replaced, "the entry was replaced");
 }
 
+static FRESH_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Cached for one second.
+#[cairn::task(cache = true, cache_version = "1.0", max_age = "1s")]
+async fn fresh(n: i64) -> i64 {
+    FRESH_RUNS.fetch_add(1, Ordering::SeqCst);
+    n + 1
+}
+
+/// A hit is read on the caller's task, without the scheduler: it never returns an entry that
+/// was evicted or has outlived its `max_age`, and every such call is answered (and recorded)
+/// as what it is.
+#[tokio::test]
+async fn the_hit_path_never_returns_an_evicted_or_expired_entry() {
+    let shared = SharedStore::new().await;
+    let node = shared.node("a").task(fresh).start().await.unwrap();
+    let project = format!("hits-{:08x}", rand::random::<u32>());
+    let options = || RunOptions::new(project.as_str(), "development");
+    let call = || async {
+        let done = node
+            .run(options(), |ctx| async move { ctx.call(fresh, 1).await })
+            .await;
+        assert_eq!(done.output.unwrap(), 2);
+        done.calls[0].status
+    };
+    let before = FRESH_RUNS.load(Ordering::SeqCst);
+    assert_eq!(call().await, CacheStatus::Populated);
+    assert_eq!(call().await, CacheStatus::Hit);
+    assert_eq!(FRESH_RUNS.load(Ordering::SeqCst) - before, 1);
+
+    let evicted = node
+        .catalog()
+        .evict(&cairn_engine::catalog::EvictScope::Task {
+            project: project.clone(),
+            domain: "development".into(),
+            task: "fresh".into(),
+            version: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(evicted, 1);
+    assert_eq!(
+        call().await,
+        CacheStatus::Evicted,
+        "an evicted entry is no hit"
+    );
+    assert_eq!(FRESH_RUNS.load(Ordering::SeqCst) - before, 2);
+    assert_eq!(call().await, CacheStatus::Hit);
+
+    // Past its max_age (whether or not the collector has removed it yet).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let status = call().await;
+    assert!(
+        matches!(status, CacheStatus::Populated | CacheStatus::Evicted),
+        "an expired entry is no hit: {status:?}"
+    );
+    assert_eq!(FRESH_RUNS.load(Ordering::SeqCst) - before, 3);
+}
+
 static SLOW_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[cairn::task(cache = true, cache_version = "1.0")]

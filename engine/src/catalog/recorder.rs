@@ -49,6 +49,7 @@ fn decode_group(run: &str, bytes: &[u8]) -> Result<Vec<ExecutionRecord>> {
 
 enum Msg {
     Record(Box<ExecutionRecord>),
+    Records(Vec<ExecutionRecord>),
     Flush(oneshot::Sender<Result<()>>),
 }
 
@@ -66,21 +67,29 @@ impl Recorder {
 }
 
 async fn run<S: Store>(store: S, config: CatalogConfig, mut rx: mpsc::Receiver<Msg>) {
-    let mut msgs = Vec::with_capacity(config.record_batch);
-    // Records that arrived while a failing batch was being retried.
+    let max = config.record_batch.max(1);
+    let mut msgs = Vec::with_capacity(max);
+    // Records received but not written yet: those that arrived while a failing batch was
+    // being retried, and those beyond one batch (a flight's records arrive together).
     let mut carried: Vec<ExecutionRecord> = Vec::new();
+    // Flushes waiting for records queued before them that are still carried.
+    let mut waiting: Vec<oneshot::Sender<Result<()>>> = Vec::new();
     loop {
-        if carried.is_empty() && rx.recv_many(&mut msgs, config.record_batch).await == 0 {
+        if carried.is_empty() && rx.recv_many(&mut msgs, max).await == 0 {
             return;
         }
-        let take = carried.len().min(config.record_batch);
+        let take = carried.len().min(max);
         let mut batch: Vec<ExecutionRecord> = carried.drain(..take).collect();
-        let mut flushes = Vec::new();
+        let mut flushes = std::mem::take(&mut waiting);
         for m in msgs.drain(..) {
             match m {
                 Msg::Record(r) => batch.push(*r),
+                Msg::Records(rs) => batch.extend(rs),
                 Msg::Flush(done) => flushes.push(done),
             }
+        }
+        if batch.len() > max {
+            carried.extend(batch.drain(max..));
         }
         let mut backoff = Duration::from_millis(10);
         while !batch.is_empty() {
@@ -97,6 +106,7 @@ async fn run<S: Store>(store: S, config: CatalogConfig, mut rx: mpsc::Receiver<M
             {
                 match m {
                     Msg::Record(r) => carried.push(*r),
+                    Msg::Records(rs) => carried.extend(rs),
                     Msg::Flush(done) => flushes.push(done),
                 }
             }
@@ -109,8 +119,13 @@ async fn run<S: Store>(store: S, config: CatalogConfig, mut rx: mpsc::Receiver<M
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        for done in flushes {
-            let _ = done.send(Ok(()));
+        if carried.is_empty() {
+            for done in flushes {
+                let _ = done.send(Ok(()));
+            }
+        } else {
+            // Records queued before these flushes are still to be written.
+            waiting = flushes;
         }
     }
 }
@@ -177,19 +192,24 @@ async fn write_batch<S: Store>(
     .await
 }
 
+/// Cuts a record's error message to [`MAX_ERROR`] bytes.
+fn cut_error(record: &mut ExecutionRecord) {
+    if let Some(e) = &mut record.error
+        && e.len() > MAX_ERROR
+    {
+        let mut cut = MAX_ERROR;
+        while !e.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        e.truncate(cut);
+        e.push('…');
+    }
+}
+
 impl<S: Store> Catalog<S> {
     /// Queues the record of a task call; it is written with the next batch.
     pub async fn record(&self, mut record: ExecutionRecord) {
-        if let Some(e) = &mut record.error
-            && e.len() > MAX_ERROR
-        {
-            let mut cut = MAX_ERROR;
-            while !e.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            e.truncate(cut);
-            e.push('…');
-        }
+        cut_error(&mut record);
         // The writer lives as long as any catalog clone; a send can only fail during shutdown.
         let _ = self
             .inner
@@ -197,6 +217,20 @@ impl<S: Store> Catalog<S> {
             .tx
             .send(Msg::Record(Box::new(record)))
             .await;
+    }
+
+    /// Queues the records of several calls (a flight's callers, answered together) as one
+    /// message; they are written with the next batches.
+    pub async fn record_many(&self, records: Vec<ExecutionRecord>) {
+        let mut records = records;
+        for record in &mut records {
+            cut_error(record);
+        }
+        if records.is_empty() {
+            return;
+        }
+        // As in `record`: a send can only fail during shutdown.
+        let _ = self.inner.recorder.tx.send(Msg::Records(records)).await;
     }
 
     /// Waits until every record queued before this call is stored; returns an error at once if
