@@ -386,7 +386,7 @@ impl Ctx {
         let mut hit = None;
         if let Some(key) = key.as_ref().filter(|_| spec.options.cache && !overwrite) {
             match self
-                .hit(&spec, key, max_age, seq, attempt)
+                .hit(spec, key, max_age, seq, attempt)
                 .instrument(span.clone())
                 .await
             {
