@@ -385,8 +385,8 @@ impl Ctx {
         let mut looked_up = false;
         let mut hit = None;
         if let Some(key) = key.as_ref().filter(|_| spec.options.cache && !overwrite) {
-            match self
-                .hit(spec, key, max_age, seq, attempt)
+            // Boxed: the store's read futures are large, and a run holds many calls at once.
+            match Box::pin(self.hit(spec, key, max_age, seq, attempt))
                 .instrument(span.clone())
                 .await
             {
@@ -399,27 +399,26 @@ impl Ctx {
             None => {
                 let encoded =
                     rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
-                inner
-                    .scheduler
-                    .call(CallRequest {
-                        task: spec.shared_name().clone(),
-                        input: encoded,
-                        key,
-                        overwrite,
-                        project: inner.project.clone(),
-                        domain: inner.domain.clone(),
-                        version: spec.shared_version().clone(),
-                        run: Some(inner.run_id.clone()),
-                        lease_ttl: spec.options.lease_ttl,
-                        max_age,
-                        fail_fast: spec.options.retries == 0,
-                        journal: journaled,
-                        seq: Some(seq),
-                        attempt,
-                        looked_up,
-                    })
-                    .instrument(span)
-                    .await
+                // Boxed: the miss path's state stays off the hit path's future.
+                Box::pin(inner.scheduler.call(CallRequest {
+                    task: spec.shared_name().clone(),
+                    input: encoded,
+                    key,
+                    overwrite,
+                    project: inner.project.clone(),
+                    domain: inner.domain.clone(),
+                    version: spec.shared_version().clone(),
+                    run: Some(inner.run_id.clone()),
+                    lease_ttl: spec.options.lease_ttl,
+                    max_age,
+                    fail_fast: spec.options.retries == 0,
+                    journal: journaled,
+                    seq: Some(seq),
+                    attempt,
+                    looked_up,
+                }))
+                .instrument(span)
+                .await
             }
         };
         {
