@@ -447,15 +447,25 @@ impl SchedulerState {
     async fn reply_all(&mut self, replies: Vec<Replying>) {
         let mut records = Vec::with_capacity(replies.len());
         let mut answers = Vec::with_capacity(replies.len());
+        // What the answered calls leave behind is dropped after the answers go out.
+        let mut done = Vec::with_capacity(replies.len());
+        let now = Instant::now();
         for r in replies {
-            if let Some((record, reply, result)) = self.answer(r) {
+            if let Some((record, reply, result, rest)) = self.answer(r, now) {
                 records.push(record);
                 answers.push((reply, result));
+                done.push(rest);
             }
         }
         self.args.catalog.record_many(records).await;
         for (reply, result) in answers {
             let _ = reply.send(result);
+        }
+        // The callers just woken run on this thread once this message is handled (tokio runs
+        // the task woken last next, and no other thread may take it): freeing thousands of
+        // requests is left to another task, which the idle thread picks up.
+        if done.len() > 64 {
+            tokio::spawn(async move { drop(done) });
         }
     }
 
@@ -463,7 +473,13 @@ impl SchedulerState {
     fn answer(
         &mut self,
         r: Replying,
-    ) -> Option<(ExecutionRecord, RpcReplyPort<CallResult>, CallResult)> {
+        now: Instant,
+    ) -> Option<(
+        ExecutionRecord,
+        RpcReplyPort<CallResult>,
+        CallResult,
+        (Box<CallRequest>, tracing::Span, Option<Joined>),
+    )> {
         let Replying {
             call,
             mut output,
@@ -483,7 +499,7 @@ impl SchedulerState {
                 .map(Arc::from);
             status = CacheStatus::Replayed;
         }
-        let duration = p.started.elapsed();
+        let duration = now.saturating_duration_since(p.started);
         // A call that joined this process's flight waited behind its leader's
         // execution (or behind what the leader itself waited for).
         let waited_for = match &p.joined {
@@ -495,8 +511,10 @@ impl SchedulerState {
         if let Some(j) = &p.joined {
             let behind = waited_for.as_deref().unwrap_or(&j.behind);
             j.span.record(sc::WAIT_BEHIND, behind);
-            j.span
-                .record(sc::WAIT_MS, int(j.since.elapsed().as_millis()));
+            j.span.record(
+                sc::WAIT_MS,
+                int(now.saturating_duration_since(j.since).as_millis()),
+            );
             j.span.record(
                 sc::WAIT_OUTCOME,
                 if output.is_ok() { "hit" } else { "failed" },
@@ -528,8 +546,6 @@ impl SchedulerState {
         p.span.record(sc::EXECUTION, p.execution.as_str());
         p.span
             .record(sc::CACHE_STATUS, tracing::field::debug(status));
-        // The wait ends with the answer.
-        drop(p.joined);
         cairn_engine::telemetry::metrics::call_answered(
             &p.request.task,
             status,
@@ -544,7 +560,8 @@ impl SchedulerState {
             duration,
             cache_error,
         };
-        Some((record, p.reply, result))
+        // The wait ends with the answer (the caller's drop of what is left).
+        Some((record, p.reply, result, (p.request, p.span, p.joined)))
     }
 }
 

@@ -71,7 +71,8 @@ async fn run<S: Store>(store: S, config: CatalogConfig, mut rx: mpsc::Receiver<M
     let mut msgs = Vec::with_capacity(max);
     // Records received but not written yet: those that arrived while a failing batch was
     // being retried, and those beyond one batch (a flight's records arrive together).
-    let mut carried: Vec<ExecutionRecord> = Vec::new();
+    // A queue: taking a batch from the front of a Vec would shift the rest each time.
+    let mut carried: std::collections::VecDeque<ExecutionRecord> = Default::default();
     // Flushes waiting for records queued before them that are still carried.
     let mut waiting: Vec<oneshot::Sender<Result<()>>> = Vec::new();
     loop {
@@ -105,7 +106,7 @@ async fn run<S: Store>(store: S, config: CatalogConfig, mut rx: mpsc::Receiver<M
                 && let Ok(m) = rx.try_recv()
             {
                 match m {
-                    Msg::Record(r) => carried.push(*r),
+                    Msg::Record(r) => carried.push_back(*r),
                     Msg::Records(rs) => carried.extend(rs),
                     Msg::Flush(done) => flushes.push(done),
                 }
