@@ -470,16 +470,7 @@ impl SchedulerState {
     }
 
     /// The answer to one call, its execution record, and where the answer goes.
-    fn answer(
-        &mut self,
-        r: Replying,
-        now: Instant,
-    ) -> Option<(
-        ExecutionRecord,
-        RpcReplyPort<CallResult>,
-        CallResult,
-        (Box<CallRequest>, tracing::Span, Option<Joined>),
-    )> {
+    fn answer(&mut self, r: Replying, now: Instant) -> Option<Answered> {
         let Replying {
             call,
             mut output,
@@ -564,6 +555,15 @@ impl SchedulerState {
         Some((record, p.reply, result, (p.request, p.span, p.joined)))
     }
 }
+
+/// One call answered: its record, where its answer goes, the answer, and what is left of it
+/// (dropped later).
+type Answered = (
+    ExecutionRecord,
+    RpcReplyPort<CallResult>,
+    CallResult,
+    (Box<CallRequest>, tracing::Span, Option<Joined>),
+);
 
 /// An answer the machine decided on ([`Action::Reply`]'s fields).
 struct Replying {
