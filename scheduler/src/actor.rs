@@ -89,6 +89,8 @@ pub enum SchedulerMsg {
     Call(Box<CallRequest>, RpcReplyPort<CallResult>, tracing::Span),
     /// A resolve finished (internal).
     Resolved(FlightKey, Lookup),
+    /// A batch of acquires finished (internal): each flight's outcome.
+    AcquiredBatch(Vec<(FlightKey, Lookup)>),
     /// A wait finished (internal).
     Waited(FlightKey, WaitOutcome),
     /// A job came back from a worker (internal).
@@ -169,7 +171,16 @@ pub struct SchedulerState {
     machine: Machine,
     calls: HashMap<CallId, Pending>,
     next: CallId,
+    /// Flights waiting to acquire, with their `cairn.resolve` spans: taken together, one
+    /// transaction per batch, while no batch is in flight.
+    acquiring: Vec<(FlightKey, Asking, tracing::Span)>,
+    /// A batch of acquires is in flight.
+    acquire_busy: bool,
 }
+
+/// Most flights acquired in one transaction (each is a multi-key read and a write of about
+/// 200 bytes: far below FoundationDB's limits, and short enough to rarely conflict).
+const ACQUIRE_BATCH: usize = 256;
 
 /// The hit path first (one read, nothing decoded but the output; skipped when the caller has
 /// just read the entry itself), then the read-write path.
@@ -198,6 +209,21 @@ async fn resolve(
             Lookup::Failed(StoreFailure::from(&e))
         }
     }
+}
+
+/// Records what a resolve found on its `cairn.resolve` span.
+fn record_outcome(span: &tracing::Span, outcome: &Lookup) {
+    match outcome {
+        Lookup::Hit(_) => span.record(sc::RESOLVE_OUTCOME, "hit"),
+        Lookup::Acquired(lease) => span
+            .record(sc::RESOLVE_OUTCOME, "acquired")
+            .record(sc::LEASE_GENERATION, int(lease.generation)),
+        Lookup::Held(held) => span
+            .record(sc::RESOLVE_OUTCOME, "held")
+            .record(sc::LEASE_GENERATION, int(held.generation))
+            .record(sc::WAIT_BEHIND, held.execution.as_str()),
+        Lookup::Failed(_) => span.record(sc::RESOLVE_OUTCOME, "failed"),
+    };
 }
 
 pub(crate) fn unix_ms() -> i64 {
@@ -307,29 +333,62 @@ impl SchedulerState {
             { sc::LEASE_GENERATION } = tracing::field::Empty,
             { sc::WAIT_BEHIND } = tracing::field::Empty,
         );
+        // Nothing to look up (the caller just did, or an overwrite ignores entries): straight
+        // to the read-write path, batched with the other flights acquiring now.
+        if asking.looked_up || asking.overwrite {
+            self.acquiring.push((flight, asking, span));
+            self.acquire_batch(myself);
+            return;
+        }
         tokio::spawn(async move {
             // The span covers the resolve only: it is closed before the outcome is
             // sent, so nothing that handles the outcome (the dispatch, the job) runs
             // inside it or keeps it open.
             let outcome = async {
                 let outcome = resolve(&catalog, &asking.request(), asking.looked_up).await;
-                let span = tracing::Span::current();
-                match &outcome {
-                    Lookup::Hit(_) => span.record(sc::RESOLVE_OUTCOME, "hit"),
-                    Lookup::Acquired(lease) => span
-                        .record(sc::RESOLVE_OUTCOME, "acquired")
-                        .record(sc::LEASE_GENERATION, int(lease.generation)),
-                    Lookup::Held(held) => span
-                        .record(sc::RESOLVE_OUTCOME, "held")
-                        .record(sc::LEASE_GENERATION, int(held.generation))
-                        .record(sc::WAIT_BEHIND, held.execution.as_str()),
-                    Lookup::Failed(_) => span.record(sc::RESOLVE_OUTCOME, "failed"),
-                };
+                record_outcome(&tracing::Span::current(), &outcome);
                 outcome
             }
             .instrument(span)
             .await;
             let _ = me.send_message(SchedulerMsg::Resolved(flight, outcome));
+        });
+    }
+
+    /// Starts acquiring the flights queued, [`ACQUIRE_BATCH`] per transaction, unless a batch
+    /// is in flight (its end starts the next with whatever queued meanwhile).
+    fn acquire_batch(&mut self, myself: &ActorRef<SchedulerMsg>) {
+        if self.acquire_busy || self.acquiring.is_empty() {
+            return;
+        }
+        self.acquire_busy = true;
+        let queued = std::mem::take(&mut self.acquiring);
+        let (catalog, me) = (self.args.catalog.clone(), myself.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::with_capacity(queued.len());
+            for batch in queued.chunks(ACQUIRE_BATCH) {
+                let reqs: Vec<ResolveRequest<'_>> = batch
+                    .iter()
+                    .map(|(_, asking, _)| asking.request())
+                    .collect();
+                let results = catalog.acquire_many(&reqs).await;
+                for ((flight, asking, span), result) in batch.iter().zip(results) {
+                    let lookup = match result {
+                        Ok(Resolution::Hit(hit)) => Lookup::Hit(hit.output),
+                        Ok(Resolution::Acquired(lease)) => Lookup::Acquired(lease),
+                        Ok(Resolution::Held(held)) => Lookup::Held(held),
+                        Err(e) => {
+                            tracing::warn!(error = %e, key = %asking.key.digest, "cache lookup failed; running uncached");
+                            Lookup::Failed(StoreFailure::from(&e))
+                        }
+                    };
+                    record_outcome(span, &lookup);
+                    outcomes.push((*flight, lookup));
+                }
+            }
+            // The spans close (with `queued`) before the outcomes are handled.
+            drop(queued);
+            let _ = me.send_message(SchedulerMsg::AcquiredBatch(outcomes));
         });
     }
 
@@ -590,6 +649,8 @@ impl Actor for Scheduler {
             machine: Machine::new(),
             calls: HashMap::new(),
             next: 0,
+            acquiring: Vec::new(),
+            acquire_busy: false,
         })
     }
 
@@ -599,7 +660,7 @@ impl Actor for Scheduler {
         message: SchedulerMsg,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
-        let input = match message {
+        let inputs = match message {
             SchedulerMsg::Call(request, reply, span) => {
                 state.next += 1;
                 let call = state.next;
@@ -620,65 +681,76 @@ impl Actor for Scheduler {
                         joined: None,
                     },
                 );
-                Input::Call {
+                vec![Input::Call {
                     call,
                     flight,
                     fail_fast,
-                }
+                }]
             }
-            SchedulerMsg::Resolved(flight, outcome) => Input::Resolved { flight, outcome },
-            SchedulerMsg::Waited(flight, outcome) => Input::Waited { flight, outcome },
-            SchedulerMsg::JobDone(call, flight, report) => Input::JobDone {
+            SchedulerMsg::Resolved(flight, outcome) => vec![Input::Resolved { flight, outcome }],
+            SchedulerMsg::AcquiredBatch(outcomes) => {
+                state.acquire_busy = false;
+                outcomes
+                    .into_iter()
+                    .map(|(flight, outcome)| Input::Resolved { flight, outcome })
+                    .collect()
+            }
+            SchedulerMsg::Waited(flight, outcome) => vec![Input::Waited { flight, outcome }],
+            SchedulerMsg::JobDone(call, flight, report) => vec![Input::JobDone {
                 call,
                 flight,
                 report: *report,
-            },
+            }],
         };
-        let joining = match &input {
-            Input::Call {
-                call,
-                flight: Some(flight),
-                ..
-            } => Some((*call, *flight)),
-            _ => None,
-        };
-        let actions = state.machine.step(input);
-        if let Some((call, flight)) = joining
-            && let Some(leader) = state.machine.leader_of(&flight)
-            && leader != call
-        {
-            state.joined(call, leader);
-        }
         // Consecutive answers (every call of a flight that ended) go out in one pass.
         let mut replies = Vec::new();
-        for action in actions {
-            match action {
-                Action::Reply {
+        for input in inputs {
+            let joining = match &input {
+                Input::Call {
                     call,
-                    output,
-                    status,
-                    waited_for,
-                    ran,
-                    cache_error,
-                } => replies.push(Replying {
-                    call,
-                    output,
-                    status,
-                    waited_for,
-                    ran,
-                    cache_error,
-                }),
-                action => {
-                    if !replies.is_empty() {
-                        state.reply_all(std::mem::take(&mut replies)).await;
+                    flight: Some(flight),
+                    ..
+                } => Some((*call, *flight)),
+                _ => None,
+            };
+            let actions = state.machine.step(input);
+            if let Some((call, flight)) = joining
+                && let Some(leader) = state.machine.leader_of(&flight)
+                && leader != call
+            {
+                state.joined(call, leader);
+            }
+            for action in actions {
+                match action {
+                    Action::Reply {
+                        call,
+                        output,
+                        status,
+                        waited_for,
+                        ran,
+                        cache_error,
+                    } => replies.push(Replying {
+                        call,
+                        output,
+                        status,
+                        waited_for,
+                        ran,
+                        cache_error,
+                    }),
+                    action => {
+                        if !replies.is_empty() {
+                            state.reply_all(std::mem::take(&mut replies)).await;
+                        }
+                        state.perform(&myself, action).await;
                     }
-                    state.perform(&myself, action).await;
                 }
             }
         }
         if !replies.is_empty() {
             state.reply_all(replies).await;
         }
+        // Flights that queued to acquire while a batch was in flight go now.
+        state.acquire_batch(&myself);
         Ok(())
     }
 }

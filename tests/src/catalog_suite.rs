@@ -95,6 +95,77 @@ async fn catalog_of<H: Harness>(h: &H) -> Catalog<H::S> {
     Catalog::new(h.open().await)
 }
 
+/// Acquiring many keys in one transaction keeps each key's semantics and result: a stored
+/// entry is a hit, a held lease is reported held (also when the same key comes twice in one
+/// batch), the rest are acquired. Batches racing over the same keys conflict, are split and
+/// retried: every key is still acquired exactly once.
+pub async fn acquire_many_keeps_per_key_semantics<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let p = project();
+    let stored = key(&p, 1_000);
+    populate(&catalog, &stored, b"kept").await;
+    let held = key(&p, 1_001);
+    let holder = acquire(&catalog, &held, LONG_TTL).await;
+    let fresh: Vec<CacheKey> = (0..100).map(|i| key(&p, i)).collect();
+    let executions: Vec<String> = (0..104).map(|_| new_execution_id()).collect();
+    let mut keys: Vec<&CacheKey> = vec![&stored, &held];
+    keys.extend(fresh.iter());
+    keys.push(&fresh[0]); // the same key twice in one batch
+    let reqs: Vec<ResolveRequest<'_>> = keys
+        .iter()
+        .zip(&executions)
+        .map(|(k, e)| request(k, e, LONG_TTL))
+        .collect();
+    let results = catalog.acquire_many(&reqs).await;
+    assert_eq!(results.len(), reqs.len());
+    match &results[0] {
+        Ok(Resolution::Hit(hit)) => assert_eq!(hit.output, b"kept"),
+        other => panic!("a stored entry is a hit: {other:?}"),
+    }
+    match &results[1] {
+        Ok(Resolution::Held(h)) => assert_eq!(h.execution, holder.execution),
+        other => panic!("a held lease is held: {other:?}"),
+    }
+    for r in &results[2..102] {
+        assert!(matches!(r, Ok(Resolution::Acquired(_))), "{r:?}");
+    }
+    match &results[102] {
+        Ok(Resolution::Held(h)) => assert_eq!(h.execution, executions[2]),
+        other => {
+            panic!("the second request of a key in one batch sees the first's lease: {other:?}")
+        }
+    }
+
+    // Four batches race over the same 200 keys: each key is acquired once in all.
+    let racing: Arc<Vec<CacheKey>> = Arc::new((0..200).map(|i| key(&p, 5_000 + i)).collect());
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (catalog, racing) = (catalog.clone(), racing.clone());
+        tasks.push(tokio::spawn(async move {
+            let executions: Vec<String> = racing.iter().map(|_| new_execution_id()).collect();
+            let reqs: Vec<ResolveRequest<'_>> = racing
+                .iter()
+                .zip(&executions)
+                .map(|(k, e)| request(k, e, LONG_TTL))
+                .collect();
+            catalog
+                .acquire_many(&reqs)
+                .await
+                .into_iter()
+                .map(|r| matches!(r.expect("no error"), Resolution::Acquired(_)))
+                .collect::<Vec<bool>>()
+        }));
+    }
+    let mut acquired = vec![0usize; 200];
+    for t in tasks {
+        for (i, a) in t.await.unwrap().into_iter().enumerate() {
+            acquired[i] += usize::from(a);
+        }
+    }
+    assert!(acquired.iter().all(|&n| n == 1), "{acquired:?}");
+}
+
 /// 1,000 concurrent resolves of one key: exactly one acquires, every other sees it held.
 pub async fn concurrent_resolve_acquires_once<H: Harness>() {
     let h = H::new().await;
@@ -1381,7 +1452,8 @@ pub async fn corrupt_entries_are_contained<H: Harness>() {
 macro_rules! catalog_conformance {
     ($harness:ty) => {
         $crate::catalog_conformance!(@tests $harness;
-            concurrent_resolve_acquires_once, commit_then_hit, late_owner_never_overwrites,
+            concurrent_resolve_acquires_once, acquire_many_keeps_per_key_semantics,
+            commit_then_hit, late_owner_never_overwrites,
             waiters_wake_on_commit_and_fail, silent_holder_is_taken_over,
             many_leases_are_beaten_together, chunked_and_oversized_outputs,
             large_outputs_are_staged, overwrite_replaces, eviction_scopes, max_age_and_expiry,

@@ -9,7 +9,7 @@ use super::records::{
 use super::{CacheKey, Catalog, duration_ms};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
-use crate::store::{Store, Transaction, read, transact};
+use crate::store::{RetryPolicy, Store, Transaction, read, transact};
 use std::time::Duration;
 
 /// One resolve.
@@ -53,6 +53,30 @@ pub enum Resolution {
     Acquired(Lease),
     /// Someone else holds the lease.
     Held(HeldLease),
+}
+
+/// Whether a failed batch should be split and tried again.
+fn retryable(e: &Error) -> bool {
+    match e {
+        Error::RetriesExhausted { last, .. } => last.is_retryable(),
+        e => e.is_retryable(),
+    }
+}
+
+fn count_takeover(resolved: &Result<Resolution>) {
+    if let Ok(Resolution::Acquired(lease)) = resolved
+        && lease.took_over
+    {
+        crate::telemetry::metrics::lease_taken_over();
+    }
+}
+
+/// Never produced: every slot of a batch is filled before it returns.
+fn unreachable_result() -> Result<Resolution> {
+    Err(Error::Backend {
+        backend: "catalog",
+        detail: "a batched acquire left a request unanswered".into(),
+    })
 }
 
 impl<S: Store> Catalog<S> {
@@ -141,101 +165,171 @@ impl<S: Store> Catalog<S> {
     /// is live (committed since any lookup), or acquires the lease, or reports its holder.
     /// Callers that already looked the key up call this directly.
     pub async fn acquire(&self, req: &ResolveRequest<'_>) -> Result<Resolution> {
-        let d = req.key.digest;
-        let lease_key = keys::entry_part(&d, entry_part::LEASE);
-        let max_age_ms = req.max_age.map(duration_ms);
-        let resolved = transact(&self.inner.store, &self.inner.config.retry, |tx| {
-            let lease_key = &lease_key;
-            async move {
-                let mut view = EntryView::load(&tx, &d, false).await?;
-                let now = self.now_ms();
-                if !req.overwrite
-                    && let Some(meta) = view.live_meta(max_age_ms, now)
-                {
-                    match view.output(&tx, meta).await {
-                        Ok(output) => {
-                            return Ok(Resolution::Hit(Hit {
-                                output,
-                                meta: meta.clone(),
-                            }));
-                        }
-                        // A torn or corrupted output is never a hit: the key is computed again.
-                        Err(Error::Corrupt { what, detail }) => {
-                            view.corrupt = Some(format!("{what}: {detail}"));
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                let mut generation = 1;
-                let mut previous_failure = None;
-                let mut took_over = false;
-                if let Some((record, raw)) = &view.lease {
-                    generation = record.generation + 1;
-                    match &record.state {
-                        LeaseState::Held
-                            if record.execution == req.execution && record.owner == req.owner =>
-                        {
-                            // Ours already: a retry after an unknown commit result.
-                            return Ok(Resolution::Acquired(
-                                self.lease_from(req, record, &view, None, false),
-                            ));
-                        }
-                        LeaseState::Held => {
-                            // Silent for a whole TTL on the caller's clock, or held by a node
-                            // incarnation that restarted or stopped.
-                            let expired = req.takeover.is_some_and(|seen| {
-                                seen.generation == record.generation && seen.beat == record.beat
-                            }) || self
-                                .inner
-                                .liveness
-                                .lease_holder_gone(&record.owner, record.incarnation);
-                            if !expired {
-                                return Ok(Resolution::Held(HeldLease::from_record(
-                                    d,
-                                    record,
-                                    raw.clone(),
-                                )));
-                            }
-                            took_over = true;
-                        }
-                        LeaseState::Failed { error, .. } => previous_failure = Some(error.clone()),
-                        LeaseState::Released => {}
-                    }
-                }
-                let record = LeaseRecord {
-                    owner: req.owner.to_string(),
-                    incarnation: self.inner.liveness.incarnation_of(req.owner),
-                    execution: req.execution.to_string(),
-                    generation,
-                    beat: 0,
-                    ttl_ms: duration_ms(req.lease_ttl),
-                    acquired_at_ms: now,
-                    overwrite: req.overwrite,
-                    state: LeaseState::Held,
-                    trace: req.trace.map(str::to_string),
-                };
-                tx.set(lease_key, &encode(&record));
-                if took_over || previous_failure.is_some() {
-                    // The previous holder may have died (or failed) staging a large output:
-                    // what it staged goes; the stored entry's own staged chunks stay.
-                    super::commit::clear_staged_except(&tx, &d, view.chunks_of.as_deref());
-                }
-                Ok(Resolution::Acquired(self.lease_from(
-                    req,
-                    &record,
-                    &view,
-                    previous_failure,
-                    took_over,
-                )))
-            }
-        })
+        let resolved = transact(
+            &self.inner.store,
+            &self.inner.config.retry,
+            |tx| async move { self.acquire_in(&tx, req).await },
+        )
         .await;
-        if let Ok(Resolution::Acquired(lease)) = &resolved
-            && lease.took_over
-        {
-            crate::telemetry::metrics::lease_taken_over();
-        }
+        count_takeover(&resolved);
         resolved
+    }
+
+    /// [`Catalog::acquire`] for many keys in one transaction: what a scheduler does with every
+    /// miss pending at one moment, so a fan-out pays one commit per batch, not one per call.
+    /// Each key keeps its own semantics and its own result (an error about one key does not
+    /// fail the others). A batch that conflicts is split in halves, each tried again, down to
+    /// single keys retried as [`Catalog::acquire`] does: a conflict on one key never fails
+    /// the others.
+    pub async fn acquire_many(&self, reqs: &[ResolveRequest<'_>]) -> Vec<Result<Resolution>> {
+        if reqs.is_empty() {
+            return Vec::new();
+        }
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..self.inner.config.retry.clone()
+        };
+        let mut out: Vec<Option<Result<Resolution>>> = (0..reqs.len()).map(|_| None).collect();
+        // Ranges of `reqs` still to do; a range that conflicts is split.
+        let mut todo = vec![(0, reqs.len())];
+        while let Some((begin, end)) = todo.pop() {
+            if end - begin == 1 {
+                out[begin] = Some(self.acquire(&reqs[begin]).await);
+                continue;
+            }
+            let part = &reqs[begin..end];
+            let tried = transact(&self.inner.store, &once, |tx| async move {
+                let mut results = Vec::with_capacity(part.len());
+                for req in part {
+                    match self.acquire_in(&tx, req).await {
+                        // The transaction itself failed: retried (split) as a whole.
+                        Err(e) if retryable(&e) => return Err(e),
+                        // About this key only: its writes come last, so none were made.
+                        result => results.push(result),
+                    }
+                }
+                Ok(results)
+            })
+            .await;
+            match tried {
+                Ok(results) => {
+                    for (i, r) in results.into_iter().enumerate() {
+                        count_takeover(&r);
+                        out[begin + i] = Some(r);
+                    }
+                }
+                Err(e) if retryable(&e) => {
+                    let mid = begin + (end - begin) / 2;
+                    todo.push((mid, end));
+                    todo.push((begin, mid));
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    for slot in &mut out[begin..end] {
+                        *slot = Some(Err(Error::Backend {
+                            backend: "catalog",
+                            detail: format!("acquiring a batch of leases failed: {why}"),
+                        }));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(unreachable_result))
+            .collect()
+    }
+
+    /// The read-write half of a resolve, in `tx`: returns the entry if one is live, or
+    /// acquires the lease (its write comes last), or reports its holder.
+    async fn acquire_in<T: Transaction>(
+        &self,
+        tx: &T,
+        req: &ResolveRequest<'_>,
+    ) -> Result<Resolution> {
+        let tx = tx.clone();
+        let d = req.key.digest;
+        let lease_key = &keys::entry_part(&d, entry_part::LEASE);
+        let max_age_ms = req.max_age.map(duration_ms);
+        let mut view = EntryView::load(&tx, &d, false).await?;
+        let now = self.now_ms();
+        if !req.overwrite
+            && let Some(meta) = view.live_meta(max_age_ms, now)
+        {
+            match view.output(&tx, meta).await {
+                Ok(output) => {
+                    return Ok(Resolution::Hit(Hit {
+                        output,
+                        meta: meta.clone(),
+                    }));
+                }
+                // A torn or corrupted output is never a hit: the key is computed again.
+                Err(Error::Corrupt { what, detail }) => {
+                    view.corrupt = Some(format!("{what}: {detail}"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut generation = 1;
+        let mut previous_failure = None;
+        let mut took_over = false;
+        if let Some((record, raw)) = &view.lease {
+            generation = record.generation + 1;
+            match &record.state {
+                LeaseState::Held
+                    if record.execution == req.execution && record.owner == req.owner =>
+                {
+                    // Ours already: a retry after an unknown commit result.
+                    return Ok(Resolution::Acquired(
+                        self.lease_from(req, record, &view, None, false),
+                    ));
+                }
+                LeaseState::Held => {
+                    // Silent for a whole TTL on the caller's clock, or held by a node
+                    // incarnation that restarted or stopped.
+                    let expired = req.takeover.is_some_and(|seen| {
+                        seen.generation == record.generation && seen.beat == record.beat
+                    }) || self
+                        .inner
+                        .liveness
+                        .lease_holder_gone(&record.owner, record.incarnation);
+                    if !expired {
+                        return Ok(Resolution::Held(HeldLease::from_record(
+                            d,
+                            record,
+                            raw.clone(),
+                        )));
+                    }
+                    took_over = true;
+                }
+                LeaseState::Failed { error, .. } => previous_failure = Some(error.clone()),
+                LeaseState::Released => {}
+            }
+        }
+        let record = LeaseRecord {
+            owner: req.owner.to_string(),
+            incarnation: self.inner.liveness.incarnation_of(req.owner),
+            execution: req.execution.to_string(),
+            generation,
+            beat: 0,
+            ttl_ms: duration_ms(req.lease_ttl),
+            acquired_at_ms: now,
+            overwrite: req.overwrite,
+            state: LeaseState::Held,
+            trace: req.trace.map(str::to_string),
+        };
+        tx.set(lease_key, &encode(&record));
+        if took_over || previous_failure.is_some() {
+            // The previous holder may have died (or failed) staging a large output:
+            // what it staged goes; the stored entry's own staged chunks stay.
+            super::commit::clear_staged_except(&tx, &d, view.chunks_of.as_deref());
+        }
+        Ok(Resolution::Acquired(self.lease_from(
+            req,
+            &record,
+            &view,
+            previous_failure,
+            took_over,
+        )))
     }
 
     fn lease_from(
