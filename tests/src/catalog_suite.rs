@@ -166,6 +166,71 @@ pub async fn acquire_many_keeps_per_key_semantics<H: Harness>() {
     assert!(acquired.iter().all(|&n| n == 1), "{acquired:?}");
 }
 
+/// Small outputs committed at the same moment share transactions (group commit), each with
+/// its own result: 200 concurrent commits take far fewer than 200 transactions, every output
+/// is stored once, and a late commit of a key already stored in the same group gets the
+/// stored output back.
+pub async fn concurrent_commits_are_grouped<H: Harness>() {
+    use cairn_engine::Store as _;
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let p = project();
+    let keys: Vec<CacheKey> = (0..200).map(|i| key(&p, 7_000 + i)).collect();
+    let mut leases = Vec::new();
+    for k in &keys {
+        leases.push(acquire(&catalog, k, LONG_TTL).await);
+    }
+    let commits_before = catalog.store().counters().commits();
+    let mut tasks = Vec::new();
+    for (i, (k, lease)) in keys.iter().zip(leases).enumerate() {
+        let (catalog, k) = (catalog.clone(), k.clone());
+        tasks.push(tokio::spawn(async move {
+            catalog
+                .commit(&k, &lease, format!("out-{i}").as_bytes(), None)
+                .await
+                .unwrap()
+        }));
+    }
+    // A second execution of key 0, not holding its lease, commits too: first writer wins.
+    let late = {
+        let (catalog, k) = (catalog.clone(), keys[0].clone());
+        tokio::spawn(async move {
+            let mut lease = acquire(&catalog, &key(&p, 9_999), LONG_TTL).await;
+            lease.digest = k.digest;
+            lease.execution = new_execution_id();
+            catalog.commit(&k, &lease, b"late", None).await.unwrap()
+        })
+    };
+    for t in tasks {
+        let committed = t.await.unwrap();
+        assert!(
+            matches!(
+                committed,
+                Committed::Stored(_) | Committed::AlreadyStored(_)
+            ),
+            "{committed:?}"
+        );
+    }
+    let late = late.await.unwrap();
+    let transactions = catalog.store().counters().commits() - commits_before;
+    assert!(
+        transactions < 100,
+        "200 concurrent commits took {transactions} transactions"
+    );
+    for (i, k) in keys.iter().enumerate().skip(1) {
+        let hit = catalog.lookup(k, None).await.unwrap().unwrap();
+        assert_eq!(hit.output, format!("out-{i}").as_bytes());
+    }
+    let first = catalog.lookup(&keys[0], None).await.unwrap().unwrap();
+    match late {
+        Committed::Stored(_) => assert_eq!(first.output, b"late"),
+        Committed::AlreadyStored(hit) => {
+            assert_eq!(hit.output, b"out-0");
+            assert_eq!(first.output, b"out-0");
+        }
+    }
+}
+
 /// 1,000 concurrent resolves of one key: exactly one acquires, every other sees it held.
 pub async fn concurrent_resolve_acquires_once<H: Harness>() {
     let h = H::new().await;
@@ -1453,6 +1518,7 @@ macro_rules! catalog_conformance {
     ($harness:ty) => {
         $crate::catalog_conformance!(@tests $harness;
             concurrent_resolve_acquires_once, acquire_many_keeps_per_key_semantics,
+            concurrent_commits_are_grouped,
             commit_then_hit, late_owner_never_overwrites,
             waiters_wake_on_commit_and_fail, silent_holder_is_taken_over,
             many_leases_are_beaten_together, chunked_and_oversized_outputs,

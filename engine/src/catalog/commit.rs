@@ -43,6 +43,26 @@ pub(super) fn clear_indexes<T: Transaction>(tx: &T, meta: &EntryMeta) {
     }
 }
 
+/// Most commits in one group transaction (each a multi-key read and a few writes of at most
+/// 16 KiB plus metadata: at most about 4.5 MB, within FoundationDB's 10 MB).
+const GROUP_COMMIT: usize = 256;
+
+/// A commit waiting for its group.
+pub(super) struct Queued {
+    key: CacheKey,
+    lease: Lease,
+    output: Vec<u8>,
+    max_age: Option<Duration>,
+    done: tokio::sync::oneshot::Sender<Result<Committed>>,
+}
+
+/// Commits waiting for a group, and whether a task is committing groups.
+#[derive(Default)]
+pub(super) struct Group {
+    queue: Vec<Queued>,
+    running: bool,
+}
+
 /// Removes what executions other than `keep` staged for `d`: the leftovers of executions that
 /// died or were taken over while staging, or the chunks of an entry being replaced.
 pub(super) fn clear_staged_except<T: Transaction>(tx: &T, d: &super::Digest, keep: Option<&str>) {
@@ -109,9 +129,12 @@ impl<S: Store> Catalog<S> {
             self.unstage(&d, &lease.execution).await;
             return Err(e);
         }
-        let committed = self
-            .commit_visible(key, lease, output, max_age, chunk_bytes, staged)
-            .await;
+        let committed = if output.len() <= INLINE_MAX {
+            self.commit_grouped(key, lease, output, max_age).await
+        } else {
+            self.commit_visible(key, lease, output, max_age, chunk_bytes, staged)
+                .await
+        };
         if staged && committed.is_err() {
             self.unstage(&d, &lease.execution).await;
         }
@@ -191,119 +214,263 @@ impl<S: Store> Catalog<S> {
         chunk_bytes: usize,
         staged: bool,
     ) -> Result<Committed> {
+        transact(
+            &self.inner.store,
+            &self.inner.config.retry,
+            |tx| async move {
+                self.commit_in(&tx, key, lease, output, max_age, chunk_bytes, staged)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// [`Catalog::commit_visible`]'s work in `tx`. Its writes come after every read and check,
+    /// so an error leaves nothing written (what lets many commits share one transaction).
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_in<T: Transaction>(
+        &self,
+        tx: &T,
+        key: &CacheKey,
+        lease: &Lease,
+        output: &[u8],
+        max_age: Option<Duration>,
+        chunk_bytes: usize,
+        staged: bool,
+    ) -> Result<Committed> {
+        let tx = tx.clone();
         let d = key.digest;
         let (chunks_begin, chunks_end) = keys::entry_chunks(&d);
-        let marker = keys::staging_marker(&d, &lease.execution);
-        transact(&self.inner.store, &self.inner.config.retry, |tx| {
-            let (chunks_begin, chunks_end, marker) = (&chunks_begin, &chunks_end, &marker);
-            async move {
-                let view = EntryView::load(&tx, &d, false).await?;
-                let now = self.now_ms();
-                let ours = view.held_by(lease);
-                let mut replacing_corrupt = view.corrupt.is_some();
-                if let Some(meta) = &view.meta {
-                    if meta.execution == lease.execution {
-                        // Stored by this very execution: a retry after an unknown commit result.
-                        return Ok(Committed::Stored(meta.clone()));
-                    }
-                    let live = super::entry::is_live(meta, None, now);
-                    if live && !(lease.overwrite && ours) {
-                        match view.output(&tx, meta).await {
-                            Ok(output) => {
-                                if ours {
-                                    self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
-                                }
-                                if staged {
-                                    let (begin, end) = keys::staged_by(&d, &lease.execution);
-                                    tx.clear_range(&begin, &end);
-                                }
-                                return Ok(Committed::AlreadyStored(Hit {
-                                    output,
-                                    meta: meta.clone(),
-                                }));
-                            }
-                            // Its output is corrupt: the lease holder replaces it.
-                            Err(Error::Corrupt { .. }) if ours => replacing_corrupt = true,
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    clear_indexes(&tx, meta);
-                } else if view.corrupt.is_some() {
-                    if !ours {
-                        return Err(Error::Corrupt {
-                            what: format!("entry metadata of {d}"),
-                            detail: "only the lease holder replaces a corrupt entry".into(),
-                        });
-                    }
-                    // The corrupt entry's other index rows, from its task index row.
-                    let row_key =
-                        keys::by_task(&key.project, &key.domain, &key.task, &key.version, &d);
-                    if let Some(row) = tx.get(&row_key, false).await?
-                        && let Some(row) = keys::TaskIndexValue::decode(&row)
-                    {
-                        if let Some(e) = &row.execution {
-                            tx.clear(&keys::by_execution(e, &d));
-                        }
-                        if let Some(at) = row.expires_at_ms {
-                            tx.clear(&keys::expiry(at, &d));
-                        }
-                    }
-                }
-                if staged && tx.get(marker, false).await?.is_none() {
-                    return Err(Error::StagingLost {
-                        digest: d.to_string(),
-                        execution: lease.execution.clone(),
-                    });
-                }
-                let inline = output.len() <= INLINE_MAX;
-                let n_chunks = if inline {
-                    0
-                } else {
-                    output.len().div_ceil(chunk_bytes)
-                };
-                let meta = EntryMeta {
-                    key: key.clone(),
-                    created_at_ms: now,
-                    execution: lease.execution.clone(),
-                    size: output.len() as u64,
-                    chunks: n_chunks as u32,
-                    checksum: xxhash_rust::xxh3::xxh3_64(output),
-                    expires_at_ms: max_age.map(|a| {
-                        now.saturating_add(i64::try_from(duration_ms(a)).unwrap_or(i64::MAX))
-                    }),
-                };
-                if replacing_corrupt || view.meta.as_ref().is_some_and(|m| m.chunks > 0) {
-                    // Replacing an entry that had (or may have had) chunks: none may survive.
-                    tx.clear_range(chunks_begin, chunks_end);
-                }
-                if staged || replacing_corrupt || view.chunks_of.is_some() {
-                    // Staged chunks of the entry replaced and of executions that died staging;
-                    // this execution's own become the entry's.
-                    clear_staged_except(&tx, &d, staged.then_some(lease.execution.as_str()));
-                }
-                if staged {
-                    tx.clear(marker);
-                } else if !inline {
-                    for (i, chunk) in output.chunks(chunk_bytes).enumerate() {
-                        tx.set(&keys::entry_chunk(&d, i as u32), chunk);
-                    }
-                }
-                let stored = StoredMeta {
-                    meta,
-                    inline: inline.then(|| output.to_vec()),
-                    chunks_of: staged.then(|| lease.execution.clone()),
-                };
-                tx.set(&keys::entry_part(&d, entry_part::META), &encode(&stored));
-                let meta = stored.meta;
-                tx.clear(&keys::entry_part(&d, entry_part::TOMBSTONE));
-                set_indexes(&tx, &meta);
-                if ours {
-                    self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
-                }
-                Ok(Committed::Stored(meta))
+        let (chunks_begin, chunks_end) = (&chunks_begin, &chunks_end);
+        let marker = &keys::staging_marker(&d, &lease.execution);
+        let view = EntryView::load(&tx, &d, false).await?;
+        let now = self.now_ms();
+        let ours = view.held_by(lease);
+        let mut replacing_corrupt = view.corrupt.is_some();
+        if let Some(meta) = &view.meta {
+            if meta.execution == lease.execution {
+                // Stored by this very execution: a retry after an unknown commit result.
+                return Ok(Committed::Stored(meta.clone()));
             }
+            let live = super::entry::is_live(meta, None, now);
+            if live && !(lease.overwrite && ours) {
+                match view.output(&tx, meta).await {
+                    Ok(output) => {
+                        if ours {
+                            self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
+                        }
+                        if staged {
+                            let (begin, end) = keys::staged_by(&d, &lease.execution);
+                            tx.clear_range(&begin, &end);
+                        }
+                        return Ok(Committed::AlreadyStored(Hit {
+                            output,
+                            meta: meta.clone(),
+                        }));
+                    }
+                    // Its output is corrupt: the lease holder replaces it.
+                    Err(Error::Corrupt { .. }) if ours => replacing_corrupt = true,
+                    Err(e) => return Err(e),
+                }
+            }
+            clear_indexes(&tx, meta);
+        } else if view.corrupt.is_some() {
+            if !ours {
+                return Err(Error::Corrupt {
+                    what: format!("entry metadata of {d}"),
+                    detail: "only the lease holder replaces a corrupt entry".into(),
+                });
+            }
+            // The corrupt entry's other index rows, from its task index row.
+            let row_key = keys::by_task(&key.project, &key.domain, &key.task, &key.version, &d);
+            if let Some(row) = tx.get(&row_key, false).await?
+                && let Some(row) = keys::TaskIndexValue::decode(&row)
+            {
+                if let Some(e) = &row.execution {
+                    tx.clear(&keys::by_execution(e, &d));
+                }
+                if let Some(at) = row.expires_at_ms {
+                    tx.clear(&keys::expiry(at, &d));
+                }
+            }
+        }
+        if staged && tx.get(marker, false).await?.is_none() {
+            return Err(Error::StagingLost {
+                digest: d.to_string(),
+                execution: lease.execution.clone(),
+            });
+        }
+        let inline = output.len() <= INLINE_MAX;
+        let n_chunks = if inline {
+            0
+        } else {
+            output.len().div_ceil(chunk_bytes)
+        };
+        let meta = EntryMeta {
+            key: key.clone(),
+            created_at_ms: now,
+            execution: lease.execution.clone(),
+            size: output.len() as u64,
+            chunks: n_chunks as u32,
+            checksum: xxhash_rust::xxh3::xxh3_64(output),
+            expires_at_ms: max_age
+                .map(|a| now.saturating_add(i64::try_from(duration_ms(a)).unwrap_or(i64::MAX))),
+        };
+        if replacing_corrupt || view.meta.as_ref().is_some_and(|m| m.chunks > 0) {
+            // Replacing an entry that had (or may have had) chunks: none may survive.
+            tx.clear_range(chunks_begin, chunks_end);
+        }
+        if staged || replacing_corrupt || view.chunks_of.is_some() {
+            // Staged chunks of the entry replaced and of executions that died staging;
+            // this execution's own become the entry's.
+            clear_staged_except(&tx, &d, staged.then_some(lease.execution.as_str()));
+        }
+        if staged {
+            tx.clear(marker);
+        } else if !inline {
+            for (i, chunk) in output.chunks(chunk_bytes).enumerate() {
+                tx.set(&keys::entry_chunk(&d, i as u32), chunk);
+            }
+        }
+        let stored = StoredMeta {
+            meta,
+            inline: inline.then(|| output.to_vec()),
+            chunks_of: staged.then(|| lease.execution.clone()),
+        };
+        tx.set(&keys::entry_part(&d, entry_part::META), &encode(&stored));
+        let meta = stored.meta;
+        tx.clear(&keys::entry_part(&d, entry_part::TOMBSTONE));
+        set_indexes(&tx, &meta);
+        if ours {
+            self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
+        }
+        Ok(Committed::Stored(meta))
+    }
+
+    /// Commits small outputs (stored inline) of many executions together: whatever was queued
+    /// while the previous group's transaction was in flight, up to [`GROUP_COMMIT`] per
+    /// transaction, so a fan-out pays one commit per group. Each keeps its own result; a group
+    /// that conflicts is split in halves and tried again, down to single commits retried as
+    /// usual.
+    async fn commit_grouped(
+        &self,
+        key: &CacheKey,
+        lease: &Lease,
+        output: &[u8],
+        max_age: Option<Duration>,
+    ) -> Result<Committed> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut group = self.inner.group.lock();
+            group.queue.push(Queued {
+                key: key.clone(),
+                lease: lease.clone(),
+                output: output.to_vec(),
+                max_age,
+                done,
+            });
+            !std::mem::replace(&mut group.running, true)
+        };
+        if start {
+            let catalog = self.clone();
+            tokio::spawn(async move { catalog.drain_commits().await });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Backend {
+                backend: "catalog",
+                detail: "the group commit stopped before committing this output".into(),
+            })
         })
-        .await
+    }
+
+    /// Commits queued groups until the queue is empty.
+    async fn drain_commits(&self) {
+        loop {
+            let batch: Vec<Queued> = {
+                let mut group = self.inner.group.lock();
+                if group.queue.is_empty() {
+                    group.running = false;
+                    return;
+                }
+                let n = group.queue.len().min(GROUP_COMMIT);
+                group.queue.drain(..n).collect()
+            };
+            let results = self.commit_many(&batch).await;
+            for (q, result) in batch.into_iter().zip(results) {
+                let _ = q.done.send(result);
+            }
+        }
+    }
+
+    /// One transaction for `batch`, split on conflicts (see [`Catalog::commit_grouped`]).
+    async fn commit_many(&self, batch: &[Queued]) -> Vec<Result<Committed>> {
+        let chunk_bytes = self.inner.config.chunk_bytes.max(1);
+        let once = crate::store::RetryPolicy {
+            max_attempts: 1,
+            ..self.inner.config.retry.clone()
+        };
+        let mut out: Vec<Option<Result<Committed>>> = (0..batch.len()).map(|_| None).collect();
+        let mut todo = vec![(0, batch.len())];
+        while let Some((begin, end)) = todo.pop() {
+            if end <= begin {
+                continue;
+            }
+            if end - begin == 1 {
+                let q = &batch[begin];
+                out[begin] = Some(
+                    self.commit_visible(&q.key, &q.lease, &q.output, q.max_age, chunk_bytes, false)
+                        .await,
+                );
+                continue;
+            }
+            let part = &batch[begin..end];
+            let tried = transact(&self.inner.store, &once, |tx| async move {
+                let mut results = Vec::with_capacity(part.len());
+                for q in part {
+                    match self
+                        .commit_in(
+                            &tx,
+                            &q.key,
+                            &q.lease,
+                            &q.output,
+                            q.max_age,
+                            chunk_bytes,
+                            false,
+                        )
+                        .await
+                    {
+                        Err(e) if super::resolve::retryable(&e) => return Err(e),
+                        result => results.push(result),
+                    }
+                }
+                Ok(results)
+            })
+            .await;
+            match tried {
+                Ok(results) => {
+                    for (i, r) in results.into_iter().enumerate() {
+                        out[begin + i] = Some(r);
+                    }
+                }
+                // Split, including an outage that outlasted the policy: single commits then
+                // report it, each for itself.
+                Err(_) => {
+                    let mid = begin + (end - begin) / 2;
+                    todo.push((mid, end));
+                    todo.push((begin, mid));
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Backend {
+                        backend: "catalog",
+                        detail: "a grouped commit left an output uncommitted".into(),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// Ends `lease` with the outcome of the execution that held it: stores an output (first

@@ -110,6 +110,8 @@ struct Inner<S: Store> {
     liveness: Liveness,
     mender: mend::Mender,
     beater: beat::Beater,
+    /// Small outputs waiting to be committed together.
+    group: parking_lot::Mutex<commit::Group>,
 }
 
 impl<S: Store> Catalog<S> {
@@ -133,6 +135,7 @@ impl<S: Store> Catalog<S> {
                 liveness: Liveness::default(),
                 mender,
                 beater,
+                group: Default::default(),
             }),
         }
     }

@@ -56,7 +56,7 @@ pub enum Resolution {
 }
 
 /// Whether a failed batch should be split and tried again.
-fn retryable(e: &Error) -> bool {
+pub(super) fn retryable(e: &Error) -> bool {
     match e {
         Error::RetriesExhausted { last, .. } => last.is_retryable(),
         e => e.is_retryable(),
