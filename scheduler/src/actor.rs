@@ -9,13 +9,13 @@
 use crate::machine::{
     Action, CallId, FlightKey, Input, Lookup, Machine, StoreFailure, WaitOutcome,
 };
-use cairn_engine::AnyStore;
 use cairn_engine::catalog::{
     Answer, CacheKey, CacheStatus, Catalog, ExecutionRecord, HeldLease, Lease, Resolution,
     ResolveRequest, new_execution_id,
 };
 use cairn_engine::task::{Job, JobCache, JobReport, TaskError};
 use cairn_engine::telemetry::semconv as sc;
+use cairn_engine::{AnyStore, Store};
 use cairn_worker::{Dispatch, ReportTo};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -335,7 +335,8 @@ impl SchedulerState {
         );
         // Nothing to look up (the caller just did, or an overwrite ignores entries): straight
         // to the read-write path, batched with the other flights acquiring now.
-        if asking.looked_up || asking.overwrite {
+        let batching = catalog.store().max_batch() > 1;
+        if batching && (asking.looked_up || asking.overwrite) {
             self.acquiring.push((flight, asking, span));
             self.acquire_batch(myself);
             return;
@@ -366,7 +367,8 @@ impl SchedulerState {
         let (catalog, me) = (self.args.catalog.clone(), myself.clone());
         tokio::spawn(async move {
             let mut outcomes = Vec::with_capacity(queued.len());
-            for batch in queued.chunks(ACQUIRE_BATCH) {
+            let size = ACQUIRE_BATCH.min(catalog.store().max_batch()).max(1);
+            for batch in queued.chunks(size) {
                 let reqs: Vec<ResolveRequest<'_>> = batch
                     .iter()
                     .map(|(_, asking, _)| asking.request())

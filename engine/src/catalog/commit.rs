@@ -129,7 +129,7 @@ impl<S: Store> Catalog<S> {
             self.unstage(&d, &lease.execution).await;
             return Err(e);
         }
-        let committed = if output.len() <= INLINE_MAX {
+        let committed = if output.len() <= INLINE_MAX && self.inner.store.max_batch() > 1 {
             self.commit_grouped(key, lease, output, max_age).await
         } else {
             self.commit_visible(key, lease, output, max_age, chunk_bytes, staged)
@@ -392,7 +392,10 @@ impl<S: Store> Catalog<S> {
                     group.running = false;
                     return;
                 }
-                let n = group.queue.len().min(GROUP_COMMIT);
+                let n = group
+                    .queue
+                    .len()
+                    .min(GROUP_COMMIT.min(self.inner.store.max_batch()));
                 group.queue.drain(..n).collect()
             };
             let results = self.commit_many(&batch).await;

@@ -159,6 +159,10 @@ impl Store for AnyStore {
     fn backoff(&self) -> Option<(std::time::Duration, std::time::Duration)> {
         each!(self, s => s.backoff())
     }
+
+    fn max_batch(&self) -> usize {
+        each!(self, s => s.max_batch())
+    }
 }
 
 impl Transaction for AnyTx {

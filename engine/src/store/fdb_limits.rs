@@ -185,6 +185,10 @@ impl<S: Store> Store for FdbLimited<S> {
         self.inner.backend()
     }
 
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+
     fn counters(&self) -> &StoreCounters {
         self.inner.counters()
     }

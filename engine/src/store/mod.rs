@@ -108,6 +108,16 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Retry and conflict counters of this store handle (shared by its clones).
     fn counters(&self) -> &StoreCounters;
 
+    /// Most independent operations (lease acquisitions, commits of different keys) a caller
+    /// should put in one transaction. Batching saves commits where conflicts are tracked per
+    /// key (FoundationDB, the embedded store); PostgreSQL's serializable isolation tracks
+    /// reads by page once a transaction reads many rows, so batches from different nodes
+    /// conflict although their keys differ (measured: a 3-node cluster ran 3 times slower
+    /// with grouped commits), and it answers 1.
+    fn max_batch(&self) -> usize {
+        256
+    }
+
     /// The backoff (first pause, longest pause) this backend asks retries of conflicts to use,
     /// instead of [`RetryPolicy`]'s: FoundationDB's `on_error` backs off from 10 ms to 1 s.
     /// `None`: the policy's.

@@ -203,6 +203,10 @@ impl Store for PostgresStore {
         BACKEND
     }
 
+    fn max_batch(&self) -> usize {
+        1
+    }
+
     fn counters(&self) -> &StoreCounters {
         &self.shared.counters
     }
