@@ -35,7 +35,8 @@ pub const EXECUTION: &str = "cairn.execution";
 pub const CACHE_KEY: &str = "cairn.cache.key";
 /// Cache status of a call (`Hit`, `Populated`, `Waited`, …).
 pub const CACHE_STATUS: &str = "cairn.cache.status";
-/// What resolve found: `hit`, `acquired`, `held`, `failed`.
+/// What resolve found: `hit`, `acquired`, `held`, `failed`, or `miss` (the caller's own read on
+/// the hit path found no live entry; the scheduler's resolve follows).
 pub const RESOLVE_OUTCOME: &str = "cairn.resolve.outcome";
 /// Lease generation (fencing token; integer).
 pub const LEASE_GENERATION: &str = "cairn.lease.generation";
