@@ -200,6 +200,15 @@ impl Error {
         }
     }
 
+    /// Whether the failure is worth another try: retryable, or retries given up on a
+    /// retryable error (a batch that failed so is split and its parts tried again).
+    pub fn worth_retrying(&self) -> bool {
+        match self {
+            Error::RetriesExhausted { last, .. } => last.is_retryable(),
+            e => e.is_retryable(),
+        }
+    }
+
     /// Whether running the same transaction again may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

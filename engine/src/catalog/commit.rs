@@ -442,7 +442,7 @@ impl<S: Store> Catalog<S> {
                         )
                         .await
                     {
-                        Err(e) if super::resolve::retryable(&e) => return Err(e),
+                        Err(e) if e.worth_retrying() => return Err(e),
                         result => results.push(result),
                     }
                 }

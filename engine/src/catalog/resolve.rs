@@ -55,14 +55,6 @@ pub enum Resolution {
     Held(HeldLease),
 }
 
-/// Whether a failed batch should be split and tried again.
-pub(super) fn retryable(e: &Error) -> bool {
-    match e {
-        Error::RetriesExhausted { last, .. } => last.is_retryable(),
-        e => e.is_retryable(),
-    }
-}
-
 fn count_takeover(resolved: &Result<Resolution>) {
     if let Ok(Resolution::Acquired(lease)) = resolved
         && lease.took_over
@@ -203,7 +195,7 @@ impl<S: Store> Catalog<S> {
                 for req in part {
                     match self.acquire_in(&tx, req).await {
                         // The transaction itself failed: retried (split) as a whole.
-                        Err(e) if retryable(&e) => return Err(e),
+                        Err(e) if e.worth_retrying() => return Err(e),
                         // About this key only: its writes come last, so none were made.
                         result => results.push(result),
                     }
@@ -218,7 +210,7 @@ impl<S: Store> Catalog<S> {
                         out[begin + i] = Some(r);
                     }
                 }
-                Err(e) if retryable(&e) => {
+                Err(e) if e.worth_retrying() => {
                     let mid = begin + (end - begin) / 2;
                     todo.push((mid, end));
                     todo.push((begin, mid));
