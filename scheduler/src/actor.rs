@@ -293,23 +293,10 @@ impl SchedulerState {
                 lease,
             } => self.dispatch_job(myself, flight, leader, lease),
             Action::Release { lease } => self.release_lease(lease),
-            Action::Reply {
-                call,
-                output,
-                status,
-                waited_for,
-                ran,
-                cache_error,
-            } => {
-                self.reply_all(vec![Replying {
-                    call,
-                    output,
-                    status,
-                    waited_for,
-                    ran,
-                    cache_error,
-                }])
-                .await
+            reply @ Action::Reply { .. } => {
+                if let Ok(r) = Replying::from_action(reply) {
+                    self.reply_all(vec![r]).await;
+                }
             }
         }
     }
@@ -636,6 +623,32 @@ struct Replying {
     cache_error: Option<String>,
 }
 
+impl Replying {
+    /// The answer `action` gives, or `action` itself when it is not an answer (handed straight
+    /// back to the caller, so its size costs nothing).
+    #[allow(clippy::result_large_err)]
+    fn from_action(action: Action) -> Result<Replying, Action> {
+        match action {
+            Action::Reply {
+                call,
+                output,
+                status,
+                waited_for,
+                ran,
+                cache_error,
+            } => Ok(Replying {
+                call,
+                output,
+                status,
+                waited_for,
+                ran,
+                cache_error,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
 impl Actor for Scheduler {
     type Msg = SchedulerMsg;
     type State = SchedulerState;
@@ -723,23 +736,9 @@ impl Actor for Scheduler {
                 state.joined(call, leader);
             }
             for action in actions {
-                match action {
-                    Action::Reply {
-                        call,
-                        output,
-                        status,
-                        waited_for,
-                        ran,
-                        cache_error,
-                    } => replies.push(Replying {
-                        call,
-                        output,
-                        status,
-                        waited_for,
-                        ran,
-                        cache_error,
-                    }),
-                    action => {
+                match Replying::from_action(action) {
+                    Ok(reply) => replies.push(reply),
+                    Err(action) => {
                         if !replies.is_empty() {
                             state.reply_all(std::mem::take(&mut replies)).await;
                         }
