@@ -408,72 +408,25 @@ impl<S: Store> Catalog<S> {
     /// One transaction for `batch`, split on conflicts (see [`Catalog::commit_grouped`]).
     async fn commit_many(&self, batch: &[Queued]) -> Vec<Result<Committed>> {
         let chunk_bytes = self.inner.config.chunk_bytes.max(1);
-        let once = crate::store::RetryPolicy {
-            max_attempts: 1,
-            ..self.inner.config.retry.clone()
-        };
-        let mut out: Vec<Option<Result<Committed>>> = (0..batch.len()).map(|_| None).collect();
-        let mut todo = vec![(0, batch.len())];
-        while let Some((begin, end)) = todo.pop() {
-            if end <= begin {
-                continue;
-            }
-            if end - begin == 1 {
-                let q = &batch[begin];
-                out[begin] = Some(
-                    self.commit_visible(&q.key, &q.lease, &q.output, q.max_age, chunk_bytes, false)
-                        .await,
-                );
-                continue;
-            }
-            let part = &batch[begin..end];
-            let tried = transact(&self.inner.store, &once, |tx| async move {
-                let mut results = Vec::with_capacity(part.len());
-                for q in part {
-                    match self
-                        .commit_in(
-                            &tx,
-                            &q.key,
-                            &q.lease,
-                            &q.output,
-                            q.max_age,
-                            chunk_bytes,
-                            false,
-                        )
-                        .await
-                    {
-                        Err(e) if e.worth_retrying() => return Err(e),
-                        result => results.push(result),
-                    }
-                }
-                Ok(results)
-            })
-            .await;
-            match tried {
-                Ok(results) => {
-                    for (i, r) in results.into_iter().enumerate() {
-                        out[begin + i] = Some(r);
-                    }
-                }
-                // Split, including an outage that outlasted the policy: single commits then
-                // report it, each for itself.
-                Err(_) => {
-                    let mid = begin + (end - begin) / 2;
-                    todo.push((mid, end));
-                    todo.push((begin, mid));
-                }
-            }
-        }
-        out.into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Error::Backend {
-                        backend: "catalog",
-                        detail: "a grouped commit left an output uncommitted".into(),
-                    })
-                })
-            })
-            .collect()
+        super::batch::each_in_batches(
+            &self.inner.store,
+            &self.inner.config.retry,
+            batch,
+            |tx, q| async move {
+                self.commit_in(
+                    &tx,
+                    &q.key,
+                    &q.lease,
+                    &q.output,
+                    q.max_age,
+                    chunk_bytes,
+                    false,
+                )
+                .await
+            },
+            |q| self.commit_visible(&q.key, &q.lease, &q.output, q.max_age, chunk_bytes, false),
+        )
+        .await
     }
 
     /// Ends `lease` with the outcome of the execution that held it: stores an output (first

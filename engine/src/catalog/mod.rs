@@ -18,6 +18,7 @@
 //! The catalog never runs tasks itself except in [`Catalog::call`], the whole protocol for one
 //! in-process call, which the actor runtime splits between schedulers and workers.
 
+mod batch;
 mod beat;
 mod call;
 mod canonical;

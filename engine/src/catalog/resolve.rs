@@ -9,7 +9,7 @@ use super::records::{
 use super::{CacheKey, Catalog, duration_ms};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
-use crate::store::{RetryPolicy, Store, Transaction, read, transact};
+use crate::store::{Store, Transaction, read, transact};
 use std::time::Duration;
 
 /// One resolve.
@@ -61,14 +61,6 @@ fn count_takeover(resolved: &Result<Resolution>) {
     {
         crate::telemetry::metrics::lease_taken_over();
     }
-}
-
-/// Never produced: every slot of a batch is filled before it returns.
-fn unreachable_result() -> Result<Resolution> {
-    Err(Error::Backend {
-        backend: "catalog",
-        detail: "a batched acquire left a request unanswered".into(),
-    })
 }
 
 impl<S: Store> Catalog<S> {
@@ -157,14 +149,19 @@ impl<S: Store> Catalog<S> {
     /// is live (committed since any lookup), or acquires the lease, or reports its holder.
     /// Callers that already looked the key up call this directly.
     pub async fn acquire(&self, req: &ResolveRequest<'_>) -> Result<Resolution> {
-        let resolved = transact(
+        let resolved = self.acquire_alone(req).await;
+        count_takeover(&resolved);
+        resolved
+    }
+
+    /// [`Catalog::acquire`]'s transaction (takeovers not counted yet).
+    async fn acquire_alone(&self, req: &ResolveRequest<'_>) -> Result<Resolution> {
+        transact(
             &self.inner.store,
             &self.inner.config.retry,
             |tx| async move { self.acquire_in(&tx, req).await },
         )
-        .await;
-        count_takeover(&resolved);
-        resolved
+        .await
     }
 
     /// [`Catalog::acquire`] for many keys in one transaction: what a scheduler does with every
@@ -174,61 +171,18 @@ impl<S: Store> Catalog<S> {
     /// single keys retried as [`Catalog::acquire`] does: a conflict on one key never fails
     /// the others.
     pub async fn acquire_many(&self, reqs: &[ResolveRequest<'_>]) -> Vec<Result<Resolution>> {
-        if reqs.is_empty() {
-            return Vec::new();
+        let results = super::batch::each_in_batches(
+            &self.inner.store,
+            &self.inner.config.retry,
+            reqs,
+            |tx, req| async move { self.acquire_in(&tx, req).await },
+            |req| self.acquire_alone(req),
+        )
+        .await;
+        for r in &results {
+            count_takeover(r);
         }
-        let once = RetryPolicy {
-            max_attempts: 1,
-            ..self.inner.config.retry.clone()
-        };
-        let mut out: Vec<Option<Result<Resolution>>> = (0..reqs.len()).map(|_| None).collect();
-        // Ranges of `reqs` still to do; a range that conflicts is split.
-        let mut todo = vec![(0, reqs.len())];
-        while let Some((begin, end)) = todo.pop() {
-            if end - begin == 1 {
-                out[begin] = Some(self.acquire(&reqs[begin]).await);
-                continue;
-            }
-            let part = &reqs[begin..end];
-            let tried = transact(&self.inner.store, &once, |tx| async move {
-                let mut results = Vec::with_capacity(part.len());
-                for req in part {
-                    match self.acquire_in(&tx, req).await {
-                        // The transaction itself failed: retried (split) as a whole.
-                        Err(e) if e.worth_retrying() => return Err(e),
-                        // About this key only: its writes come last, so none were made.
-                        result => results.push(result),
-                    }
-                }
-                Ok(results)
-            })
-            .await;
-            match tried {
-                Ok(results) => {
-                    for (i, r) in results.into_iter().enumerate() {
-                        count_takeover(&r);
-                        out[begin + i] = Some(r);
-                    }
-                }
-                Err(e) if e.worth_retrying() => {
-                    let mid = begin + (end - begin) / 2;
-                    todo.push((mid, end));
-                    todo.push((begin, mid));
-                }
-                Err(e) => {
-                    let why = e.to_string();
-                    for slot in &mut out[begin..end] {
-                        *slot = Some(Err(Error::Backend {
-                            backend: "catalog",
-                            detail: format!("acquiring a batch of leases failed: {why}"),
-                        }));
-                    }
-                }
-            }
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(unreachable_result))
-            .collect()
+        results
     }
 
     /// The read-write half of a resolve, in `tx`: returns the entry if one is live, or
