@@ -200,12 +200,17 @@ async fn resolve(
         Ok(None) | Err(cairn_engine::Error::Corrupt { .. }) => Box::pin(catalog.acquire(req)).await,
         Err(e) => Err(e),
     };
+    lookup_of(resolved, req.key)
+}
+
+/// What the machine is told of a resolution of `key` (a store failure runs the call uncached).
+fn lookup_of(resolved: cairn_engine::Result<Resolution>, key: &CacheKey) -> Lookup {
     match resolved {
         Ok(Resolution::Hit(hit)) => Lookup::Hit(hit.output),
         Ok(Resolution::Acquired(lease)) => Lookup::Acquired(lease),
         Ok(Resolution::Held(held)) => Lookup::Held(held),
         Err(e) => {
-            tracing::warn!(error = %e, key = %req.key.digest, "cache lookup failed; running uncached");
+            tracing::warn!(error = %e, key = %key.digest, "cache lookup failed; running uncached");
             Lookup::Failed(StoreFailure::from(&e))
         }
     }
@@ -362,15 +367,7 @@ impl SchedulerState {
                     .collect();
                 let results = catalog.acquire_many(&reqs).await;
                 for ((flight, asking, span), result) in batch.iter().zip(results) {
-                    let lookup = match result {
-                        Ok(Resolution::Hit(hit)) => Lookup::Hit(hit.output),
-                        Ok(Resolution::Acquired(lease)) => Lookup::Acquired(lease),
-                        Ok(Resolution::Held(held)) => Lookup::Held(held),
-                        Err(e) => {
-                            tracing::warn!(error = %e, key = %asking.key.digest, "cache lookup failed; running uncached");
-                            Lookup::Failed(StoreFailure::from(&e))
-                        }
-                    };
+                    let lookup = lookup_of(result, &asking.key);
                     record_outcome(span, &lookup);
                     outcomes.push((*flight, lookup));
                 }
