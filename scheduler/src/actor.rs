@@ -7,7 +7,7 @@
 //! acquired expire after their TTL (or are failed by the worker running them).
 
 use crate::machine::{
-    Action, CallId, FlightKey, Input, Lookup, Machine, StoreFailure, WaitOutcome,
+    Action, CallId, FlightKey, Input, Lookup, Machine, Reply, StoreFailure, WaitOutcome,
 };
 use cairn_engine::catalog::{
     Answer, CacheKey, CacheStatus, Catalog, ExecutionRecord, HeldLease, Lease, Resolution,
@@ -298,11 +298,7 @@ impl SchedulerState {
                 lease,
             } => self.dispatch_job(myself, flight, leader, lease),
             Action::Release { lease } => self.release_lease(lease),
-            reply @ Action::Reply { .. } => {
-                if let Ok(r) = Replying::from_action(reply) {
-                    self.reply_all(vec![r]).await;
-                }
-            }
+            Action::Reply(reply) => self.reply_all(vec![reply]).await,
         }
     }
 
@@ -489,7 +485,7 @@ impl SchedulerState {
     /// Answers calls, in one pass: their execution records are queued as one batch (before any
     /// caller hears back, so a run that flushes records after its last call returns finds every
     /// call's record), then every caller is answered.
-    async fn reply_all(&mut self, replies: Vec<Replying>) {
+    async fn reply_all(&mut self, replies: Vec<Reply>) {
         let mut records = Vec::with_capacity(replies.len());
         let mut answers = Vec::with_capacity(replies.len());
         // What the answered calls leave behind is dropped after the answers go out.
@@ -515,8 +511,8 @@ impl SchedulerState {
     }
 
     /// The answer to one call, its execution record, and where the answer goes.
-    fn answer(&mut self, r: Replying, now: Instant) -> Option<Answered> {
-        let Replying {
+    fn answer(&mut self, r: Reply, now: Instant) -> Option<Answered> {
+        let Reply {
             call,
             mut output,
             mut status,
@@ -610,42 +606,6 @@ type Answered = (
     (Box<CallRequest>, tracing::Span, Option<Joined>),
 );
 
-/// An answer the machine decided on ([`Action::Reply`]'s fields).
-struct Replying {
-    call: CallId,
-    output: Result<Arc<[u8]>, TaskError>,
-    status: CacheStatus,
-    waited_for: Option<String>,
-    ran: bool,
-    cache_error: Option<String>,
-}
-
-impl Replying {
-    /// The answer `action` gives, or `action` itself when it is not an answer (handed straight
-    /// back to the caller, so its size costs nothing).
-    #[allow(clippy::result_large_err)]
-    fn from_action(action: Action) -> Result<Replying, Action> {
-        match action {
-            Action::Reply {
-                call,
-                output,
-                status,
-                waited_for,
-                ran,
-                cache_error,
-            } => Ok(Replying {
-                call,
-                output,
-                status,
-                waited_for,
-                ran,
-                cache_error,
-            }),
-            other => Err(other),
-        }
-    }
-}
-
 impl Actor for Scheduler {
     type Msg = SchedulerMsg;
     type State = SchedulerState;
@@ -733,9 +693,9 @@ impl Actor for Scheduler {
                 state.joined(call, leader);
             }
             for action in actions {
-                match Replying::from_action(action) {
-                    Ok(reply) => replies.push(reply),
-                    Err(action) => {
+                match action {
+                    Action::Reply(reply) => replies.push(reply),
+                    action => {
                         if !replies.is_empty() {
                             state.reply_all(std::mem::take(&mut replies)).await;
                         }

@@ -144,21 +144,25 @@ pub enum Action {
         lease: Lease,
     },
     /// Answer a call.
-    Reply {
-        /// The call.
-        call: CallId,
-        /// Output bytes (one copy, shared by every call of a flight) or error.
-        output: Result<Arc<[u8]>, TaskError>,
-        /// Its cache status.
-        status: CacheStatus,
-        /// The execution it waited for, if it did.
-        waited_for: Option<String>,
-        /// The task's body ran for this call (whatever the status: a holder whose output lost
-        /// to one stored first reports `Hit`, yet its body ran).
-        ran: bool,
-        /// Why the cache could not be read or written (LookupFailure, PutFailure).
-        cache_error: Option<String>,
-    },
+    Reply(Reply),
+}
+
+/// The answer to one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The call.
+    pub call: CallId,
+    /// Output bytes (one copy, shared by every call of a flight) or error.
+    pub output: Result<Arc<[u8]>, TaskError>,
+    /// Its cache status.
+    pub status: CacheStatus,
+    /// The execution it waited for, if it did.
+    pub waited_for: Option<String>,
+    /// The task's body ran for this call (whatever the status: a holder whose output lost
+    /// to one stored first reports `Hit`, yet its body ran).
+    pub ran: bool,
+    /// Why the cache could not be read or written (LookupFailure, PutFailure).
+    pub cache_error: Option<String>,
 }
 
 /// Whether a flight's leader ran the task body.
@@ -272,14 +276,14 @@ impl Machine {
                 call,
                 flight: None,
                 report,
-            } => vec![Action::Reply {
+            } => vec![Action::Reply(Reply {
                 call,
                 output: report.output.map(Arc::from),
                 status: CacheStatus::Disabled,
                 waited_for: None,
                 ran: report.attempts > 0,
                 cache_error: None,
-            }],
+            })],
             Input::JobDone {
                 flight: Some(key),
                 report,
@@ -327,14 +331,14 @@ impl Machine {
         let Some(mut f) = self.flights.remove(&key) else {
             return Vec::new();
         };
-        let mut actions = vec![Action::Reply {
+        let mut actions = vec![Action::Reply(Reply {
             call: f.leader,
             output: report.output.map(Arc::from),
             status: report.status,
             waited_for: None,
             ran: report.attempts > 0,
             cache_error: None,
-        }];
+        })];
         if !f.joiners.is_empty() {
             f.leader = f.joiners.remove(0);
             f.stage = Stage::Resolving;
@@ -429,7 +433,7 @@ impl Machine {
                 let (output, status) = answer(is_leader);
                 let cache_failed =
                     matches!(status, CacheStatus::LookupFailure | CacheStatus::PutFailure);
-                Action::Reply {
+                Action::Reply(Reply {
                     call,
                     output,
                     status,
@@ -437,7 +441,7 @@ impl Machine {
                     ran: is_leader && ran == Ran::Leader,
                     // Why the cache failed a call, or what its leader's commit repaired.
                     cache_error: cache_error.clone().filter(|_| cache_failed || is_leader),
-                }
+                })
             })
             .collect()
     }
@@ -479,12 +483,12 @@ mod tests {
         let mut r: Vec<_> = actions
             .iter()
             .filter_map(|a| match a {
-                Action::Reply {
+                Action::Reply(Reply {
                     call,
                     status,
                     output,
                     ..
-                } => Some((*call, *status, output.clone().map(|o| o.to_vec()))),
+                }) => Some((*call, *status, output.clone().map(|o| o.to_vec()))),
                 _ => None,
             })
             .collect();
@@ -531,11 +535,11 @@ mod tests {
         assert!(matches!(
             &actions[..],
             [
-                Action::Reply {
+                Action::Reply(Reply {
                     call: 1,
                     output: Err(TaskError::Cancelled { .. }),
                     ..
-                },
+                }),
                 Action::Resolve { leader: 2, .. }
             ]
         ));
@@ -635,9 +639,9 @@ mod tests {
         let r = replies(&actions);
         assert!(r.iter().all(|(_, s, _)| *s == CacheStatus::Waited));
         assert!(
-            actions
-                .iter()
-                .all(|a| matches!(a, Action::Reply { waited_for: Some(e), .. } if e == "e0"))
+            actions.iter().all(
+                |a| matches!(a, Action::Reply(Reply { waited_for: Some(e), .. }) if e == "e0")
+            )
         );
     }
 
