@@ -3,7 +3,8 @@
 use crate::error::Error;
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::{Catalog, CatalogConfig};
-use cairn_engine::clock::SystemClock;
+use cairn_engine::clock::{Clock, SystemClock};
+use cairn_engine::entropy::Entropy;
 use cairn_engine::nodes::{Incarnation, Nodes};
 use cairn_engine::runs::{Cancellations, Ended, RunLimits, Runs};
 use cairn_engine::schedule::{ScheduleSpec, Schedules};
@@ -19,7 +20,8 @@ use serde::de::DeserializeOwned;
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 enum StoreSource {
     Url(String),
@@ -43,6 +45,8 @@ pub struct NodeBuilder {
     call_limits: CallLimits,
     cancel_grace: Duration,
     expiry_every: Option<Duration>,
+    clock: Arc<dyn Clock>,
+    entropy: Entropy,
     error: Option<Error>,
 }
 
@@ -54,6 +58,20 @@ impl NodeBuilder {
     /// name and process id otherwise.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// The wall clock the node stamps entries, expiry, runs and schedules with (default: the
+    /// system's). Durations (lease TTLs, timeouts) are measured on tokio's clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where the node's randomness comes from: execution and operation ids, node tokens,
+    /// jitter (default: the operating system's). A seeded one makes a simulation replayable.
+    pub fn entropy(mut self, entropy: Entropy) -> Self {
+        self.entropy = entropy;
         self
     }
 
@@ -183,8 +201,11 @@ impl NodeBuilder {
             StoreSource::Open(store) => (store, None),
         };
         let name = self.name.unwrap_or_else(|| default_name(url.as_deref()));
-        let catalog = Catalog::with(store, Arc::new(SystemClock), self.config);
-        let nodes = Nodes::new(catalog.store().clone(), Arc::new(SystemClock));
+        let mut config = self.config;
+        config.retry.entropy = self.entropy.clone();
+        let catalog = Catalog::with(store, self.clock.clone(), config);
+        let nodes =
+            Nodes::new(catalog.store().clone(), self.clock.clone()).with_entropy(self.entropy.clone());
         let me = nodes.start(&name, self.keeper.ttl).await?;
         catalog.liveness().set_me(me.clone());
         // Earlier incarnations of other nodes are known superseded from the first call.
@@ -222,12 +243,10 @@ impl NodeBuilder {
         let scheduler = SchedulerHandle::start(&name, catalog.clone(), dispatch, self.shards)
             .await
             .map_err(spawn_err("schedulers"))?;
-        let schedules = Schedules::new(catalog.store().clone(), Arc::new(SystemClock));
-        let runs = Runs::with_limits(
-            catalog.store().clone(),
-            Arc::new(SystemClock),
-            self.run_limits,
-        );
+        let schedules = Schedules::new(catalog.store().clone(), self.clock.clone())
+            .with_entropy(self.entropy.clone());
+        let runs = Runs::with_limits(catalog.store().clone(), self.clock.clone(), self.run_limits)
+            .with_entropy(self.entropy.clone());
         for spec in &self.schedules {
             if !self.workflows.contains(&spec.workflow) {
                 return Err(Error::InvalidInput {
@@ -383,6 +402,8 @@ impl Node {
             call_limits: CallLimits::default(),
             expiry_every: Some(Duration::from_secs(60)),
             cancel_grace: Duration::from_millis(500),
+            clock: Arc::new(SystemClock),
+            entropy: Entropy::os(),
             error: None,
         }
     }

@@ -21,6 +21,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod digest;
+pub mod entropy;
 pub mod error;
 pub mod keys;
 pub mod names;

@@ -111,11 +111,17 @@ impl<S: Store> Nodes<S> {
         }
     }
 
+    /// Draws node tokens and retry jitter from `entropy`.
+    pub fn with_entropy(mut self, entropy: crate::entropy::Entropy) -> Self {
+        self.retry.entropy = entropy;
+        self
+    }
+
     /// Starts a new incarnation of node `name` (its previous one, if any, is superseded).
     /// Idempotent under an unknown commit result: a retry that finds its own start returns it.
     pub async fn start(&self, name: &str, ttl: Duration) -> Result<Incarnation> {
         let started_at_ms = self.clock.now_ms();
-        let token = rand::random::<u64>();
+        let token = self.retry.entropy.next_u64();
         let incarnation = transact(&self.store, &self.retry, |tx| async move {
             let old = read(&tx, name).await?;
             if let Some(old) = &old

@@ -11,7 +11,7 @@ use crate::machine::{
 };
 use cairn_engine::catalog::{
     Answer, CacheKey, CacheStatus, Catalog, ExecutionRecord, HeldLease, Lease, Resolution,
-    ResolveRequest, new_execution_id,
+    ResolveRequest,
 };
 use cairn_engine::task::{Job, JobCache, JobReport, TaskError};
 use cairn_engine::telemetry::semconv as sc;
@@ -21,7 +21,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 /// A number as a span attribute: tracing hands unsigned integers to OpenTelemetry as strings,
@@ -231,11 +232,6 @@ fn record_outcome(span: &tracing::Span, outcome: &Lookup) {
     };
 }
 
-pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 impl SchedulerState {
     fn request(&self, call: CallId) -> Option<&Pending> {
@@ -647,9 +643,9 @@ impl Actor for Scheduler {
                         request,
                         reply,
                         span,
-                        execution: new_execution_id(),
+                        execution: state.args.catalog.new_execution_id(),
                         started: Instant::now(),
-                        started_ms: unix_ms(),
+                        started_ms: state.args.catalog.now_ms(),
                         joined: None,
                     },
                 );

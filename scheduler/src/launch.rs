@@ -211,7 +211,7 @@ impl Launcher {
             run_id: options
                 .run_id
                 .clone()
-                .unwrap_or_else(|| format!("run-{}", cairn_engine::catalog::new_execution_id())),
+                .unwrap_or_else(|| format!("run-{}", self.inner.catalog.new_execution_id())),
             workflow: request.workflow.clone(),
             project: options.project.clone(),
             domain: options.domain.clone(),

@@ -70,7 +70,7 @@ impl Runner {
             return;
         }
         tokio::spawn(async move {
-            let delay = rand::random::<u64>() % fire.jitter_ms;
+            let delay = self.schedules.entropy().next_u64() % fire.jitter_ms;
             tokio::time::sleep(Duration::from_millis(delay)).await;
             drop(self.launcher.execute(fire.run));
         });

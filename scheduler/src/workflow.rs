@@ -246,7 +246,7 @@ impl Ctx {
         let run_id: Arc<str> = options
             .run_id
             .clone()
-            .unwrap_or_else(|| format!("run-{}", cairn_engine::catalog::new_execution_id()))
+            .unwrap_or_else(|| format!("run-{}", scheduler.catalog().new_execution_id()))
             .into();
         Ctx {
             inner: Arc::new(Inner {
@@ -463,8 +463,8 @@ impl Ctx {
     ) -> Result<CallResult, bool> {
         let inner = &*self.inner;
         let catalog = inner.scheduler.catalog();
-        let started = std::time::Instant::now();
-        let started_ms = crate::actor::unix_ms();
+        let started = tokio::time::Instant::now();
+        let started_ms = catalog.now_ms();
         let resolve = tracing::info_span!(
             sc::SPAN_RESOLVE,
             { sc::CACHE_KEY } = %key.digest,
@@ -487,7 +487,7 @@ impl Ctx {
         };
         resolve.record(sc::RESOLVE_OUTCOME, "hit");
         drop(resolve);
-        let execution = cairn_engine::catalog::new_execution_id();
+        let execution = catalog.new_execution_id();
         let duration = started.elapsed();
         let call = tracing::Span::current();
         call.record(sc::EXECUTION, execution.as_str());

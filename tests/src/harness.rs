@@ -209,3 +209,62 @@ pub async fn blind_write<S: Store>(store: &S, key: &[u8], value: &[u8]) {
     .await
     .expect("write a record");
 }
+
+/// The in-memory store ([`cairn_engine::store::memory`]), the simulation's backend, under
+/// FoundationDB's limits. With `FAULTS`, seeded faults (seed `CAIRN_MEMORY_SEED`, default 1):
+/// one commit in 20 reported "maybe committed" (both ways), one in 20 refused as a conflict,
+/// and watch hints dropped, late or made up one time in 10 each.
+pub struct MemoryHarness<const FAULTS: bool> {
+    store: cairn_engine::store::memory::MemoryStore,
+    /// Only for `unreachable_url`: a memory store cannot be unreachable, so the URL check runs
+    /// on an embedded URL.
+    embedded: EmbeddedHarness,
+}
+
+/// [`MemoryHarness`] without faults: for suites that commit by hand.
+pub type MemoryOnly = MemoryHarness<false>;
+
+/// [`MemoryHarness`] with faults: for suites that go through the retry loop.
+pub type MemoryFaults = MemoryHarness<true>;
+
+impl<const FAULTS: bool> Harness for MemoryHarness<FAULTS> {
+    type S = cairn_engine::store::fdb_limits::FdbLimited<cairn_engine::store::memory::MemoryStore>;
+
+    async fn new() -> Self {
+        let seed = std::env::var("CAIRN_MEMORY_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        let store = cairn_engine::store::memory::MemoryStore::new(seed);
+        if FAULTS {
+            store.set_faults(cairn_engine::store::memory::Faults {
+                conflict: 0.05,
+                maybe_committed: 0.05,
+                watch_dropped: 0.1,
+                watch_late: 0.1,
+                watch_spurious: 0.1,
+                watch_delay: std::time::Duration::from_millis(50),
+                ..Default::default()
+            });
+        }
+        MemoryHarness {
+            store,
+            embedded: EmbeddedHarness::new().await,
+        }
+    }
+
+    async fn open(&self) -> Self::S {
+        cairn_engine::store::fdb_limits::FdbLimited::new(
+            self.store.handle(),
+            cairn_engine::store::fdb_limits::FdbLimitsConfig::default(),
+        )
+    }
+
+    async fn second_handle(&self, _first: &Self::S) -> Self::S {
+        self.open().await
+    }
+
+    fn unreachable_url(&self) -> (String, String) {
+        self.embedded.unreachable_url()
+    }
+}

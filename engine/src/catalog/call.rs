@@ -7,7 +7,8 @@ use super::{Answer, CacheKey, Catalog, Lease, Resolution, ResolveRequest, new_ex
 use crate::error::Result;
 use crate::store::Store;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// What a caller that waited does when the execution it waited for failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

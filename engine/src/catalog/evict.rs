@@ -104,7 +104,9 @@ pub(super) struct Doomed {
 /// Removes `batch` in `tx`: each entry's metadata, chunks and index rows (read from its
 /// metadata, or from its task index row when the metadata is corrupt), with a tombstone when
 /// given. One multi-key read of the metadata (which makes a concurrent commit of the same keys
-/// conflict), then only writes. Returns how many entries were removed.
+/// conflict) and, with a tombstone, of the tombstones; then only writes. Returns how many
+/// entries were removed: an entry found gone under this very tombstone (an earlier attempt of
+/// the same eviction committed, but its result was unknown) counts as removed.
 pub(super) async fn remove_batch<T: Transaction>(
     tx: &T,
     batch: &[Doomed],
@@ -114,12 +116,27 @@ pub(super) async fn remove_batch<T: Transaction>(
         .iter()
         .map(|b| keys::entry_part(&b.digest, entry_part::META))
         .collect();
-    let refs: Vec<&[u8]> = meta_keys.iter().map(Vec::as_slice).collect();
-    let metas = tx.get_many(&refs, false).await?;
+    let tomb_keys: Vec<Vec<u8>> = match tombstone {
+        Some(_) => batch
+            .iter()
+            .map(|b| keys::entry_part(&b.digest, entry_part::TOMBSTONE))
+            .collect(),
+        None => Vec::new(),
+    };
+    let refs: Vec<&[u8]> = meta_keys
+        .iter()
+        .chain(&tomb_keys)
+        .map(Vec::as_slice)
+        .collect();
+    let mut metas = tx.get_many(&refs, false).await?;
+    let tombs = metas.split_off(meta_keys.len());
     let mut removed = 0;
-    for ((doomed, meta_key), raw) in batch.iter().zip(&meta_keys).zip(metas) {
+    for (i, ((doomed, meta_key), raw)) in batch.iter().zip(&meta_keys).zip(metas).enumerate() {
         tx.clear(&doomed.row);
         let Some(raw) = raw else {
+            if tombstone.is_some() && tombs.get(i).and_then(Option::as_deref) == tombstone {
+                removed += 1; // by an earlier attempt of this eviction
+            }
             continue; // a stale row: the entry is gone already
         };
         let d = &doomed.digest;
@@ -176,6 +193,7 @@ impl<S: Store> Catalog<S> {
         let tombstone = encode(&Tombstone {
             evicted_at_ms: self.now_ms(),
             reason: scope.reason(),
+            op: Some(self.entropy().next_u64()),
         });
         let (begin, end, digest_of): (Vec<u8>, Vec<u8>, DigestOf) = match scope {
             EvictScope::Key(d) => {
@@ -326,7 +344,7 @@ impl<S: Store> Catalog<S> {
         let catalog = self.clone();
         tokio::spawn(async move {
             loop {
-                let jitter = 0.75 + rand::random::<f64>() * 0.5;
+                let jitter = 0.75 + catalog.entropy().next_f64() * 0.5;
                 tokio::time::sleep(every.mul_f64(jitter)).await;
                 match catalog.collect_expired().await {
                     Ok(0) => {}

@@ -66,7 +66,8 @@ pub struct CatalogConfig {
     pub max_output_bytes: usize,
     /// Output bytes per stored chunk (below the store's value limit).
     pub chunk_bytes: usize,
-    /// Retry policy of every catalog transaction.
+    /// Retry policy of every catalog transaction; its entropy is the catalog's (execution ids,
+    /// jitter).
     pub retry: RetryPolicy,
     /// Most execution records written in one transaction.
     pub record_batch: usize,
@@ -157,15 +158,31 @@ impl<S: Store> Catalog<S> {
         &self.inner.config
     }
 
-    fn now_ms(&self) -> i64 {
+    /// The time on the catalog's clock (Unix ms).
+    pub fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// The catalog's randomness (that of its retry policy).
+    pub fn entropy(&self) -> &crate::entropy::Entropy {
+        &self.inner.config.retry.entropy
+    }
+
+    /// A new execution id, from this catalog's clock and randomness.
+    pub fn new_execution_id(&self) -> String {
+        execution_id(self.now_ms(), self.entropy())
     }
 }
 
-/// A new execution id: time-ordered (milliseconds, then random bits), unique across nodes.
+/// A new execution id on the system clock and the operating system's randomness (tests and
+/// tools; a node's come from [`Catalog::new_execution_id`]).
 pub fn new_execution_id() -> String {
-    let ms = SystemClock.now_ms();
-    format!("{ms:012x}-{:016x}", rand::random::<u64>())
+    execution_id(SystemClock.now_ms(), &crate::entropy::Entropy::os())
+}
+
+/// An execution id: time-ordered (milliseconds, then random bits), unique across nodes.
+fn execution_id(ms: i64, entropy: &crate::entropy::Entropy) -> String {
+    format!("{ms:012x}-{:016x}", entropy.next_u64())
 }
 
 fn duration_ms(d: Duration) -> u64 {

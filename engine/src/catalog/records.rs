@@ -129,6 +129,10 @@ pub struct Tombstone {
     pub evicted_at_ms: i64,
     /// Why: by key, task, version, project, execution, or expiry.
     pub reason: String,
+    /// The eviction that left it: a retry after an unknown commit result finds its own
+    /// tombstone and counts the entry as removed by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<u64>,
 }
 
 /// The cache status of one task call.

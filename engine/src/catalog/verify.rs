@@ -66,6 +66,7 @@ impl<S: Store> Catalog<S> {
                 let tombstone = encode(&Tombstone {
                     evicted_at_ms: self.now_ms(),
                     reason: "verify: corrupt entry".into(),
+                    op: Some(self.entropy().next_u64()),
                 });
                 let doomed: Vec<Doomed> = found
                     .iter()

@@ -291,6 +291,12 @@ impl<S: Store> Runs<S> {
         }
     }
 
+    /// Draws retry jitter from `entropy`.
+    pub fn with_entropy(mut self, entropy: crate::entropy::Entropy) -> Self {
+        self.policy.entropy = entropy;
+        self
+    }
+
     /// The limits.
     pub fn limits(&self) -> &RunLimits {
         &self.limits

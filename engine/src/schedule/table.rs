@@ -257,6 +257,17 @@ impl<S: Store> Schedules<S> {
         }
     }
 
+    /// Draws operation ids and retry jitter from `entropy`.
+    pub fn with_entropy(mut self, entropy: crate::entropy::Entropy) -> Self {
+        self.retry.entropy = entropy;
+        self
+    }
+
+    /// The schedules' randomness.
+    pub fn entropy(&self) -> &crate::entropy::Entropy {
+        &self.retry.entropy
+    }
+
     /// The current time on the schedules' clock (Unix ms).
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
@@ -325,7 +336,7 @@ impl<S: Store> Schedules<S> {
     /// state and every tick it claims, so an attempt that finds its own id there returns the
     /// fires of the attempt that did commit instead of claiming (and losing) them again.
     pub async fn poll_one(&self, name: &str, instance: &Incarnation) -> Result<Vec<Fire>> {
-        let op: u64 = rand::random();
+        let op: u64 = self.retry.entropy.next_u64();
         let (fires, missed) = transact(&self.store, &self.retry, |tx| async move {
             let now = self.clock.now_ms();
             let Some(mut record) = read_record(&tx, name).await? else {

@@ -2,6 +2,7 @@
 
 use super::embedded::{EmbeddedStore, EmbeddedTx};
 use super::fdb_limits::{FdbLimited, FdbLimitedTx};
+use super::memory::{MemoryStore, MemoryTx};
 #[cfg(feature = "fdb")]
 use super::foundationdb::{FdbStore, FdbTx};
 use super::postgres::{PostgresStore, PostgresTx};
@@ -17,6 +18,10 @@ pub enum AnyStore {
     EmbeddedFdbLimits(FdbLimited<EmbeddedStore>),
     /// `postgres://…`.
     Postgres(PostgresStore),
+    /// `memory:`: in this process only (tests, the simulation).
+    Memory(MemoryStore),
+    /// In memory under FoundationDB's limits (the simulation).
+    MemoryFdbLimits(FdbLimited<MemoryStore>),
     /// `fdb:<cluster-file>`.
     #[cfg(feature = "fdb")]
     Fdb(FdbStore),
@@ -31,6 +36,10 @@ pub enum AnyTx {
     EmbeddedFdbLimits(FdbLimitedTx<EmbeddedTx>),
     /// On PostgreSQL.
     Postgres(PostgresTx),
+    /// In memory.
+    Memory(MemoryTx),
+    /// In memory under FoundationDB's limits.
+    MemoryFdbLimits(FdbLimitedTx<MemoryTx>),
     /// On FoundationDB.
     #[cfg(feature = "fdb")]
     Fdb(FdbTx),
@@ -53,6 +62,7 @@ impl AnyStore {
                     }
                 })
             }
+            StoreUrl::Memory => Ok(AnyStore::Memory(MemoryStore::default())),
             StoreUrl::Postgres {
                 conninfo,
                 pool_size,
@@ -89,6 +99,8 @@ macro_rules! each {
             AnyStore::Embedded($s) => $body,
             AnyStore::EmbeddedFdbLimits($s) => $body,
             AnyStore::Postgres($s) => $body,
+            AnyStore::Memory($s) => $body,
+            AnyStore::MemoryFdbLimits($s) => $body,
             #[cfg(feature = "fdb")]
             AnyStore::Fdb($s) => $body,
         }
@@ -101,6 +113,8 @@ macro_rules! each_tx {
             AnyTx::Embedded($t) => $body,
             AnyTx::EmbeddedFdbLimits($t) => $body,
             AnyTx::Postgres($t) => $body,
+            AnyTx::Memory($t) => $body,
+            AnyTx::MemoryFdbLimits($t) => $body,
             #[cfg(feature = "fdb")]
             AnyTx::Fdb($t) => $body,
         }
@@ -119,6 +133,8 @@ impl Store for AnyStore {
             AnyStore::Embedded(s) => AnyTx::Embedded(s.begin().await?),
             AnyStore::EmbeddedFdbLimits(s) => AnyTx::EmbeddedFdbLimits(s.begin().await?),
             AnyStore::Postgres(s) => AnyTx::Postgres(Box::pin(s.begin()).await?),
+            AnyStore::Memory(s) => AnyTx::Memory(s.begin().await?),
+            AnyStore::MemoryFdbLimits(s) => AnyTx::MemoryFdbLimits(s.begin().await?),
             #[cfg(feature = "fdb")]
             AnyStore::Fdb(s) => AnyTx::Fdb(s.begin().await?),
         })
@@ -129,6 +145,8 @@ impl Store for AnyStore {
             AnyStore::Embedded(s) => AnyTx::Embedded(s.begin_urgent().await?),
             AnyStore::EmbeddedFdbLimits(s) => AnyTx::EmbeddedFdbLimits(s.begin_urgent().await?),
             AnyStore::Postgres(s) => AnyTx::Postgres(Box::pin(s.begin_urgent()).await?),
+            AnyStore::Memory(s) => AnyTx::Memory(s.begin_urgent().await?),
+            AnyStore::MemoryFdbLimits(s) => AnyTx::MemoryFdbLimits(s.begin_urgent().await?),
             #[cfg(feature = "fdb")]
             AnyStore::Fdb(s) => AnyTx::Fdb(s.begin_urgent().await?),
         })
@@ -139,6 +157,8 @@ impl Store for AnyStore {
             AnyStore::Embedded(s) => AnyTx::Embedded(s.begin_read().await?),
             AnyStore::EmbeddedFdbLimits(s) => AnyTx::EmbeddedFdbLimits(s.begin_read().await?),
             AnyStore::Postgres(s) => AnyTx::Postgres(Box::pin(s.begin_read()).await?),
+            AnyStore::Memory(s) => AnyTx::Memory(s.begin_read().await?),
+            AnyStore::MemoryFdbLimits(s) => AnyTx::MemoryFdbLimits(s.begin_read().await?),
             #[cfg(feature = "fdb")]
             AnyStore::Fdb(s) => AnyTx::Fdb(s.begin_read().await?),
         })

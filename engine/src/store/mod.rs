@@ -7,7 +7,8 @@
 //!   isolation, snapshot reads, retryable conflicts, FoundationDB's size [`Limits`] everywhere);
 //! - [`transact`], the retry loop every caller uses;
 //! - change notifications ([`watch`]), the same wait-for-change algorithm over every backend;
-//! - the backends, one module each, and [`AnyStore`], which picks one from a URL;
+//! - the backends, one module each (`memory` is the in-process one with seeded faults that the
+//!   deterministic simulation runs on), and [`AnyStore`], which picks one from a URL;
 //! - [`fdb_limits`]: FoundationDB's limits (transaction lifetime, size with conflict ranges,
 //!   watch cap, "maybe committed") enforced on any backend, for the tests.
 //!
@@ -19,6 +20,7 @@ pub mod fdb_limits;
 #[cfg(feature = "fdb")]
 pub mod foundationdb;
 mod limits;
+pub mod memory;
 pub mod postgres;
 mod retry;
 mod url;

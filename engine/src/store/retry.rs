@@ -12,7 +12,8 @@ use super::{Store, Transaction};
 use crate::error::{Error, Result};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How [`transact`] retries.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct RetryPolicy {
     /// How long a store outage (lost connection, store unreachable) is waited out before the
     /// transaction fails.
     pub outage: Duration,
+    /// Where the backoff's jitter comes from.
+    pub entropy: crate::entropy::Entropy,
 }
 
 impl Default for RetryPolicy {
@@ -39,6 +42,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_millis(100),
             urgent: false,
             outage: Duration::from_secs(30),
+            entropy: crate::entropy::Entropy::os(),
         }
     }
 }
@@ -62,7 +66,7 @@ impl RetryPolicy {
         }
         let exp = initial.saturating_mul(1 << (attempt - 3).min(16)).min(max);
         // Full jitter: contenders that conflicted together do not come back together.
-        exp.mul_f64(rand::random::<f64>())
+        exp.mul_f64(self.entropy.next_f64())
     }
 }
 

@@ -5,7 +5,8 @@
 //!   `&seed=N`) also injects "maybe committed" into a fraction P of commits: for tests;
 //! - `postgres://user:pass@host:port/db[?pool_size=N&table=NAME&…]` — PostgreSQL; every other
 //!   query parameter is passed on to the driver;
-//! - `fdb:[<cluster-file>]` — FoundationDB (cargo feature `fdb`), default cluster file if empty.
+//! - `fdb:[<cluster-file>]` — FoundationDB (cargo feature `fdb`), default cluster file if empty;
+//! - `memory:` — a new, empty store in this process, gone when it exits (tests, experiments).
 
 use crate::error::Error;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub enum StoreUrl {
         /// The key/value table (created on first connect).
         table: String,
     },
+    /// In this process's memory.
+    Memory,
     /// FoundationDB.
     Fdb {
         /// The cluster file; `None` for the client's default.
@@ -194,6 +197,12 @@ impl FromStr for StoreUrl {
                 table,
             });
         }
+        if let Some(rest) = url.strip_prefix("memory:") {
+            if !rest.is_empty() {
+                return Err(bad(url, "memory: takes no directory or parameters"));
+            }
+            return Ok(StoreUrl::Memory);
+        }
         if let Some(rest) = url.strip_prefix("fdb:") {
             let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
             let mut max_watches = None;
@@ -220,7 +229,7 @@ impl FromStr for StoreUrl {
         }
         Err(bad(
             url,
-            "unknown backend; expected embedded:<dir>, postgres://… or fdb:<cluster-file>",
+            "unknown backend; expected embedded:<dir>, postgres://…, fdb:<cluster-file> or memory:",
         ))
     }
 }
