@@ -204,8 +204,8 @@ impl NodeBuilder {
         let mut config = self.config;
         config.retry.entropy = self.entropy.clone();
         let catalog = Catalog::with(store, self.clock.clone(), config);
-        let nodes =
-            Nodes::new(catalog.store().clone(), self.clock.clone()).with_entropy(self.entropy.clone());
+        let nodes = Nodes::new(catalog.store().clone(), self.clock.clone())
+            .with_entropy(self.entropy.clone());
         let me = nodes.start(&name, self.keeper.ttl).await?;
         catalog.liveness().set_me(me.clone());
         // Earlier incarnations of other nodes are known superseded from the first call.

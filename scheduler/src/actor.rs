@@ -232,7 +232,6 @@ fn record_outcome(span: &tracing::Span, outcome: &Lookup) {
     };
 }
 
-
 impl SchedulerState {
     fn request(&self, call: CallId) -> Option<&Pending> {
         self.calls.get(&call)

@@ -22,6 +22,13 @@ pub trait Harness: Sized {
 
     /// A URL of this backend that cannot be opened, and a fragment the error must contain.
     fn unreachable_url(&self) -> (String, String);
+
+    /// Whether the store reports some commits "maybe committed": then counts of removals are
+    /// lower bounds (an attempt whose commit was applied but reported unknown is not counted
+    /// by the retry that finds its work done), though what they remove is removed all the same.
+    fn injects_unknown_commits(&self) -> bool {
+        false
+    }
 }
 
 /// The embedded store in a temporary directory.
@@ -194,6 +201,10 @@ impl<const PER_MILLE: u32> Harness for FdbLimitsHarness<PER_MILLE> {
     fn unreachable_url(&self) -> (String, String) {
         self.embedded.unreachable_url()
     }
+
+    fn injects_unknown_commits(&self) -> bool {
+        PER_MILLE > 0
+    }
 }
 
 /// Sets `key` to `value` through the retry loop (a blind write is idempotent, so it is safe
@@ -266,5 +277,9 @@ impl<const FAULTS: bool> Harness for MemoryHarness<FAULTS> {
 
     fn unreachable_url(&self) -> (String, String) {
         self.embedded.unreachable_url()
+    }
+
+    fn injects_unknown_commits(&self) -> bool {
+        FAULTS
     }
 }

@@ -725,7 +725,12 @@ pub async fn journals_are_collected_after_their_retention<H: Harness>() {
     );
     assert!(catalog.lookup(&keys[0], None).await.unwrap().is_some());
     clock.advance(runs.limits().journal_retention.as_millis() as i64 + 1);
-    assert_eq!(runs.collect().await.unwrap().journal_entries, 3);
+    let collected = runs.collect().await.unwrap().journal_entries;
+    if h.injects_unknown_commits() {
+        assert!(collected <= 3, "{collected}");
+    } else {
+        assert_eq!(collected, 3);
+    }
     for key in &keys {
         assert!(
             catalog.lookup(key, None).await.unwrap().is_none(),

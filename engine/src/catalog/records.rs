@@ -120,6 +120,29 @@ pub struct LeaseRecord {
     /// W3C `traceparent` of the holder's call span, so that a waiter's span links to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// How the holder acquired it: by taking over a silent or gone holder's lease, or after a
+    /// failed holder (its error). Kept so that a retry of the acquisition after an unknown
+    /// commit result reports what the acquisition that committed found.
+    #[serde(default, skip_serializing_if = "Acquisition::is_plain")]
+    pub acquired: Acquisition,
+}
+
+/// How a lease was acquired; see [`LeaseRecord::acquired`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acquisition {
+    /// It took over a held lease.
+    #[serde(default)]
+    pub took_over: bool,
+    /// The error of the failed holder before it.
+    #[serde(default)]
+    pub previous_failure: Option<String>,
+}
+
+impl Acquisition {
+    /// Neither a takeover nor after a failure.
+    pub fn is_plain(&self) -> bool {
+        !self.took_over && self.previous_failure.is_none()
+    }
 }
 
 /// Left where an evicted entry was, so the next call reports `Evicted`.

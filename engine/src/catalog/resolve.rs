@@ -4,7 +4,7 @@
 use super::entry::{EntryView, Peek, assemble, is_live, live, read_chunks};
 use super::lease::{HeldLease, Lease};
 use super::records::{
-    EntryMeta, LeaseRecord, LeaseState, StoredMeta, decode, decode_borrowed, encode,
+    Acquisition, EntryMeta, LeaseRecord, LeaseState, StoredMeta, decode, decode_borrowed, encode,
 };
 use super::{CacheKey, Catalog, duration_ms};
 use crate::error::{Error, Result};
@@ -225,9 +225,13 @@ impl<S: Store> Catalog<S> {
                     if record.execution == req.execution && record.owner == req.owner =>
                 {
                     // Ours already: a retry after an unknown commit result.
-                    return Ok(Resolution::Acquired(
-                        self.lease_from(req, record, &view, None, false),
-                    ));
+                    return Ok(Resolution::Acquired(self.lease_from(
+                        req,
+                        record,
+                        &view,
+                        record.acquired.previous_failure.clone(),
+                        record.acquired.took_over,
+                    )));
                 }
                 LeaseState::Held => {
                     // Silent for a whole TTL on the caller's clock, or held by a node
@@ -262,6 +266,10 @@ impl<S: Store> Catalog<S> {
             overwrite: req.overwrite,
             state: LeaseState::Held,
             trace: req.trace.map(str::to_string),
+            acquired: Acquisition {
+                took_over,
+                previous_failure: previous_failure.clone(),
+            },
         };
         tx.set(lease_key, &encode(&record));
         if took_over || previous_failure.is_some() {

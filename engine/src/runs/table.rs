@@ -650,7 +650,8 @@ impl<S: Store> Runs<S> {
 
     /// Removes what ended runs leave behind once it is due: journals past their retention,
     /// expired idempotency keys, old cancellation notices. Bounded transactions; safe to run
-    /// on several nodes at once.
+    /// on several nodes at once. The counts are lower bounds when a commit's result was unknown
+    /// (its retry finds the work done and counts nothing); what is due is removed all the same.
     pub async fn collect(&self) -> Result<Collected> {
         let now = self.clock.now_ms();
         let mut done = Collected::default();

@@ -2,9 +2,9 @@
 
 use super::embedded::{EmbeddedStore, EmbeddedTx};
 use super::fdb_limits::{FdbLimited, FdbLimitedTx};
-use super::memory::{MemoryStore, MemoryTx};
 #[cfg(feature = "fdb")]
 use super::foundationdb::{FdbStore, FdbTx};
+use super::memory::{MemoryStore, MemoryTx};
 use super::postgres::{PostgresStore, PostgresTx};
 use super::{KeyValue, RangeOptions, Store, StoreCounters, StoreUrl, Subscription, Transaction};
 use crate::error::Result;

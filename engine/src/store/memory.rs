@@ -369,7 +369,9 @@ impl Store for MemoryStore {
                     faults.watch_delay.mul_f64(rng.random::<f64>()),
                 ))
             } else if rng.random_bool(faults.watch_late.min(1.0)) {
-                Some(WatchFault::Late(faults.watch_delay.mul_f64(rng.random::<f64>())))
+                Some(WatchFault::Late(
+                    faults.watch_delay.mul_f64(rng.random::<f64>()),
+                ))
             } else {
                 None
             }
@@ -495,8 +497,10 @@ impl MemoryTx {
         let stored = self.store.db.versions.lock().get(key, version);
         Ok(match st.adds.get(key) {
             Some(delta) => Some(
-                super::encode_counter(super::decode_counter(stored.as_deref()).wrapping_add(*delta))
-                    .to_vec(),
+                super::encode_counter(
+                    super::decode_counter(stored.as_deref()).wrapping_add(*delta),
+                )
+                .to_vec(),
             ),
             None => stored,
         })
@@ -515,7 +519,8 @@ impl MemoryTx {
             let stored = self.store.db.versions.lock().get(&key, version);
             let sum = super::decode_counter(stored.as_deref()).wrapping_add(delta);
             st.adds.remove(&key);
-            st.own.insert(key.clone(), Some(super::encode_counter(sum).to_vec()));
+            st.own
+                .insert(key.clone(), Some(super::encode_counter(sum).to_vec()));
             if !st.read_only {
                 st.reads.push((key.clone(), key_after(&key)));
             }
@@ -604,7 +609,12 @@ impl MemoryTx {
         for (k, delta) in std::mem::take(&mut st.adds) {
             let latest = versions.get(&k, version - 1);
             let sum = super::decode_counter(latest.as_deref()).wrapping_add(delta);
-            versions.write(&k, Some(Arc::from(&super::encode_counter(sum)[..])), version, horizon);
+            versions.write(
+                &k,
+                Some(Arc::from(&super::encode_counter(sum)[..])),
+                version,
+                horizon,
+            );
             keys.insert(k);
         }
         versions.version = version;
