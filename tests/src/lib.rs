@@ -13,3 +13,4 @@ mod fdb_suite;
 pub mod harness;
 pub mod runtime;
 pub mod schedule_suite;
+pub mod sim;

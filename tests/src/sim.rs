@@ -1,0 +1,711 @@
+//! Deterministic simulation of whole Cairn nodes.
+//!
+//! Each seed builds a [`turmoil`] world: N hosts, each running a real [`cairn::Node`] (scheduler
+//! actors, worker pool, catalog, recorder, beater, run keeper) on one shared in-memory database
+//! ([`MemoryStore`], FoundationDB's transaction model, under FoundationDB's limits), each through
+//! its own link that can be partitioned. Time is turmoil's virtual time (tokio's paused clock on
+//! every host); wall time is a per-node skewed clock on it; randomness is a per-node seeded
+//! [`Entropy`]. Everything runs on one thread, so a seed replays exactly: the test runs every
+//! seed twice and compares the hashes of the two traces.
+//!
+//! A seed enables a random subset of the workload and of the nemeses (swarm testing): identical
+//! key storms from every node, distinct keys, failing and panicking tasks with retries,
+//! evictions racing with calls, store faults (conflict storms, unknown commit results both ways,
+//! lost connections, latency, late/dropped/spurious watch hints), node crashes and restarts,
+//! partitions of a node from the store, and wall-clock jumps. A chaos phase is followed by a
+//! quiet phase (faults off, partitions healed, crashed nodes restarted) in which every node
+//! calls every key again: those calls must all complete, and agree.
+//!
+//! Invariants, checked at the end of each seed:
+//! - every answer a caller got for a key within one epoch (between two evictions of it) is the
+//!   same bytes, and in the last epoch the bytes of the stored entry;
+//! - executions of a key stay within one per epoch plus one per nemesis event and injected task
+//!   failure (without nemeses and failures: exactly one per epoch);
+//! - every call of the quiet phase completes, without error, within the phase.
+
+use cairn::{AnyStore, CallError, Node, RunOptions, TaskError};
+use cairn_engine::catalog::{CacheKey, Catalog, EvictScope};
+use cairn_engine::clock::Clock;
+use cairn_engine::entropy::Entropy;
+use cairn_engine::store::fdb_limits::{FdbLimited, FdbLimitsConfig};
+use cairn_engine::store::memory::{Faults, MemoryStore};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Project and domain of every simulated call.
+const PROJECT: &str = "sim";
+const DOMAIN: &str = "d";
+
+/// Which parts of the workload and which nemeses a seed enables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swarm {
+    /// Many calls of few keys from every node at once.
+    pub storms: bool,
+    /// Calls of a task that fails or panics on some attempts (it has one retry).
+    pub failing: bool,
+    /// Evictions of keys racing with calls.
+    pub evictions: bool,
+    /// Conflict storms, unknown commit results, lost connections.
+    pub store_faults: bool,
+    /// Store latency.
+    pub latency: bool,
+    /// Late, dropped and spurious watch hints.
+    pub watch_faults: bool,
+    /// Node crashes and restarts.
+    pub crashes: bool,
+    /// A node cut off from the store for a while.
+    pub partitions: bool,
+    /// Wall clocks jumping.
+    pub clock_jumps: bool,
+}
+
+impl Swarm {
+    /// A random subset, drawn from `rng`.
+    fn draw(rng: &mut StdRng) -> Self {
+        Swarm {
+            storms: rng.random_bool(0.6),
+            failing: rng.random_bool(0.4),
+            evictions: rng.random_bool(0.3),
+            store_faults: rng.random_bool(0.4),
+            latency: rng.random_bool(0.4),
+            watch_faults: rng.random_bool(0.3),
+            crashes: rng.random_bool(0.3),
+            partitions: rng.random_bool(0.25),
+            clock_jumps: rng.random_bool(0.2),
+        }
+    }
+
+    fn nemeses(&self) -> bool {
+        self.crashes || self.partitions || self.clock_jumps
+    }
+}
+
+/// What one seed did and found.
+#[derive(Debug, Clone)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// What it enabled.
+    pub swarm: Swarm,
+    /// Hash of the whole trace: equal for two runs of one seed.
+    pub trace_hash: u64,
+    /// Events in the trace.
+    pub events: usize,
+    /// Invariants broken (empty: none).
+    pub violations: Vec<String>,
+    /// The last events before the end, readable.
+    pub tail: Vec<String>,
+    /// Task executions, answers, and nemesis events.
+    pub executions: usize,
+    /// Answers callers got.
+    pub answers: usize,
+    /// Crashes, partitions and clock jumps.
+    pub nemesis_events: usize,
+}
+
+/// One answer a caller got.
+#[derive(Debug, Clone)]
+struct Answer {
+    key: u64,
+    quiet: bool,
+    epoch: u64,
+    result: Result<Vec<u8>, String>,
+}
+
+/// The state every host and task of one seed shares (one thread: `Rc`, `RefCell`).
+struct World {
+    rng: RefCell<StdRng>,
+    trace: RefCell<Vec<String>>,
+    hash: RefCell<xxhash_rust::xxh3::Xxh3>,
+    executions: RefCell<BTreeMap<u64, u64>>,
+    failures_injected: RefCell<BTreeMap<u64, u64>>,
+    answers: RefCell<Vec<Answer>>,
+    epochs: RefCell<BTreeMap<u64, u64>>,
+    next_execution: RefCell<u64>,
+    quiet: RefCell<bool>,
+    failing: bool,
+}
+
+thread_local! {
+    static WORLD: RefCell<Option<Rc<World>>> = const { RefCell::new(None) };
+}
+
+fn world() -> Rc<World> {
+    WORLD.with(|w| w.borrow().clone().expect("inside a simulation"))
+}
+
+impl World {
+    fn event(&self, line: String) {
+        self.event_at(turmoil::sim_elapsed().unwrap_or_default(), line);
+    }
+
+    /// An event of the driver (outside any host), at virtual time `at`.
+    fn event_at(&self, at: Duration, line: String) {
+        let at = at.as_millis();
+        let line = format!("{at:>7} {line}");
+        self.hash.borrow_mut().update(line.as_bytes());
+        self.hash.borrow_mut().update(b"\n");
+        let mut trace = self.trace.borrow_mut();
+        trace.push(line);
+        if trace.len() > 4_000 {
+            trace.drain(..2_000);
+        }
+    }
+
+    fn draw(&self, below: u64) -> u64 {
+        self.rng.borrow_mut().random_range(0..below.max(1))
+    }
+}
+
+/// Notes an execution of `task` for key id `id` in the world; returns its number, its pause
+/// and (for `flaky`) its roll. Synchronous, so that no task future holds the world.
+fn begin_execution(task: &str, id: u64) -> (u64, u64, u64) {
+    let w = world();
+    let n = {
+        let mut next = w.next_execution.borrow_mut();
+        *next += 1;
+        *next
+    };
+    *w.executions.borrow_mut().entry(id).or_default() += 1;
+    let roll = if *w.quiet.borrow() { 9 } else { w.draw(10) };
+    if task == "flaky" && roll < 3 {
+        *w.failures_injected.borrow_mut().entry(id).or_default() += 1;
+    }
+    w.event(format!("exec {task} id={id} n={n} roll={roll}"));
+    (n, w.draw(300), roll)
+}
+
+/// The cached task every workload calls: its output names the execution that produced it, so
+/// two executions' outputs always differ.
+#[cairn::task(cache = true, cache_version = "1", lease_ttl = "2s")]
+async fn work(key: u64) -> Vec<u8> {
+    let (n, pause, _) = begin_execution("work", key);
+    tokio::time::sleep(Duration::from_millis(pause)).await;
+    format!("k{key}-n{n}").into_bytes()
+}
+
+/// A cached task that fails or panics on some attempts; it has one retry.
+#[cairn::task(cache = true, cache_version = "1", lease_ttl = "2s", retries = 1)]
+async fn flaky(key: u64) -> Result<Vec<u8>, String> {
+    let (n, pause, roll) = begin_execution("flaky", 1_000 + key);
+    tokio::time::sleep(Duration::from_millis(pause / 3)).await;
+    match roll {
+        0 | 1 => Err(format!("injected failure of execution {n}")),
+        2 => panic!("injected panic of execution {n}"),
+        _ => Ok(format!("f{key}-n{n}").into_bytes()),
+    }
+}
+
+/// Wall time on turmoil's virtual clock, skewed per node (and jumped by the nemesis).
+struct SimClock {
+    skew_ms: Arc<AtomicI64>,
+}
+
+/// Where every seed's virtual wall clock starts.
+const EPOCH_MS: i64 = 1_790_000_000_000;
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        let since = turmoil::sim_elapsed().unwrap_or_default();
+        EPOCH_MS + since.as_millis() as i64 + self.skew_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// One operation of a node's workload.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Call(u64),
+    Flaky(u64),
+    Evict(u64),
+    Pause(u64),
+}
+
+/// How long the chaos phase lasts (virtual time).
+const CHAOS: Duration = Duration::from_secs(8);
+/// How long the quiet phase may take: every quiet call must be answered within it.
+const QUIET: Duration = Duration::from_secs(20);
+/// Steps of virtual time.
+const TICK: Duration = Duration::from_millis(5);
+
+/// The cache key of `work(key)` (`key` < 1,000) or `flaky(key - 1,000)`.
+fn cache_key_of(id: u64) -> CacheKey {
+    use cairn::Task;
+    let (spec, inputs) = if id < 1_000 {
+        (work.spec(), work.key_inputs(&id))
+    } else {
+        (flaky.spec(), flaky.key_inputs(&(id - 1_000)))
+    };
+    spec.cache_key(PROJECT, DOMAIN, inputs.expect("key inputs"))
+        .expect("a cache key")
+}
+
+/// Keeps the injected panics of `flaky` off the output (any other panic is printed).
+fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let injected = info
+                .payload()
+                .downcast_ref::<String>()
+                .is_some_and(|m| m.starts_with("injected panic"));
+            if !injected {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Runs one seed and checks its invariants.
+pub fn run_seed(seed: u64) -> SeedReport {
+    quiet_injected_panics();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let swarm = Swarm::draw(&mut rng);
+    let nodes = rng.random_range(2..=4usize);
+    let keys: u64 = if swarm.storms {
+        rng.random_range(1..=3)
+    } else {
+        rng.random_range(4..=12)
+    };
+    let the_world = Rc::new(World {
+        rng: RefCell::new(StdRng::seed_from_u64(seed ^ 0x5EED)),
+        trace: RefCell::new(Vec::new()),
+        hash: RefCell::new(xxhash_rust::xxh3::Xxh3::new()),
+        executions: RefCell::new(BTreeMap::new()),
+        failures_injected: RefCell::new(BTreeMap::new()),
+        answers: RefCell::new(Vec::new()),
+        epochs: RefCell::new(BTreeMap::new()),
+        next_execution: RefCell::new(0),
+        quiet: RefCell::new(false),
+        failing: swarm.failing,
+    });
+    WORLD.with(|w| *w.borrow_mut() = Some(the_world.clone()));
+    let world = &the_world;
+
+    let db = MemoryStore::new(seed);
+    let mut faults = Faults::default();
+    if swarm.store_faults {
+        faults.conflict = rng.random_range(0.0..0.2);
+        faults.maybe_committed = rng.random_range(0.0..0.1);
+        faults.connection_lost = rng.random_range(0.0..0.05);
+    }
+    if swarm.latency {
+        faults.latency = Duration::from_millis(rng.random_range(1..20));
+    }
+    if swarm.watch_faults {
+        faults.watch_dropped = rng.random_range(0.0..0.3);
+        faults.watch_late = rng.random_range(0.0..0.3);
+        faults.watch_spurious = rng.random_range(0.0..0.3);
+        faults.watch_delay = Duration::from_millis(rng.random_range(1..500));
+    }
+    db.set_faults(faults);
+
+    // Each node's workload, drawn up front; a restarted node goes on where it stopped.
+    let mut workloads: Vec<Vec<Op>> = Vec::new();
+    for _ in 0..nodes {
+        let n = rng.random_range(10..40);
+        let ops = (0..n)
+            .map(|_| match rng.random_range(0..100) {
+                0..10 if swarm.evictions => Op::Evict(rng.random_range(0..keys)),
+                10..30 if swarm.failing => Op::Flaky(rng.random_range(0..keys)),
+                30..45 => Op::Pause(rng.random_range(1..1_500)),
+                _ => Op::Call(rng.random_range(0..keys)),
+            })
+            .collect();
+        workloads.push(ops);
+    }
+
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .tick_duration(TICK)
+        .simulation_duration(CHAOS + QUIET + Duration::from_secs(10))
+        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS as u64))
+        .build();
+    let links: Vec<MemoryStore> = (0..nodes).map(|_| db.handle()).collect();
+    let skews: Vec<Arc<AtomicI64>> = (0..nodes)
+        .map(|_| Arc::new(AtomicI64::new(rng.random_range(-2_000..2_000))))
+        .collect();
+    let progress: Vec<Rc<RefCell<usize>>> = (0..nodes).map(|_| Rc::new(RefCell::new(0))).collect();
+    let boots: Vec<Rc<RefCell<u64>>> = (0..nodes).map(|_| Rc::new(RefCell::new(0))).collect();
+    let done: Rc<RefCell<BTreeSet<usize>>> = Rc::default();
+    let quiet_done: Rc<RefCell<BTreeSet<usize>>> = Rc::default();
+    let quiet_flag: Rc<RefCell<bool>> = Rc::default();
+    let stop_chaos: Rc<RefCell<bool>> = Rc::default();
+
+    for i in 0..nodes {
+        let name = format!("node{i}");
+        let link = links[i].clone();
+        let skew = skews[i].clone();
+        let ops = Rc::new(workloads[i].clone());
+        let progress = progress[i].clone();
+        let boots = boots[i].clone();
+        let done = done.clone();
+        let quiet_done = quiet_done.clone();
+        let quiet_flag = quiet_flag.clone();
+        let stop_chaos = stop_chaos.clone();
+        let host_name = name.clone();
+        sim.host(host_name.as_str(), move || {
+            let (name, link, skew, ops) = (name.clone(), link.clone(), skew.clone(), ops.clone());
+            let (progress, boots, done) = (progress.clone(), boots.clone(), done.clone());
+            let (quiet_done, quiet_flag) = (quiet_done.clone(), quiet_flag.clone());
+            let stop_chaos = stop_chaos.clone();
+            async move {
+                let boot = {
+                    let mut b = boots.borrow_mut();
+                    *b += 1;
+                    *b
+                };
+                let w = self::world();
+                w.event(format!("{name} boot {boot}"));
+                let store =
+                    AnyStore::MemoryFdbLimits(FdbLimited::new(link, FdbLimitsConfig::default()));
+                let node = loop {
+                    let started = Node::builder()
+                        .name(name.as_str())
+                        .store(store.clone())
+                        .clock(Arc::new(SimClock {
+                            skew_ms: skew.clone(),
+                        }))
+                        .entropy(Entropy::seeded(seed ^ ((i as u64) << 32) ^ (boot << 48)))
+                        .concurrency(4)
+                        .schedulers(2)
+                        .node_ttl(Duration::from_secs(2))
+                        .expiry_collection(None)
+                        .task(work)
+                        .task(flaky)
+                        .start()
+                        .await;
+                    match started {
+                        Ok(node) => break node,
+                        Err(e) => {
+                            w.event(format!("{name} start failed: {e}"));
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                };
+                w.event(format!("{name} up"));
+                // The chaos-phase workload, from where the last boot stopped.
+                let ctx = node.ctx(RunOptions::new(PROJECT, DOMAIN));
+                while !*stop_chaos.borrow() {
+                    let at = *progress.borrow();
+                    let Some(op) = ops.get(at).copied() else {
+                        break;
+                    };
+                    *progress.borrow_mut() += 1;
+                    run_op(&w, &node, &ctx, &name, op).await;
+                }
+                done.borrow_mut().insert(i);
+                // The quiet phase: every key, once more, from every node.
+                while !*quiet_flag.borrow() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if !quiet_done.borrow().contains(&i) {
+                    let ctx = node.ctx(RunOptions::new(PROJECT, DOMAIN));
+                    let calls = (0..keys).map(|k| {
+                        let (ctx, w, name) = (ctx.clone(), w.clone(), name.clone());
+                        async move {
+                            let r = ctx.call(work, k).await;
+                            answer(&w, &name, "work", k, true, r.map_err(|e| e.to_string()));
+                            if w.failing {
+                                let r = ctx.call(flaky, k).await;
+                                answer(&w, &name, "flaky", k, true, r.map_err(|e| e.to_string()));
+                            }
+                        }
+                    });
+                    futures::future::join_all(calls).await;
+                    quiet_done.borrow_mut().insert(i);
+                    w.event(format!("{name} quiet calls done"));
+                }
+                drop(w);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    // The driver: steps the world, and runs the nemeses during the chaos phase.
+    let mut nemesis_events = 0usize;
+    let mut crashed: BTreeMap<usize, Duration> = BTreeMap::new();
+    let mut partitioned: BTreeMap<usize, Duration> = BTreeMap::new();
+    let mut quiet_since: Option<Duration> = None;
+    let mut violations = Vec::new();
+    loop {
+        let now = sim.elapsed();
+        if now < CHAOS {
+            if swarm.nemeses() && world.draw(1_000) < 4 {
+                let victim = world.draw(nodes as u64) as usize;
+                let kind = world.draw(3);
+                if kind == 0 && swarm.crashes && !crashed.contains_key(&victim) {
+                    sim.crash(format!("node{victim}"));
+                    world.event_at(now, format!("nemesis crash node{victim}"));
+                    crashed.insert(victim, now + Duration::from_millis(world.draw(3_000)));
+                    nemesis_events += 1;
+                } else if kind == 1 && swarm.partitions && !partitioned.contains_key(&victim) {
+                    links[victim].set_partitioned(true);
+                    world.event_at(now, format!("nemesis partition node{victim}"));
+                    partitioned.insert(victim, now + Duration::from_millis(world.draw(4_000)));
+                    nemesis_events += 1;
+                } else if kind == 2 && swarm.clock_jumps {
+                    let by = world.draw(20_000) as i64 - 10_000;
+                    skews[victim].fetch_add(by, Ordering::Relaxed);
+                    world.event_at(now, format!("nemesis clock node{victim} {by:+}ms"));
+                    nemesis_events += 1;
+                }
+            }
+            let due: Vec<usize> = crashed
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(i, _)| *i)
+                .collect();
+            for i in due {
+                crashed.remove(&i);
+                sim.bounce(format!("node{i}"));
+                world.event_at(now, format!("nemesis restart node{i}"));
+            }
+            let due: Vec<usize> = partitioned
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(i, _)| *i)
+                .collect();
+            for i in due {
+                partitioned.remove(&i);
+                links[i].set_partitioned(false);
+                world.event_at(now, format!("nemesis heal node{i}"));
+            }
+        } else if quiet_since.is_none() {
+            // Quiet: faults off, partitions healed, crashed nodes back, no new chaos operations;
+            // the quiet calls start once every node's last chaos operation has returned.
+            db.set_faults(Faults::default());
+            for i in std::mem::take(&mut partitioned).into_keys() {
+                links[i].set_partitioned(false);
+            }
+            for i in std::mem::take(&mut crashed).into_keys() {
+                sim.bounce(format!("node{i}"));
+            }
+            *world.quiet.borrow_mut() = true;
+            *stop_chaos.borrow_mut() = true;
+            world.event_at(now, "quiet".into());
+            quiet_since = Some(now);
+        } else if !*quiet_flag.borrow() && done.borrow().len() == nodes {
+            *quiet_flag.borrow_mut() = true;
+            world.event_at(now, "quiet calls".into());
+        }
+        if quiet_done.borrow().len() == nodes {
+            break;
+        }
+        if let Some(since) = quiet_since
+            && now > since + QUIET
+        {
+            let missing: Vec<usize> = (0..nodes)
+                .filter(|i| !quiet_done.borrow().contains(i))
+                .collect();
+            violations.push(format!(
+                "liveness: nodes {missing:?} did not finish their quiet-phase calls within {QUIET:?}"
+            ));
+            break;
+        }
+        match sim.step() {
+            Ok(_) => {}
+            Err(e) => {
+                violations.push(format!("a host failed: {e}"));
+                break;
+            }
+        }
+    }
+
+    check(world, &db, keys, &swarm, nemesis_events, &mut violations);
+    let report = SeedReport {
+        seed,
+        swarm,
+        trace_hash: world.hash.borrow().digest(),
+        events: world.trace.borrow().len(),
+        violations,
+        tail: {
+            let t = world.trace.borrow();
+            t[t.len().saturating_sub(60)..].to_vec()
+        },
+        executions: world.executions.borrow().values().sum::<u64>() as usize,
+        answers: world.answers.borrow().len(),
+        nemesis_events,
+    };
+    drop(sim);
+    WORLD.with(|w| *w.borrow_mut() = None);
+    report
+}
+
+async fn run_op(w: &Rc<World>, node: &Node, ctx: &cairn::Ctx, name: &str, op: Op) {
+    match op {
+        Op::Call(k) => {
+            let r = ctx.call(work, k).await;
+            answer(w, name, "work", k, false, r.map_err(|e| e.to_string()));
+        }
+        Op::Flaky(k) => {
+            let r = ctx.call(flaky, k).await;
+            let r = match r {
+                Err(CallError::Task {
+                    error: TaskError::Failed { .. } | TaskError::Panicked { .. },
+                    ..
+                }) => Err("task failed".to_string()),
+                other => other.map_err(|e| e.to_string()),
+            };
+            answer(w, name, "flaky", k, false, r);
+        }
+        Op::Evict(k) => {
+            let d = cache_key_of(k).digest;
+            match node.catalog().evict(&EvictScope::Key(d)).await {
+                Ok(n) => {
+                    if n > 0 {
+                        *w.epochs.borrow_mut().entry(k).or_default() += 1;
+                    }
+                    w.event(format!("{name} evict k={k} removed={n}"));
+                }
+                Err(e) => w.event(format!("{name} evict k={k} failed: {e}")),
+            }
+        }
+        Op::Pause(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+    }
+}
+
+fn answer(w: &World, node: &str, task: &str, key: u64, quiet: bool, r: Result<Vec<u8>, String>) {
+    let shown = match &r {
+        Ok(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Err(e) => format!("error: {e}"),
+    };
+    w.event(format!("{node} answer {task} k={key} {shown}"));
+    let id = if task == "work" { key } else { 1_000 + key };
+    let epoch = w.epochs.borrow().get(&id).copied().unwrap_or(0);
+    w.answers.borrow_mut().push(Answer {
+        key: id,
+        quiet,
+        epoch,
+        result: r,
+    });
+}
+
+/// The end-of-seed invariants.
+fn check(
+    w: &World,
+    db: &MemoryStore,
+    keys: u64,
+    swarm: &Swarm,
+    nemesis_events: usize,
+    violations: &mut Vec<String>,
+) {
+    let answers = w.answers.borrow();
+    let evicted: BTreeSet<u64> = w.epochs.borrow().keys().copied().collect();
+    // Within an epoch of a key that was never evicted, callers agree.
+    let mut seen: BTreeMap<u64, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for a in answers.iter() {
+        if let Ok(bytes) = &a.result
+            && !evicted.contains(&a.key)
+        {
+            seen.entry(a.key).or_default().insert(bytes.clone());
+        }
+    }
+    for (k, outputs) in &seen {
+        if outputs.len() > 1 {
+            let shown: Vec<String> = outputs
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect();
+            violations.push(format!(
+                "agreement: callers of key {k} got {} different outputs: {shown:?}",
+                outputs.len()
+            ));
+        }
+    }
+    // Quiet-phase answers: no errors, and the stored entry's bytes.
+    let ids: BTreeSet<u64> = answers.iter().filter(|a| a.quiet).map(|a| a.key).collect();
+    let stored = stored_outputs(db, &ids);
+    for a in answers.iter().filter(|a| a.quiet) {
+        match &a.result {
+            Err(e) => violations.push(format!(
+                "liveness: a quiet-phase call of key {} failed: {e}",
+                a.key
+            )),
+            Ok(bytes) => {
+                let entry = stored.get(&a.key);
+                if entry != Some(&Some(bytes.clone())) {
+                    violations.push(format!(
+                        "agreement: a quiet-phase caller of key {} got {:?}, the stored entry is {:?}",
+                        a.key,
+                        String::from_utf8_lossy(bytes),
+                        entry.map(|e| e.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())),
+                    ));
+                }
+            }
+        }
+    }
+    // Executions: one per epoch, plus one per nemesis event and injected failure.
+    let executions = w.executions.borrow();
+    let failures = w.failures_injected.borrow();
+    let epochs = w.epochs.borrow();
+    for (k, n) in executions.iter() {
+        let allowed = 1
+            + epochs.get(k).copied().unwrap_or(0)
+            + failures.get(k).copied().unwrap_or(0)
+            + if swarm.nemeses() || swarm.store_faults {
+                nemesis_events as u64 + 1
+            } else {
+                0
+            };
+        let _ = keys;
+        if *n > allowed {
+            violations.push(format!(
+                "exactly-once: key {k} executed {n} times, at most {allowed} allowed"
+            ));
+        }
+    }
+    let _ = answers.iter().filter(|a| a.epoch > 0).count();
+}
+
+/// The stored output of each key in `ids`, read through a catalog of the database (faults are
+/// off by now), decoded as the tasks' output type.
+fn stored_outputs(db: &MemoryStore, ids: &BTreeSet<u64>) -> BTreeMap<u64, Option<Vec<u8>>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let catalog = Catalog::new(AnyStore::Memory(db.handle()));
+        let mut out = BTreeMap::new();
+        for id in ids {
+            let raw = catalog
+                .lookup_output(&cache_key_of(*id), None)
+                .await
+                .expect("faults are off");
+            let bytes = raw.map(|raw| {
+                rmp_serde::from_slice::<Vec<u8>>(&raw).expect("a stored output decodes")
+            });
+            out.insert(*id, bytes);
+        }
+        out
+    })
+}
+
+/// A readable report of a failing seed: what it enabled, what broke, the command that replays
+/// it, and the trace's last events.
+pub fn describe(r: &SeedReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "seed {} ({:?}) broke:", r.seed, r.swarm);
+    for v in &r.violations {
+        let _ = writeln!(s, "  - {v}");
+    }
+    let _ = writeln!(
+        s,
+        "replay: CAIRN_SIM_SEED={} cargo test -p cairn-tests --test simulation replay -- --nocapture",
+        r.seed
+    );
+    let _ = writeln!(s, "last events:");
+    for line in &r.tail {
+        let _ = writeln!(s, "  {line}");
+    }
+    s
+}
