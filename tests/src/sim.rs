@@ -179,7 +179,9 @@ fn begin_execution(task: &str, id: u64) -> (u64, u64, u64) {
         *w.failures_injected.borrow_mut().entry(id).or_default() += 1;
     }
     w.event(format!("exec {task} id={id} n={n} roll={roll}"));
-    (n, w.draw(300), roll)
+    // Mostly short; some outlast the lease TTL, so that a partition or a crash meets them.
+    let pause = if w.draw(10) < 3 { w.draw(3_000) } else { w.draw(300) };
+    (n, pause, roll)
 }
 
 /// The cached task every workload calls: its output names the execution that produced it, so
@@ -439,7 +441,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
     loop {
         let now = sim.elapsed();
         if now < CHAOS {
-            if swarm.nemeses() && world.draw(1_000) < 4 {
+            if swarm.nemeses() && world.draw(1_000) < 8 {
                 let victim = world.draw(nodes as u64) as usize;
                 let kind = world.draw(3);
                 if kind == 0 && swarm.crashes && !crashed.contains_key(&victim) {
