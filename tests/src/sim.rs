@@ -271,6 +271,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
     let mut rng = StdRng::seed_from_u64(seed);
     let swarm = Swarm::draw(&mut rng);
     let nodes = rng.random_range(2..=4usize);
+    let clients = rng.random_range(1..=5usize);
     let keys: u64 = if swarm.storms {
         rng.random_range(1..=3)
     } else {
@@ -376,7 +377,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
                             skew_ms: skew.clone(),
                         }))
                         .entropy(Entropy::seeded(seed ^ ((i as u64) << 32) ^ (boot << 48)))
-                        .concurrency(4)
+                        .concurrency(2)
                         .schedulers(2)
                         .node_ttl(Duration::from_secs(2))
                         .expiry_collection(None)
@@ -393,16 +394,20 @@ pub fn run_seed(seed: u64) -> SeedReport {
                     }
                 };
                 w.event(format!("{name} up"));
-                // The chaos-phase workload, from where the last boot stopped.
+                // The chaos-phase workload, from where the last boot stopped, by a few
+                // concurrent clients (more calls than workers: jobs queue).
                 let ctx = node.ctx(RunOptions::new(PROJECT, DOMAIN));
-                while !*stop_chaos.borrow() {
-                    let at = *progress.borrow();
-                    let Some(op) = ops.get(at).copied() else {
-                        break;
-                    };
-                    *progress.borrow_mut() += 1;
-                    run_op(&w, &node, &ctx, &name, op).await;
-                }
+                let client = || async {
+                    while !*stop_chaos.borrow() {
+                        let at = *progress.borrow();
+                        let Some(op) = ops.get(at).copied() else {
+                            break;
+                        };
+                        *progress.borrow_mut() += 1;
+                        run_op(&w, &node, &ctx, &name, op).await;
+                    }
+                };
+                futures::future::join_all((0..clients).map(|_| client())).await;
                 done.borrow_mut().insert(i);
                 // The quiet phase: every key, once more, from every node.
                 while !*quiet_flag.borrow() {
