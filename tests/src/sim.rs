@@ -234,7 +234,7 @@ const CHAOS: Duration = Duration::from_secs(8);
 /// How long the quiet phase may take: every quiet call must be answered within it.
 const QUIET: Duration = Duration::from_secs(20);
 /// Steps of virtual time.
-const TICK: Duration = Duration::from_millis(5);
+const TICK: Duration = Duration::from_millis(10);
 
 /// The cache key of `work(key)` (`key` < 1,000) or `flaky(key - 1,000)`.
 fn cache_key_of(id: u64) -> CacheKey {
@@ -446,7 +446,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
     loop {
         let now = sim.elapsed();
         if now < CHAOS {
-            if swarm.nemeses() && world.draw(1_000) < 8 {
+            if swarm.nemeses() && world.draw(1_000) < 16 {
                 let victim = world.draw(nodes as u64) as usize;
                 let kind = world.draw(3);
                 if kind == 0 && swarm.crashes && !crashed.contains_key(&victim) {
