@@ -180,7 +180,11 @@ fn begin_execution(task: &str, id: u64) -> (u64, u64, u64) {
     }
     w.event(format!("exec {task} id={id} n={n} roll={roll}"));
     // Mostly short; some outlast the lease TTL, so that a partition or a crash meets them.
-    let pause = if w.draw(10) < 3 { w.draw(3_000) } else { w.draw(300) };
+    let pause = if w.draw(10) < 3 {
+        w.draw(3_000)
+    } else {
+        w.draw(300)
+    };
     (n, pause, roll)
 }
 
