@@ -181,7 +181,7 @@ fn begin_execution(task: &str, id: u64) -> (u64, u64, u64) {
     w.event(format!("exec {task} id={id} n={n} roll={roll}"));
     // Mostly short; some outlast the lease TTL, so that a partition or a crash meets them.
     let pause = if w.draw(10) < 3 {
-        w.draw(3_000)
+        w.draw(4_000)
     } else {
         w.draw(300)
     };
@@ -276,6 +276,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
     let swarm = Swarm::draw(&mut rng);
     let nodes = rng.random_range(2..=4usize);
     let clients = rng.random_range(1..=5usize);
+    let workers = rng.random_range(1..=2usize);
     let keys: u64 = if swarm.storms {
         rng.random_range(1..=3)
     } else {
@@ -381,7 +382,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
                             skew_ms: skew.clone(),
                         }))
                         .entropy(Entropy::seeded(seed ^ ((i as u64) << 32) ^ (boot << 48)))
-                        .concurrency(2)
+                        .concurrency(workers)
                         .schedulers(2)
                         .node_ttl(Duration::from_secs(2))
                         .expiry_collection(None)
