@@ -20,6 +20,7 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod det;
 pub mod digest;
 pub mod entropy;
 pub mod error;

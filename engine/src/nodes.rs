@@ -14,6 +14,7 @@
 //! [`Liveness`] is this process's view; the catalog consults it before waiting on a lease, and
 //! the run keeper before taking a run over.
 
+use crate::det::Map;
 use crate::catalog::records::{decode, encode};
 use crate::clock::Clock;
 use crate::error::Result;
@@ -21,7 +22,6 @@ use crate::keys;
 use crate::store::{RangeOptions, RetryPolicy, Store, Transaction, transact};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -218,7 +218,7 @@ struct Observed {
 #[derive(Debug, Default)]
 struct View {
     me: Option<Incarnation>,
-    nodes: HashMap<String, Observed>,
+    nodes: Map<String, Observed>,
 }
 
 /// Why an owner counts as gone.

@@ -6,6 +6,7 @@
 //! its pending callers' reply ports are dropped and they get [`TaskError::Engine`]; leases it had
 //! acquired expire after their TTL (or are failed by the worker running them).
 
+use cairn_engine::det::Map;
 use crate::machine::{
     Action, CallId, FlightKey, Input, Lookup, Machine, Reply, StoreFailure, WaitOutcome,
 };
@@ -19,7 +20,6 @@ use cairn_engine::{AnyStore, Store};
 use cairn_worker::{Dispatch, ReportTo};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -170,7 +170,7 @@ struct Joined {
 pub struct SchedulerState {
     args: SchedulerArgs,
     machine: Machine,
-    calls: HashMap<CallId, Pending>,
+    calls: Map<CallId, Pending>,
     next: CallId,
     /// Flights waiting to acquire, with their `cairn.resolve` spans: taken together, one
     /// transaction per batch, while no batch is in flight.
@@ -614,7 +614,7 @@ impl Actor for Scheduler {
         Ok(SchedulerState {
             args,
             machine: Machine::new(),
-            calls: HashMap::new(),
+            calls: Map::default(),
             next: 0,
             acquiring: Vec::new(),
             acquire_busy: false,

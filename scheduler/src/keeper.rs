@@ -12,12 +12,12 @@
 //! it listens for cancellation notices (one watch on the cancellation counter) and passes them
 //! to the launcher; and now and then it collects what ended runs leave behind.
 
+use cairn_engine::det::{Map, Set};
 use crate::launch::Launcher;
 use cairn_engine::AnyStore;
 use cairn_engine::keys;
 use cairn_engine::nodes::{Heartbeat, Liveness, Nodes};
 use cairn_engine::store::Store;
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// How a node keeps its runs.
@@ -86,7 +86,7 @@ async fn keep(
     let mut failing = false;
     // Runs this incarnation owns but does not run, seen on the previous pass: adopted when
     // seen twice (a start in progress registers itself before the next pass).
-    let mut orphans: HashSet<String> = HashSet::new();
+    let mut orphans: Set<String> = Set::default();
     loop {
         if !superseded {
             match nodes.heartbeat(&me).await {
@@ -135,11 +135,11 @@ async fn scan(
     launcher: &Launcher,
     liveness: &Liveness,
     config: &KeeperConfig,
-    orphans: &HashSet<String>,
-) -> Result<HashSet<String>, cairn_engine::Error> {
+    orphans: &Set<String>,
+) -> Result<Set<String>, cairn_engine::Error> {
     let me = launcher.me().clone();
-    let mut owned_here: HashMap<String, u64> = HashMap::new();
-    let mut seen_orphans = HashSet::new();
+    let mut owned_here: Map<String, u64> = Map::default();
+    let mut seen_orphans = Set::default();
     let mut after: Option<String> = None;
     loop {
         let page = launcher.runs().active(after.as_deref(), PAGE).await?;

@@ -8,6 +8,7 @@
 //! attempt's). The end is written with retry until it lands; an attempt whose run was taken
 //! over (a higher generation) can never end it.
 
+use cairn_engine::det::Map;
 use crate::handle::SchedulerHandle;
 use crate::registry::WorkflowRegistry;
 use crate::workflow::{CallLimits, Ctx, Durability, PastCall, RunOptions};
@@ -20,7 +21,6 @@ use cairn_engine::runs::{
 use cairn_engine::telemetry::semconv as sc;
 use parking_lot::Mutex;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -95,7 +95,7 @@ struct Inner {
     me: Incarnation,
     cancels: Cancellations,
     limits: CallLimits,
-    local: Mutex<HashMap<String, LocalRun>>,
+    local: Mutex<Map<String, LocalRun>>,
 }
 
 /// Who a launcher runs runs as, and how.
@@ -152,7 +152,7 @@ impl Launcher {
                 me: config.me,
                 cancels: config.cancels,
                 limits: config.limits,
-                local: Mutex::new(HashMap::new()),
+                local: Mutex::new(Map::default()),
             }),
         }
     }
@@ -495,8 +495,8 @@ impl Launcher {
         &self,
         run_id: &str,
         attempt: u32,
-    ) -> Result<HashMap<u64, PastCall>, cairn_engine::Error> {
-        let mut out: HashMap<u64, PastCall> = HashMap::new();
+    ) -> Result<Map<u64, PastCall>, cairn_engine::Error> {
+        let mut out: Map<u64, PastCall> = Map::default();
         for r in self.inner.catalog.run_executions(run_id).await? {
             let Some(seq) = r.seq else { continue };
             if r.attempt >= attempt {

@@ -5,9 +5,9 @@
 //! a key starts a flight and leads it; identical calls arriving while it is in flight join it and
 //! get its result without any store round trip of their own.
 
+use cairn_engine::det::Map;
 use cairn_engine::catalog::{CacheStatus, Digest, HeldLease, Lease};
 use cairn_engine::task::{JobReport, TaskError};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A call's id, local to one scheduler.
@@ -197,7 +197,7 @@ impl Flight {
 /// The single-flight table of one scheduler.
 #[derive(Debug, Default)]
 pub struct Machine {
-    flights: HashMap<FlightKey, Flight>,
+    flights: Map<FlightKey, Flight>,
 }
 
 impl Machine {

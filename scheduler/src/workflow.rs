@@ -1,13 +1,13 @@
 //! Workflows: async functions that call tasks through a [`Ctx`], under one run (an id, a
 //! project, a domain, and whether to overwrite the cache).
 
+use cairn_engine::det::Map;
 use crate::actor::{CallRequest, CallResult};
 use crate::handle::SchedulerHandle;
 use cairn_engine::catalog::{CacheStatus, Digest};
 use cairn_engine::task::{Task, TaskError};
 use cairn_engine::telemetry::semconv as sc;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -151,7 +151,7 @@ pub struct Durability {
     /// The attempt (1 for the first).
     pub attempt: u32,
     /// Calls of earlier attempts, by position.
-    pub previous: HashMap<u64, PastCall>,
+    pub previous: Map<u64, PastCall>,
     /// Bounds on the run's calls.
     pub limits: CallLimits,
 }
@@ -201,7 +201,7 @@ struct Inner {
 struct Durable {
     how: Durability,
     /// Uncached calls made so far per task and inputs, for their journal slots.
-    occurrences: Mutex<HashMap<Digest, u32>>,
+    occurrences: Mutex<Map<Digest, u32>>,
 }
 
 /// The context of one run; cheap to clone into concurrent branches of a workflow.
@@ -231,7 +231,7 @@ impl Ctx {
             options,
             Some(Durable {
                 how,
-                occurrences: Mutex::new(HashMap::new()),
+                occurrences: Mutex::new(Map::default()),
             }),
             limits,
         )

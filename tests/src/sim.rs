@@ -23,7 +23,10 @@
 //!   failure (without nemeses and failures: exactly one per epoch);
 //! - every call of the quiet phase completes, without error, within the phase.
 
-use cairn::{AnyStore, CallError, Node, RunOptions, TaskError};
+use cairn::{
+    AnyStore, CallError, Ctx, Node, Overlap, RunOptions, RunStatus, Runs, ScheduleSpec,
+    ScheduledInput, TaskError, Trigger,
+};
 use cairn_engine::catalog::{CacheKey, Catalog, EvictScope};
 use cairn_engine::clock::Clock;
 use cairn_engine::entropy::Entropy;
@@ -64,6 +67,9 @@ pub struct Swarm {
     pub partitions: bool,
     /// Wall clocks jumping.
     pub clock_jumps: bool,
+    /// A schedule firing every half second on every node (its runs are durable runs by name,
+    /// taken over when their node is gone).
+    pub schedules: bool,
 }
 
 impl Swarm {
@@ -79,6 +85,7 @@ impl Swarm {
             crashes: rng.random_bool(0.3),
             partitions: rng.random_bool(0.25),
             clock_jumps: rng.random_bool(0.2),
+            schedules: rng.random_bool(0.4),
         }
     }
 
@@ -115,7 +122,6 @@ pub struct SeedReport {
 struct Answer {
     key: u64,
     quiet: bool,
-    epoch: u64,
     result: Result<Vec<u8>, String>,
 }
 
@@ -131,6 +137,8 @@ struct World {
     next_execution: RefCell<u64>,
     quiet: RefCell<bool>,
     failing: bool,
+    /// Starts of each tick's workflow body (kickoff ms → the nodes that started it).
+    tick_starts: RefCell<BTreeMap<i64, Vec<String>>>,
 }
 
 thread_local! {
@@ -209,6 +217,17 @@ async fn flaky(key: u64) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Notes that the workflow of the tick at `kickoff_ms` started on `node`.
+fn note_tick(kickoff_ms: i64, node: &str) {
+    let w = world();
+    w.event(format!("{node} tick {kickoff_ms} starts"));
+    w.tick_starts
+        .borrow_mut()
+        .entry(kickoff_ms)
+        .or_default()
+        .push(node.to_string());
+}
+
 /// Wall time on turmoil's virtual clock, skewed per node (and jumped by the nemesis).
 struct SimClock {
     skew_ms: Arc<AtomicI64>,
@@ -237,6 +256,10 @@ enum Op {
 const CHAOS: Duration = Duration::from_secs(8);
 /// How long the quiet phase may take: every quiet call must be answered within it.
 const QUIET: Duration = Duration::from_secs(20);
+/// The schedule's period, and its name.
+const TICK_PERIOD_MS: i64 = 500;
+const SCHEDULE: &str = "tick";
+
 /// Steps of virtual time.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -276,6 +299,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
     let swarm = Swarm::draw(&mut rng);
     let nodes = rng.random_range(2..=4usize);
     let clients = rng.random_range(1..=5usize);
+    let schedules = swarm.schedules;
     let workers = rng.random_range(1..=2usize);
     let keys: u64 = if swarm.storms {
         rng.random_range(1..=3)
@@ -293,6 +317,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
         next_execution: RefCell::new(0),
         quiet: RefCell::new(false),
         failing: swarm.failing,
+        tick_starts: RefCell::new(BTreeMap::new()),
     });
     WORLD.with(|w| *w.borrow_mut() = Some(the_world.clone()));
     let world = &the_world;
@@ -375,7 +400,32 @@ pub fn run_seed(seed: u64) -> SeedReport {
                 let store =
                     AnyStore::MemoryFdbLimits(FdbLimited::new(link, FdbLimitsConfig::default()));
                 let node = loop {
-                    let started = Node::builder()
+                    let wf_name = name.clone();
+                    let mut builder = Node::builder()
+                        .workflow("ticker", move |ctx: Ctx, input: ScheduledInput| {
+                            let name = wf_name.clone();
+                            async move {
+                                note_tick(input.kickoff_ms, &name);
+                                let k = (input.kickoff_ms / TICK_PERIOD_MS) as u64 % keys;
+                                ctx.call(work, k).await.map(drop).map_err(|e| e.to_string())
+                            }
+                        })
+                        .schedule_poll(Duration::from_millis(200));
+                    if schedules {
+                        let mut spec = ScheduleSpec::new(
+                            SCHEDULE,
+                            "ticker",
+                            Trigger::Every {
+                                period_ms: TICK_PERIOD_MS as u64,
+                                anchor_ms: EPOCH_MS,
+                            },
+                        );
+                        spec.project = PROJECT.into();
+                        spec.domain = DOMAIN.into();
+                        spec.overlap = Overlap::AllowAll;
+                        builder = builder.schedule(spec);
+                    }
+                    let started = builder
                         .name(name.as_str())
                         .store(store.clone())
                         .clock(Arc::new(SimClock {
@@ -447,6 +497,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
     let mut crashed: BTreeMap<usize, Duration> = BTreeMap::new();
     let mut partitioned: BTreeMap<usize, Duration> = BTreeMap::new();
     let mut quiet_since: Option<Duration> = None;
+    let mut step: u64 = 0;
     let mut violations = Vec::new();
     loop {
         let now = sim.elapsed();
@@ -509,8 +560,19 @@ pub fn run_seed(seed: u64) -> SeedReport {
             *quiet_flag.borrow_mut() = true;
             world.event_at(now, "quiet calls".into());
         }
-        if quiet_done.borrow().len() == nodes {
-            break;
+        let calls_done = quiet_done.borrow().len() == nodes;
+        let ticks_due = || {
+            let lead = skews.iter().map(|s| s.load(Ordering::Relaxed)).max().unwrap_or(0);
+            due_ticks(now, lead)
+        };
+        if calls_done {
+            if !swarm.schedules {
+                break;
+            }
+            // Every tick surely due by the end of the chaos phase has run to its end.
+            if step % 50 == 0 && unended_runs(&db, &ticks_due()).is_empty() {
+                break;
+            }
         }
         if let Some(since) = quiet_since
             && now > since + QUIET
@@ -518,11 +580,23 @@ pub fn run_seed(seed: u64) -> SeedReport {
             let missing: Vec<usize> = (0..nodes)
                 .filter(|i| !quiet_done.borrow().contains(i))
                 .collect();
-            violations.push(format!(
-                "liveness: nodes {missing:?} did not finish their quiet-phase calls within {QUIET:?}"
-            ));
+            if !missing.is_empty() {
+                violations.push(format!(
+                    "liveness: nodes {missing:?} did not finish their quiet-phase calls within {QUIET:?}"
+                ));
+            }
+            if swarm.schedules {
+                let unended = unended_runs(&db, &ticks_due());
+                if !unended.is_empty() {
+                    violations.push(format!(
+                        "liveness: the runs of ticks {unended:?} (due by the end of the chaos \
+                         phase) had not ended {QUIET:?} into the quiet phase"
+                    ));
+                }
+            }
             break;
         }
+        step += 1;
         match sim.step() {
             Ok(_) => {}
             Err(e) => {
@@ -547,6 +621,9 @@ pub fn run_seed(seed: u64) -> SeedReport {
         answers: world.answers.borrow().len(),
         nemesis_events,
     };
+    if let Ok(path) = std::env::var("CAIRN_SIM_TRACE_FILE") {
+        let _ = std::fs::write(path, world.trace.borrow().join("\n"));
+    }
     drop(sim);
     WORLD.with(|w| *w.borrow_mut() = None);
     report
@@ -592,13 +669,54 @@ fn answer(w: &World, node: &str, task: &str, key: u64, quiet: bool, r: Result<Ve
     };
     w.event(format!("{node} answer {task} k={key} {shown}"));
     let id = if task == "work" { key } else { 1_000 + key };
-    let epoch = w.epochs.borrow().get(&id).copied().unwrap_or(0);
     w.answers.borrow_mut().push(Answer {
         key: id,
         quiet,
-        epoch,
         result: r,
     });
+}
+
+/// Ticks of the schedule that every running node's scheduler must have fired by virtual time
+/// `now`, given the most advanced wall clock's skew: those of the chaos phase from its third
+/// second (the schedule is registered at the first node's start, on a clock up to 2 s ahead)
+/// to its last, at least 2 s in that clock's past.
+fn due_ticks(now: Duration, lead_skew_ms: i64) -> Vec<i64> {
+    let latest = (EPOCH_MS + CHAOS.as_millis() as i64 - 1_000)
+        .min(EPOCH_MS + now.as_millis() as i64 + lead_skew_ms - 2_000);
+    (6..)
+        .map(|k| EPOCH_MS + k * TICK_PERIOD_MS)
+        .take_while(|t| *t <= latest)
+        .collect()
+}
+
+/// The ticks among `ticks` whose run has not ended (or does not exist), read from the
+/// database directly (faults do not apply to this read).
+fn unended_runs(db: &MemoryStore, ticks: &[i64]) -> Vec<i64> {
+    if ticks.is_empty() {
+        return Vec::new();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let runs = Runs::new(
+            AnyStore::Memory(db.handle()),
+            Arc::new(cairn_engine::clock::SystemClock),
+        );
+        let mut out = Vec::new();
+        for t in ticks {
+            let ended = runs
+                .get(&format!("sched-{SCHEDULE}-{t}"))
+                .await
+                .expect("faults do not apply")
+                .is_some_and(|r| r.status != RunStatus::Running);
+            if !ended {
+                out.push(*t);
+            }
+        }
+        out
+    })
 }
 
 /// The end-of-seed invariants.
@@ -675,7 +793,17 @@ fn check(
             ));
         }
     }
-    let _ = answers.iter().filter(|a| a.epoch > 0).count();
+    // Each tick's workflow starts once, unless a node was lost (a takeover replays it).
+    if !swarm.nemeses() {
+        for (t, nodes) in w.tick_starts.borrow().iter() {
+            if nodes.len() > 1 {
+                violations.push(format!(
+                    "exactly-once: the run of tick {t} started {} times ({nodes:?}) with no node lost",
+                    nodes.len()
+                ));
+            }
+        }
+    }
 }
 
 /// The stored output of each key in `ids`, read through a catalog of the database (faults are

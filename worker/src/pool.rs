@@ -6,6 +6,7 @@
 //! job's execution, so nobody else runs it meanwhile); otherwise the lease is failed, so waiters
 //! take over at once, and the caller gets [`TaskError::WorkerLost`].
 
+use cairn_engine::det::Map;
 use crate::report::ReportTo;
 use crate::worker::{Worker, WorkerArgs, WorkerMsg};
 use cairn_engine::AnyStore;
@@ -15,7 +16,7 @@ use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::{VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,9 +96,9 @@ type Pending = (Box<Job>, ReportTo, u32);
 pub struct PoolState {
     args: PoolArgs,
     workers: Vec<ActorRef<WorkerMsg>>,
-    ids: HashMap<ActorId, usize>,
+    ids: Map<ActorId, usize>,
     idle: Vec<usize>,
-    busy: HashMap<usize, Pending>,
+    busy: Map<usize, Pending>,
     queue: VecDeque<Pending>,
     replaced: u64,
     finished: u64,
@@ -175,9 +176,9 @@ impl Actor for WorkerPool {
         let mut state = PoolState {
             args,
             workers: Vec::with_capacity(concurrency),
-            ids: HashMap::new(),
+            ids: Map::default(),
             idle: Vec::with_capacity(concurrency),
-            busy: HashMap::new(),
+            busy: Map::default(),
             queue: VecDeque::new(),
             replaced: 0,
             finished: 0,

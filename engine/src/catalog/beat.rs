@@ -10,6 +10,7 @@
 //! the same batches. The holder and the worker running the job may both ask to beat the same
 //! lease; it is beaten once.
 
+use crate::det::Map;
 use super::lease::Lease;
 use super::records::{LeaseRecord, LeaseState, decode, encode};
 use crate::error::Result;
@@ -17,7 +18,6 @@ use crate::keys::{self, entry_part};
 use crate::store::{RetryPolicy, Store, Transaction, transact};
 use futures::StreamExt;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -47,7 +47,7 @@ struct Beating {
 
 #[derive(Default)]
 struct Shared {
-    leases: Mutex<HashMap<Id, Beating>>,
+    leases: Mutex<Map<Id, Beating>>,
     /// When the beating task will next look at the leases on its own (`None`: asleep with
     /// nothing to beat, or busy beating). Locked inside `leases`. A new lease due later needs
     /// no wake-up: waking the task for every lease made a fan-out of n leases cost n scans of

@@ -2,8 +2,9 @@
 //! launcher stops their workflows. Filled from the store's cancellation notices (every node
 //! hears every cancellation), kept in memory, bounded.
 
+use crate::det::Set;
 use parking_lot::Mutex;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{VecDeque};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -13,7 +14,7 @@ const REMEMBERED: usize = 100_000;
 
 #[derive(Default)]
 struct Inner {
-    runs: Mutex<(HashSet<String>, VecDeque<String>)>,
+    runs: Mutex<(Set<String>, VecDeque<String>)>,
     notify: Notify,
 }
 

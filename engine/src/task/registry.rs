@@ -1,11 +1,11 @@
 //! The task registry: every node knows its tasks by name, so a job naming a task can run on any
 //! worker.
 
+use crate::det::Map;
 use super::{Task, TaskError, TaskSpec};
 use crate::catalog::{CacheKey, TaskSignature};
 use crate::error::{Error, Result};
 use futures::future::BoxFuture;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A task with its types erased: MessagePack input in, MessagePack output out.
@@ -108,7 +108,7 @@ impl<T: Task> DynTask for T {
 /// Tasks by name.
 #[derive(Clone, Default)]
 pub struct TaskRegistry {
-    tasks: HashMap<String, Arc<dyn DynTask>>,
+    tasks: Map<String, Arc<dyn DynTask>>,
 }
 
 impl TaskRegistry {
