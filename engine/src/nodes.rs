@@ -14,9 +14,9 @@
 //! [`Liveness`] is this process's view; the catalog consults it before waiting on a lease, and
 //! the run keeper before taking a run over.
 
-use crate::det::Map;
 use crate::catalog::records::{decode, encode};
 use crate::clock::Clock;
+use crate::det::Map;
 use crate::error::Result;
 use crate::keys;
 use crate::store::{RangeOptions, RetryPolicy, Store, Transaction, transact};

@@ -6,7 +6,6 @@
 //! its pending callers' reply ports are dropped and they get [`TaskError::Engine`]; leases it had
 //! acquired expire after their TTL (or are failed by the worker running them).
 
-use cairn_engine::det::Map;
 use crate::machine::{
     Action, CallId, FlightKey, Input, Lookup, Machine, Reply, StoreFailure, WaitOutcome,
 };
@@ -14,6 +13,7 @@ use cairn_engine::catalog::{
     Answer, CacheKey, CacheStatus, Catalog, ExecutionRecord, HeldLease, Lease, Resolution,
     ResolveRequest,
 };
+use cairn_engine::det::Map;
 use cairn_engine::task::{Job, JobCache, JobReport, TaskError};
 use cairn_engine::telemetry::semconv as sc;
 use cairn_engine::{AnyStore, Store};

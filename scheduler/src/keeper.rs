@@ -12,9 +12,9 @@
 //! it listens for cancellation notices (one watch on the cancellation counter) and passes them
 //! to the launcher; and now and then it collects what ended runs leave behind.
 
-use cairn_engine::det::{Map, Set};
 use crate::launch::Launcher;
 use cairn_engine::AnyStore;
+use cairn_engine::det::{Map, Set};
 use cairn_engine::keys;
 use cairn_engine::nodes::{Heartbeat, Liveness, Nodes};
 use cairn_engine::store::Store;

@@ -8,12 +8,12 @@
 //! attempt's). The end is written with retry until it lands; an attempt whose run was taken
 //! over (a higher generation) can never end it.
 
-use cairn_engine::det::Map;
 use crate::handle::SchedulerHandle;
 use crate::registry::WorkflowRegistry;
 use crate::workflow::{CallLimits, Ctx, Durability, PastCall, RunOptions};
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::Catalog;
+use cairn_engine::det::Map;
 use cairn_engine::nodes::Incarnation;
 use cairn_engine::runs::{
     Cancellations, Created, Ended, Idempotency, NewRun, RunOwner, RunRecord, Runs,

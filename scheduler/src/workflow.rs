@@ -1,10 +1,10 @@
 //! Workflows: async functions that call tasks through a [`Ctx`], under one run (an id, a
 //! project, a domain, and whether to overwrite the cache).
 
-use cairn_engine::det::Map;
 use crate::actor::{CallRequest, CallResult};
 use crate::handle::SchedulerHandle;
 use cairn_engine::catalog::{CacheStatus, Digest};
+use cairn_engine::det::Map;
 use cairn_engine::task::{Task, TaskError};
 use cairn_engine::telemetry::semconv as sc;
 use parking_lot::Mutex;

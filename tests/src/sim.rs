@@ -562,7 +562,11 @@ pub fn run_seed(seed: u64) -> SeedReport {
         }
         let calls_done = quiet_done.borrow().len() == nodes;
         let ticks_due = || {
-            let lead = skews.iter().map(|s| s.load(Ordering::Relaxed)).max().unwrap_or(0);
+            let lead = skews
+                .iter()
+                .map(|s| s.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0);
             due_ticks(now, lead)
         };
         if calls_done {

@@ -6,17 +6,17 @@
 //! job's execution, so nobody else runs it meanwhile); otherwise the lease is failed, so waiters
 //! take over at once, and the caller gets [`TaskError::WorkerLost`].
 
-use cairn_engine::det::Map;
 use crate::report::ReportTo;
 use crate::worker::{Worker, WorkerArgs, WorkerMsg};
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::{CacheStatus, Catalog};
+use cairn_engine::det::Map;
 use cairn_engine::runs::Cancellations;
 use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
-use std::collections::{VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 

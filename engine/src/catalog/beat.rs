@@ -10,9 +10,9 @@
 //! the same batches. The holder and the worker running the job may both ask to beat the same
 //! lease; it is beaten once.
 
-use crate::det::Map;
 use super::lease::Lease;
 use super::records::{LeaseRecord, LeaseState, decode, encode};
+use crate::det::Map;
 use crate::error::Result;
 use crate::keys::{self, entry_part};
 use crate::store::{RetryPolicy, Store, Transaction, transact};

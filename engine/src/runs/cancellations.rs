@@ -4,7 +4,7 @@
 
 use crate::det::Set;
 use parking_lot::Mutex;
-use std::collections::{VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::Notify;
 

@@ -1,9 +1,9 @@
 //! The task registry: every node knows its tasks by name, so a job naming a task can run on any
 //! worker.
 
-use crate::det::Map;
 use super::{Task, TaskError, TaskSpec};
 use crate::catalog::{CacheKey, TaskSignature};
+use crate::det::Map;
 use crate::error::{Error, Result};
 use futures::future::BoxFuture;
 use std::sync::Arc;
