@@ -157,8 +157,8 @@ pub use cairn_macros::task;
 /// ```
 pub use cairn_scheduler::Ctx;
 pub use cairn_scheduler::{
-    CallError, CallLimits, CallSummary, RunOptions, ScheduledInput, Started, SubmitError,
-    SubmitRun, Workflow, WorkflowRegistry,
+    CallError, CallLimits, CallSummary, RunOptions, ScheduledInput, SchedulerHandle, Started,
+    SubmitError, SubmitRun, Workflow, WorkflowRegistry,
 };
 pub use cairn_worker::{BusyWorker, PoolStatus, WorkerPoolHandle};
 pub use error::Error;

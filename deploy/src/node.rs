@@ -469,6 +469,11 @@ impl Node {
         self.cluster.as_ref()
     }
 
+    /// The node's scheduler shards (supervised: see [`SchedulerHandle::restarts`]).
+    pub fn schedulers(&self) -> &SchedulerHandle {
+        &self.scheduler
+    }
+
     /// The worker pool.
     pub fn workers(&self) -> &WorkerPoolHandle {
         &self.workers

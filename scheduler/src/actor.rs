@@ -136,6 +136,7 @@ impl Asking {
 pub struct Scheduler;
 
 /// What a scheduler starts with.
+#[derive(Clone)]
 pub struct SchedulerArgs {
     /// This node's name (lease owner).
     pub owner: String,

@@ -24,6 +24,7 @@ pub mod launch;
 pub mod machine;
 pub mod registry;
 pub mod schedules;
+mod supervise;
 pub mod workflow;
 
 pub use actor::{CallRequest, CallResult};

@@ -720,3 +720,55 @@ async fn timeouts_unknown_tasks_and_dead_workers_are_clear_errors() {
     assert_eq!(status.replaced, 2);
     assert_eq!(status.workers, 16, "the pool is back to full strength");
 }
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn slower_double(n: i64) -> i64 {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    n * 2
+}
+
+/// A scheduler shard that dies (here killed, as a panic in it would) is replaced: the call it
+/// had in flight is answered with an error naming the failure instead of hanging, and calls that
+/// hash to it work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_scheduler_shard_is_restarted_and_its_calls_in_flight_are_answered() {
+    let shared = SharedStore::new().await;
+    let node = shared
+        .node("a")
+        .schedulers(1)
+        .task(slower_double)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(node.schedulers().shards(), 1);
+    let ctx = node.ctx(opts());
+    let in_flight = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.call(slower_double, 1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    node.schedulers().kill_shard(0);
+    let answered = tokio::time::timeout(Duration::from_secs(5), in_flight)
+        .await
+        .expect("the call in flight is answered, not left hanging")
+        .unwrap();
+    let err = answered.expect_err("its shard died under it");
+    assert!(
+        err.to_string().contains("failed while it was in flight"),
+        "{err}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while node.schedulers().restarts() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shard was not restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The replacement serves the key space of the dead shard: new keys and the one whose
+    // call was lost (its job committed from the worker, or runs again).
+    let ctx = node.ctx(opts());
+    assert_eq!(ctx.call(slower_double, 2).await.unwrap(), 4);
+    assert_eq!(ctx.call(slower_double, 1).await.unwrap(), 2);
+    assert_eq!(node.schedulers().restarts(), 1);
+}
