@@ -70,6 +70,9 @@ pub struct Swarm {
     /// A schedule firing every half second on every node (its runs are durable runs by name,
     /// taken over when their node is gone).
     pub schedules: bool,
+    /// Runs submitted by name with idempotency keys (the same key from several nodes), and
+    /// cancelled.
+    pub runs: bool,
 }
 
 impl Swarm {
@@ -86,6 +89,7 @@ impl Swarm {
             partitions: rng.random_bool(0.25),
             clock_jumps: rng.random_bool(0.2),
             schedules: rng.random_bool(0.4),
+            runs: rng.random_bool(0.4),
         }
     }
 
@@ -139,6 +143,12 @@ struct World {
     failing: bool,
     /// Starts of each tick's workflow body (kickoff ms → the nodes that started it).
     tick_starts: RefCell<BTreeMap<i64, Vec<String>>>,
+    /// Runs submitted by name: idempotency key → the run ids the submissions returned.
+    submitted: RefCell<BTreeMap<String, BTreeSet<String>>>,
+    /// Cancels that reported having ended the run, by run id.
+    cancelled_by_us: RefCell<BTreeMap<String, u32>>,
+    /// Final statuses seen by those who waited for a run's end, by run id.
+    seen_final: RefCell<BTreeMap<String, BTreeSet<String>>>,
 }
 
 thread_local! {
@@ -201,15 +211,43 @@ fn begin_execution(task: &str, id: u64) -> (u64, u64, u64) {
 #[cairn::task(cache = true, cache_version = "1", lease_ttl = "2s")]
 async fn work(key: u64) -> Vec<u8> {
     let (n, pause, _) = begin_execution("work", key);
+    let unfinished = Unfinished(Some(key));
     tokio::time::sleep(Duration::from_millis(pause)).await;
+    unfinished.finish();
     format!("k{key}-n{n}").into_bytes()
+}
+
+/// Notes an execution dropped before it returned (its run was cancelled, or its node crashed):
+/// the key may rightly run again.
+struct Unfinished(Option<u64>);
+
+impl Unfinished {
+    fn finish(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(id) = self.0 {
+            WORLD.with(|w| {
+                if let Ok(w) = w.try_borrow()
+                    && let Some(w) = w.as_ref()
+                {
+                    *w.failures_injected.borrow_mut().entry(id).or_default() += 1;
+                }
+            });
+        }
+    }
 }
 
 /// A cached task that fails or panics on some attempts; it has one retry.
 #[cairn::task(cache = true, cache_version = "1", lease_ttl = "2s", retries = 1)]
 async fn flaky(key: u64) -> Result<Vec<u8>, String> {
     let (n, pause, roll) = begin_execution("flaky", 1_000 + key);
+    let unfinished = Unfinished(Some(1_000 + key));
     tokio::time::sleep(Duration::from_millis(pause / 3)).await;
+    unfinished.finish();
     match roll {
         0 | 1 => Err(format!("injected failure of execution {n}")),
         2 => panic!("injected panic of execution {n}"),
@@ -250,6 +288,10 @@ enum Op {
     Flaky(u64),
     Evict(u64),
     Pause(u64),
+    /// Submit run number n by name (idempotency key `run-n`; several ops may submit one n).
+    Submit(u64),
+    /// Cancel run number n, if it was submitted.
+    Cancel(u64),
 }
 
 /// How long the chaos phase lasts (virtual time).
@@ -318,6 +360,9 @@ pub fn run_seed(seed: u64) -> SeedReport {
         quiet: RefCell::new(false),
         failing: swarm.failing,
         tick_starts: RefCell::new(BTreeMap::new()),
+        submitted: RefCell::new(BTreeMap::new()),
+        cancelled_by_us: RefCell::new(BTreeMap::new()),
+        seen_final: RefCell::new(BTreeMap::new()),
     });
     WORLD.with(|w| *w.borrow_mut() = Some(the_world.clone()));
     let world = &the_world;
@@ -348,6 +393,8 @@ pub fn run_seed(seed: u64) -> SeedReport {
             .map(|_| match rng.random_range(0..100) {
                 0..10 if swarm.evictions => Op::Evict(rng.random_range(0..keys)),
                 10..30 if swarm.failing => Op::Flaky(rng.random_range(0..keys)),
+                45..55 if swarm.runs => Op::Submit(rng.random_range(0..8)),
+                55..58 if swarm.runs => Op::Cancel(rng.random_range(0..8)),
                 30..45 => Op::Pause(rng.random_range(1..1_500)),
                 _ => Op::Call(rng.random_range(0..keys)),
             })
@@ -409,6 +456,18 @@ pub fn run_seed(seed: u64) -> SeedReport {
                                 let k = (input.kickoff_ms / TICK_PERIOD_MS) as u64 % keys;
                                 ctx.call(work, k).await.map(drop).map_err(|e| e.to_string())
                             }
+                        })
+                        .workflow("chain", move |ctx: Ctx, k: u64| async move {
+                            let a = ctx.call(work, k).await.map_err(|e| e.to_string())?;
+                            let b = ctx
+                                .call(work, (k + 1) % keys)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            Ok::<String, String>(format!(
+                                "{}+{}",
+                                String::from_utf8_lossy(&a),
+                                String::from_utf8_lossy(&b)
+                            ))
                         })
                         .schedule_poll(Duration::from_millis(200));
                     if schedules {
@@ -561,22 +620,23 @@ pub fn run_seed(seed: u64) -> SeedReport {
             world.event_at(now, "quiet calls".into());
         }
         let calls_done = quiet_done.borrow().len() == nodes;
-        let ticks_due = || {
-            let lead = skews
-                .iter()
-                .map(|s| s.load(Ordering::Relaxed))
-                .max()
-                .unwrap_or(0);
-            due_ticks(now, lead)
+        // The runs that must end: those of every tick surely due by the end of the chaos
+        // phase, and every run submitted by name.
+        let must_end = || {
+            let mut ids = Vec::new();
+            if swarm.schedules {
+                let lead = skews
+                    .iter()
+                    .map(|s| s.load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0);
+                ids.extend(tick_runs(&due_ticks(now, lead)));
+            }
+            ids.extend(world.submitted.borrow().values().flatten().cloned());
+            ids
         };
-        if calls_done {
-            if !swarm.schedules {
-                break;
-            }
-            // Every tick surely due by the end of the chaos phase has run to its end.
-            if step % 50 == 0 && unended_runs(&db, &ticks_due()).is_empty() {
-                break;
-            }
+        if calls_done && step % 50 == 0 && unended_runs(&db, &must_end()).is_empty() {
+            break;
         }
         if let Some(since) = quiet_since
             && now > since + QUIET
@@ -589,14 +649,12 @@ pub fn run_seed(seed: u64) -> SeedReport {
                     "liveness: nodes {missing:?} did not finish their quiet-phase calls within {QUIET:?}"
                 ));
             }
-            if swarm.schedules {
-                let unended = unended_runs(&db, &ticks_due());
-                if !unended.is_empty() {
-                    violations.push(format!(
-                        "liveness: the runs of ticks {unended:?} (due by the end of the chaos \
-                         phase) had not ended {QUIET:?} into the quiet phase"
-                    ));
-                }
+            let unended = unended_runs(&db, &must_end());
+            if !unended.is_empty() {
+                violations.push(format!(
+                    "liveness: runs {unended:?} (submitted, or ticks due by the end of the chaos \
+                     phase) had not ended {QUIET:?} into the quiet phase"
+                ));
             }
             break;
         }
@@ -610,6 +668,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
         }
     }
 
+    check_runs(world, &db, &mut violations);
     check(world, &db, keys, &swarm, nemesis_events, &mut violations);
     let report = SeedReport {
         seed,
@@ -663,6 +722,68 @@ async fn run_op(w: &Rc<World>, node: &Node, ctx: &cairn::Ctx, name: &str, op: Op
             }
         }
         Op::Pause(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Op::Submit(n) => {
+            let key = format!("run-{n}");
+            let request = cairn::SubmitRun {
+                workflow: "chain".into(),
+                input: serde_json::json!(n),
+                options: RunOptions::new(PROJECT, DOMAIN),
+                schedule: None,
+                idempotency_key: Some(key.clone()),
+            };
+            match node.submit(request).await {
+                Ok(started) => {
+                    let id = started.record.run_id.clone();
+                    w.event(format!(
+                        "{name} submit {key} -> {id}{}",
+                        if started.existing { " (existing)" } else { "" }
+                    ));
+                    w.submitted
+                        .borrow_mut()
+                        .entry(key)
+                        .or_default()
+                        .insert(id.clone());
+                    // (A record still running: this node's attempt was fenced by a takeover.)
+                    if let Ok(Ok(record)) = started.finished.await
+                        && record.status != RunStatus::Running
+                    {
+                        w.event(format!("{name} saw {id} end {:?}", record.status));
+                        w.seen_final
+                            .borrow_mut()
+                            .entry(id)
+                            .or_default()
+                            .insert(format!("{:?}", record.status));
+                    }
+                }
+                Err(e) => w.event(format!("{name} submit {key} failed: {e}")),
+            }
+        }
+        Op::Cancel(n) => {
+            let id = w
+                .submitted
+                .borrow()
+                .get(&format!("run-{n}"))
+                .and_then(|ids| ids.iter().next().cloned());
+            if let Some(id) = id {
+                match node.cancel(&id).await {
+                    Ok(cairn::Ended::Ended { record, .. }) => {
+                        w.event(format!(
+                            "{name} cancel {id}: ended it ({:?})",
+                            record.status
+                        ));
+                        *w.cancelled_by_us.borrow_mut().entry(id).or_default() += 1;
+                    }
+                    Ok(other) => w.event(format!(
+                        "{name} cancel {id}: {}",
+                        match other {
+                            cairn::Ended::AlreadyEnded(_) => "already ended",
+                            _ => "fenced",
+                        }
+                    )),
+                    Err(e) => w.event(format!("{name} cancel {id} failed: {e}")),
+                }
+            }
+        }
     }
 }
 
@@ -693,11 +814,19 @@ fn due_ticks(now: Duration, lead_skew_ms: i64) -> Vec<i64> {
         .collect()
 }
 
-/// The ticks among `ticks` whose run has not ended (or does not exist), read from the
+/// The run ids of `ticks`.
+fn tick_runs(ticks: &[i64]) -> Vec<String> {
+    ticks
+        .iter()
+        .map(|t| format!("sched-{SCHEDULE}-{t}"))
+        .collect()
+}
+
+/// The final status of each run in `ids` (`None`: running, or not found), read from the
 /// database directly (faults do not apply to this read).
-fn unended_runs(db: &MemoryStore, ticks: &[i64]) -> Vec<i64> {
-    if ticks.is_empty() {
-        return Vec::new();
+fn run_statuses(db: &MemoryStore, ids: &[String]) -> BTreeMap<String, Option<RunStatus>> {
+    if ids.is_empty() {
+        return BTreeMap::new();
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -708,19 +837,68 @@ fn unended_runs(db: &MemoryStore, ticks: &[i64]) -> Vec<i64> {
             AnyStore::Memory(db.handle()),
             Arc::new(cairn_engine::clock::SystemClock),
         );
-        let mut out = Vec::new();
-        for t in ticks {
-            let ended = runs
-                .get(&format!("sched-{SCHEDULE}-{t}"))
+        let mut out = BTreeMap::new();
+        for id in ids {
+            let status = runs
+                .get(id)
                 .await
                 .expect("faults do not apply")
-                .is_some_and(|r| r.status != RunStatus::Running);
-            if !ended {
-                out.push(*t);
-            }
+                .map(|r| r.status)
+                .filter(|s| *s != RunStatus::Running);
+            out.insert(id.clone(), status);
         }
         out
     })
+}
+
+/// The runs among `ids` that have not ended.
+fn unended_runs(db: &MemoryStore, ids: &[String]) -> Vec<String> {
+    run_statuses(db, ids)
+        .into_iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The invariants of runs submitted by name: one run per idempotency key, ended once.
+fn check_runs(w: &World, db: &MemoryStore, violations: &mut Vec<String>) {
+    let submitted = w.submitted.borrow();
+    for (key, ids) in submitted.iter() {
+        if ids.len() > 1 {
+            violations.push(format!(
+                "idempotency: submissions with key {key} started {} runs: {ids:?}",
+                ids.len()
+            ));
+        }
+    }
+    let ids: Vec<String> = submitted.values().flatten().cloned().collect();
+    let statuses = run_statuses(db, &ids);
+    for (id, n) in w.cancelled_by_us.borrow().iter() {
+        if *n > 1 {
+            violations.push(format!(
+                "ended once: {n} cancels each reported ending run {id}"
+            ));
+        }
+        if let Some(Some(status)) = statuses.get(id)
+            && *status != RunStatus::Cancelled
+        {
+            violations.push(format!(
+                "ended once: a cancel ended run {id}, yet it is stored as {status:?}"
+            ));
+        }
+    }
+    for (id, seen) in w.seen_final.borrow().iter() {
+        let stored = statuses
+            .get(id)
+            .copied()
+            .flatten()
+            .map(|s| format!("{s:?}"));
+        if seen.len() > 1 || stored.as_ref().is_some_and(|s| !seen.contains(s)) {
+            violations.push(format!(
+                "ended once: run {id} was seen ending as {seen:?}, and is stored as {stored:?}"
+            ));
+        }
+    }
 }
 
 /// The end-of-seed invariants.
