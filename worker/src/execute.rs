@@ -140,7 +140,11 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
         }
     };
     let body = async {
+        // Biased (here and in every `select!` of the engine): which branch wins when both are
+        // ready must not depend on tokio's random choice, or a simulated seed would not replay.
+        // A body that finished as its run was cancelled keeps its outcome.
         tokio::select! {
+            biased;
             outcome = attempts_loop => Some(outcome),
             () = cancelled => None,
         }

@@ -166,6 +166,7 @@ async fn run<S: Store>(store: S, retry: RetryPolicy, shared: Arc<Shared>) {
         if due.is_empty() {
             let sleep = tokio::time::sleep_until(next.unwrap_or(now + Duration::from_secs(3600)));
             tokio::select! {
+                biased;
                 () = sleep => {}
                 () = shared.wake.notified() => {}
             }
