@@ -27,7 +27,7 @@ use cairn::{
     AnyStore, CallError, Ctx, Node, Overlap, RunOptions, RunStatus, Runs, ScheduleSpec,
     ScheduledInput, TaskError, Trigger,
 };
-use cairn_engine::catalog::{CacheKey, Catalog, EvictScope};
+use cairn_engine::catalog::{CacheKey, Catalog, CatalogConfig, EvictScope};
 use cairn_engine::clock::Clock;
 use cairn_engine::entropy::Entropy;
 use cairn_engine::store::fdb_limits::{FdbLimited, FdbLimitsConfig};
@@ -73,6 +73,11 @@ pub struct Swarm {
     /// Runs submitted by name with idempotency keys (the same key from several nodes), and
     /// cancelled.
     pub runs: bool,
+    /// Calls that overwrite the entry, racing with ordinary calls.
+    pub overwrites: bool,
+    /// Each node's monotonic clock runs at its own rate (0.8–1.25): it beats leases and times
+    /// silent ones out at that rate.
+    pub drift: bool,
 }
 
 impl Swarm {
@@ -90,6 +95,8 @@ impl Swarm {
             clock_jumps: rng.random_bool(0.2),
             schedules: rng.random_bool(0.4),
             runs: rng.random_bool(0.4),
+            overwrites: rng.random_bool(0.25),
+            drift: rng.random_bool(0.3),
         }
     }
 
@@ -292,6 +299,8 @@ enum Op {
     Submit(u64),
     /// Cancel run number n, if it was submitted.
     Cancel(u64),
+    /// Call `work(k)` with `overwrite_cache`: it runs again and replaces the entry.
+    Overwrite(u64),
 }
 
 /// How long the chaos phase lasts (virtual time).
@@ -395,6 +404,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
                 10..30 if swarm.failing => Op::Flaky(rng.random_range(0..keys)),
                 45..55 if swarm.runs => Op::Submit(rng.random_range(0..8)),
                 55..58 if swarm.runs => Op::Cancel(rng.random_range(0..8)),
+                58..63 if swarm.overwrites => Op::Overwrite(rng.random_range(0..keys)),
                 30..45 => Op::Pause(rng.random_range(1..1_500)),
                 _ => Op::Call(rng.random_range(0..keys)),
             })
@@ -409,6 +419,15 @@ pub fn run_seed(seed: u64) -> SeedReport {
         .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS as u64))
         .build();
     let links: Vec<MemoryStore> = (0..nodes).map(|_| db.handle()).collect();
+    let rates: Vec<f64> = (0..nodes)
+        .map(|_| {
+            if swarm.drift {
+                rng.random_range(0.8..1.25)
+            } else {
+                1.0
+            }
+        })
+        .collect();
     let skews: Vec<Arc<AtomicI64>> = (0..nodes)
         .map(|_| Arc::new(AtomicI64::new(rng.random_range(-2_000..2_000))))
         .collect();
@@ -423,6 +442,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
         let name = format!("node{i}");
         let link = links[i].clone();
         let skew = skews[i].clone();
+        let rate = rates[i];
         let ops = Rc::new(workloads[i].clone());
         let progress = progress[i].clone();
         let boots = boots[i].clone();
@@ -458,7 +478,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
                             }
                         })
                         .workflow("chain", move |ctx: Ctx, k: u64| async move {
-                            let a = ctx.call(work, k).await.map_err(|e| e.to_string())?;
+                            let a = ctx.call(work, k % keys).await.map_err(|e| e.to_string())?;
                             let b = ctx
                                 .call(work, (k + 1) % keys)
                                 .await
@@ -495,6 +515,10 @@ pub fn run_seed(seed: u64) -> SeedReport {
                         .schedulers(2)
                         .node_ttl(Duration::from_secs(2))
                         .expiry_collection(None)
+                        .catalog_config(CatalogConfig {
+                            clock_rate: rate,
+                            ..CatalogConfig::default()
+                        })
                         .task(work)
                         .task(flaky)
                         .start()
@@ -669,6 +693,8 @@ pub fn run_seed(seed: u64) -> SeedReport {
     }
 
     check_runs(world, &db, &mut violations);
+    let ids: BTreeSet<u64> = (0..keys).chain((0..keys).map(|k| 1_000 + k)).collect();
+    check_indexes(&db, &ids, &mut violations);
     check(world, &db, keys, &swarm, nemesis_events, &mut violations);
     let report = SeedReport {
         seed,
@@ -722,6 +748,13 @@ async fn run_op(w: &Rc<World>, node: &Node, ctx: &cairn::Ctx, name: &str, op: Op
             }
         }
         Op::Pause(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Op::Overwrite(k) => {
+            // A new epoch of the key: its callers may see the old or the new output.
+            *w.epochs.borrow_mut().entry(k).or_default() += 1;
+            let ctx = node.ctx(RunOptions::new(PROJECT, DOMAIN).overwrite_cache(true));
+            let r = ctx.call(work, k).await;
+            answer(w, name, "overwrite", k, false, r.map_err(|e| e.to_string()));
+        }
         Op::Submit(n) => {
             let key = format!("run-{n}");
             let request = cairn::SubmitRun {
@@ -793,7 +826,7 @@ fn answer(w: &World, node: &str, task: &str, key: u64, quiet: bool, r: Result<Ve
         Err(e) => format!("error: {e}"),
     };
     w.event(format!("{node} answer {task} k={key} {shown}"));
-    let id = if task == "work" { key } else { 1_000 + key };
+    let id = if task == "flaky" { 1_000 + key } else { key };
     w.answers.borrow_mut().push(Answer {
         key: id,
         quiet,
@@ -858,6 +891,74 @@ fn unended_runs(db: &MemoryStore, ids: &[String]) -> Vec<String> {
         .filter(|(_, s)| s.is_none())
         .map(|(id, _)| id)
         .collect()
+}
+
+/// The indexes agree with the entries: every stored entry of a simulated key has its task index
+/// row and its execution index row, and every task or execution index row of the simulated
+/// project names a stored entry (of that execution). The simulated tasks have no `max_age`, so
+/// there is no expiry row. Read from the database directly.
+fn check_indexes(db: &MemoryStore, ids: &BTreeSet<u64>, violations: &mut Vec<String>) {
+    use cairn_engine::catalog::records::StoredMeta;
+    use cairn_engine::keys;
+    let dump: BTreeMap<Vec<u8>, Vec<u8>> =
+        db.dump().into_iter().map(|kv| (kv.key, kv.value)).collect();
+    let mut metas = BTreeMap::new();
+    for id in ids {
+        let key = cache_key_of(*id);
+        let d = key.digest;
+        let by_task = keys::by_task(PROJECT, DOMAIN, &key.task, &key.version, &d);
+        match dump.get(&keys::entry_part(&d, keys::entry_part::META)) {
+            Some(raw) => match rmp_serde::from_slice::<StoredMeta>(raw) {
+                Ok(stored) => {
+                    if !dump.contains_key(&by_task) {
+                        violations.push(format!(
+                            "indexes: key {id} is stored without its task index row"
+                        ));
+                    }
+                    if !dump.contains_key(&keys::by_execution(&stored.meta.execution, &d)) {
+                        violations.push(format!(
+                            "indexes: key {id} is stored without its execution index row"
+                        ));
+                    }
+                    metas.insert(d, stored.meta.execution);
+                }
+                Err(e) => violations.push(format!("indexes: key {id}'s metadata is corrupt: {e}")),
+            },
+            None => {
+                if dump.contains_key(&by_task) {
+                    violations.push(format!(
+                        "indexes: a task index row names key {id}, which is not stored"
+                    ));
+                }
+            }
+        }
+    }
+    for k in dump.keys() {
+        if k.first() == Some(&keys::tag::BY_EXECUTION)
+            && let Some(d) = keys::digest_of_by_execution(k)
+        {
+            match metas.get(&d) {
+                Some(execution) if *k == keys::by_execution(execution, &d) => {}
+                Some(_) => violations.push(format!(
+                    "indexes: an execution index row of {d} names another execution than the stored one"
+                )),
+                None => {
+                    let meta = dump
+                        .get(&keys::entry_part(&d, keys::entry_part::META))
+                        .and_then(|raw| rmp_serde::from_slice::<StoredMeta>(raw).ok());
+                    violations.push(format!(
+                        "indexes: an execution index row names {d}, which is not a stored entry \
+                         of a simulated key (its metadata: {:?})",
+                        meta.map(|m| (m.meta.key.task, m.meta.key.project, m.meta.key.journal))
+                    ))
+                }
+            }
+        }
+        if k.first() == Some(&keys::tag::EXPIRY) {
+            violations
+                .push("indexes: an expiry row exists, though no simulated task expires".into());
+        }
+    }
 }
 
 /// The invariants of runs submitted by name: one run per idempotency key, ended once.

@@ -60,6 +60,8 @@ struct Shared {
 /// Handle on the beating task; stops it when dropped.
 pub(super) struct Beater {
     shared: Arc<Shared>,
+    /// The catalog's `clock_rate`: a third of a TTL on this process's clock.
+    clock_rate: f64,
 }
 
 impl Drop for Beater {
@@ -90,18 +92,23 @@ impl Drop for Beats {
 }
 
 impl Beater {
-    pub(super) fn spawn<S: Store>(store: S, retry: RetryPolicy) -> Beater {
+    pub(super) fn spawn<S: Store>(store: S, retry: RetryPolicy, clock_rate: f64) -> Beater {
         let shared = Arc::new(Shared::default());
         // Beats bound how soon waiters may take over: the urgent lane keeps them from queueing
         // behind the bulk of resolves and commits.
         tokio::spawn(run(store, retry.urgent(), shared.clone()));
-        Beater { shared }
+        Beater {
+            shared,
+            clock_rate: if clock_rate > 0.0 { clock_rate } else { 1.0 },
+        }
     }
 
     /// Beats `lease` every third of its TTL until the returned guard is dropped.
     pub(super) fn beat(&self, lease: &Lease) -> Beats {
         let id = (lease.digest, lease.generation);
-        let every = (lease.ttl / 3).max(Duration::from_millis(1));
+        let every = (lease.ttl / 3)
+            .div_f64(self.clock_rate)
+            .max(Duration::from_millis(1));
         let now = Instant::now();
         let mut leases = self.shared.leases.lock();
         leases

@@ -73,6 +73,12 @@ pub struct CatalogConfig {
     pub record_batch: usize,
     /// Entries evicted per transaction by bulk eviction and the expiry collector.
     pub evict_batch: usize,
+    /// How fast this process's monotonic clock runs relative to real time, as this process
+    /// measures lease durations: it beats a lease every third of its TTL and takes a silent
+    /// lease over after its TTL, both divided by this rate. 1.0 on real machines; the
+    /// simulation varies it per node (0.8–1.25) to model clock drift. The protocol tolerates
+    /// rates whose ratio between two nodes stays under 3 (a beat per third of a TTL).
+    pub clock_rate: f64,
 }
 
 impl Default for CatalogConfig {
@@ -87,6 +93,7 @@ impl Default for CatalogConfig {
             // allows 10 MB and advises under 1 MB). Measured (benches/README.md): 256 is as fast
             // as 1,000 on PostgreSQL and faster on the embedded store.
             evict_batch: 256,
+            clock_rate: 1.0,
         }
     }
 }
@@ -127,7 +134,7 @@ impl<S: Store> Catalog<S> {
     pub fn with(store: S, clock: Arc<dyn Clock>, config: CatalogConfig) -> Self {
         let recorder = Recorder::spawn(store.clone(), config.clone());
         let mender = mend::Mender::spawn(store.clone(), config.retry.clone());
-        let beater = beat::Beater::spawn(store.clone(), config.retry.clone());
+        let beater = beat::Beater::spawn(store.clone(), config.retry.clone(), config.clock_rate);
         Catalog {
             inner: Arc::new(Inner {
                 store,

@@ -30,8 +30,14 @@ impl<S: Store> Catalog<S> {
         let mut seen = held;
         let mut since = Instant::now();
         loop {
+            let rate = self.inner.config.clock_rate;
+            let ttl = if rate > 0.0 {
+                seen.ttl.div_f64(rate)
+            } else {
+                seen.ttl
+            };
             let changed = tokio::time::timeout_at(
-                since + seen.ttl,
+                since + ttl,
                 wait_for_change(&self.inner.store, &lease_key, Some(&seen.raw)),
             )
             .await;

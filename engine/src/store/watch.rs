@@ -11,8 +11,10 @@
 use super::{Store, Transaction};
 use crate::error::{Error, Result};
 use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::watch as channel;
+use tokio::sync::Notify;
 
 /// Number of notification slots; keys share slots by hash, which only costs spurious wake-ups.
 const SLOTS: usize = 1024;
@@ -24,7 +26,12 @@ pub struct Subscription {
 }
 
 enum Source {
-    Slot(channel::Receiver<u64>),
+    /// A notifier slot and the version seen when subscribing.
+    Slot {
+        slots: Arc<[Slot]>,
+        index: usize,
+        seen: u64,
+    },
     Once(Option<BoxFuture<'static, Result<()>>>),
 }
 
@@ -47,10 +54,20 @@ impl Subscription {
     pub async fn changed(&mut self) -> Result<()> {
         let hint = async {
             match &mut self.source {
-                Source::Slot(rx) => rx.changed().await.map_err(|_| Error::Backend {
-                    backend: "notifier",
-                    detail: "the store was closed while a caller waited on it".into(),
-                }),
+                Source::Slot { slots, index, seen } => {
+                    let slot = &slots[*index];
+                    loop {
+                        // Registered before the version is read: a hint between the two is
+                        // not lost.
+                        let notified = slot.notify.notified();
+                        let now = slot.version.load(Ordering::Acquire);
+                        if now != *seen {
+                            *seen = now;
+                            return Ok(());
+                        }
+                        notified.await;
+                    }
+                }
                 Source::Once(fut) => match fut.take() {
                     Some(fut) => fut.await,
                     None => Ok(()),
@@ -67,15 +84,24 @@ impl Subscription {
     }
 }
 
+/// One notification slot: a version bumped by every hint, and the waiters, woken in the order
+/// they began waiting (tokio's `watch` channel wakes its receivers in a random order, which a
+/// simulated seed could not replay).
+#[derive(Default)]
+struct Slot {
+    version: AtomicU64,
+    notify: Notify,
+}
+
 /// In-process fan-out of commit hints, keyed by a hash of the key.
 pub struct Notifier {
-    slots: Box<[channel::Sender<u64>]>,
+    slots: Arc<[Slot]>,
 }
 
 impl Default for Notifier {
     fn default() -> Self {
         Notifier {
-            slots: (0..SLOTS).map(|_| channel::Sender::new(0)).collect(),
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
         }
     }
 }
@@ -88,18 +114,22 @@ impl Notifier {
 
     /// A subscription to the slot of `key`.
     pub fn subscribe(&self, key: &[u8]) -> Subscription {
+        let index = Self::slot_of(key);
         Subscription {
-            source: Source::Slot(self.slots[Self::slot_of(key)].subscribe()),
+            source: Source::Slot {
+                seen: self.slots[index].version.load(Ordering::Acquire),
+                slots: self.slots.clone(),
+                index,
+            },
             recheck: None,
         }
     }
 
     /// Wakes the subscribers of slot `slot` (ignores slots out of range: they come off the wire).
     pub fn notify_slot(&self, slot: usize) {
-        if let Some(tx) = self.slots.get(slot)
-            && tx.receiver_count() > 0
-        {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
+        if let Some(s) = self.slots.get(slot) {
+            s.version.fetch_add(1, Ordering::AcqRel);
+            s.notify.notify_waiters();
         }
     }
 
