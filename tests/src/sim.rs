@@ -156,6 +156,8 @@ struct World {
     cancelled_by_us: RefCell<BTreeMap<String, u32>>,
     /// Final statuses seen by those who waited for a run's end, by run id.
     seen_final: RefCell<BTreeMap<String, BTreeSet<String>>>,
+    /// Runs (contexts) whose records were flushed, with the execution ids of their calls.
+    run_calls: RefCell<Vec<(String, Vec<String>)>>,
 }
 
 thread_local! {
@@ -372,6 +374,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
         submitted: RefCell::new(BTreeMap::new()),
         cancelled_by_us: RefCell::new(BTreeMap::new()),
         seen_final: RefCell::new(BTreeMap::new()),
+        run_calls: RefCell::new(Vec::new()),
     });
     WORLD.with(|w| *w.borrow_mut() = Some(the_world.clone()));
     let world = &the_world;
@@ -534,7 +537,8 @@ pub fn run_seed(seed: u64) -> SeedReport {
                 w.event(format!("{name} up"));
                 // The chaos-phase workload, from where the last boot stopped, by a few
                 // concurrent clients (more calls than workers: jobs queue).
-                let ctx = node.ctx(RunOptions::new(PROJECT, DOMAIN));
+                let chaos_ctx = node.ctx(RunOptions::new(PROJECT, DOMAIN));
+                let ctx = &chaos_ctx;
                 let client = || async {
                     while !*stop_chaos.borrow() {
                         let at = *progress.borrow();
@@ -542,7 +546,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
                             break;
                         };
                         *progress.borrow_mut() += 1;
-                        run_op(&w, &node, &ctx, &name, op).await;
+                        run_op(&w, &node, ctx, &name, op).await;
                     }
                 };
                 futures::future::join_all((0..clients).map(|_| client())).await;
@@ -565,6 +569,19 @@ pub fn run_seed(seed: u64) -> SeedReport {
                         }
                     });
                     futures::future::join_all(calls).await;
+                    // This boot's calls, chaos and quiet, are all recorded once flushed.
+                    match node.catalog().flush_records().await {
+                        Ok(()) => {
+                            for c in [&chaos_ctx, &ctx] {
+                                let executions =
+                                    c.calls().iter().map(|c| c.execution.clone()).collect();
+                                w.run_calls
+                                    .borrow_mut()
+                                    .push((c.run_id().to_string(), executions));
+                            }
+                        }
+                        Err(e) => w.event(format!("{name} flush failed: {e}")),
+                    }
                     quiet_done.borrow_mut().insert(i);
                     w.event(format!("{name} quiet calls done"));
                 }
@@ -693,6 +710,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
     }
 
     check_runs(world, &db, &mut violations);
+    check_records(world, &db, &mut violations);
     let ids: BTreeSet<u64> = (0..keys).chain((0..keys).map(|k| 1_000 + k)).collect();
     check_indexes(&db, &ids, &mut violations);
     check(world, &db, keys, &swarm, nemesis_events, &mut violations);
@@ -959,6 +977,49 @@ fn check_indexes(db: &MemoryStore, ids: &BTreeSet<u64>, violations: &mut Vec<Str
                 .push("indexes: an expiry row exists, though no simulated task expires".into());
         }
     }
+}
+
+/// Every call of a run whose records were flushed has exactly one execution record, and the
+/// run has no other record. Read through a catalog of the database (faults are off by now).
+fn check_records(w: &World, db: &MemoryStore, violations: &mut Vec<String>) {
+    let runs = w.run_calls.borrow();
+    if runs.is_empty() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let catalog = Catalog::new(AnyStore::Memory(db.handle()));
+        for (run, calls) in runs.iter() {
+            let records = catalog.run_executions(run).await.expect("faults are off");
+            let mut stored: BTreeMap<&str, usize> = BTreeMap::new();
+            for r in &records {
+                *stored.entry(r.execution.as_str()).or_default() += 1;
+            }
+            let made: BTreeSet<&str> = calls.iter().map(String::as_str).collect();
+            for (execution, n) in &stored {
+                if *n > 1 {
+                    violations.push(format!(
+                        "records: execution {execution} of run {run} is recorded {n} times"
+                    ));
+                }
+                if !made.contains(execution) {
+                    violations.push(format!(
+                        "records: run {run} has a record of {execution}, which it did not call"
+                    ));
+                }
+            }
+            for execution in &made {
+                if !stored.contains_key(execution) {
+                    violations.push(format!(
+                        "records: call {execution} of run {run} has no record"
+                    ));
+                }
+            }
+        }
+    });
 }
 
 /// The invariants of runs submitted by name: one run per idempotency key, ended once.

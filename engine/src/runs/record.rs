@@ -136,6 +136,11 @@ pub struct RunRecord {
     pub trace: Option<String>,
     /// The `Idempotency-Key` it was submitted with.
     pub idempotency_key: Option<String>,
+    /// The operation that cancelled it: a retry of that cancel after an unknown commit result
+    /// finds its own id here and reports the end as its own; any other cancel finds the run
+    /// already ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<u64>,
 }
 
 /// A run to create.

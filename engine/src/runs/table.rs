@@ -206,6 +206,7 @@ pub(crate) fn insert_in<T: Transaction>(
         finished_at_ms: None,
         trace: None,
         idempotency_key: idempotency_key.map(str::to_string),
+        cancelled_by: None,
     };
     write_record(tx, &record);
     tx.set(&keys::run_by_time(now, &new.run_id), b"");
@@ -472,18 +473,16 @@ impl<S: Store> Runs<S> {
     pub async fn cancel(&self, run_id: &str, by: &Incarnation, reason: &str) -> Result<Ended> {
         let now = self.clock.now_ms();
         let limits = &self.limits;
+        let op = self.policy.entropy.next_u64();
         transact(&self.store, &self.policy, |tx| async move {
             let mut record = read_run(&tx, run_id)
                 .await?
                 .ok_or_else(|| no_such_run(run_id))?;
             if record.status.is_final() {
                 // Cancelled by this very call (an earlier attempt that reported "maybe
-                // committed"): cancelled at this call's time with this call's reason.
-                let ours = record.status == RunStatus::Cancelled
-                    && record.finished_at_ms == Some(now)
-                    && record.error.as_ref().and_then(|t| t.as_str())
-                        == Some(text::truncate(reason, limits.max_error_bytes).as_str());
-                if ours {
+                // committed"): its operation id is the run's. Two cancels of one node at one
+                // instant with one reason are still two cancels: only one ended the run.
+                if record.cancelled_by == Some(op) {
                     let next = match (&record.schedule, record.tick) {
                         (Some(schedule), Some(tick)) => {
                             crate::schedule::run_started_by_end(&tx, schedule, tick, by).await?
@@ -498,6 +497,7 @@ impl<S: Store> Runs<S> {
                 return Ok(Ended::AlreadyEnded(record));
             }
             let outcome = Err(reason.to_string());
+            record.cancelled_by = Some(op);
             let next = end_in(
                 &tx,
                 &mut record,
