@@ -823,10 +823,10 @@ mod tests {
             let mut asked: Vec<Asked> = Vec::new();
             let mut next_call: CallId = 0;
             let mut outputs = 0u8;
-            let mut apply = |actions: Vec<Action>,
-                             asked: &mut Vec<Asked>,
-                             made: &BTreeMap<CallId, Option<FlightKey>>,
-                             answered: &mut BTreeSet<CallId>| {
+            let apply = |actions: Vec<Action>,
+                         asked: &mut Vec<Asked>,
+                         made: &BTreeMap<CallId, Option<FlightKey>>,
+                         answered: &mut BTreeSet<CallId>| {
                 let mut together: BTreeMap<u128, BTreeSet<Vec<u8>>> = BTreeMap::new();
                 for a in actions {
                     let outstanding = |asked: &Vec<Asked>, k: FlightKey| {

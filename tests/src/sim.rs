@@ -676,7 +676,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
             ids.extend(world.submitted.borrow().values().flatten().cloned());
             ids
         };
-        if calls_done && step % 50 == 0 && unended_runs(&db, &must_end()).is_empty() {
+        if calls_done && step.is_multiple_of(50) && unended_runs(&db, &must_end()).is_empty() {
             break;
         }
         if let Some(since) = quiet_since
@@ -729,7 +729,14 @@ pub fn run_seed(seed: u64) -> SeedReport {
         nemesis_events,
     };
     if let Ok(path) = std::env::var("CAIRN_SIM_TRACE_FILE") {
-        let _ = std::fs::write(path, world.trace.borrow().join("\n"));
+        // One file per run of a seed in this process: `<path>.<seed>.<n>`, so that the two
+        // runs of a seed that did not replay can be compared.
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, Ordering::Relaxed);
+        let _ = std::fs::write(
+            format!("{path}.{seed}.{n}"),
+            world.trace.borrow().join("\n"),
+        );
     }
     drop(sim);
     WORLD.with(|w| *w.borrow_mut() = None);
