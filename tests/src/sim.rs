@@ -622,23 +622,11 @@ pub fn run_seed(seed: u64) -> SeedReport {
                     nemesis_events += 1;
                 }
             }
-            let due: Vec<usize> = crashed
-                .iter()
-                .filter(|(_, at)| **at <= now)
-                .map(|(i, _)| *i)
-                .collect();
-            for i in due {
-                crashed.remove(&i);
+            for i in take_due(&mut crashed, now) {
                 sim.bounce(format!("node{i}"));
                 world.event_at(now, format!("nemesis restart node{i}"));
             }
-            let due: Vec<usize> = partitioned
-                .iter()
-                .filter(|(_, at)| **at <= now)
-                .map(|(i, _)| *i)
-                .collect();
-            for i in due {
-                partitioned.remove(&i);
+            for i in take_due(&mut partitioned, now) {
                 links[i].set_partitioned(false);
                 world.event_at(now, format!("nemesis heal node{i}"));
             }
@@ -857,6 +845,19 @@ fn answer(w: &World, node: &str, task: &str, key: u64, quiet: bool, r: Result<Ve
         quiet,
         result: r,
     });
+}
+
+/// Removes and returns the nodes whose nemesis ends by `now`.
+fn take_due(until: &mut BTreeMap<usize, Duration>, now: Duration) -> Vec<usize> {
+    let due: Vec<usize> = until
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(i, _)| *i)
+        .collect();
+    for i in &due {
+        until.remove(i);
+    }
+    due
 }
 
 /// Ticks of the schedule that every running node's scheduler must have fired by virtual time

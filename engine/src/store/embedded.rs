@@ -500,17 +500,13 @@ impl Transaction for EmbeddedTx {
                     for key in keys {
                         ws.tx.remove(kv, key);
                     }
-                    let inside: Vec<Slice> = ws
-                        .own
-                        .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for k in inside {
-                        ws.own.remove(&k);
-                    }
-                    ws.adds
-                        .retain(|k, _| !(begin <= k.as_slice() && k.as_slice() < end));
-                    ws.cleared.push((begin.to_vec(), end.to_vec()));
+                    super::own::clear_own_range(
+                        &mut ws.own,
+                        &mut ws.adds,
+                        &mut ws.cleared,
+                        begin,
+                        end,
+                    );
                 }
                 Err(e) => ws.deferred = Some(e),
             }

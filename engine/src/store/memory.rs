@@ -686,17 +686,10 @@ impl Transaction for MemoryTx {
             return;
         }
         st.size.add(&self.store.db.limits, begin, Some(end));
-        let inside: Vec<Vec<u8>> = st
-            .own
-            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in inside {
-            st.own.remove(&k);
-        }
-        st.adds
-            .retain(|k, _| !(begin <= k.as_slice() && k.as_slice() < end));
-        st.cleared.push((begin.to_vec(), end.to_vec()));
+        let TxState {
+            own, adds, cleared, ..
+        } = &mut *st;
+        super::own::clear_own_range(own, adds, cleared, begin, end);
     }
 
     fn add(&self, key: &[u8], delta: i64) {

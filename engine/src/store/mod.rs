@@ -21,6 +21,7 @@ pub mod fdb_limits;
 pub mod foundationdb;
 mod limits;
 pub mod memory;
+mod own;
 pub mod postgres;
 mod retry;
 mod url;
