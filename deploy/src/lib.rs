@@ -160,7 +160,7 @@ pub use cairn_scheduler::{
     CallError, CallLimits, CallSummary, RunOptions, ScheduledInput, SchedulerHandle, Started,
     SubmitError, SubmitRun, Workflow, WorkflowRegistry,
 };
-pub use cairn_worker::{BusyWorker, PoolStatus, WorkerPoolHandle};
+pub use cairn_worker::{BusyWorker, Dispatch, PoolStatus, ReportTo, WorkerPoolHandle};
 pub use error::Error;
 pub use node::{Node, NodeBuilder, RunReport};
 pub use schemars::{self, JsonSchema};

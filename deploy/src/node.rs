@@ -47,8 +47,12 @@ pub struct NodeBuilder {
     expiry_every: Option<Duration>,
     clock: Arc<dyn Clock>,
     entropy: Entropy,
+    dispatch: Option<MakeDispatch>,
     error: Option<Error>,
 }
+
+/// Builds a node's dispatcher from its worker pool; see [`NodeBuilder::dispatch_with`].
+type MakeDispatch = Box<dyn FnOnce(WorkerPoolHandle) -> Arc<dyn cairn_worker::Dispatch> + Send>;
 
 impl NodeBuilder {
     /// The node's name: its identity in the store (lease and run owner), which must be unique
@@ -72,6 +76,17 @@ impl NodeBuilder {
     /// jitter (default: the operating system's). A seeded one makes a simulation replayable.
     pub fn entropy(mut self, entropy: Entropy) -> Self {
         self.entropy = entropy;
+        self
+    }
+
+    /// Sends the schedulers' jobs through the dispatcher `make` builds from this node's worker
+    /// pool, instead of through the pool itself (or the cluster's dispatcher): how the
+    /// simulation routes jobs between simulated nodes.
+    pub fn dispatch_with(
+        mut self,
+        make: impl FnOnce(WorkerPoolHandle) -> Arc<dyn cairn_worker::Dispatch> + Send + 'static,
+    ) -> Self {
+        self.dispatch = Some(Box::new(make));
         self
     }
 
@@ -236,9 +251,10 @@ impl NodeBuilder {
                 Some(crate::cluster::Cluster::start(&name, config, workers.clone()).await?)
             }
         };
-        let dispatch: Arc<dyn cairn_worker::Dispatch> = match &cluster {
-            Some(c) => c.dispatcher(),
-            None => Arc::new(workers.clone()),
+        let dispatch: Arc<dyn cairn_worker::Dispatch> = match (&cluster, self.dispatch) {
+            (_, Some(make)) => make(workers.clone()),
+            (Some(c), None) => c.dispatcher(),
+            (None, None) => Arc::new(workers.clone()),
         };
         let scheduler = SchedulerHandle::start(&name, catalog.clone(), dispatch, self.shards)
             .await
@@ -404,6 +420,7 @@ impl Node {
             cancel_grace: Duration::from_millis(500),
             clock: Arc::new(SystemClock),
             entropy: Entropy::os(),
+            dispatch: None,
             error: None,
         }
     }

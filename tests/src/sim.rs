@@ -32,10 +32,11 @@ use cairn_engine::clock::Clock;
 use cairn_engine::entropy::Entropy;
 use cairn_engine::store::fdb_limits::{FdbLimited, FdbLimitsConfig};
 use cairn_engine::store::memory::{Faults, MemoryStore};
+use cairn_engine::task::{Job, JobReport};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -78,6 +79,9 @@ pub struct Swarm {
     /// Each node's monotonic clock runs at its own rate (0.8–1.25): it beats leases and times
     /// silent ones out at that rate.
     pub drift: bool,
+    /// About half the jobs run on another node, sent over a simulated link that the nemesis
+    /// may cut between two nodes.
+    pub remote_jobs: bool,
 }
 
 impl Swarm {
@@ -97,6 +101,7 @@ impl Swarm {
             runs: rng.random_bool(0.4),
             overwrites: rng.random_bool(0.25),
             drift: rng.random_bool(0.3),
+            remote_jobs: rng.random_bool(0.5),
         }
     }
 
@@ -158,6 +163,8 @@ struct World {
     seen_final: RefCell<BTreeMap<String, BTreeSet<String>>>,
     /// Runs (contexts) whose records were flushed, with the execution ids of their calls.
     run_calls: RefCell<Vec<(String, Vec<String>)>>,
+    /// The simulated links between nodes: jobs in flight, inboxes, cuts, nodes down.
+    links: RefCell<Links>,
 }
 
 thread_local! {
@@ -305,6 +312,148 @@ enum Op {
     Overwrite(u64),
 }
 
+/// The simulated network between nodes, for jobs sent from one node's scheduler to another
+/// node's workers. It lives in the world (one thread), so that what a crash or a cut does to
+/// the jobs in flight happens in an order the driver decides: by job number.
+#[derive(Default)]
+struct Links {
+    next: u64,
+    /// Jobs sent and not answered: number → (from, to, where the report goes).
+    in_flight: BTreeMap<u64, (usize, usize, tokio::sync::oneshot::Sender<JobReport>)>,
+    /// Jobs delivered to a node and not yet taken by its job listener.
+    inbox: BTreeMap<usize, VecDeque<(u64, Job)>>,
+    /// Wakes each node's job listener.
+    bells: BTreeMap<usize, Arc<tokio::sync::Notify>>,
+    /// Pairs of nodes whose link is cut.
+    cut: BTreeSet<(usize, usize)>,
+    /// Nodes crashed (their listeners and pools are gone).
+    down: BTreeSet<usize>,
+}
+
+impl Links {
+    fn pair(a: usize, b: usize) -> (usize, usize) {
+        (a.min(b), a.max(b))
+    }
+
+    /// Loses every job in flight that `lost(from, to)` selects, in job order: their senders
+    /// see the link fail.
+    fn fail(&mut self, lost: impl Fn(usize, usize) -> bool) {
+        let doomed: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (from, to, _))| lost(*from, *to))
+            .map(|(n, _)| *n)
+            .collect();
+        for n in doomed {
+            self.in_flight.remove(&n);
+        }
+        for q in self.inbox.values_mut() {
+            q.retain(|(n, _)| self.in_flight.contains_key(n));
+        }
+    }
+}
+
+/// How long a job sent to another node may take before it is reported lost.
+const REMOTE_JOB_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A node's dispatcher in the simulation: about half its jobs run on its own pool, the others on
+/// another node's, over a simulated link (a few milliseconds each way). A link that is cut, a
+/// node that is down, or no answer within [`REMOTE_JOB_TIMEOUT`] reports the job lost, as the
+/// cluster's dispatcher does when a worker node goes.
+struct SimDispatch {
+    me: usize,
+    nodes: usize,
+    local: cairn::WorkerPoolHandle,
+    entropy: Entropy,
+}
+
+impl cairn::Dispatch for SimDispatch {
+    fn submit(&self, job: Job, report: cairn::ReportTo) {
+        let to = (self.entropy.next_u64() % (2 * self.nodes as u64)) as usize;
+        if to >= self.nodes || to == self.me {
+            return self.local.submit(job, report);
+        }
+        let (me, cached) = (self.me, job.cache.is_some());
+        let delay = Duration::from_millis(1 + self.entropy.next_u64() % 20);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let lost = |why: String| JobReport::lost(cached, why);
+            let answer = match send_job(me, to, job) {
+                None => lost(format!("node{to} is unreachable")),
+                Some(rx) => match tokio::time::timeout(REMOTE_JOB_TIMEOUT, rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => lost(format!("the link to node{to} failed")),
+                    Err(_) => lost(format!(
+                        "node{to} did not answer within {REMOTE_JOB_TIMEOUT:?}"
+                    )),
+                },
+            };
+            report.send(answer);
+        });
+    }
+}
+
+/// Puts `job` in node `to`'s inbox; `None` if the link is cut or `to` is down.
+fn send_job(from: usize, to: usize, job: Job) -> Option<tokio::sync::oneshot::Receiver<JobReport>> {
+    let w = world();
+    let mut links = w.links.borrow_mut();
+    if links.down.contains(&to) || links.cut.contains(&Links::pair(from, to)) {
+        return None;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    links.next += 1;
+    let n = links.next;
+    w.event(format!(
+        "node{from} sends job {n} ({}) to node{to}",
+        job.task
+    ));
+    links.in_flight.insert(n, (from, to, tx));
+    links.inbox.entry(to).or_default().push_back((n, job));
+    if let Some(bell) = links.bells.get(&to) {
+        bell.notify_one();
+    }
+    Some(rx)
+}
+
+/// Answers job `n` with `report`, unless it was lost meanwhile (or its node is down: the
+/// reports of a crashing node's dropped jobs are not sent; the driver fails them in order).
+fn answer_job(n: u64, to: usize, report: JobReport) {
+    WORLD.with(|w| {
+        let Ok(w) = w.try_borrow() else { return };
+        let Some(w) = w.as_ref() else { return };
+        let mut links = w.links.borrow_mut();
+        if links.down.contains(&to) {
+            return;
+        }
+        if let Some((_, _, tx)) = links.in_flight.remove(&n) {
+            let _ = tx.send(report);
+        }
+    });
+}
+
+/// Node `me`'s job listener: runs the jobs other nodes send it on its pool.
+async fn serve_jobs(me: usize, workers: cairn::WorkerPoolHandle, bell: Arc<tokio::sync::Notify>) {
+    loop {
+        bell.notified().await;
+        let jobs: Vec<(u64, Job)> = {
+            let w = world();
+            let mut links = w.links.borrow_mut();
+            links
+                .inbox
+                .get_mut(&me)
+                .map(|q| q.drain(..).collect())
+                .unwrap_or_default()
+        };
+        for (n, job) in jobs {
+            let cached = job.cache.is_some();
+            workers.submit(
+                job,
+                cairn::ReportTo::new(cached, move |r| answer_job(n, me, r)),
+            );
+        }
+    }
+}
+
 /// How long the chaos phase lasts (virtual time).
 const CHAOS: Duration = Duration::from_secs(8);
 /// How long the quiet phase may take: every quiet call must be answered within it.
@@ -353,6 +502,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
     let nodes = rng.random_range(2..=4usize);
     let clients = rng.random_range(1..=5usize);
     let schedules = swarm.schedules;
+    let remote_jobs = swarm.remote_jobs;
     let workers = rng.random_range(1..=2usize);
     let keys: u64 = if swarm.storms {
         rng.random_range(1..=3)
@@ -375,6 +525,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
         cancelled_by_us: RefCell::new(BTreeMap::new()),
         seen_final: RefCell::new(BTreeMap::new()),
         run_calls: RefCell::new(Vec::new()),
+        links: RefCell::new(Links::default()),
     });
     WORLD.with(|w| *w.borrow_mut() = Some(the_world.clone()));
     let world = &the_world;
@@ -507,6 +658,18 @@ pub fn run_seed(seed: u64) -> SeedReport {
                         spec.overlap = Overlap::AllowAll;
                         builder = builder.schedule(spec);
                     }
+                    if remote_jobs {
+                        let entropy =
+                            Entropy::seeded(seed ^ 0xD15 ^ ((i as u64) << 32) ^ (boot << 48));
+                        builder = builder.dispatch_with(move |local| {
+                            Arc::new(SimDispatch {
+                                me: i,
+                                nodes,
+                                local,
+                                entropy,
+                            })
+                        });
+                    }
                     let started = builder
                         .name(name.as_str())
                         .store(store.clone())
@@ -535,6 +698,15 @@ pub fn run_seed(seed: u64) -> SeedReport {
                     }
                 };
                 w.event(format!("{name} up"));
+                if remote_jobs {
+                    let bell = Arc::new(tokio::sync::Notify::new());
+                    {
+                        let mut links = w.links.borrow_mut();
+                        links.bells.insert(i, bell.clone());
+                        links.down.remove(&i);
+                    }
+                    tokio::spawn(serve_jobs(i, node.workers().clone(), bell));
+                }
                 // The chaos-phase workload, from where the last boot stopped, by a few
                 // concurrent clients (more calls than workers: jobs queue).
                 let chaos_ctx = node.ctx(RunOptions::new(PROJECT, DOMAIN));
@@ -596,17 +768,22 @@ pub fn run_seed(seed: u64) -> SeedReport {
     let mut nemesis_events = 0usize;
     let mut crashed: BTreeMap<usize, Duration> = BTreeMap::new();
     let mut partitioned: BTreeMap<usize, Duration> = BTreeMap::new();
+    let mut cut_until: BTreeMap<(usize, usize), Duration> = BTreeMap::new();
     let mut quiet_since: Option<Duration> = None;
     let mut step: u64 = 0;
     let mut violations = Vec::new();
     loop {
         let now = sim.elapsed();
         if now < CHAOS {
-            if swarm.nemeses() && world.draw(1_000) < 16 {
+            if (swarm.nemeses() || swarm.remote_jobs) && world.draw(1_000) < 16 {
                 let victim = world.draw(nodes as u64) as usize;
-                let kind = world.draw(3);
+                let kind = world.draw(4);
                 if kind == 0 && swarm.crashes && !crashed.contains_key(&victim) {
+                    // Its listener's jobs in flight are lost in job order, after the crash
+                    // (what the crash itself drops is ignored: see `answer_job`).
+                    world.links.borrow_mut().down.insert(victim);
                     sim.crash(format!("node{victim}"));
+                    world.links.borrow_mut().fail(|_, to| to == victim);
                     world.event_at(now, format!("nemesis crash node{victim}"));
                     crashed.insert(victim, now + Duration::from_millis(world.draw(3_000)));
                     nemesis_events += 1;
@@ -620,7 +797,29 @@ pub fn run_seed(seed: u64) -> SeedReport {
                     skews[victim].fetch_add(by, Ordering::Relaxed);
                     world.event_at(now, format!("nemesis clock node{victim} {by:+}ms"));
                     nemesis_events += 1;
+                } else if kind == 3 && swarm.remote_jobs && nodes > 1 {
+                    // Cut the link between two nodes: the jobs in flight between them are lost.
+                    let other = (victim + 1 + world.draw(nodes as u64 - 1) as usize) % nodes;
+                    let pair = Links::pair(victim, other);
+                    let mut links = world.links.borrow_mut();
+                    if links.cut.insert(pair) {
+                        links.fail(|a, b| Links::pair(a, b) == pair);
+                        drop(links);
+                        world.event_at(now, format!("nemesis cut node{}-node{}", pair.0, pair.1));
+                        cut_until.insert(pair, now + Duration::from_millis(world.draw(4_000)));
+                        nemesis_events += 1;
+                    }
                 }
+            }
+            let healed: Vec<(usize, usize)> = cut_until
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(p, _)| *p)
+                .collect();
+            for pair in healed {
+                cut_until.remove(&pair);
+                world.links.borrow_mut().cut.remove(&pair);
+                world.event_at(now, format!("nemesis repair node{}-node{}", pair.0, pair.1));
             }
             for i in take_due(&mut crashed, now) {
                 sim.bounce(format!("node{i}"));
@@ -640,6 +839,8 @@ pub fn run_seed(seed: u64) -> SeedReport {
             for i in std::mem::take(&mut crashed).into_keys() {
                 sim.bounce(format!("node{i}"));
             }
+            cut_until.clear();
+            world.links.borrow_mut().cut.clear();
             *world.quiet.borrow_mut() = true;
             *stop_chaos.borrow_mut() = true;
             world.event_at(now, "quiet".into());
@@ -1133,7 +1334,7 @@ fn check(
         let allowed = 1
             + epochs.get(k).copied().unwrap_or(0)
             + failures.get(k).copied().unwrap_or(0)
-            + if swarm.nemeses() || swarm.store_faults {
+            + if swarm.nemeses() || swarm.store_faults || nemesis_events > 0 {
                 nemesis_events as u64 + 1
             } else {
                 0
