@@ -7,14 +7,12 @@
 
 use crate::harness::Harness;
 use cairn_engine::catalog::{
-    Answer, CacheKey, CacheStatus, CallOptions, Catalog, CatalogConfig, Committed, EvictScope,
-    Explanation, FailurePolicy, KeyInputs, Lease, Resolution, ResolveRequest, TaskSignature,
-    TypeDesc, new_execution_id,
+    Answer, CacheKey, CacheStatus, Catalog, CatalogConfig, Committed, EvictScope, Explanation,
+    KeyInputs, Lease, Resolution, ResolveRequest, TaskSignature, TypeDesc, new_execution_id,
 };
 use cairn_engine::clock::ManualClock;
-use cairn_engine::{Error, Store};
+use cairn_engine::{AnyStore, Error, Store};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 const LONG_TTL: Duration = Duration::from_secs(3600);
@@ -81,16 +79,6 @@ async fn populate<S: Store>(catalog: &Catalog<S>, key: &CacheKey, output: &[u8])
 
 /// Waits until the store has committed more transactions than `before`: how a test knows that a
 /// call it started has resolved (a resolve that finds the key held commits an empty transaction).
-async fn committed_past<S: Store>(catalog: &Catalog<S>, before: u64) {
-    tokio::time::timeout(EVENT_TIMEOUT, async {
-        while catalog.store().counters().commits() <= before {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the call resolved");
-}
-
 async fn catalog_of<H: Harness>(h: &H) -> Catalog<H::S> {
     Catalog::new(h.open().await)
 }
@@ -930,200 +918,6 @@ pub async fn listing_pages<H: Harness>() {
     assert_eq!(stats.entries_by_version.get("1.0"), Some(&25));
 }
 
-/// Every cache status comes out of `Catalog::call`, each call is recorded with its run, and the
-/// per-task counters add up.
-pub async fn every_status_is_recorded<H: Harness>() {
-    let h = H::new().await;
-    let config = CatalogConfig {
-        max_output_bytes: 1_000,
-        ..CatalogConfig::default()
-    };
-    let catalog = Catalog::with(
-        h.open().await,
-        Arc::new(cairn_engine::clock::SystemClock),
-        config,
-    );
-    let p = project();
-    let run = format!("run-{p}");
-    let opts = CallOptions {
-        run: Some(run.clone()),
-        ..CallOptions::default()
-    };
-    let ok = |v: &'static [u8]| move || async move { Ok::<_, String>(v.to_vec()) };
-    let mut statuses = Vec::new();
-
-    let k1 = key(&p, 1);
-    statuses.push(catalog.call(&k1, &opts, ok(b"1")).await.unwrap().status); // populated
-    statuses.push(catalog.call(&k1, &opts, ok(b"never")).await.unwrap().status); // hit
-    let no_cache = CallOptions {
-        cache: false,
-        ..opts.clone()
-    };
-    statuses.push(catalog.call(&k1, &no_cache, ok(b"1")).await.unwrap().status); // disabled
-    let overwrite = CallOptions {
-        overwrite: true,
-        ..opts.clone()
-    };
-    statuses.push(
-        catalog
-            .call(&k1, &overwrite, ok(b"1b"))
-            .await
-            .unwrap()
-            .status,
-    ); // skipped
-    assert_eq!(
-        catalog.lookup(&k1, None).await.unwrap().unwrap().output,
-        b"1b"
-    );
-
-    let k2 = key(&p, 2);
-    let failed = catalog
-        .call(&k2, &opts, || async {
-            Err::<Vec<u8>, _>("bad input".to_string())
-        })
-        .await
-        .unwrap();
-    assert_eq!(failed.output, Err("bad input".to_string()));
-    statuses.push(failed.status); // miss
-    assert!(
-        catalog.lookup(&k2, None).await.unwrap().is_none(),
-        "errors are never cached"
-    );
-
-    catalog.evict(&EvictScope::Key(k1.digest)).await.unwrap();
-    statuses.push(catalog.call(&k1, &opts, ok(b"1c")).await.unwrap().status); // evicted
-
-    let k3 = key(&p, 3);
-    let too_big = catalog
-        .call(&k3, &opts, || async { Ok(vec![1u8; 1_001]) })
-        .await
-        .unwrap();
-    assert_eq!(
-        too_big.output,
-        Ok(vec![1u8; 1_001]),
-        "the output still reaches its caller"
-    );
-    statuses.push(too_big.status); // put failure
-
-    // Corrupt metadata makes the read-only lookup fail by name; a call treats the key as a
-    // miss and replaces the entry (see `corrupt_entries_are_contained`).
-    let k4 = key(&p, 4);
-    crate::harness::blind_write(
-        catalog.store(),
-        &cairn_engine::keys::entry_part(&k4.digest, cairn_engine::keys::entry_part::META),
-        b"\xc1garbage",
-    )
-    .await;
-    let err = catalog.lookup_output(&k4, None).await.unwrap_err();
-    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-    let err = catalog.lookup(&k4, None).await.unwrap_err();
-    assert!(
-        matches!(err, Error::Corrupt { .. }) && err.to_string().contains(&k4.digest.to_string()),
-        "{err}"
-    );
-    let replaced = catalog.call(&k4, &opts, ok(b"4")).await.unwrap();
-    assert_eq!(replaced.output, Ok(b"4".to_vec()));
-    assert_eq!(
-        replaced.status,
-        CacheStatus::Populated,
-        "the corrupt entry is replaced"
-    );
-    statuses.push(replaced.status);
-
-    // Waited: one runs, the other waits for it.
-    let k5 = Arc::new(key(&p, 5));
-    let runs = Arc::new(AtomicUsize::new(0));
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let first = {
-        let (catalog, k5, opts, runs) = (catalog.clone(), k5.clone(), opts.clone(), runs.clone());
-        let mut gate = Some((started_tx, release_rx));
-        tokio::spawn(async move {
-            catalog
-                .call(&k5, &opts, move || {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    let gate = gate.take();
-                    async move {
-                        if let Some((started, release)) = gate {
-                            let _ = started.send(());
-                            let _ = release.await;
-                        }
-                        Ok(b"5".to_vec())
-                    }
-                })
-                .await
-                .unwrap()
-        })
-    };
-    started_rx.await.unwrap();
-    catalog.flush_records().await.unwrap();
-    let before = catalog.store().counters().commits();
-    let second = {
-        let (catalog, k5, opts, runs) = (catalog.clone(), k5.clone(), opts.clone(), runs.clone());
-        tokio::spawn(async move {
-            catalog
-                .call(&k5, &opts, move || {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    async { Ok(b"never".to_vec()) }
-                })
-                .await
-                .unwrap()
-        })
-    };
-    // The second call has found the key held once its resolve committed.
-    committed_past(&catalog, before).await;
-    release_tx.send(()).unwrap();
-    let (a, b) = (first.await.unwrap(), second.await.unwrap());
-    assert_eq!(
-        (a.output.clone(), b.output.clone()),
-        (Ok(b"5".to_vec()), Ok(b"5".to_vec()))
-    );
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
-    statuses.push(a.status);
-    statuses.push(b.status);
-
-    // `Replayed` belongs to the journal of durable runs, not to one catalog call (the runtime
-    // tests produce it); `LookupFailure` needs a store that cannot answer (the PostgreSQL
-    // failure test drops its table).
-    for s in CacheStatus::ALL
-        .into_iter()
-        .filter(|s| !matches!(s, CacheStatus::Replayed | CacheStatus::LookupFailure))
-    {
-        assert!(
-            statuses.contains(&s),
-            "no call produced {s:?}: {statuses:?}"
-        );
-    }
-    catalog.flush_records().await.unwrap();
-    let records = catalog.run_executions(&run).await.unwrap();
-    assert_eq!(records.len(), statuses.len());
-    let mut recorded: Vec<_> = records.iter().map(|r| r.status).collect();
-    recorded.sort();
-    statuses.sort();
-    assert_eq!(recorded, statuses);
-    let waited = records
-        .iter()
-        .find(|r| r.status == CacheStatus::Waited)
-        .unwrap();
-    assert!(waited.wait_us > 0 && waited.waited_for.is_some());
-    let stats = catalog.task_stats(&p, "dev", "square").await.unwrap();
-    assert_eq!(stats.calls.values().sum::<u64>(), statuses.len() as u64);
-    assert_eq!(stats.calls.get(&CacheStatus::Hit), Some(&1));
-    // A counter written before atomic adds (big-endian, under the old tag) still counts.
-    use cairn_engine::{Store as _, Transaction as _};
-    let tx = catalog.store().begin().await.unwrap();
-    let legacy = cairn_engine::keys::subspace(cairn_engine::keys::tag::STATS).pack(&(
-        p.as_str(),
-        "dev",
-        "square",
-        CacheStatus::Hit.name(),
-    ));
-    tx.set(&legacy, &1000u64.to_be_bytes());
-    tx.commit().await.unwrap();
-    let stats = catalog.task_stats(&p, "dev", "square").await.unwrap();
-    assert_eq!(stats.calls.get(&CacheStatus::Hit), Some(&1001));
-}
-
 /// Records queued together (a flight's callers, answered in one pass) are stored in batches of
 /// at most `record_batch`, and a flush returns only once every record queued before it is.
 pub async fn records_queued_together_are_stored_before_a_flush<H: Harness>() {
@@ -1167,89 +961,6 @@ pub async fn records_queued_together_are_stored_before_a_flush<H: Harness>() {
     assert_eq!(seqs, (0..100).collect::<Vec<_>>());
     let stats = catalog.task_stats(&p, "dev", "square").await.unwrap();
     assert_eq!(stats.calls.get(&CacheStatus::Waited), Some(&100));
-}
-
-/// Concurrent identical calls run the task once; every caller gets the same output. A waiter
-/// behind a failed execution runs the task itself or returns the error, as its policy says.
-pub async fn concurrent_calls_run_once<H: Harness>() {
-    let h = H::new().await;
-    let catalog = catalog_of(&h).await;
-    let p = project();
-    let key1 = Arc::new(key(&p, 9));
-    let runs = Arc::new(AtomicUsize::new(0));
-    let mut calls = Vec::new();
-    for _ in 0..200 {
-        let (catalog, key1, runs) = (catalog.clone(), key1.clone(), runs.clone());
-        calls.push(tokio::spawn(async move {
-            catalog
-                .call(&key1, &CallOptions::default(), || {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    async {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(b"81".to_vec())
-                    }
-                })
-                .await
-                .unwrap()
-        }));
-    }
-    for c in calls {
-        assert_eq!(c.await.unwrap().output, Ok(b"81".to_vec()));
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the task ran exactly once");
-
-    // Failure policies of a waiter.
-    for policy in [FailurePolicy::Run, FailurePolicy::Fail] {
-        let key2 = Arc::new(key(&p, 10 + policy as i64));
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-        let failing = {
-            let (catalog, key2) = (catalog.clone(), key2.clone());
-            tokio::spawn(async move {
-                let mut gate = Some((started_tx, release_rx));
-                catalog
-                    .call(&key2, &CallOptions::default(), move || {
-                        let gate = gate.take();
-                        async move {
-                            if let Some((s, r)) = gate {
-                                let _ = s.send(());
-                                let _ = r.await;
-                            }
-                            Err::<Vec<u8>, _>("flaky".to_string())
-                        }
-                    })
-                    .await
-                    .unwrap()
-            })
-        };
-        started_rx.await.unwrap();
-        catalog.flush_records().await.unwrap();
-        let before = catalog.store().counters().commits();
-        let waiter = {
-            let (catalog, key2) = (catalog.clone(), key2.clone());
-            let opts = CallOptions {
-                on_failure: policy,
-                ..CallOptions::default()
-            };
-            tokio::spawn(async move {
-                catalog
-                    .call(&key2, &opts, || async { Ok(b"ran".to_vec()) })
-                    .await
-                    .unwrap()
-            })
-        };
-        committed_past(&catalog, before).await;
-        release_tx.send(()).unwrap();
-        assert_eq!(failing.await.unwrap().output, Err("flaky".to_string()));
-        let w = tokio::time::timeout(EVENT_TIMEOUT, waiter)
-            .await
-            .unwrap()
-            .unwrap();
-        match policy {
-            FailurePolicy::Run => assert_eq!(w.output, Ok(b"ran".to_vec())),
-            FailurePolicy::Fail => assert_eq!(w.output, Err("flaky".to_string())),
-        }
-    }
 }
 
 /// `explain` names the key component that differs from the nearest stored entries: the cache
@@ -1514,6 +1225,407 @@ pub async fn corrupt_entries_are_contained<H: Harness>() {
             );
         }
     }
+}
+
+/// Tasks the suite calls through real nodes: the actor runtime is the one implementation of
+/// the call protocol (resolve, wait, lease, run, commit or fail, record), so the suite proves it
+/// on every backend through the same code users run.
+pub mod tasks {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use tokio::sync::oneshot;
+
+    static RUNS: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+    type Gate = (oneshot::Sender<()>, oneshot::Receiver<()>);
+    static GATES: Mutex<BTreeMap<String, Gate>> = Mutex::new(BTreeMap::new());
+
+    /// How many times a body ran for `token`.
+    pub fn runs(token: &str) -> usize {
+        RUNS.lock().unwrap().get(token).copied().unwrap_or(0)
+    }
+
+    /// The next body run for `token` signals the first channel, then waits for the second.
+    pub fn gate(token: &str) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        GATES
+            .lock()
+            .unwrap()
+            .insert(token.to_string(), (started_tx, release_rx));
+        (started_rx, release_tx)
+    }
+
+    async fn body(token: &str) -> usize {
+        let n = {
+            let mut runs = RUNS.lock().unwrap();
+            let n = runs.entry(token.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        let gate = GATES.lock().unwrap().remove(token);
+        if let Some((started, release)) = gate {
+            let _ = started.send(());
+            let _ = release.await;
+        }
+        n
+    }
+
+    /// `token#n`, where n counts the runs of the body for this token.
+    #[cairn::task(cache = true, cache_version = "1.0")]
+    pub async fn stamp(token: String) -> String {
+        let n = body(&token).await;
+        format!("{token}#{n}")
+    }
+
+    /// `stamp`, never cached.
+    #[cairn::task(cache = false)]
+    pub async fn stamp_uncached(token: String) -> String {
+        let n = body(&token).await;
+        format!("{token}#{n}")
+    }
+
+    /// Always fails (no retries: a waiter behind it gets the error).
+    #[cairn::task(cache = true, cache_version = "1.0")]
+    pub async fn refuse(token: String) -> Result<String, String> {
+        body(&token).await;
+        Err(format!("bad input {token}"))
+    }
+
+    /// An output of `len` bytes of text.
+    #[cairn::task(cache = true, cache_version = "1.0")]
+    pub async fn bulky(token: String, len: usize) -> String {
+        body(&token).await;
+        "x".repeat(len)
+    }
+}
+
+async fn node_on<H: Harness>(h: &H, name: &str, config: CatalogConfig) -> (cairn::Node, AnyStore)
+where
+    H::S: Into<AnyStore>,
+{
+    let store: AnyStore = h.open().await.into();
+    let node = cairn::Node::builder()
+        .name(name)
+        .store(store.clone())
+        .concurrency(8)
+        .catalog_config(config)
+        .task(tasks::stamp)
+        .task(tasks::stamp_uncached)
+        .task(tasks::refuse)
+        .task(tasks::bulky)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("node {name}: {e}"));
+    (node, store)
+}
+
+/// A second node on the same store (another handle on it).
+async fn second_node(store: &AnyStore, name: &str, config: CatalogConfig) -> cairn::Node {
+    cairn::Node::builder()
+        .name(name)
+        .store(store.clone())
+        .concurrency(8)
+        .catalog_config(config)
+        .task(tasks::stamp)
+        .task(tasks::stamp_uncached)
+        .task(tasks::refuse)
+        .task(tasks::bulky)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("node {name}: {e}"))
+}
+
+/// Makes one call of `task(input)` in run `run` and returns its output and status.
+async fn call_in<T: cairn::Task>(
+    node: &cairn::Node,
+    options: cairn::RunOptions,
+    task: T,
+    input: T::Input,
+) -> (Result<T::Output, cairn::CallError>, CacheStatus) {
+    let ctx = node.ctx(options);
+    let out = ctx.call(task, input).await;
+    let calls = ctx.calls();
+    assert_eq!(calls.len(), 1, "one call made");
+    (out, calls[0].status)
+}
+
+/// Every cache status comes out of calls through a node, each call is recorded with its run,
+/// and the per-task counters add up.
+pub async fn every_status_is_recorded<H: Harness>()
+where
+    H::S: Into<AnyStore>,
+{
+    use cairn::RunOptions;
+    use tasks::{bulky, refuse, stamp, stamp_uncached};
+    let h = H::new().await;
+    let config = CatalogConfig {
+        max_output_bytes: 1_000,
+        ..CatalogConfig::default()
+    };
+    let (a, store) = node_on(&h, "a", config.clone()).await;
+    let p = project();
+    let run = format!("run-{p}");
+    let opts = || RunOptions::new(p.clone(), "dev").with_run_id(run.clone());
+    let mut statuses = Vec::new();
+    let t1 = format!("{p}-1");
+
+    let (out, status) = call_in(&a, opts(), stamp, t1.clone()).await;
+    assert_eq!(out.unwrap(), format!("{t1}#1"));
+    statuses.push(status); // populated
+    let (out, status) = call_in(&a, opts(), stamp, t1.clone()).await;
+    assert_eq!(out.unwrap(), format!("{t1}#1"), "the stored output");
+    statuses.push(status); // hit
+    let (out, status) = call_in(&a, opts(), stamp_uncached, t1.clone()).await;
+    assert_eq!(out.unwrap(), format!("{t1}#2"), "ran, uncached");
+    statuses.push(status); // disabled
+    let (out, status) = call_in(&a, opts().overwrite_cache(true), stamp, t1.clone()).await;
+    assert_eq!(out.unwrap(), format!("{t1}#3"), "re-executed");
+    statuses.push(status); // skipped
+    let (out, _) = call_in(&a, RunOptions::new(p.clone(), "dev"), stamp, t1.clone()).await;
+    assert_eq!(out.unwrap(), format!("{t1}#3"), "the entry was replaced");
+
+    let t2 = format!("{p}-2");
+    let (out, status) = call_in(&a, opts(), refuse, t2.clone()).await;
+    match out {
+        Err(cairn::CallError::Task {
+            error: cairn::TaskError::Failed { message },
+            ..
+        }) => assert_eq!(message, format!("bad input {t2}")),
+        other => panic!("expected the task's error, got {other:?}"),
+    }
+    statuses.push(status); // miss
+    let (_, again) = call_in(&a, RunOptions::new(p.clone(), "dev"), refuse, t2.clone()).await;
+    assert_eq!(again, CacheStatus::Miss, "errors are never cached");
+    assert_eq!(tasks::runs(&t2), 2);
+
+    let k1 = cairn::Task::spec(&stamp)
+        .cache_key(&p, "dev", cairn::Task::key_inputs(&stamp, &t1).unwrap())
+        .unwrap();
+    a.catalog()
+        .evict(&EvictScope::Key(k1.digest))
+        .await
+        .unwrap();
+    let (out, status) = call_in(&a, opts(), stamp, t1.clone()).await;
+    assert_eq!(out.unwrap(), format!("{t1}#4"));
+    statuses.push(status); // evicted
+
+    let t3 = format!("{p}-3");
+    let (out, status) = call_in(&a, opts(), bulky, (t3.clone(), 1_001)).await;
+    assert_eq!(
+        out.unwrap().len(),
+        1_001,
+        "the output still reaches its caller"
+    );
+    statuses.push(status); // put failure
+
+    // Corrupt metadata makes the read-only lookup fail by name; a call treats the key as a
+    // miss and replaces the entry (see `corrupt_entries_are_contained`).
+    let t4 = format!("{p}-4");
+    let k4 = cairn::Task::spec(&stamp)
+        .cache_key(&p, "dev", cairn::Task::key_inputs(&stamp, &t4).unwrap())
+        .unwrap();
+    crate::harness::blind_write(
+        a.catalog().store(),
+        &cairn_engine::keys::entry_part(&k4.digest, cairn_engine::keys::entry_part::META),
+        b"\xc1garbage",
+    )
+    .await;
+    let err = a.catalog().lookup(&k4, None).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { .. }) && err.to_string().contains(&k4.digest.to_string()),
+        "{err}"
+    );
+    let (out, status) = call_in(&a, opts(), stamp, t4.clone()).await;
+    assert_eq!(out.unwrap(), format!("{t4}#1"));
+    assert_eq!(
+        status,
+        CacheStatus::Populated,
+        "the corrupt entry is replaced"
+    );
+    statuses.push(status);
+
+    // Waited: node a runs, node b finds a's lease held and waits for its commit. Node b must
+    // resolve while a's body is held at its gate; a slow machine may miss that window, so the
+    // step is tried with fresh keys until b waited.
+    let b = second_node(&store, "b", config).await;
+    let mut waited = None;
+    for attempt in 0..5 {
+        let t5 = format!("{p}-5-{attempt}");
+        let (started, release) = tasks::gate(&t5);
+        let first = {
+            let (ctx, t5) = (a.ctx(opts()), t5.clone());
+            tokio::spawn(async move {
+                let out = ctx.call(stamp, t5).await;
+                (out, ctx.calls()[0].status)
+            })
+        };
+        tokio::time::timeout(EVENT_TIMEOUT, started)
+            .await
+            .expect("node a ran the task")
+            .unwrap();
+        let second = {
+            let (ctx, t5) = (b.ctx(opts()), t5.clone());
+            tokio::spawn(async move {
+                let out = ctx.call(stamp, t5).await;
+                (out, ctx.calls()[0].status)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        release.send(()).unwrap();
+        let (x, y) = (first.await.unwrap(), second.await.unwrap());
+        assert_eq!(x.0.unwrap(), format!("{t5}#1"));
+        assert_eq!(y.0.unwrap(), format!("{t5}#1"), "the same output");
+        assert_eq!(tasks::runs(&t5), 1, "ran once");
+        statuses.push(x.1);
+        statuses.push(y.1);
+        if y.1 == CacheStatus::Waited {
+            waited = Some(attempt);
+            break;
+        }
+    }
+    assert!(waited.is_some(), "node b never waited: {statuses:?}");
+
+    // `Replayed` belongs to the journal of durable runs (the runtime tests produce it);
+    // `LookupFailure` needs a store that cannot answer (the PostgreSQL failure test drops its
+    // table).
+    for s in CacheStatus::ALL
+        .into_iter()
+        .filter(|s| !matches!(s, CacheStatus::Replayed | CacheStatus::LookupFailure))
+    {
+        assert!(
+            statuses.contains(&s),
+            "no call produced {s:?}: {statuses:?}"
+        );
+    }
+    a.catalog().flush_records().await.unwrap();
+    b.catalog().flush_records().await.unwrap();
+    let records = a.catalog().run_executions(&run).await.unwrap();
+    let mut recorded: Vec<_> = records.iter().map(|r| r.status).collect();
+    recorded.sort();
+    statuses.sort();
+    assert_eq!(recorded, statuses);
+    let waited = records
+        .iter()
+        .find(|r| r.status == CacheStatus::Waited)
+        .unwrap();
+    assert!(
+        waited.wait_us > 0 && waited.waited_for.is_some(),
+        "{waited:?}"
+    );
+    let count = |task: &str| {
+        let (a, p) = (a.catalog().clone(), p.clone());
+        let task = task.to_string();
+        async move { a.task_stats(&p, "dev", &task).await.unwrap() }
+    };
+    let stats = count("stamp").await;
+    // Two calls outside the run (the replaced entry read back, above) are counted too.
+    let in_run = statuses
+        .iter()
+        .filter(|s| {
+            !matches!(
+                s,
+                CacheStatus::Disabled | CacheStatus::Miss | CacheStatus::PutFailure
+            )
+        })
+        .count() as u64;
+    assert_eq!(
+        stats.calls.values().sum::<u64>(),
+        in_run + 1,
+        "{:?}",
+        stats.calls
+    );
+    let hits = statuses.iter().filter(|s| **s == CacheStatus::Hit).count() as u64 + 1;
+    assert_eq!(stats.calls.get(&CacheStatus::Hit), Some(&hits));
+    assert_eq!(
+        count("refuse").await.calls.get(&CacheStatus::Miss),
+        Some(&2)
+    );
+    // A counter written before atomic adds (big-endian, under the old tag) still counts.
+    use cairn_engine::{Store as _, Transaction as _};
+    let tx = a.catalog().store().begin().await.unwrap();
+    let legacy = cairn_engine::keys::subspace(cairn_engine::keys::tag::STATS).pack(&(
+        p.as_str(),
+        "dev",
+        "stamp",
+        CacheStatus::Hit.name(),
+    ));
+    tx.set(&legacy, &1000u64.to_be_bytes());
+    tx.commit().await.unwrap();
+    assert_eq!(
+        count("stamp").await.calls.get(&CacheStatus::Hit),
+        Some(&(hits + 1000))
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Concurrent identical calls, from two nodes, run the task once; every caller gets the same
+/// output. A waiter behind a failed execution of a task without retries gets its error.
+pub async fn concurrent_calls_run_once<H: Harness>()
+where
+    H::S: Into<AnyStore>,
+{
+    use cairn::RunOptions;
+    let h = H::new().await;
+    let (a, store) = node_on(&h, "a", CatalogConfig::default()).await;
+    let b = second_node(&store, "b", CatalogConfig::default()).await;
+    let p = project();
+    let token = format!("{p}-9");
+    let (started, release) = tasks::gate(&token);
+    let mut calls = Vec::new();
+    for i in 0..200 {
+        let ctx = if i % 2 == 0 { &a } else { &b }.ctx(RunOptions::new(p.clone(), "dev"));
+        let token = token.clone();
+        calls.push(tokio::spawn(
+            async move { ctx.call(tasks::stamp, token).await },
+        ));
+    }
+    tokio::time::timeout(EVENT_TIMEOUT, started)
+        .await
+        .expect("one node ran the task")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    release.send(()).unwrap();
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap(), format!("{token}#1"));
+    }
+    assert_eq!(tasks::runs(&token), 1, "the task ran exactly once");
+
+    // A waiter behind a failing holder: the task has no retries, so it gets the error.
+    let token = format!("{p}-10");
+    let (started, release) = tasks::gate(&token);
+    let failing = {
+        let (ctx, token) = (a.ctx(RunOptions::new(p.clone(), "dev")), token.clone());
+        tokio::spawn(async move { ctx.call(tasks::refuse, token).await })
+    };
+    tokio::time::timeout(EVENT_TIMEOUT, started)
+        .await
+        .expect("node a ran the task")
+        .unwrap();
+    let waiter = {
+        let (ctx, token) = (b.ctx(RunOptions::new(p.clone(), "dev")), token.clone());
+        tokio::spawn(async move { ctx.call(tasks::refuse, token).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release.send(()).unwrap();
+    for out in [failing.await.unwrap(), waiter.await.unwrap()] {
+        match out {
+            Err(cairn::CallError::Task {
+                error: cairn::TaskError::Failed { message },
+                ..
+            }) => assert!(
+                message.ends_with(&format!("bad input {token}")),
+                "{message}"
+            ),
+            other => panic!("expected the holder's error, got {other:?}"),
+        }
+    }
+    assert!(
+        tasks::runs(&token) <= 2,
+        "the waiter got the error, or (resolving after the failure) ran it itself"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 /// Instantiates the catalog suite for one backend: `catalog_conformance!(Harness)`.

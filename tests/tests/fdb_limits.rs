@@ -6,7 +6,7 @@
 //! - an 8 MiB output stored where one transaction may write at most 2 MB (staged across
 //!   several transactions), also with "maybe committed" on half the commits.
 
-use cairn_engine::catalog::{CacheKey, CacheStatus, CallOptions, Catalog, KeyInputs};
+use cairn_engine::catalog::CacheStatus;
 use cairn_engine::clock::ManualClock;
 use cairn_engine::nodes::Incarnation;
 use cairn_engine::runs::{Ended, Runs};
@@ -17,7 +17,7 @@ use cairn_engine::store::{RetryPolicy, transact};
 use cairn_engine::{Store, Transaction};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 async fn store(dir: &std::path::Path, config: FdbLimitsConfig) -> FdbLimited<EmbeddedStore> {
@@ -32,34 +32,53 @@ fn half_unknown(seed: u64) -> FdbLimitsConfig {
     }
 }
 
-fn key(project: &str, n: i64) -> CacheKey {
-    let sig = cairn_engine::catalog::TaskSignature::new(
-        "square",
-        cairn_engine::catalog::TypeDesc::of::<i64>(),
-    )
-    .input("n", cairn_engine::catalog::TypeDesc::of::<i64>());
-    let mut inputs = KeyInputs::new();
-    inputs.add("n", &n).unwrap();
-    CacheKey::new(project, "dev", &sig, "1.0", &inputs).unwrap()
+/// `n`, cached.
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn counter(n: i64) -> i64 {
+    n
+}
+
+static STAGED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Eight MiB of text that depends on `n`.
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn eight_mib(n: i64) -> String {
+    STAGED_RUNS.fetch_add(1, Ordering::SeqCst);
+    eight_mib_of(n)
+}
+
+fn eight_mib_of(n: i64) -> String {
+    (0..8 * 1024 * 1024i64)
+        .map(|i| char::from(b'a' + ((i * 31 + n) % 26) as u8))
+        .collect()
+}
+
+/// A node on `store`, with room for outputs of 16 MiB.
+async fn node_on(store: &FdbLimited<EmbeddedStore>) -> cairn::Node {
+    cairn::Node::builder()
+        .name("limits")
+        .store(store.clone().into())
+        .catalog_config(cairn_engine::catalog::CatalogConfig {
+            max_output_bytes: 16 * 1024 * 1024,
+            ..Default::default()
+        })
+        .task(counter)
+        .task(eight_mib)
+        .start()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_counters_stay_exact_when_half_the_commits_are_maybe_committed() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path(), half_unknown(7)).await;
-    let catalog = Catalog::new(store.clone());
-    let opts = CallOptions {
-        run: Some("run-counters".into()),
-        ..CallOptions::default()
-    };
+    let node = node_on(&store).await;
+    let catalog = node.catalog();
     for n in 0..60 {
-        let out = catalog
-            .call(&key("counters", n), &opts, move || async move {
-                Ok::<_, String>(n.to_be_bytes().to_vec())
-            })
-            .await
-            .unwrap();
-        assert_eq!(out.status, CacheStatus::Populated);
+        let ctx = node.ctx(cairn::RunOptions::new("counters", "dev").with_run_id("run-counters"));
+        assert_eq!(ctx.call(counter, n).await.unwrap(), n);
+        assert_eq!(ctx.calls()[0].status, CacheStatus::Populated);
         // One record batch per call, each its own transaction.
         catalog.flush_records().await.unwrap();
     }
@@ -69,7 +88,7 @@ async fn call_counters_stay_exact_when_half_the_commits_are_maybe_committed() {
         "applied-but-unknown commits were injected"
     );
     let stats = catalog
-        .task_stats("counters", "dev", "square")
+        .task_stats("counters", "dev", "counter")
         .await
         .unwrap();
     assert_eq!(
@@ -259,29 +278,26 @@ async fn large_outputs_fit_transactions_of_two_megabytes() {
         },
     )
     .await;
-    let catalog = Catalog::new(store.clone());
+    let node = node_on(&store).await;
+    let before = STAGED_RUNS.load(Ordering::SeqCst);
     for n in 0..4i64 {
-        let output: Vec<u8> = (0..8 * 1024 * 1024u32)
-            .map(|i| (i as i64 * 31 + n) as u8)
-            .collect();
-        let expected = output.clone();
-        let out = catalog
-            .call(&key("staged", n), &CallOptions::default(), move || {
-                let output = output.clone();
-                async move { Ok::<_, String>(output) }
-            })
-            .await
-            .unwrap();
-        assert_eq!(out.status, CacheStatus::Populated);
-        let again = catalog
-            .call(&key("staged", n), &CallOptions::default(), || async {
-                Err::<Vec<u8>, _>("a stored output is not computed again".to_string())
-            })
-            .await
-            .unwrap();
-        assert_eq!(again.status, CacheStatus::Hit);
-        assert!(again.output.unwrap() == expected);
+        let expected = eight_mib_of(n);
+        let ctx = node.ctx(cairn::RunOptions::new("staged", "dev"));
+        assert!(ctx.call(eight_mib, n).await.unwrap() == expected);
+        let again = ctx.call(eight_mib, n).await.unwrap();
+        let calls = ctx.calls();
+        assert_eq!(
+            (calls[0].status, calls[1].status),
+            (CacheStatus::Populated, CacheStatus::Hit),
+            "{calls:?}"
+        );
+        assert!(again == expected);
     }
+    assert_eq!(
+        STAGED_RUNS.load(Ordering::SeqCst) - before,
+        4,
+        "each computed once"
+    );
     let injected = store.injected();
     assert!(injected.applied_unknown.load(Ordering::Relaxed) > 0);
     assert!(injected.dropped_unknown.load(Ordering::Relaxed) > 0);

@@ -39,6 +39,11 @@ fn record(run: &str) -> ExecutionRecord {
     }
 }
 
+#[cairn::task(cache = true, cache_version = "1")]
+async fn square(n: i64) -> i64 {
+    n * n
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_fails_gives_errors_that_name_it() {
     let table = format!("gone_{:08x}", rand::random::<u32>());
@@ -52,6 +57,15 @@ async fn a_store_that_fails_gives_errors_that_name_it() {
         .await
         .expect("stored while the table exists");
     assert_eq!(catalog.run_executions("before").await.unwrap().len(), 1);
+
+    // A node on the same table, started while it exists.
+    let node = cairn::Node::builder()
+        .name("n")
+        .store(store.clone().into())
+        .task(square)
+        .start()
+        .await
+        .unwrap();
 
     drop_table(&table).await;
 
@@ -71,25 +85,14 @@ async fn a_store_that_fails_gives_errors_that_name_it() {
     assert!(err.to_string().contains(&table), "{err}");
 
     // A call whose key cannot be looked up runs uncached: LookupFailure, the output still
-    // returned.
-    let mut inputs = cairn_engine::catalog::KeyInputs::new();
-    inputs.add("n", &1i64).unwrap();
-    let sig = cairn_engine::catalog::TaskSignature::new(
-        "square",
-        cairn_engine::catalog::TypeDesc::of::<i64>(),
-    )
-    .input("n", cairn_engine::catalog::TypeDesc::of::<i64>());
-    let key = cairn_engine::catalog::CacheKey::new("p", "d", &sig, "1", &inputs).unwrap();
-    let call = catalog
-        .call(&key, &Default::default(), || async {
-            Ok::<_, String>(b"1".to_vec())
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        (call.output, call.status),
-        (Ok(b"1".to_vec()), CacheStatus::LookupFailure)
-    );
+    // returned, and the reason named.
+    let ctx = node.ctx(cairn::RunOptions::new("p", "d"));
+    let out = ctx.call(square, 12).await;
+    assert_eq!(out.unwrap(), 144);
+    let call = &ctx.calls()[0];
+    assert_eq!(call.status, CacheStatus::LookupFailure);
+    let why = call.cache_error.as_deref().unwrap_or_default();
+    assert!(why.contains(&table), "{why}");
 
     // A flush reports that the records are not stored yet, instead of waiting forever.
     catalog.record(record("after")).await;

@@ -32,7 +32,7 @@ pub struct Context<'a, S: Store> {
     pub cancel_grace: Duration,
 }
 
-/// Runs `job`: looks the task up, keeps its lease alive, runs it (with its timeout, retrying
+/// Runs `job`: looks the task up, runs it (with its timeout, retrying
 /// failures, panics and timeouts `retries` times), then commits the output or fails the lease
 /// so waiters take over at once. A journaled job (an uncached call of a durable run) commits
 /// its outcome, output or error, to the run's journal. A job of a cancelled run is aborted
@@ -149,10 +149,10 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
             () = cancelled => None,
         }
     };
-    let outcome = match &job.cache {
-        Some(c) => catalog.heartbeating(&c.lease, body).await,
-        None => body.await,
-    };
+    // The lease is kept alive by the scheduler that dispatched the job, from dispatch to the
+    // report (its one owner): a worker only runs the body and commits, fenced by the lease's
+    // generation.
+    let outcome = body.await;
     let Some(outcome) = outcome else {
         let run = job.run.clone().unwrap_or_default();
         tracing::info!(task = %job.task, %run, "task aborted: its run was cancelled");

@@ -15,12 +15,11 @@
 //! [`Catalog::explain`] says why a call misses: which key component differs from the nearest
 //! stored entries of its task.
 //!
-//! The catalog never runs tasks itself except in [`Catalog::call`], the whole protocol for one
-//! in-process call, which the actor runtime splits between schedulers and workers.
+//! The catalog never runs tasks: the actor runtime (`cairn-scheduler` and `cairn-worker`) is the
+//! one implementation of a call, which composes these steps.
 
 mod batch;
 mod beat;
-mod call;
 mod canonical;
 mod commit;
 mod entry;
@@ -38,7 +37,6 @@ mod verify;
 mod wait;
 
 pub use crate::digest::Digest;
-pub use call::{CallOptions, CallOutcome, FailurePolicy};
 pub use canonical::to_canonical_msgpack;
 pub use commit::Committed;
 pub use evict::EvictScope;

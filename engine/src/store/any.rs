@@ -27,6 +27,29 @@ pub enum AnyStore {
     Fdb(FdbStore),
 }
 
+macro_rules! any_store_from {
+    ($($(#[$attr:meta])* $variant:ident($store:ty)),* $(,)?) => {
+        $(
+            $(#[$attr])*
+            impl From<$store> for AnyStore {
+                fn from(store: $store) -> AnyStore {
+                    AnyStore::$variant(store)
+                }
+            }
+        )*
+    };
+}
+
+any_store_from!(
+    Embedded(EmbeddedStore),
+    EmbeddedFdbLimits(FdbLimited<EmbeddedStore>),
+    Postgres(PostgresStore),
+    Memory(MemoryStore),
+    MemoryFdbLimits(FdbLimited<MemoryStore>),
+    #[cfg(feature = "fdb")]
+    Fdb(FdbStore),
+);
+
 /// A transaction of [`AnyStore`].
 #[derive(Clone)]
 pub enum AnyTx {
