@@ -778,3 +778,78 @@ async fn a_dead_scheduler_shard_is_restarted_and_its_calls_in_flight_are_answere
     assert_eq!(ctx.call(slower_double, 1).await.unwrap(), 2);
     assert_eq!(node.schedulers().restarts(), 1);
 }
+
+/// A worker pool that dies (here killed, as a panic in it would) is replaced: the jobs it was
+/// running and the jobs queued in it are reported lost to their callers (not left hanging), its
+/// workers stop, and the same keys run again on the replacement at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_pool_is_restarted_and_its_jobs_are_reported_lost() {
+    let shared = SharedStore::new().await;
+    let node = shared
+        .node("a")
+        .concurrency(1)
+        .task(slower_double)
+        .start()
+        .await
+        .unwrap();
+    let ctx = node.ctx(opts());
+    let calls: Vec<_> = [10, 11]
+        .into_iter()
+        .map(|n| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { ctx.call(slower_double, n).await })
+        })
+        .collect();
+    // One job runs on the pool's single worker, the other waits in its queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let running = loop {
+        let status = node.workers().status().await.unwrap();
+        if status.busy.len() == 1 && status.queued == 1 {
+            break status.busy[0].actor.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    node.workers().kill_pool();
+    for call in calls {
+        let answered = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("a job of the dead pool is answered, not left hanging")
+            .unwrap();
+        match answered {
+            Err(CallError::Task {
+                error: TaskError::WorkerLost { .. },
+                ..
+            }) => {}
+            other => panic!("expected the job to be reported lost, got {other:?}"),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while node.workers().restarts() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pool was not restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The dead pool's worker was stopped with it: it cannot commit a job reported lost.
+    while running.get_status() != ractor::ActorStatus::Stopped {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead pool's worker still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The replacement runs jobs, also of the keys whose jobs were lost: their leases were
+    // given up, not left to their TTL.
+    let started = tokio::time::Instant::now();
+    let ctx = node.ctx(opts());
+    assert_eq!(ctx.call(slower_double, 10).await.unwrap(), 20);
+    assert_eq!(ctx.call(slower_double, 11).await.unwrap(), 22);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the lost jobs' leases were not waited out"
+    );
+    let status = node.workers().status().await.unwrap();
+    assert_eq!((status.workers, node.workers().restarts()), (1, 1));
+}

@@ -1,7 +1,8 @@
 //! The handle schedulers use to run jobs on a pool.
 
-use crate::pool::{PoolArgs, PoolMsg, PoolOptions, PoolStatus, WorkerPool};
+use crate::pool::{PoolArgs, PoolMsg, PoolOptions, PoolStatus};
 use crate::report::ReportTo;
+use crate::supervise::{PoolSupervisor, Shared, SupervisorArgs};
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::Catalog;
 use cairn_engine::task::{Job, JobReport, TaskRegistry};
@@ -9,10 +10,12 @@ use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// A cheap, cloneable handle on a worker pool.
+/// A cheap, cloneable handle on a worker pool. The pool is supervised: one that dies is
+/// replaced (see [`WorkerPoolHandle::restarts`]).
 #[derive(Clone)]
 pub struct WorkerPoolHandle {
-    pool: ActorRef<PoolMsg>,
+    shared: Shared,
+    supervisor: ActorRef<()>,
 }
 
 impl WorkerPoolHandle {
@@ -35,26 +38,46 @@ impl WorkerPoolHandle {
         registry: Arc<TaskRegistry>,
         options: PoolOptions,
     ) -> Result<Self, ractor::SpawnErr> {
-        let (pool, _) = Actor::spawn(
+        let shared = Shared::new();
+        let (supervisor, _) = Actor::spawn(
             None,
-            WorkerPool,
-            PoolArgs {
-                catalog,
-                registry,
-                options,
+            PoolSupervisor,
+            SupervisorArgs {
+                args: PoolArgs {
+                    catalog,
+                    registry,
+                    options,
+                },
+                shared: shared.clone(),
             },
         )
         .await?;
-        Ok(WorkerPoolHandle { pool })
+        Ok(WorkerPoolHandle { shared, supervisor })
+    }
+
+    /// Pools restarted since the node started (a pool that panics or is killed is replaced;
+    /// its queued and running jobs are reported lost).
+    pub fn restarts(&self) -> u64 {
+        self.shared
+            .restarts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Kills the pool actor (as a panic in it would), for tests of supervision.
+    #[doc(hidden)]
+    pub fn kill_pool(&self) {
+        if let Some(pool) = self.shared.current() {
+            pool.kill();
+        }
     }
 
     /// Hands `job` to the pool; its report goes to `report`. Never blocks.
     pub fn submit(&self, job: Job, report: ReportTo) {
         // If the pool is gone the message (and `report` with it) is dropped, which reports the
         // job as lost.
-        let _ = self
-            .pool
-            .send_message(PoolMsg::Execute(Box::new(job), report));
+        if let Some(pool) = self.shared.current() {
+            let _ = pool.send_message(PoolMsg::Execute(Box::new(job), report));
+        }
     }
 
     /// Runs `job` and returns its report. A pool that is gone reports [`cairn_engine::task::TaskError::WorkerLost`].
@@ -69,7 +92,8 @@ impl WorkerPoolHandle {
     /// The pool's current load.
     pub async fn status(&self) -> Option<PoolStatus> {
         let (tx, rx) = oneshot::channel();
-        self.pool
+        self.shared
+            .current()?
             .send_message(PoolMsg::Status(RpcReplyPort::from(tx)))
             .ok()?;
         rx.await.ok()
@@ -77,6 +101,12 @@ impl WorkerPoolHandle {
 
     /// Stops the pool and its workers.
     pub fn stop(&self) {
-        self.pool.stop(None);
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(pool) = self.shared.current() {
+            pool.stop(None);
+        }
+        self.supervisor.stop(None);
     }
 }

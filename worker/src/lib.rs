@@ -5,7 +5,8 @@
 //! - [`pool`]: the worker pool actor, which supervises one [`worker`] actor per unit of
 //!   concurrency, queues jobs while all are busy, and replaces a worker that dies, releasing or
 //!   retrying its job per the task's policy.
-//! - [`WorkerPoolHandle`]: how schedulers hand jobs to a pool.
+//! - [`WorkerPoolHandle`]: how schedulers hand jobs to a pool; the pool is supervised
+//!   (`supervise.rs`): a pool that dies is replaced, its jobs reported lost.
 
 // Every dependency of the library is used by it (the lint runs per target; tests and
 // benchmarks have their own dev-dependencies).
@@ -16,6 +17,7 @@ pub mod execute;
 mod handle;
 pub mod pool;
 mod report;
+mod supervise;
 pub mod worker;
 
 pub use dispatch::Dispatch;

@@ -80,6 +80,7 @@ pub struct PoolOptions {
 }
 
 /// What the pool is started with.
+#[derive(Clone)]
 pub struct PoolArgs {
     /// The catalog workers commit through.
     pub catalog: Catalog<AnyStore>,
