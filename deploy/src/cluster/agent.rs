@@ -7,9 +7,11 @@
 use cairn_engine::catalog::CacheStatus;
 use cairn_engine::task::{Job, JobReport, TaskError};
 use cairn_worker::{ReportTo, WorkerPoolHandle};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Every node's agent is in this process group.
 pub const NODES_GROUP: &str = "cairn.nodes";
@@ -55,6 +57,7 @@ pub struct Load {
 pub struct Agent;
 
 /// What the agent starts with.
+#[derive(Clone)]
 pub struct AgentArgs {
     /// The node's name.
     pub name: String,
@@ -148,6 +151,63 @@ impl Actor for Agent {
                 });
             }
         }
+        Ok(())
+    }
+}
+
+/// The agent as the node sees it: replaced in place when its supervisor restarts it.
+#[derive(Clone, Default)]
+pub(crate) struct Supervised {
+    /// The agent now.
+    pub agent: Arc<parking_lot::Mutex<Option<ActorRef<AgentMsg>>>>,
+    /// Agents restarted so far.
+    pub restarts: Arc<AtomicU64>,
+    /// Set before an orderly stop: an agent that stops then is not replaced.
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// Supervises the agent: an agent that panics or is killed is replaced by a new one, which
+/// joins the process groups again, so remote schedulers find this node's workers again. Jobs
+/// the dead agent had accepted still report: their reply ports travel with the jobs in the
+/// pool, not in the agent.
+pub(crate) struct AgentSupervisor;
+
+impl Actor for AgentSupervisor {
+    type Msg = ();
+    type State = (AgentArgs, Supervised);
+    type Arguments = (AgentArgs, Supervised);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<()>,
+        (args, supervised): (AgentArgs, Supervised),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let (agent, _) = Actor::spawn_linked(None, Agent, args.clone(), myself.get_cell()).await?;
+        *supervised.agent.lock() = Some(agent);
+        Ok((args, supervised))
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        event: SupervisionEvent,
+        (args, supervised): &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match event {
+            SupervisionEvent::ActorFailed(cell, e) => (cell, e.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            _ => return Ok(()),
+        };
+        let current = supervised.agent.lock().as_ref().map(|a| a.get_id());
+        if supervised.stopping.load(Ordering::SeqCst) || current != Some(cell.get_id()) {
+            return Ok(());
+        }
+        let (agent, _) = Actor::spawn_linked(None, Agent, args.clone(), myself.get_cell()).await?;
+        *supervised.agent.lock() = Some(agent);
+        supervised.restarts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(node = %args.name, reason = %why, "cluster agent died; restarted");
         Ok(())
     }
 }

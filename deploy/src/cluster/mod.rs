@@ -24,7 +24,7 @@ pub mod dispatch;
 
 use crate::error::Error;
 use crate::tls::ClusterTls;
-use agent::{Agent, AgentArgs, AgentMsg, Load, NODES_GROUP, WORKERS_GROUP};
+use agent::{AgentArgs, AgentMsg, Load, NODES_GROUP, WORKERS_GROUP};
 use cairn_worker::WorkerPoolHandle;
 use dispatch::ClusterDispatch;
 use parking_lot::Mutex;
@@ -151,7 +151,8 @@ pub struct Cluster {
     name: String,
     roles: Roles,
     server: ActorRef<NodeServerMessage>,
-    agent: ActorRef<AgentMsg>,
+    agent: agent::Supervised,
+    agent_supervisor: ActorRef<()>,
     dispatch: Arc<ClusterDispatch>,
     loads: Arc<Mutex<BTreeMap<String, Load>>>,
     seeds: Arc<Mutex<BTreeMap<String, SeedState>>>,
@@ -231,16 +232,20 @@ impl Cluster {
                 detail: format!("its server on {}: {e}", config.listen),
             })?;
         let linked = Arc::new(Mutex::new(Vec::new()));
-        let (agent, _) = Actor::spawn(
+        let agent = agent::Supervised::default();
+        let (agent_supervisor, _) = Actor::spawn(
             None,
-            Agent,
-            AgentArgs {
-                name: name.to_string(),
-                scheduler: config.roles.scheduler,
-                worker: config.roles.worker,
-                pool: pool.clone(),
-                peers: linked.clone(),
-            },
+            agent::AgentSupervisor,
+            (
+                AgentArgs {
+                    name: name.to_string(),
+                    scheduler: config.roles.scheduler,
+                    worker: config.roles.worker,
+                    pool: pool.clone(),
+                    peers: linked.clone(),
+                },
+                agent.clone(),
+            ),
         )
         .await
         .map_err(|e| Error::Start {
@@ -271,6 +276,7 @@ impl Cluster {
             roles: config.roles,
             server,
             agent,
+            agent_supervisor,
             dispatch,
             loads,
             seeds,
@@ -284,6 +290,22 @@ impl Cluster {
         Arc::new(dispatch::Dispatcher(self.dispatch.clone()))
     }
 
+    /// Cluster agents restarted since the node started (an agent that panics or is killed is
+    /// replaced, and rejoins the node's process groups).
+    pub fn agent_restarts(&self) -> u64 {
+        self.agent
+            .restarts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Kills the node's agent (as a panic in it would), for tests of supervision.
+    #[doc(hidden)]
+    pub fn kill_agent(&self) {
+        if let Some(agent) = self.agent.agent.lock().as_ref() {
+            agent.kill();
+        }
+    }
+
     /// This node's roles.
     pub fn roles(&self) -> Roles {
         self.roles
@@ -295,7 +317,13 @@ impl Cluster {
         if let Some(reload) = &self.reload {
             reload.abort();
         }
-        self.agent.stop(None);
+        self.agent
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(agent) = self.agent.agent.lock().as_ref() {
+            agent.stop(None);
+        }
+        self.agent_supervisor.stop(None);
         self.server.stop(None);
     }
 }
@@ -565,5 +593,76 @@ impl Cluster {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster agent that dies (here killed, as a panic in it would) is replaced: the new one
+    /// rejoins the node's process groups, the dead one leaves them, and it answers peers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_agent_is_restarted_and_rejoins_its_groups() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let node = crate::Node::builder()
+            .name("agent-test")
+            .store_url("memory:")
+            .cluster(ClusterConfig {
+                listen: format!("127.0.0.1:{port}").parse().unwrap(),
+                advertise: None,
+                seeds: Vec::new(),
+                cookie: "c".into(),
+                roles: Roles {
+                    scheduler: true,
+                    worker: true,
+                },
+                tls: None,
+                insecure: false,
+            })
+            .start()
+            .await
+            .unwrap();
+        let cluster = node.cluster().unwrap().clone();
+        let current = || cluster.agent.agent.lock().clone().unwrap();
+        let old = current();
+        let in_group = |group: &str, agent: &ActorRef<AgentMsg>| {
+            ractor::pg::get_members(&group.to_string())
+                .iter()
+                .any(|m| m.get_id() == agent.get_id())
+        };
+        assert!(in_group(WORKERS_GROUP, &old) && in_group(NODES_GROUP, &old));
+        cluster.kill_agent();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while cluster.agent_restarts() < 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the agent was not restarted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let new = current();
+        assert_ne!(new.get_id(), old.get_id());
+        assert!(in_group(WORKERS_GROUP, &new) && in_group(NODES_GROUP, &new));
+        assert!(
+            !in_group(WORKERS_GROUP, &old),
+            "the dead agent left its groups"
+        );
+        match new
+            .call(AgentMsg::Load, Some(Duration::from_secs(2)))
+            .await
+            .unwrap()
+        {
+            CallResult::Success(raw) => {
+                let load: Load = rmp_serde::from_slice(&raw).unwrap();
+                assert_eq!((load.name.as_str(), load.worker), ("agent-test", true));
+            }
+            other => panic!("the new agent did not answer: {other:?}"),
+        }
+        node.shutdown().await.unwrap();
     }
 }
