@@ -10,7 +10,8 @@
 //!
 //! A seed enables a random subset of the workload and of the nemeses (swarm testing): identical
 //! key storms from every node, distinct keys, failing and panicking tasks with retries,
-//! evictions racing with calls, store faults (conflict storms, unknown commit results both ways,
+//! evictions racing with calls, a schedule paused, resumed and backfilled by an operator while
+//! the nodes poll it, store faults (conflict storms, unknown commit results both ways,
 //! lost connections, latency, late/dropped/spurious watch hints), node crashes and restarts,
 //! partitions of a node from the store, and wall-clock jumps. A chaos phase is followed by a
 //! quiet phase (faults off, partitions healed, crashed nodes restarted) in which every node
@@ -82,6 +83,10 @@ pub struct Swarm {
     /// About half the jobs run on another node, sent over a simulated link that the nemesis
     /// may cut between two nodes.
     pub remote_jobs: bool,
+    /// With `schedules`: an operator pauses the schedule during the chaos phase, resumes it,
+    /// then backfills every tick that has not fired since the epoch, racing with the nodes'
+    /// polls. Every tick must still fire exactly once (live or backfilled) and end.
+    pub pause_backfill: bool,
 }
 
 impl Swarm {
@@ -102,6 +107,7 @@ impl Swarm {
             overwrites: rng.random_bool(0.25),
             drift: rng.random_bool(0.3),
             remote_jobs: rng.random_bool(0.5),
+            pause_backfill: false,
         }
     }
 
@@ -498,7 +504,10 @@ fn quiet_injected_panics() {
 pub fn run_seed(seed: u64) -> SeedReport {
     quiet_injected_panics();
     let mut rng = StdRng::seed_from_u64(seed);
-    let swarm = Swarm::draw(&mut rng);
+    let mut swarm = Swarm::draw(&mut rng);
+    // Drawn from a stream of its own, so that adding it changed no earlier seed's world.
+    let mut operator_rng = StdRng::seed_from_u64(seed ^ 0x0BE7_A70B);
+    swarm.pause_backfill = swarm.schedules && operator_rng.random_bool(0.5);
     let nodes = rng.random_range(2..=4usize);
     let clients = rng.random_range(1..=5usize);
     let schedules = swarm.schedules;
@@ -588,6 +597,8 @@ pub fn run_seed(seed: u64) -> SeedReport {
     let progress: Vec<Rc<RefCell<usize>>> = (0..nodes).map(|_| Rc::new(RefCell::new(0))).collect();
     let boots: Vec<Rc<RefCell<u64>>> = (0..nodes).map(|_| Rc::new(RefCell::new(0))).collect();
     let done: Rc<RefCell<BTreeSet<usize>>> = Rc::default();
+    // Nodes started and not crashed since: the quiet calls wait for every node to be up.
+    let up: Rc<RefCell<BTreeSet<usize>>> = Rc::default();
     let quiet_done: Rc<RefCell<BTreeSet<usize>>> = Rc::default();
     let quiet_flag: Rc<RefCell<bool>> = Rc::default();
     let stop_chaos: Rc<RefCell<bool>> = Rc::default();
@@ -601,6 +612,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
         let progress = progress[i].clone();
         let boots = boots[i].clone();
         let done = done.clone();
+        let up = up.clone();
         let quiet_done = quiet_done.clone();
         let quiet_flag = quiet_flag.clone();
         let stop_chaos = stop_chaos.clone();
@@ -608,6 +620,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
         sim.host(host_name.as_str(), move || {
             let (name, link, skew, ops) = (name.clone(), link.clone(), skew.clone(), ops.clone());
             let (progress, boots, done) = (progress.clone(), boots.clone(), done.clone());
+            let up = up.clone();
             let (quiet_done, quiet_flag) = (quiet_done.clone(), quiet_flag.clone());
             let stop_chaos = stop_chaos.clone();
             async move {
@@ -698,6 +711,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
                     }
                 };
                 w.event(format!("{name} up"));
+                up.borrow_mut().insert(i);
                 if remote_jobs {
                     let bell = Arc::new(tokio::sync::Notify::new());
                     {
@@ -764,6 +778,20 @@ pub fn run_seed(seed: u64) -> SeedReport {
         });
     }
 
+    if swarm.pause_backfill {
+        let pause_at = Duration::from_millis(operator_rng.random_range(2_000..5_000));
+        let paused_for = Duration::from_millis(operator_rng.random_range(300..2_500));
+        let link = db.handle();
+        sim.host("operator", move || {
+            let link = link.clone();
+            async move {
+                operate(link, seed, pause_at, paused_for).await;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
     // The driver: steps the world, and runs the nemeses during the chaos phase.
     let mut nemesis_events = 0usize;
     let mut crashed: BTreeMap<usize, Duration> = BTreeMap::new();
@@ -783,6 +811,7 @@ pub fn run_seed(seed: u64) -> SeedReport {
                     // (what the crash itself drops is ignored: see `answer_job`).
                     world.links.borrow_mut().down.insert(victim);
                     sim.crash(format!("node{victim}"));
+                    up.borrow_mut().remove(&victim);
                     world.links.borrow_mut().fail(|_, to| to == victim);
                     world.event_at(now, format!("nemesis crash node{victim}"));
                     crashed.insert(victim, now + Duration::from_millis(world.draw(3_000)));
@@ -845,7 +874,10 @@ pub fn run_seed(seed: u64) -> SeedReport {
             *stop_chaos.borrow_mut() = true;
             world.event_at(now, "quiet".into());
             quiet_since = Some(now);
-        } else if !*quiet_flag.borrow() && done.borrow().len() == nodes {
+        } else if !*quiet_flag.borrow()
+            && done.borrow().len() == nodes
+            && up.borrow().len() == nodes
+        {
             *quiet_flag.borrow_mut() = true;
             world.event_at(now, "quiet calls".into());
         }
@@ -1059,6 +1091,48 @@ fn take_due(until: &mut BTreeMap<usize, Duration>, now: Duration) -> Vec<usize> 
         until.remove(i);
     }
     due
+}
+
+/// The operator of [`Swarm::pause_backfill`]: pauses the schedule at `pause_at`, resumes it
+/// `paused_for` later, then backfills every tick since the epoch that has not fired, each step
+/// retried until the store takes it (store faults apply to the operator too). Its wall clock
+/// is the unskewed one.
+async fn operate(link: MemoryStore, seed: u64, pause_at: Duration, paused_for: Duration) {
+    let w = world();
+    let clock = Arc::new(SimClock {
+        skew_ms: Arc::new(AtomicI64::new(0)),
+    });
+    // Seeded like everything else in the world: the retry loop's backoff draws from it.
+    let schedules = cairn_engine::schedule::Schedules::new(AnyStore::Memory(link), clock.clone())
+        .with_entropy(Entropy::seeded(seed ^ 0x0BE7));
+    tokio::time::sleep(pause_at).await;
+    until_ok(&w, "pause", || schedules.pause(SCHEDULE)).await;
+    tokio::time::sleep(paused_for).await;
+    until_ok(&w, "resume", || schedules.resume(SCHEDULE)).await;
+    let queued = until_ok(&w, "backfill", || {
+        schedules.backfill(SCHEDULE, EPOCH_MS, clock.now_ms())
+    })
+    .await;
+    w.event(format!("operator backfilled {queued} ticks"));
+}
+
+/// Retries `op` every 100 ms until it succeeds; notes each step in the trace.
+async fn until_ok<T, Fut>(w: &World, what: &str, mut op: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = cairn_engine::Result<T>>,
+{
+    loop {
+        match op().await {
+            Ok(v) => {
+                w.event(format!("operator {what}"));
+                return v;
+            }
+            Err(e) => {
+                w.event(format!("operator {what} failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Ticks of the schedule that every running node's scheduler must have fired by virtual time

@@ -72,9 +72,11 @@ fn regression_seeds_then_a_range_of_seeds() {
     let executions: usize = reports.iter().map(|r| r.executions).sum();
     let answers: usize = reports.iter().map(|r| r.answers).sum();
     let nemeses: usize = reports.iter().map(|r| r.nemesis_events).sum();
+    let paused = reports.iter().filter(|r| r.swarm.pause_backfill).count();
     println!(
         "{n} seeds, each run twice, in {elapsed:.1?} ({:.0} seeds/min): {executions} executions, \
-         {answers} answers, {nemeses} nemesis events, 0 violations",
+         {answers} answers, {nemeses} nemesis events, {paused} seeds pausing and backfilling \
+         their schedule, 0 violations",
         n as f64 / elapsed.as_secs_f64() * 60.0
     );
 }
