@@ -32,7 +32,7 @@ pub struct Context<'a, S: Store> {
     pub cancel_grace: Duration,
 }
 
-/// Runs `job`: looks the task up, runs it (with its timeout, retrying
+/// Runs `job`: looks the task up, keeps its lease beating, runs it (with its timeout, retrying
 /// failures, panics and timeouts `retries` times), then commits the output or fails the lease
 /// so waiters take over at once. A journaled job (an uncached call of a durable run) commits
 /// its outcome, output or error, to the run's journal. A job of a cancelled run is aborted
@@ -149,10 +149,15 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
             () = cancelled => None,
         }
     };
-    // The lease is kept alive by the scheduler that dispatched the job, from dispatch to the
-    // report (its one owner): a worker only runs the body and commits, fenced by the lease's
-    // generation.
-    let outcome = body.await;
+    // The lease is kept alive by the catalog's beater, which the scheduler that dispatched the
+    // job registered it with from dispatch to report. The worker registers it too while the
+    // body runs: in the same process that is the same beat, and when the job came from
+    // another node a second process beats it, so one stalled process alone does not let the
+    // lease lapse (with the scheduler alone, a loaded 3-node cluster ran keys twice).
+    let outcome = match &job.cache {
+        Some(c) => catalog.heartbeating(&c.lease, body).await,
+        None => body.await,
+    };
     let Some(outcome) = outcome else {
         let run = job.run.clone().unwrap_or_default();
         tracing::info!(task = %job.task, %run, "task aborted: its run was cancelled");

@@ -1,7 +1,7 @@
 //! Cairn's workers: they run task bodies and write their outputs back through the catalog.
 //!
-//! - [`mod@execute`]: one job from start to report: run the task with its timeout and
-//!   retries (the dispatching scheduler keeps its lease alive), catch panics, then commit the output (or fail the lease at once).
+//! - [`mod@execute`]: one job from start to report: keep the lease beating (through the
+//!   catalog's beater), run the task with its timeout and retries, catch panics, then commit the output (or fail the lease at once).
 //! - [`pool`]: the worker pool actor, which supervises one [`worker`] actor per unit of
 //!   concurrency, queues jobs while all are busy, and replaces a worker that dies, releasing or
 //!   retrying its job per the task's policy.
