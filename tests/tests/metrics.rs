@@ -1,7 +1,6 @@
 //! Cairn's metrics after a known workload, read from an in-memory OpenTelemetry exporter.
 //! (Its own test binary: the instruments are process-wide.)
 
-use cairn::examples::square;
 use cairn::{Node, RunOptions};
 use cairn_engine::catalog::{EvictScope, KeyInputs};
 use cairn_engine::clock::ManualClock;
@@ -57,6 +56,16 @@ fn up_down(all: &ResourceMetrics, name: &str) -> Option<i64> {
             AggregatedMetrics::I64(MetricData::Sum(s)) => s.data_points().map(|p| p.value()).sum(),
             _ => i64::MIN,
         })
+}
+
+/// The examples' `square`, slow for 10: the test's two identical calls of `square(10)` must
+/// overlap (one runs, the other joins it), also on a loaded machine.
+#[cairn::task(cache = true, cache_version = "1.0", name = "square")]
+async fn square(n: i64) -> i64 {
+    if n == 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    n * n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
