@@ -70,12 +70,8 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match event {
-            SupervisionEvent::ActorFailed(cell, e) => (cell, e.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, why)) = cairn_worker::death(event) else {
+            return Ok(());
         };
         if state.shared.stopping.load(Ordering::SeqCst) {
             return Ok(());

@@ -1299,28 +1299,17 @@ pub mod tasks {
     }
 }
 
+/// A node on a new handle of the harness's store, and that handle (for more nodes on it).
 async fn node_on<H: Harness>(h: &H, name: &str, config: CatalogConfig) -> (cairn::Node, AnyStore)
 where
     H::S: Into<AnyStore>,
 {
     let store: AnyStore = h.open().await.into();
-    let node = cairn::Node::builder()
-        .name(name)
-        .store(store.clone())
-        .concurrency(8)
-        .catalog_config(config)
-        .task(tasks::stamp)
-        .task(tasks::stamp_uncached)
-        .task(tasks::refuse)
-        .task(tasks::bulky)
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("node {name}: {e}"));
-    (node, store)
+    (node_of(&store, name, config).await, store)
 }
 
-/// A second node on the same store (another handle on it).
-async fn second_node(store: &AnyStore, name: &str, config: CatalogConfig) -> cairn::Node {
+/// A node on `store` with the suite's tasks.
+async fn node_of(store: &AnyStore, name: &str, config: CatalogConfig) -> cairn::Node {
     cairn::Node::builder()
         .name(name)
         .store(store.clone())
@@ -1447,7 +1436,7 @@ where
     // Waited: node a runs, node b finds a's lease held and waits for its commit. Node b must
     // resolve while a's body is held at its gate; a slow machine may miss that window, so the
     // step is tried with fresh keys until b waited.
-    let b = second_node(&store, "b", config).await;
+    let b = node_of(&store, "b", config).await;
     let mut waited = None;
     for attempt in 0..5 {
         let t5 = format!("{p}-5-{attempt}");
@@ -1568,7 +1557,7 @@ where
     use cairn::RunOptions;
     let h = H::new().await;
     let (a, store) = node_on(&h, "a", CatalogConfig::default()).await;
-    let b = second_node(&store, "b", CatalogConfig::default()).await;
+    let b = node_of(&store, "b", CatalogConfig::default()).await;
     let p = project();
     let token = format!("{p}-9");
     let (started, release) = tasks::gate(&token);

@@ -25,3 +25,4 @@ pub use execute::{Context, execute};
 pub use handle::WorkerPoolHandle;
 pub use pool::{BusyWorker, PoolOptions, PoolStatus};
 pub use report::ReportTo;
+pub use supervise::death;

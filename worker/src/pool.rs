@@ -238,12 +238,8 @@ impl Actor for WorkerPool {
         event: SupervisionEvent,
         state: &mut PoolState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, why)) = crate::supervise::death(event) else {
+            return Ok(());
         };
         let Some(id) = state.ids.remove(&cell.get_id()) else {
             return Ok(());

@@ -193,12 +193,8 @@ impl Actor for AgentSupervisor {
         event: SupervisionEvent,
         (args, supervised): &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match event {
-            SupervisionEvent::ActorFailed(cell, e) => (cell, e.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, why)) = cairn_worker::death(event) else {
+            return Ok(());
         };
         let current = supervised.agent.lock().as_ref().map(|a| a.get_id());
         if supervised.stopping.load(Ordering::SeqCst) || current != Some(cell.get_id()) {
