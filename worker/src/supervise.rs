@@ -5,8 +5,8 @@
 //! What a dead pool had queued or running is not replayed: each job's [`ReportTo`] dies with
 //! the pool's state and reports [`TaskError::WorkerLost`] to its scheduler, which answers the
 //! callers with that error. The dead pool's workers are killed, so none of them commits after
-//! its job was reported lost; the leases of those jobs stop being beaten by their schedulers
-//! when the report arrives and are taken over after their TTL.
+//! its job was reported lost; the scheduler that dispatched each of those jobs fails its lease
+//! when the report arrives, so the key's next caller runs it at once.
 //!
 //! [`ReportTo`]: crate::ReportTo
 //! [`TaskError::WorkerLost`]: cairn_engine::task::TaskError::WorkerLost
