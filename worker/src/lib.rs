@@ -12,6 +12,7 @@
 // benchmarks have their own dev-dependencies).
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
+mod death;
 mod dispatch;
 pub mod execute;
 mod handle;
@@ -20,9 +21,9 @@ mod report;
 mod supervise;
 pub mod worker;
 
+pub use death::death;
 pub use dispatch::Dispatch;
 pub use execute::{Context, execute};
 pub use handle::WorkerPoolHandle;
 pub use pool::{BusyWorker, PoolOptions, PoolStatus};
 pub use report::ReportTo;
-pub use supervise::death;

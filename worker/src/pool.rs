@@ -238,7 +238,7 @@ impl Actor for WorkerPool {
         event: SupervisionEvent,
         state: &mut PoolState,
     ) -> Result<(), ActorProcessingErr> {
-        let Some((cell, why)) = crate::supervise::death(event) else {
+        let Some((cell, why)) = crate::death::death(event) else {
             return Ok(());
         };
         let Some(id) = state.ids.remove(&cell.get_id()) else {

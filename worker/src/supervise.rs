@@ -12,22 +12,9 @@
 //! [`TaskError::WorkerLost`]: cairn_engine::task::TaskError::WorkerLost
 
 use crate::pool::{PoolArgs, PoolMsg, WorkerPool};
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-/// The actor a supervision event reports dead (failed, or stopped), and why; `None` for any
-/// other event. Every supervisor of the runtime (scheduler shards, worker pool, cluster agent)
-/// reads its children's deaths through this.
-pub fn death(event: SupervisionEvent) -> Option<(ActorCell, String)> {
-    match event {
-        SupervisionEvent::ActorFailed(cell, e) => Some((cell, e.to_string())),
-        SupervisionEvent::ActorTerminated(cell, _, reason) => {
-            Some((cell, reason.unwrap_or_else(|| "stopped".into())))
-        }
-        _ => None,
-    }
-}
 
 /// What the supervisor and the handle share.
 #[derive(Clone)]
@@ -104,7 +91,7 @@ impl Actor for PoolSupervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let Some((cell, why)) = death(event) else {
+        let Some((cell, why)) = crate::death::death(event) else {
             return Ok(());
         };
         if state.shared.stopping.load(Ordering::SeqCst) {
