@@ -23,6 +23,7 @@
 //! token_file = "/run/secrets/cairn-token"   # or the token in a file
 //! tls_cert = "/run/secrets/api.crt"   # serve HTTPS (reloaded when the files change)
 //! tls_key = "/run/secrets/api.key"
+//! trace_url = "http://jaeger:16686/trace/{trace_id}"   # the dashboard links runs to traces
 //!
 //! [cluster]                   # omit to run alone
 //! listen = "10.0.0.1:7100"
@@ -153,6 +154,8 @@ pub struct ApiSection {
     pub tls_cert: Option<std::path::PathBuf>,
     /// …and this private key (PEM).
     pub tls_key: Option<std::path::PathBuf>,
+    /// The dashboard's link to a run's trace, with `{trace_id}` in it.
+    pub trace_url: Option<String>,
 }
 
 /// `[[schedules]]`.

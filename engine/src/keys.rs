@@ -85,6 +85,8 @@ pub mod tag {
     pub const CANCEL: u8 = 0x14;
     /// Per-task call counters by cache status, changed by atomic adds.
     pub const CALLS: u8 = 0x15;
+    /// The run of each execution that ran a task body (where a waiting call's producer is).
+    pub const EXECUTION_RUN: u8 = 0x16;
     /// Scratch space of the store conformance suite and benchmarks.
     pub const TEST: u8 = 0xfe;
 }
@@ -277,6 +279,11 @@ pub fn parse_expiry(key: &[u8]) -> Option<(i64, Digest)> {
 /// The group of execution records of `run` (`""` outside any run) that starts with `execution`.
 pub fn execution(run: &str, execution: &str) -> Vec<u8> {
     subspace(tag::EXECUTION).pack(&(run, execution))
+}
+
+/// The run (`""` outside any run) of `execution`, an execution that ran a task body.
+pub fn execution_run(execution: &str) -> Vec<u8> {
+    subspace(tag::EXECUTION_RUN).pack(&(execution,))
 }
 
 /// `[begin, end)` of the execution records of a run.

@@ -1,15 +1,18 @@
 //! The HTTP/JSON API every node serves (axum): runs, schedules, the cache, cluster members, and
-//! its own OpenAPI document at `/openapi.json`.
+//! its own OpenAPI document at `/openapi.json`; and the web dashboard at `/`, built on the same
+//! handlers.
 //!
 //! - [`routes`]: the route table (method, path, handler, documentation);
 //! - `handlers`: the handlers, one file per resource (runs, schedules, cache, the node);
 //! - [`types`]: the JSON types of requests and answers (shared with [`crate::client`]);
 //! - [`error`]: errors as JSON with stable codes, and extractors that reject bad input that way;
-//! - [`openapi`]: the document, built from the route table.
+//! - [`openapi`]: the document, built from the route table;
+//! - `dashboard`: the web pages (server-rendered, htmx for live parts), which call the handlers.
 //!
 //! Bound to 127.0.0.1 by default; bound to any other address it requires a bearer token
 //! (every route but `/v1/health` and `/openapi.json` checks it).
 
+mod dashboard;
 pub mod error;
 mod handlers;
 mod members;
@@ -40,6 +43,9 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Largest request body (bytes).
     pub max_body: usize,
+    /// The dashboard's link to a run's trace: a URL with `{trace_id}` in it (e.g.
+    /// `http://jaeger:16686/trace/{trace_id}`).
+    pub trace_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +53,7 @@ impl Default for ApiConfig {
         ApiConfig {
             token: None,
             max_body: DEFAULT_MAX_BODY,
+            trace_url: None,
         }
     }
 }
@@ -71,6 +78,7 @@ pub struct AppState {
     members: Arc<dyn Members>,
     token: Option<Arc<str>>,
     openapi: Arc<serde_json::Value>,
+    dashboard: Arc<dashboard::Dashboard>,
 }
 
 /// The API's router for `node`.
@@ -86,6 +94,7 @@ pub fn router(node: Arc<Node>, members: Arc<dyn Members>, config: &ApiConfig) ->
         members,
         openapi: Arc::new(openapi::document(&ops, token.is_some())),
         token,
+        dashboard: Arc::new(dashboard::Dashboard::new(config.trace_url.clone())),
     };
     let mut router = Router::new();
     for op in ops {
@@ -98,6 +107,7 @@ pub fn router(node: Arc<Node>, members: Arc<dyn Members>, config: &ApiConfig) ->
         router = router.route(op.path, handler);
     }
     router
+        .merge(dashboard::routes(state.clone()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -142,7 +152,7 @@ async fn require_token(State(app): State<AppState>, req: Request, next: Next) ->
 }
 
 /// Compares without stopping at the first difference, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

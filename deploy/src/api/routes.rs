@@ -2,9 +2,9 @@
 //! document says about it (the type lives with the document, which reads it). The router and the document are both built from [`operations`], so
 //! a route cannot be served without being documented.
 
-use super::handlers::cache::{evict, explain, get_entry, list_entries, verify};
+use super::handlers::cache::{evict, explain, get_entry, list_entries, stats, verify};
 use super::handlers::node::{health, nodes, openapi, ready, workflows};
-use super::handlers::runs::{cancel_run, get_run, list_runs, submit_run};
+use super::handlers::runs::{cancel_run, get_execution, get_run, list_runs, submit_run};
 use super::handlers::schedules::{
     backfill_schedule, list_schedules, pause_schedule, resume_schedule,
 };
@@ -112,6 +112,16 @@ pub fn operations() -> Vec<Operation> {
         ),
         op(
             Method::GET,
+            "/v1/executions/{execution}",
+            "getExecution",
+            "The run of an execution that ran a task body: where a call that waited (`waited_for`) got its value.",
+            Doc::new()
+                .path("execution", "The execution id.", name_schema)
+                .ok(schema::<ExecutionInfo>),
+            get(get_execution),
+        ),
+        op(
+            Method::GET,
             "/v1/schedules",
             "listSchedules",
             "Every schedule with its state and counters.",
@@ -172,6 +182,16 @@ pub fn operations() -> Vec<Operation> {
                 .path("key", "The cache key (32 hex digits).", key_schema)
                 .ok(schema::<EntryDetail>),
             get(get_entry),
+        ),
+        op(
+            Method::GET,
+            "/v1/cache/stats",
+            "taskStats",
+            "What the cache did for one task: entries and bytes stored, calls by cache status, executions avoided and the hit ratio.",
+            Doc::new()
+                .query(schema::<StatsQuery>)
+                .ok(schema::<TaskStatsInfo>),
+            get(stats),
         ),
         op(
             Method::POST,

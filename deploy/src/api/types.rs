@@ -252,6 +252,8 @@ pub struct RunDetail {
     pub idempotency_key: Option<String>,
     /// Calls recorded so far, by cache status.
     pub counts: BTreeMap<CacheStatus, u64>,
+    /// The W3C trace id of the run's trace (32 hex digits), when it was traced.
+    pub trace_id: Option<String>,
     /// Calls recorded so far (records are written in batches: a running run may not list its
     /// latest calls yet; a finished run lists all).
     pub calls: Vec<CallInfo>,
@@ -399,6 +401,62 @@ pub struct EntriesQuery {
     pub limit: Option<usize>,
     /// Cursor from the previous page's `next`.
     pub cursor: Option<String>,
+}
+
+/// Query of `GET /v1/cache/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    /// The task.
+    #[serde(deserialize_with = "name")]
+    #[schemars(schema_with = "name_schema")]
+    pub task: String,
+    /// Project (default `default`).
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
+    pub project: Option<String>,
+    /// Domain (default `development`).
+    #[serde(default, deserialize_with = "optional_name")]
+    #[schemars(schema_with = "optional_name_schema")]
+    pub domain: Option<String>,
+}
+
+/// What the cache did for one task in a project and domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskStatsInfo {
+    /// The task.
+    pub task: String,
+    /// The project.
+    pub project: String,
+    /// The domain.
+    pub domain: String,
+    /// Entries stored (every version).
+    pub entries: u64,
+    /// Bytes of output they hold.
+    pub bytes: u64,
+    /// Entries per cache version.
+    pub entries_by_version: BTreeMap<String, u64>,
+    /// Recorded calls by cache status.
+    pub calls: BTreeMap<CacheStatus, u64>,
+    /// Calls answered without running the body (`Hit` and `Waited`): duplicate executions
+    /// avoided.
+    pub executions_avoided: u64,
+    /// `executions_avoided` over the calls that consulted the cache (`Hit`, `Waited`,
+    /// `Populated`, `Miss`, `Evicted`); absent before any.
+    pub hit_ratio: Option<f64>,
+    /// Index rows that did not decode (skipped).
+    pub corrupt: u64,
+}
+
+/// Where an execution that ran a task body belongs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ExecutionInfo {
+    /// The execution id.
+    pub execution: String,
+    /// Its run (absent for a call made outside any run).
+    pub run_id: Option<String>,
+    /// Its call, as its run lists it.
+    pub call: Option<CallInfo>,
 }
 
 /// A cache entry.

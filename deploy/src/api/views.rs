@@ -55,25 +55,58 @@ pub(super) fn run_detail(r: &RunRecord, calls: &[ExecutionRecord]) -> RunDetail 
             })
             .collect(),
         idempotency_key: r.idempotency_key.clone(),
+        trace_id: r.trace.as_deref().and_then(trace_id),
         counts,
-        calls: calls
-            .iter()
-            .map(|c| CallInfo {
-                execution: c.execution.clone(),
-                task: c.task.to_string(),
-                version: c.version.to_string(),
-                key: c.key.map(|k| k.to_string()),
-                status: c.status,
-                started_at_ms: c.started_at_ms,
-                duration_us: c.duration_us,
-                wait_us: c.wait_us,
-                waited_for: c.waited_for.clone(),
-                error: c.error.clone(),
-                executed: c.executed,
-                cache_error: c.cache_error.clone(),
-                attempt: c.attempt,
-            })
-            .collect(),
+        calls: calls.iter().map(call).collect(),
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
+fn trace_id(traceparent: &str) -> Option<String> {
+    let id = traceparent.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
+        .then(|| id.to_string())
+}
+
+pub(super) fn call(c: &ExecutionRecord) -> CallInfo {
+    CallInfo {
+        execution: c.execution.clone(),
+        task: c.task.to_string(),
+        version: c.version.to_string(),
+        key: c.key.map(|k| k.to_string()),
+        status: c.status,
+        started_at_ms: c.started_at_ms,
+        duration_us: c.duration_us,
+        wait_us: c.wait_us,
+        waited_for: c.waited_for.clone(),
+        error: c.error.clone(),
+        executed: c.executed,
+        cache_error: c.cache_error.clone(),
+        attempt: c.attempt,
+    }
+}
+
+pub(super) fn task_stats(
+    project: &str,
+    domain: &str,
+    task: &str,
+    s: &catalog::TaskStats,
+) -> TaskStatsInfo {
+    use catalog::CacheStatus as C;
+    let count = |st: C| s.calls.get(&st).copied().unwrap_or(0);
+    let avoided = count(C::Hit) + count(C::Waited);
+    let consulted = avoided + count(C::Populated) + count(C::Miss) + count(C::Evicted);
+    TaskStatsInfo {
+        task: task.to_string(),
+        project: project.to_string(),
+        domain: domain.to_string(),
+        entries: s.entries,
+        bytes: s.bytes,
+        entries_by_version: s.entries_by_version.clone(),
+        calls: s.calls.clone(),
+        executions_avoided: avoided,
+        hit_ratio: (consulted > 0).then(|| avoided as f64 / consulted as f64),
+        corrupt: s.corrupt,
     }
 }
 

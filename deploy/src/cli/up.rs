@@ -90,6 +90,10 @@ pub(super) struct UpArgs {
     /// [default: 500ms].
     #[arg(long, env = "CAIRN_CANCEL_GRACE", value_parser = crate::config::parse_duration)]
     cancel_grace: Option<std::time::Duration>,
+    /// The dashboard's link to a run's trace: a URL with `{trace_id}` in it, e.g.
+    /// 'http://jaeger:16686/trace/{trace_id}'.
+    #[arg(long, env = "CAIRN_TRACE_URL")]
+    trace_url: Option<String>,
 }
 
 /// `UpArgs` over the config file over the defaults.
@@ -110,6 +114,7 @@ struct Settings {
     takes_over_runs: bool,
     examples: bool,
     expiry: Option<std::time::Duration>,
+    trace_url: Option<String>,
 }
 
 impl Settings {
@@ -262,6 +267,13 @@ impl Settings {
         Ok(Settings {
             expiry,
             examples: args.examples || file.examples.unwrap_or(false),
+            trace_url: match args.trace_url.clone().or(file.api.trace_url.clone()) {
+                Some(t) if !t.contains("{trace_id}") => anyhow::bail!(
+                    "the trace URL {t:?} has no {{trace_id}} in it (e.g. \
+                     'http://jaeger:16686/trace/{{trace_id}}')"
+                ),
+                other => other,
+            },
             call_limits,
             node_ttl,
             cancel_grace,
@@ -335,6 +347,7 @@ fn prepare(args: UpArgs) -> anyhow::Result<Prepared> {
     let args = Settings::resolve(args)?;
     let config = ApiConfig {
         token: args.token.clone(),
+        trace_url: args.trace_url.clone(),
         ..ApiConfig::default()
     };
     let addr: std::net::SocketAddr = args

@@ -164,8 +164,20 @@ async fn write_batch<S: Store>(
                 .collect::<Vec<_>>()
         })
         .collect();
+    // Where each body that ran is recorded, so a call that waited for it can be traced to its
+    // run (`Catalog::execution_run`).
+    let producers: Vec<(Vec<u8>, &str)> = batch
+        .iter()
+        .filter(|r| r.executed)
+        .map(|r| {
+            (
+                keys::execution_run(&r.execution),
+                r.run.as_deref().unwrap_or(""),
+            )
+        })
+        .collect();
     transact(store, &config.retry, |tx| {
-        let (counts, encoded) = (&counts, &encoded);
+        let (counts, encoded, producers) = (&counts, &encoded, &producers);
         async move {
             // Idempotent under "maybe committed": record groups are keyed by their first
             // execution (unique), so finding this batch's first group already stored, with
@@ -178,6 +190,9 @@ async fn write_batch<S: Store>(
             }
             for (key, value) in encoded {
                 tx.set(key, value);
+            }
+            for (key, run) in producers {
+                tx.set(key, run.as_bytes());
             }
             // Atomic adds: recorders on every node count into the same keys without
             // conflicting (FoundationDB's ADD; see `Transaction::add`).
@@ -249,6 +264,14 @@ impl<S: Store> Catalog<S> {
             .await
             .map_err(|_| closed())?;
         wait.await.map_err(|_| closed())?
+    }
+
+    /// The run of `execution` (`Some("")` outside any run), when it ran a task body and its
+    /// record is stored: where the output a call waited for was produced.
+    pub async fn execution_run(&self, execution: &str) -> Result<Option<String>> {
+        let tx = self.inner.store.begin_read().await?;
+        let value = tx.get(&keys::execution_run(execution), true).await?;
+        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// The records of every execution of a run, in execution-id (time) order.

@@ -37,6 +37,22 @@ pub(in crate::api) async fn list_entries(
     }))
 }
 
+pub(in crate::api) async fn stats(
+    State(app): State<AppState>,
+    Query(q): Query<StatsQuery>,
+) -> ApiResult<TaskStatsInfo> {
+    let project = q.project.as_deref().unwrap_or("default");
+    let domain = q.domain.as_deref().unwrap_or("development");
+    let stats = app
+        .node
+        .catalog()
+        .task_stats(project, domain, &q.task)
+        .await?;
+    Ok(axum::Json(views::task_stats(
+        project, domain, &q.task, &stats,
+    )))
+}
+
 fn parse_key(key: &str) -> Result<Digest, ApiError> {
     Digest::from_hex(key)
         .ok_or_else(|| ApiError::invalid(format!("cache key {key:?} is not 32 hexadecimal digits")))

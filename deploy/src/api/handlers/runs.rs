@@ -145,3 +145,40 @@ pub(in crate::api) async fn get_run(
     }
     Ok(axum::Json(detail))
 }
+
+pub(in crate::api) async fn get_execution(
+    State(app): State<AppState>,
+    Path(execution): Path<String>,
+) -> ApiResult<ExecutionInfo> {
+    names::check("execution", &execution)?;
+    let run = app
+        .node
+        .catalog()
+        .execution_run(&execution)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no execution {execution:?} that ran a task body is recorded"
+            ))
+        })?;
+    if run.is_empty() {
+        return Ok(axum::Json(ExecutionInfo {
+            execution,
+            run_id: None,
+            call: None,
+        }));
+    }
+    let call = app
+        .node
+        .catalog()
+        .run_executions(&run)
+        .await?
+        .iter()
+        .find(|c| c.execution == execution)
+        .map(views::call);
+    Ok(axum::Json(ExecutionInfo {
+        execution,
+        run_id: Some(run),
+        call,
+    }))
+}
