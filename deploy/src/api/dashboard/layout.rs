@@ -2,7 +2,7 @@
 //! the CSRF field.
 
 use super::assets;
-use super::session::Session;
+use super::Session;
 use cairn_engine::catalog::CacheStatus;
 use cairn_engine::runs::RunStatus;
 use maud::{DOCTYPE, Markup, html};

@@ -27,6 +27,13 @@ use axum::middleware;
 use axum::response::Redirect;
 use axum::routing::{get, post};
 
+/// A browser's session, as pages see it ([`session`] keeps them).
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    /// The token forms that change state must carry.
+    pub(crate) csrf: std::sync::Arc<str>,
+}
+
 /// What the dashboard keeps besides the API's state.
 pub(crate) struct Dashboard {
     /// Signed-in browsers.

@@ -9,6 +9,7 @@
 //!   origin (`Origin`, `Sec-Fetch-Site`). SameSite alone is not enough: another port of the
 //!   same host is the same *site*.
 
+pub(crate) use super::Session;
 use super::layout;
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -20,7 +21,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The session cookie's name.
@@ -29,13 +29,6 @@ pub(crate) const COOKIE: &str = "cairn_session";
 const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Sessions remembered at most (the oldest go first).
 const MAX_SESSIONS: usize = 10_000;
-
-/// A browser's session, as pages see it.
-#[derive(Clone, Debug)]
-pub(crate) struct Session {
-    /// The token forms that change state must carry.
-    pub(crate) csrf: Arc<str>,
-}
 
 /// Sessions of this node.
 #[derive(Default)]
