@@ -7,8 +7,8 @@
 
 // Used by the load binaries in `src/bin`, which share this crate's dependencies.
 use {
-    axum as _, mimalloc as _, parking_lot as _, rcgen as _, rmp_serde as _, tempfile as _,
-    xxhash_rust as _,
+    axum as _, fantoccini as _, mimalloc as _, parking_lot as _, rcgen as _, reqwest as _,
+    rmp_serde as _, rustls as _, tempfile as _, xxhash_rust as _,
 };
 
 use cairn_engine::{RetryPolicy, Store, Transaction, transact};

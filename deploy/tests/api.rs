@@ -408,6 +408,66 @@ async fn a_run_can_be_polled_with_counts_only() {
     assert_eq!(full["output"], 5);
 }
 
+#[tokio::test]
+async fn task_stats_count_calls_and_an_execution_names_its_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--store", "embedded:./data"]);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (status, run) = post(
+            &format!("{}/v1/runs", node.url),
+            json!({"workflow": "sum_of_squares", "input": 3})
+                .to_string()
+                .into(),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, 201, "{run}");
+        let id = run["run_id"].as_str().unwrap().to_string();
+        let (_, done) = get(&format!("{}/v1/runs/{id}?wait_ms=30000", node.url)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        runs.push(done);
+    }
+    // square ran for 1..=3 in the first run and hit in the second.
+    let (status, stats) = get(&format!("{}/v1/cache/stats?task=square", node.url)).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["entries"], 3, "{stats}");
+    assert_eq!(stats["calls"]["Populated"], 3, "{stats}");
+    assert_eq!(stats["calls"]["Hit"], 3, "{stats}");
+    assert_eq!(stats["executions_avoided"], 3, "{stats}");
+    assert_eq!(stats["hit_ratio"], 0.5, "{stats}");
+    let (status, unknown) = get(&format!("{}/v1/cache/stats?task=nope", node.url)).await;
+    assert_eq!((status, &unknown["entries"]), (200, &json!(0)));
+    assert_eq!(unknown["hit_ratio"], Value::Null);
+
+    // A call that ran its body names its run; one that hit did not run anything.
+    let ran = runs[0]["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["task"] == "square")
+        .unwrap();
+    let exec = ran["execution"].as_str().unwrap();
+    let (status, info) = get(&format!("{}/v1/executions/{exec}", node.url)).await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["run_id"], runs[0]["run_id"]);
+    assert_eq!(info["call"]["execution"], exec);
+    assert_eq!(info["call"]["status"], "Populated");
+    let hit = runs[1]["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == "Hit")
+        .unwrap();
+    let (status, none) = get(&format!(
+        "{}/v1/executions/{}",
+        node.url,
+        hit["execution"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(status, 404, "{none}");
+}
+
 /// Percent-encodes `s` for a path segment or a query value.
 fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);

@@ -1,8 +1,8 @@
 //! The frame of every page and the small pieces pages share: times, copy buttons, badges,
 //! the CSRF field.
 
-use super::assets;
 use super::Session;
+use super::assets;
 use cairn_engine::catalog::CacheStatus;
 use cairn_engine::runs::RunStatus;
 use maud::{DOCTYPE, Markup, html};
