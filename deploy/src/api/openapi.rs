@@ -54,6 +54,39 @@ pub fn schema<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
     g.subschema_for::<T>()
 }
 
+/// A query parameter's schema: an absent parameter is how a query says "none", so the
+/// `Option`'s null goes (OpenAPI 3.0 has no `null` type for a parameter's value).
+fn query_value(mut prop: Value) -> Value {
+    if let Some(obj) = prop.as_object_mut() {
+        obj.remove("nullable");
+        if obj.get("default") == Some(&Value::Null) {
+            obj.remove("default");
+        }
+        if let Some(Value::Array(types)) = obj.get("type") {
+            let kept: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+            if let [one] = kept.as_slice() {
+                obj.insert("type".into(), one.clone());
+            }
+        }
+        if let Some(Value::Array(any)) = obj.get("anyOf") {
+            let kept: Vec<Value> = any
+                .iter()
+                .filter(|s| s.get("type").and_then(Value::as_str) != Some("null"))
+                .cloned()
+                .collect();
+            if let [one] = kept.as_slice() {
+                let description = obj.remove("description");
+                let mut one = one.clone();
+                if let (Some(d), Some(o)) = (description, one.as_object_mut()) {
+                    o.insert("description".into(), d);
+                }
+                return one;
+            }
+        }
+    }
+    prop
+}
+
 /// What the document says about one operation.
 #[derive(Default)]
 pub struct Doc {
@@ -170,20 +203,40 @@ pub fn document(ops: &[Operation], secured: bool) -> Value {
             }));
         }
         if let Some(query) = op.doc.query {
-            let root = query(&mut SchemaSettings::openapi3().into_generator());
+            let mut generator = SchemaSettings::openapi3().into_generator();
+            let mut root: Value = query(&mut generator).into();
+            // A named type comes back as a `$ref`: its parameters are its definition's properties.
+            if let Some(name) = root
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.rsplit('/').next())
+                && let Some(def) = generator.definitions().get(name)
+            {
+                root = def.clone();
+            }
             let props = root
                 .get("properties")
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default();
+            let required: Vec<String> = root
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|n| n.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
             for (name, mut prop) in props {
+                let is_required = required.contains(&name);
                 let description = prop
                     .as_object_mut()
                     .and_then(|p| p.remove("description"))
                     .unwrap_or(Value::String(String::new()));
                 parameters.push(json!({
-                    "name": name, "in": "query", "required": false,
-                    "description": description, "schema": prop
+                    "name": name, "in": "query", "required": is_required,
+                    "description": description, "schema": query_value(prop)
                 }));
             }
         }
