@@ -253,13 +253,13 @@ async fn spans_are_exported_over_otlp_http_configured_by_the_config_file() {
     std::fs::write(
         dir.path().join("cairn.toml"),
         format!(
-            "store = \"embedded:./data\"\n[telemetry]\notlp_endpoint = \"{endpoint}\"\nprotocol = \"http/protobuf\"\nservice_name = \"cairn-from-config\"\n"
+            "store = \"embedded:./data\"\n[api]\ntrace_url = \"http://tempo.test/trace/{{trace_id}}\"\n[telemetry]\notlp_endpoint = \"{endpoint}\"\nprotocol = \"http/protobuf\"\nservice_name = \"cairn-from-config\"\n"
         ),
     )
     .unwrap();
     let mut node = NodeProcess::start_with_env(dir.path(), &["--config", "cairn.toml"], &[]);
     let url = node.url.clone();
-    tokio::task::spawn_blocking(move || {
+    let first_run = tokio::task::spawn_blocking(move || {
         let run = cli_json(&url, &["run", "sum_of_squares", "--input", "3"], 0);
         assert_eq!(run["output"], 5);
         // The same slow call from two runs at once on this one node: the second joins the
@@ -277,9 +277,26 @@ async fn spans_are_exported_over_otlp_http_configured_by_the_config_file() {
             .collect();
         statuses.sort();
         assert_eq!(statuses, ["Populated", "Waited"]);
+        run
     })
     .await
     .unwrap();
+    // The dashboard links the run to its trace with the configured template.
+    let run_id = first_run["run_id"].as_str().unwrap();
+    let trace_id = first_run["trace_id"]
+        .as_str()
+        .expect("a traced run has a trace id")
+        .to_string();
+    let page = reqwest::get(format!("{}/runs/{run_id}", node.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("href=\"http://tempo.test/trace/{trace_id}\"")),
+        "no trace link on the run page"
+    );
     node.terminate();
     let all = spans.all();
     let ids = by_id(&all);
@@ -294,6 +311,12 @@ async fn spans_are_exported_over_otlp_http_configured_by_the_config_file() {
         assert_eq!(parent(&ids, ex).name, sc::SPAN_CALL);
     }
     assert_eq!(all[0].resource["service.name"], "cairn-from-config");
+    assert!(
+        named(&all, sc::SPAN_RUN)
+            .iter()
+            .any(|r| r.trace_id == trace_id),
+        "the linked trace is the run's"
+    );
     only_cairn_spans_with_typed_numbers(&all);
     resolves_close_before_their_executions(&all);
 
