@@ -296,7 +296,15 @@ async fn the_explain_form_names_the_input_and_an_evict_button_evicts() {
     let b = Browser::start("cache").await;
 
     // Explain through the form: a new input misses, and the input is named.
-    b.goto(&format!("{}/cache?task=square", node.url)).await;
+    // Every task with what the cache did for it; one click narrows to a task.
+    b.goto(&format!("{}/cache", node.url)).await;
+    let square = b.wait_text("#tasks tr[data-task='square']").await;
+    assert!(
+        square.contains("0.0 %"),
+        "ten squares ran, none hit yet: {square}"
+    );
+    b.shot("cache-tasks").await;
+    b.click("#tasks tr[data-task='square'] a").await;
     let stats = b.wait_text("#stats").await;
     assert!(stats.contains("entries"), "{stats}");
     assert_eq!(b.count("#entries tbody tr").await, 10);

@@ -5,7 +5,7 @@ use super::session::{self, Session, error_page, urlencode};
 use crate::api::AppState;
 use crate::api::error::{ApiError, Json, Path, Query};
 use crate::api::handlers::cache::{
-    evict as api_evict, explain as api_explain, get_entry, list_entries, stats,
+    evict as api_evict, explain as api_explain, get_entry, list_entries, stats as api_stats,
 };
 use crate::api::types::{EntriesQuery, EvictRequest, ExplainRequest, StatsQuery};
 use axum::extract::State;
@@ -85,7 +85,7 @@ async fn browse_body(
     let page = list_entries(State(app.clone()), Query(query)).await?.0;
     let stats = match &task {
         Some(t) => Some(
-            stats(
+            api_stats(
                 State(app.clone()),
                 Query(StatsQuery {
                     task: t.clone(),
@@ -99,6 +99,18 @@ async fn browse_body(
         None => None,
     };
     let tasks = task_names(app);
+    // Without a task chosen: every task this node knows, with what the cache did for it.
+    let mut overview = Vec::new();
+    if task.is_none() {
+        for t in &tasks {
+            let q = StatsQuery {
+                task: t.clone(),
+                project: Some(project.clone()),
+                domain: Some(domain.clone()),
+            };
+            overview.push(api_stats(State(app.clone()), Query(q)).await?.0);
+        }
+    }
     let here = format!(
         "/cache?project={}&domain={}&task={}&version={}",
         urlencode(&project),
@@ -142,6 +154,24 @@ async fn browse_body(
                 input type="hidden" name="version" value=(version.as_deref().unwrap_or(""));
                 input type="hidden" name="back" value=(here);
                 button.danger type="submit" { "Evict all entries of " (s.task) }
+            }
+        }
+        @if !overview.is_empty() {
+            h2 { "Tasks in " (project) " / " (domain) }
+            table #tasks aria-label="What the cache did per task" {
+                thead { tr { th { "Task" } th { "Hit ratio" } th { "Executions avoided" } th { "Calls" } th { "Entries" } th { "Stored" } } }
+                tbody {
+                    @for s in &overview {
+                        tr data-task=(s.task) {
+                            td { a href=(format!("/cache?project={}&domain={}&task={}", urlencode(&project), urlencode(&domain), urlencode(&s.task))) { (s.task) } }
+                            td { (s.hit_ratio.map_or("–".to_string(), |r| format!("{:.1} %", r * 100.0))) }
+                            td { (s.executions_avoided) }
+                            td { (s.calls.values().sum::<u64>()) }
+                            td { (s.entries) }
+                            td { (layout::bytes(s.bytes)) }
+                        }
+                    }
+                }
             }
         }
         h2 { "Entries" }
