@@ -468,14 +468,10 @@ async fn a_node_with_a_token_shows_nothing_without_it_and_refuses_forged_posts()
     b.click("button[type=submit]").await;
     let problem = b.wait_text("[role=alert]").await;
     assert!(problem.contains("not this node's token"), "{problem}");
-    b.c()
-        .find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    b.click("button[type=submit]").await;
+    // From the keyboard: the field has focus, Enter submits.
+    let field = b.c().active_element().await.unwrap();
+    assert_eq!(field.attr("id").await.unwrap().as_deref(), Some("token"));
+    field.send_keys(&format!("{TOKEN}\u{E007}")).await.unwrap();
     b.wait_text(&format!("tr[data-run='{run_id}']")).await;
     b.shot("runs-signed-in").await;
 
