@@ -197,7 +197,7 @@ async fn browse_body(
                             td { (layout::time(e.created_at_ms)) br; span.muted { (layout::duration_ms((now - e.created_at_ms).max(0) as f64)) " ago" } }
                             td { @if let Some(x) = e.expires_at_ms { (layout::time(x)) } @else { span.muted { "never" } } }
                             td { (layout::bytes(e.size)) }
-                            td { a href=(format!("/executions/{}", e.execution)) { code { (e.execution) } } }
+                            td { a href=(format!("/executions/{}", urlencode(&e.execution))) { code { (e.execution) } } }
                             td { (evict_key_form(session, &e.key, &here)) }
                         }
                     }
@@ -267,7 +267,7 @@ pub(super) async fn entry(
             dt { "Signature" } dd { code { (e.signature) } }
             dt { "Stored" } dd { (layout::time(e.created_at_ms)) " (" (layout::duration_ms((now - e.created_at_ms).max(0) as f64)) " ago)" }
             dt { "Expires" } dd { @if let Some(x) = e.expires_at_ms { (layout::time(x)) } @else { "never (no max_age)" } }
-            dt { "Produced by" } dd { a href=(format!("/executions/{}", e.execution)) { code { (e.execution) } } }
+            dt { "Produced by" } dd { a href=(format!("/executions/{}", urlencode(&e.execution))) { code { (e.execution) } } }
             dt { "Size" } dd { (layout::bytes(e.size)) }
         }
         h2 { "Inputs (digests)" }

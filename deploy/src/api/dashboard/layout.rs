@@ -55,9 +55,11 @@ pub(super) fn page(title: &str, section: Section, session: &Session, body: Marku
                             }
                         }
                     }
-                    form.inline method="post" action="/logout" style="margin-left:auto" {
-                        (csrf(session))
-                        button type="submit" { "Sign out" }
+                    @if session.signed_in {
+                        form.inline method="post" action="/logout" style="margin-left:auto" {
+                            (csrf(session))
+                            button type="submit" { "Sign out" }
+                        }
                     }
                 }
                 main #main { (body) }

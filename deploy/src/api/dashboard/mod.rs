@@ -32,6 +32,8 @@ use axum::routing::{get, post};
 pub(crate) struct Session {
     /// The token forms that change state must carry.
     pub(crate) csrf: std::sync::Arc<str>,
+    /// Opened with the node's token (a node without one gives every browser a session).
+    pub(crate) signed_in: bool,
 }
 
 /// What the dashboard keeps besides the API's state.

@@ -98,7 +98,7 @@ fn rows_of(page: &RunPage, live: Option<&str>, empty: Option<&str>) -> Markup {
             }
             @for r in &page.runs {
                 tr data-run=(r.run_id) {
-                    td { a href=(format!("/runs/{}", r.run_id)) { code { (r.run_id) } } }
+                    td { a href=(format!("/runs/{}", urlencode(&r.run_id))) { code { (r.run_id) } } }
                     td { (r.workflow) }
                     td { (layout::run_status(r.status)) }
                     td { (r.project) " / " (r.domain) }
@@ -242,7 +242,7 @@ pub(super) async fn show(
 fn run_body(app: &AppState, session: &Session, d: &RunDetail, page: usize, pages: usize) -> Markup {
     let r = &d.run;
     let running = r.status == RunStatus::Running;
-    let self_url = format!("/runs/{}?page={page}", r.run_id);
+    let self_url = format!("/runs/{}?page={page}", urlencode(&r.run_id));
     let trace = d.trace_id.as_ref().and_then(|id| {
         app.dashboard
             .trace_url
@@ -270,7 +270,7 @@ fn run_body(app: &AppState, session: &Session, d: &RunDetail, page: usize, pages
                 @if let Some(t) = &trace { dt { "Trace" } dd { a href=(t) rel="noopener" { "Open the run's trace" } } }
             }
             @if running {
-                form.inline method="post" action=(format!("/runs/{}/cancel", r.run_id))
+                form.inline method="post" action=(format!("/runs/{}/cancel", urlencode(&r.run_id)))
                     data-confirm=(format!("Cancel run {}?", r.run_id)) {
                     (layout::csrf(session))
                     button.danger type="submit" { "Cancel run" }
@@ -305,9 +305,9 @@ fn run_body(app: &AppState, session: &Session, d: &RunDetail, page: usize, pages
                 (call_table(&r.run_id, shown, page * CALLS_PER_PAGE))
                 @if pages > 1 {
                     nav.pager aria-label="Pages of calls" {
-                        @if page > 0 { a href=(format!("/runs/{}?page={}", r.run_id, page - 1)) { "Previous calls" } }
+                        @if page > 0 { a href=(format!("/runs/{}?page={}", urlencode(&r.run_id), page - 1)) { "Previous calls" } }
                         span { "Calls " (page * CALLS_PER_PAGE + 1) "–" (page * CALLS_PER_PAGE + shown.len()) " of " (calls.len()) }
-                        @if page + 1 < pages { a href=(format!("/runs/{}?page={}", r.run_id, page + 1)) { "Next calls" } }
+                        @if page + 1 < pages { a href=(format!("/runs/{}?page={}", urlencode(&r.run_id), page + 1)) { "Next calls" } }
                     }
                 }
             }
@@ -330,7 +330,7 @@ fn call_table(run_id: &str, calls: &[CallInfo], first: usize) -> Markup {
                         td {
                             @if let Some(w) = &c.waited_for {
                                 (layout::duration_ms(c.wait_us as f64 / 1000.0)) " for "
-                                a.waited href=(format!("/executions/{w}")) title="The execution that produced the value" { code { (w) } }
+                                a.waited href=(format!("/executions/{}", urlencode(w))) title="The execution that produced the value" { code { (w) } }
                             }
                         }
                         td { (layout::copyable("execution id", &c.execution)) }

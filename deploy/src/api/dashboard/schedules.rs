@@ -2,7 +2,7 @@
 //! and backfill.
 
 use super::layout::{self, Section};
-use super::session::{self, Session, error_page};
+use super::session::{self, Session, error_page, urlencode};
 use crate::api::AppState;
 use crate::api::error::{ApiError, Json, Path};
 use crate::api::handlers::schedules::{
@@ -67,18 +67,18 @@ pub(super) async fn list(
                 }
                 div {
                     @if s.paused {
-                        form.inline method="post" action=(format!("/schedules/{}/resume", s.name)) {
+                        form.inline method="post" action=(format!("/schedules/{}/resume", urlencode(&s.name))) {
                             (layout::csrf(&session))
                             button type="submit" aria-label=(format!("Resume schedule {}", s.name)) { "Resume" }
                         }
                     } @else {
-                        form.inline method="post" action=(format!("/schedules/{}/pause", s.name)) data-confirm=(format!("Pause schedule {}? Its ticks pass as missed.", s.name)) {
+                        form.inline method="post" action=(format!("/schedules/{}/pause", urlencode(&s.name))) data-confirm=(format!("Pause schedule {}? Its ticks pass as missed.", s.name)) {
                             (layout::csrf(&session))
                             button type="submit" aria-label=(format!("Pause schedule {}", s.name)) { "Pause" }
                         }
                     }
                     " "
-                    form.inline method="post" action=(format!("/schedules/{}/backfill", s.name)) aria-label=(format!("Backfill schedule {}", s.name)) {
+                    form.inline method="post" action=(format!("/schedules/{}/backfill", urlencode(&s.name))) aria-label=(format!("Backfill schedule {}", s.name)) {
                         (layout::csrf(&session))
                         label for=(format!("b-from-{}", s.name)) { "From (UTC)" input id=(format!("b-from-{}", s.name)) type="datetime-local" name="from" required; }
                         label for=(format!("b-to-{}", s.name)) { "To (UTC)" input id=(format!("b-to-{}", s.name)) type="datetime-local" name="to" required; }
@@ -94,7 +94,7 @@ pub(super) async fn list(
                                     td { (layout::time(*ms)) @if t.backfill { " " span.muted { "backfill" } } }
                                     td { (layout::time(t.fired_at_ms)) }
                                     td { (layout::duration_ms((t.fired_at_ms - ms).max(0) as f64)) }
-                                    td { a href=(format!("/runs/{}", t.run_id)) { code { (t.run_id) } } }
+                                    td { a href=(format!("/runs/{}", urlencode(&t.run_id))) { code { (t.run_id) } } }
                                     td { @match &t.outcome { None => { "running" } Some(Ok(())) => { "succeeded" } Some(Err(e)) => { "failed: " (e) } } }
                                 }
                             }

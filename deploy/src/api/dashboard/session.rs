@@ -51,10 +51,11 @@ impl Sessions {
     }
 
     /// A new session: its cookie value and itself.
-    fn create(&self) -> (String, Session) {
+    fn create(&self, signed_in: bool) -> (String, Session) {
         let id = random_hex();
         let session = Session {
             csrf: random_hex().into(),
+            signed_in,
         };
         let mut live = self.live.lock();
         live.retain(|_, (_, born)| born.elapsed() < LIFETIME);
@@ -161,7 +162,7 @@ pub(super) async fn guard(State(app): State<AppState>, mut req: Request, next: N
         }
         return Redirect::to(&format!("/login?next={}", urlencode(&path))).into_response();
     }
-    let (id, session) = sessions.create();
+    let (id, session) = sessions.create(false);
     req.extensions_mut().insert(session);
     let mut response = with_headers(next.run(req).await);
     response
@@ -266,7 +267,7 @@ pub(super) async fn login(
         let page = login_form(&next, Some("That is not this node's token."));
         return with_headers((StatusCode::UNAUTHORIZED, page).into_response());
     }
-    let (id, _) = app.dashboard.sessions.create();
+    let (id, _) = app.dashboard.sessions.create(true);
     let mut response = Redirect::to(&next).into_response();
     response
         .headers_mut()

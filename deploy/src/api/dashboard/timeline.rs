@@ -88,7 +88,7 @@ fn per_call(calls: &[CallInfo], x: &dyn Fn(f64) -> f64) -> Markup {
                         polygon points=(format!("{:.1},{:.1} {:.1},{:.1} {:.1},{:.1} {:.1},{:.1}", cx, y + 1.0, cx + 6.0, y + 7.0, cx, y + 13.0, cx - 6.0, y + 7.0))
                             fill=(colour(c.status)) { title { (tip) } }
                     } @else if let Some(w) = &c.waited_for {
-                        a href=(format!("/executions/{w}")) {
+                        a href=(format!("/executions/{}", super::session::urlencode(w))) {
                             rect x=(format!("{:.1}", x(start))) y=(y + 2.0) width=(format!("{:.1}", (x(end) - x(start)).max(3.0))) height="10"
                                 fill=(colour(c.status)) stroke="#5c4100" stroke-dasharray="3 2" {
                                 title { (tip) " · waited for " (w) " (open it)" }
