@@ -392,6 +392,22 @@ fn the_cli_talks_https_and_refuses_an_untrusted_certificate() {
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["output"], 14);
 
+    // The dashboard's session cookie is Secure over HTTPS (and still HttpOnly, SameSite=Strict).
+    let page = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--cacert"])
+        .arg(&ca_file)
+        .arg(format!("{}/runs", node.url))
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&page.stdout).to_lowercase();
+    let cookie = headers
+        .lines()
+        .find(|l| l.starts_with("set-cookie: cairn_session="))
+        .unwrap_or_else(|| panic!("no session cookie: {headers}"));
+    for part in ["; secure", "; httponly", "; samesite=strict"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+
     // Without the CA (the system's trust store), and with another CA: refused, saying why.
     for ca in [None, Some(other_file.as_path())] {
         let (code, _, stderr) = nodes_over(&node.url, ca);

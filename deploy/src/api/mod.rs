@@ -46,6 +46,8 @@ pub struct ApiConfig {
     /// The dashboard's link to a run's trace: a URL with `{trace_id}` in it (e.g.
     /// `http://jaeger:16686/trace/{trace_id}`).
     pub trace_url: Option<String>,
+    /// Served over HTTPS: the dashboard's session cookie is marked `Secure`.
+    pub https: bool,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +56,7 @@ impl Default for ApiConfig {
             token: None,
             max_body: DEFAULT_MAX_BODY,
             trace_url: None,
+            https: false,
         }
     }
 }
@@ -94,7 +97,10 @@ pub fn router(node: Arc<Node>, members: Arc<dyn Members>, config: &ApiConfig) ->
         members,
         openapi: Arc::new(openapi::document(&ops, token.is_some())),
         token,
-        dashboard: Arc::new(dashboard::Dashboard::new(config.trace_url.clone())),
+        dashboard: Arc::new(dashboard::Dashboard::new(
+            config.trace_url.clone(),
+            config.https,
+        )),
     };
     let mut router = Router::new();
     for op in ops {

@@ -348,6 +348,7 @@ fn prepare(args: UpArgs) -> anyhow::Result<Prepared> {
     let config = ApiConfig {
         token: args.token.clone(),
         trace_url: args.trace_url.clone(),
+        https: args.api_tls.is_some(),
         ..ApiConfig::default()
     };
     let addr: std::net::SocketAddr = args

@@ -42,13 +42,16 @@ pub(crate) struct Dashboard {
     pub(crate) sessions: session::Sessions,
     /// Link to a run's trace: a URL with `{trace_id}` in it.
     pub(crate) trace_url: Option<String>,
+    /// Served over HTTPS: session cookies are `Secure`.
+    pub(crate) https: bool,
 }
 
 impl Dashboard {
-    pub(crate) fn new(trace_url: Option<String>) -> Dashboard {
+    pub(crate) fn new(trace_url: Option<String>, https: bool) -> Dashboard {
         Dashboard {
             sessions: session::Sessions::default(),
             trace_url,
+            https,
         }
     }
 }

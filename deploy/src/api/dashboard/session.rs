@@ -87,10 +87,11 @@ fn cookie_of(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-fn set_cookie(id: &str) -> HeaderValue {
+fn set_cookie(id: &str, https: bool) -> HeaderValue {
     HeaderValue::from_str(&format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        LIFETIME.as_secs()
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        LIFETIME.as_secs(),
+        if https { "; Secure" } else { "" }
     ))
     .expect("hex is a valid header value")
 }
@@ -167,7 +168,7 @@ pub(super) async fn guard(State(app): State<AppState>, mut req: Request, next: N
     let mut response = with_headers(next.run(req).await);
     response
         .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&id));
+        .append(header::SET_COOKIE, set_cookie(&id, app.dashboard.https));
     response
 }
 
@@ -271,7 +272,7 @@ pub(super) async fn login(
     let mut response = Redirect::to(&next).into_response();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&id));
+        .append(header::SET_COOKIE, set_cookie(&id, app.dashboard.https));
     response
 }
 
