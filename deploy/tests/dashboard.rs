@@ -125,6 +125,23 @@ impl Browser {
         }
     }
 
+    /// Presses Tab until the element matching `css` has focus.
+    async fn tab_to(&self, css: &str) {
+        let target = self
+            .c()
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css:?}: {e}"));
+        for _ in 0..40 {
+            let active = self.c().active_element().await.expect("focus");
+            if active.element_id() == target.element_id() {
+                return;
+            }
+            active.send_keys("\u{E004}").await.expect("Tab");
+        }
+        panic!("Tab never reached {css:?}");
+    }
+
     async fn count(&self, css: &str) -> usize {
         self.c()
             .find_all(Locator::Css(css))
@@ -230,7 +247,7 @@ async fn runs_appear_live_and_a_run_shows_every_call_with_waits_linked_to_their_
     b.shot("run-populated").await;
 
     // Two identical runs at once: one computes each key, the other waits for it.
-    let input = r#"{"n": 12, "delay_ms": 600}"#;
+    let input = r#"{"n": 12, "delay_ms": 1500}"#;
     let args = ["run", "fan_out", "--input", input];
     let (x, y) = tokio::join!(run(&node.url, &args), run(&node.url, &args));
     let waits = |r: &Value| r["counts"]["Waited"].as_u64().unwrap_or(0);
@@ -278,6 +295,35 @@ async fn runs_appear_live_and_a_run_shows_every_call_with_waits_linked_to_their_
         "the producer ran the body"
     );
     b.shot("run-producer").await;
+
+    // The filters work from the keyboard: Tab to the status, pick one, Tab to Filter, Enter.
+    b.goto(&format!("{}/runs", node.url)).await;
+    b.wait_text(&format!("tr[data-run='{run_id}']")).await;
+    b.tab_to("#f-status").await;
+    b.c()
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys("s")
+        .await
+        .unwrap();
+    b.tab_to("form[aria-label='Filter runs'] button[type=submit]")
+        .await;
+    b.c()
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    b.wait_text("#runs-rows tr").await;
+    let url = b.url().await;
+    assert!(url.contains("status=succeeded"), "{url}");
+    assert_eq!(
+        b.count("#runs-rows tr").await,
+        3,
+        "the three runs succeeded"
+    );
 
     b.goto(&format!("{}/nodes", node.url)).await;
     let nodes = b.wait_text("#nodes").await;
