@@ -142,3 +142,83 @@ fn grouped(calls: &[CallInfo], t0: f64, t1: f64) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(i: usize, task: &str, status: CacheStatus) -> CallInfo {
+        CallInfo {
+            execution: format!("e{i:05}"),
+            task: task.into(),
+            version: "1".into(),
+            key: None,
+            status,
+            started_at_ms: 1_000 + i as i64,
+            duration_us: 500,
+            wait_us: 0,
+            waited_for: (status == CacheStatus::Waited).then(|| "producer-1".to_string()),
+            error: None,
+            executed: status == CacheStatus::Populated,
+            cache_error: None,
+            attempt: 1,
+        }
+    }
+
+    fn count(svg: &str, needle: &str) -> usize {
+        svg.matches(needle).count()
+    }
+
+    #[test]
+    fn small_runs_get_a_row_per_call_with_hits_as_markers_and_waits_as_links() {
+        let statuses = [
+            CacheStatus::Populated,
+            CacheStatus::Hit,
+            CacheStatus::Waited,
+        ];
+        let calls: Vec<CallInfo> = (0..30)
+            .map(|i| call(i, "square", statuses[i % 3]))
+            .collect();
+        let svg = draw(&calls, 1_000).into_string();
+        assert_eq!(count(&svg, "data-execution="), 30);
+        assert_eq!(count(&svg, "<polygon"), 10, "a diamond per hit");
+        assert_eq!(
+            count(&svg, "href=\"/executions/producer-1\""),
+            10,
+            "a link per wait"
+        );
+    }
+
+    #[test]
+    fn large_runs_are_grouped_by_task_and_status_and_every_call_is_counted() {
+        let mut calls: Vec<CallInfo> = (0..10_000)
+            .map(|i| {
+                call(
+                    i,
+                    "square",
+                    if i % 4 == 0 {
+                        CacheStatus::Hit
+                    } else {
+                        CacheStatus::Populated
+                    },
+                )
+            })
+            .collect();
+        calls.push(call(10_000, "total", CacheStatus::Populated));
+        let svg = draw(&calls, 1_000).into_string();
+        assert_eq!(count(&svg, "data-execution="), 0, "no row per call");
+        assert_eq!(
+            count(&svg, "data-task="),
+            3,
+            "square×hit, square×populated, total×populated"
+        );
+        for (task, status, n) in [
+            ("square", "hit", 2_500),
+            ("square", "populated", 7_500),
+            ("total", "populated", 1),
+        ] {
+            let row = format!("data-task=\"{task}\" data-status=\"{status}\" data-calls=\"{n}\"");
+            assert!(svg.contains(&row), "{row}");
+        }
+    }
+}
