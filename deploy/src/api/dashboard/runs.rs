@@ -1,7 +1,7 @@
 //! Runs: the list (filtered, paged, live) and one run with its calls and timeline.
 
 use super::layout::{self, Section};
-use super::session::{self, Session, error_page, urlencode};
+use super::session::{self, CsrfForm, Session, error_page, urlencode};
 use super::timeline;
 use crate::api::AppState;
 use crate::api::error::{ApiError, Path, Query};
@@ -341,11 +341,6 @@ fn call_table(run_id: &str, calls: &[CallInfo], first: usize) -> Markup {
             }
         }
     }
-}
-
-#[derive(serde::Deserialize)]
-pub(super) struct CsrfForm {
-    csrf: String,
 }
 
 pub(super) async fn cancel(

@@ -2,7 +2,7 @@
 //! and backfill.
 
 use super::layout::{self, Section};
-use super::session::{self, Session, error_page, urlencode};
+use super::session::{self, CsrfForm, Session, error_page, urlencode};
 use crate::api::AppState;
 use crate::api::error::{ApiError, Json, Path};
 use crate::api::handlers::schedules::{
@@ -107,9 +107,26 @@ pub(super) async fn list(
     layout::page("Schedules", Section::Schedules, &session, body).into_response()
 }
 
-#[derive(serde::Deserialize)]
-pub(super) struct CsrfForm {
-    csrf: String,
+/// Pause or resume: the same form, the same answer.
+async fn switch(
+    app: AppState,
+    session: &Session,
+    name: String,
+    form: &CsrfForm,
+    pause: bool,
+) -> Response {
+    if let Some(r) = session::csrf_refusal(session, &form.csrf) {
+        return r;
+    }
+    let done = if pause {
+        pause_schedule(State(app), Path(name)).await
+    } else {
+        resume_schedule(State(app), Path(name)).await
+    };
+    match done {
+        Ok(_) => Redirect::to("/schedules").into_response(),
+        Err(e) => error_page(e),
+    }
 }
 
 pub(super) async fn pause(
@@ -118,13 +135,7 @@ pub(super) async fn pause(
     axum::extract::Path(name): axum::extract::Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Some(r) = session::csrf_refusal(&session, &form.csrf) {
-        return r;
-    }
-    match pause_schedule(State(app), Path(name)).await {
-        Ok(_) => Redirect::to("/schedules").into_response(),
-        Err(e) => error_page(e),
-    }
+    switch(app, &session, name, &form, true).await
 }
 
 pub(super) async fn resume(
@@ -133,13 +144,7 @@ pub(super) async fn resume(
     axum::extract::Path(name): axum::extract::Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Some(r) = session::csrf_refusal(&session, &form.csrf) {
-        return r;
-    }
-    match resume_schedule(State(app), Path(name)).await {
-        Ok(_) => Redirect::to("/schedules").into_response(),
-        Err(e) => error_page(e),
-    }
+    switch(app, &session, name, &form, false).await
 }
 
 #[derive(serde::Deserialize)]

@@ -276,9 +276,10 @@ pub(super) async fn login(
     response
 }
 
+/// A form whose only field is its CSRF token (logout, cancel, pause, resume).
 #[derive(serde::Deserialize)]
 pub(super) struct CsrfForm {
-    csrf: String,
+    pub(super) csrf: String,
 }
 
 pub(super) async fn logout(
