@@ -146,6 +146,22 @@ pub enum Error {
         run: String,
     },
 
+    /// No blob with this digest is stored (completely).
+    #[error("no blob {digest} in the store")]
+    BlobNotFound {
+        /// The BLAKE3 digest, in hex.
+        digest: String,
+    },
+
+    /// Reading or writing a local file or stream failed.
+    #[error("I/O error {what}: {detail}")]
+    Io {
+        /// What was being read or written.
+        what: String,
+        /// The operating system's message.
+        detail: String,
+    },
+
     /// A value given to the engine is unusable; `what` names it.
     #[error("invalid {what}: {reason}")]
     InvalidInput {

@@ -33,6 +33,9 @@
 //! | `CANCEL_SEQ` 0x13 | `(19)` | number of cancellations so far, u64 big-endian (watched by every node) |
 //! | `CANCEL` 0x14 | `(20, seq)` | `CancelNotice`: the `seq`-th cancellation (which run, when) |
 //! | `CALLS` 0x15 | `(21, project, domain, task, status)` | call count, i64 little-endian, changed only by atomic adds (`Transaction::add`) |
+//! | `EXECUTION_RUN` 0x16 | `(22, execution)` | the run (UTF-8) of an execution that ran a task body |
+//! | `BLOB` 0x17 | `(23, b, i)` | chunk `i` of the content-addressed blob whose BLAKE3 digest is `b` (32 bytes; raw bytes, 64 KiB each) |
+//! | | `(23, b, -1)` | `BlobMeta`: the blob is complete (size, chunk count); written by the last of its upload's transactions |
 //! | `TEST` 0xfe | anything | scratch space of the store conformance suite and benchmarks |
 //!
 //! Everything about one cache key lives under `(1, d)`, so one transaction can change it all.
@@ -87,6 +90,8 @@ pub mod tag {
     pub const CALLS: u8 = 0x15;
     /// The run of each execution that ran a task body (where a waiting call's producer is).
     pub const EXECUTION_RUN: u8 = 0x16;
+    /// Content-addressed blobs (command tasks' files), by BLAKE3 digest.
+    pub const BLOB: u8 = 0x17;
     /// Scratch space of the store conformance suite and benchmarks.
     pub const TEST: u8 = 0xfe;
 }
@@ -170,6 +175,24 @@ pub fn entry_chunks(d: &Digest) -> (Vec<u8>, Vec<u8>) {
     subspace(tag::ENTRY)
         .subspace(&(digest_bytes(d), entry_part::CHUNK))
         .range()
+}
+
+/// The key of chunk `i` of blob `b` (its BLAKE3 digest).
+pub fn blob_chunk(b: &[u8; 32], i: u32) -> Vec<u8> {
+    subspace(tag::BLOB).pack(&(Bytes::from(b.to_vec()), i))
+}
+
+/// The key of blob `b`'s completion record; it sorts before the chunks.
+pub fn blob_meta(b: &[u8; 32]) -> Vec<u8> {
+    subspace(tag::BLOB).pack(&(Bytes::from(b.to_vec()), -1i64))
+}
+
+/// `[begin, end)` of blob `b`'s chunks (not its completion record).
+pub fn blob_chunks(b: &[u8; 32]) -> (Vec<u8>, Vec<u8>) {
+    let (_, end) = subspace(tag::BLOB)
+        .subspace(&(Bytes::from(b.to_vec()),))
+        .range();
+    (blob_chunk(b, 0), end)
 }
 
 /// What a task index row says about its entry: enough to remove the entry and its other index

@@ -18,6 +18,7 @@
 // benchmarks have their own dev-dependencies).
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
+pub mod blobs;
 pub mod catalog;
 pub mod clock;
 pub mod det;

@@ -1,0 +1,363 @@
+//! Content-addressed blobs: bytes stored once under their BLAKE3 digest, in chunks that fit the
+//! store's value limit, uploaded in as many transactions as their size needs.
+//!
+//! Command tasks keep their input and output files here, so a step that runs on another node
+//! gets its files from the store and a cluster needs no shared filesystem; identical files of
+//! different keys are stored once.
+//!
+//! Why BLAKE3 and not the xxh3 of cache keys: a cache key hashes a small canonical encoding that
+//! Cairn builds itself, where an accidental collision is what matters and xxh3-128 is enough. A
+//! blob digest names bytes that anyone able to write a file chooses; in a shared store a
+//! collision someone constructs would serve their bytes as another user's output. BLAKE3 is
+//! collision resistant (one of Bazel's digest functions) and still hashes at GB/s.
+//!
+//! A blob becomes visible when its completion record is written, by the last transaction of its
+//! upload, after every chunk: a reader never sees half a blob. Uploads of the same blob race
+//! harmlessly (they write the same bytes). Every read is checked against the digest, so a blob
+//! damaged in the store is an error that names it, never wrong bytes.
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::store::{RangeOptions, RetryPolicy, Store, Transaction, read, transact};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Bytes per chunk: under FoundationDB's 100 kB value limit.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Chunks per upload or read transaction (4 MiB, well under the 10 MB transaction limit).
+const CHUNKS_PER_TX: usize = 64;
+
+/// The BLAKE3 digest of a blob, written as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobDigest(pub [u8; 32]);
+
+impl BlobDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> BlobDigest {
+        BlobDigest(*blake3::hash(bytes).as_bytes())
+    }
+}
+
+impl fmt::Display for BlobDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for BlobDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlobDigest({self})")
+    }
+}
+
+impl FromStr for BlobDigest {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<BlobDigest> {
+        let bad = || Error::InvalidInput {
+            what: format!("blob digest {s:?}"),
+            reason: "expected 64 hexadecimal digits (a BLAKE3 digest)".into(),
+        };
+        if s.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
+        }
+        Ok(BlobDigest(out))
+    }
+}
+
+impl Serialize for BlobDigest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for BlobDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct BlobMeta {
+    size: u64,
+    chunks: u32,
+}
+
+/// The blobs of one store.
+#[derive(Clone)]
+pub struct Blobs<S: Store> {
+    store: S,
+    policy: RetryPolicy,
+}
+
+impl<S: Store> Blobs<S> {
+    /// The blobs in `store`, with `policy` for every transaction.
+    pub fn new(store: S, policy: RetryPolicy) -> Self {
+        Blobs { store, policy }
+    }
+
+    /// The size of blob `d`, if it is stored completely.
+    pub async fn size(&self, d: &BlobDigest) -> Result<Option<u64>> {
+        let key = keys::blob_meta(&d.0);
+        let value = read(&self.store, &self.policy, |tx| {
+            let key = key.clone();
+            async move { tx.get(&key, false).await }
+        })
+        .await?;
+        value.map(|v| decode_meta(d, &v).map(|m| m.size)).transpose()
+    }
+
+    /// Stores `bytes`, unless a blob with their digest is already stored; returns the digest.
+    pub async fn put(&self, bytes: &[u8]) -> Result<BlobDigest> {
+        let d = BlobDigest::of(bytes);
+        if self.size(&d).await?.is_none() {
+            self.upload(&d, bytes).await?;
+        }
+        Ok(d)
+    }
+
+    /// Stores what `reader` yields as blob `d`, unless it is already stored. The bytes are
+    /// hashed as they are read: if they do not have digest `d` (the file changed since it was
+    /// hashed), nothing becomes visible and the error says so. Returns the size.
+    pub async fn put_stream(
+        &self,
+        d: &BlobDigest,
+        what: &str,
+        reader: impl AsyncRead + Unpin,
+    ) -> Result<u64> {
+        if let Some(size) = self.size(d).await? {
+            return Ok(size);
+        }
+        self.upload_stream(d, what, reader).await
+    }
+
+    async fn upload(&self, d: &BlobDigest, bytes: &[u8]) -> Result<u64> {
+        self.upload_stream(d, "bytes", bytes).await
+    }
+
+    async fn upload_stream(
+        &self,
+        d: &BlobDigest,
+        what: &str,
+        mut reader: impl AsyncRead + Unpin,
+    ) -> Result<u64> {
+        let mut hasher = blake3::Hasher::new();
+        let mut index: u32 = 0;
+        let mut size: u64 = 0;
+        loop {
+            // Fill one transaction's worth of chunks.
+            let mut batch: Vec<Vec<u8>> = Vec::new();
+            let mut eof = false;
+            while batch.len() < CHUNKS_PER_TX {
+                let chunk = read_chunk(&mut reader, what).await?;
+                if chunk.is_empty() {
+                    eof = true;
+                    break;
+                }
+                let full = chunk.len() == CHUNK_BYTES;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                batch.push(chunk);
+                if !full {
+                    eof = true;
+                    break;
+                }
+            }
+            let first = index;
+            index += batch.len() as u32;
+            let meta = if eof {
+                let got = BlobDigest(*hasher.finalize().as_bytes());
+                if got != *d {
+                    return Err(Error::InvalidInput {
+                        what: what.to_string(),
+                        reason: format!(
+                            "its content changed while it was stored (digest {got}, expected {d})"
+                        ),
+                    });
+                }
+                Some(encode_meta(size, index))
+            } else {
+                None
+            };
+            transact(&self.store, &self.policy, |tx| {
+                for (i, chunk) in batch.iter().enumerate() {
+                    tx.set(&keys::blob_chunk(&d.0, first + i as u32), chunk);
+                }
+                if let Some(meta) = &meta {
+                    tx.set(&keys::blob_meta(&d.0), meta);
+                }
+                async { Ok(()) }
+            })
+            .await?;
+            if eof {
+                return Ok(size);
+            }
+        }
+    }
+
+    /// Blob `d`'s bytes, checked against the digest.
+    pub async fn get(&self, d: &BlobDigest) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_to(d, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Writes blob `d` to `writer`, a page of chunks per read transaction, and checks it
+    /// against the digest at the end (a mismatch is [`Error::Corrupt`]: the caller discards
+    /// what was written). Returns the size.
+    pub async fn write_to(&self, d: &BlobDigest, mut writer: impl AsyncWrite + Unpin) -> Result<u64> {
+        let Some(size) = self.size(d).await? else {
+            return Err(Error::BlobNotFound {
+                digest: d.to_string(),
+            });
+        };
+        let (_, end) = keys::blob_chunks(&d.0);
+        let mut from = keys::blob_chunk(&d.0, 0);
+        let mut hasher = blake3::Hasher::new();
+        let mut written: u64 = 0;
+        loop {
+            let page = read(&self.store, &self.policy, |tx| {
+                let (from, end) = (from.clone(), end.clone());
+                async move {
+                    tx.get_range(&from, &end, RangeOptions::all().limit(CHUNKS_PER_TX))
+                        .await
+                }
+            })
+            .await?;
+            let full = page.len() == CHUNKS_PER_TX;
+            for kv in &page {
+                hasher.update(&kv.value);
+                written += kv.value.len() as u64;
+                writer.write_all(&kv.value).await.map_err(|e| Error::Io {
+                    what: format!("writing blob {d}"),
+                    detail: e.to_string(),
+                })?;
+            }
+            match page.last() {
+                Some(last) if full => {
+                    from = last.key.clone();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        writer.flush().await.map_err(|e| Error::Io {
+            what: format!("writing blob {d}"),
+            detail: e.to_string(),
+        })?;
+        let got = BlobDigest(*hasher.finalize().as_bytes());
+        if written != size || got != *d {
+            return Err(Error::Corrupt {
+                what: format!("blob {d}"),
+                detail: format!("read {written} bytes (of {size}) whose digest is {got}"),
+            });
+        }
+        Ok(size)
+    }
+}
+
+async fn read_chunk(reader: &mut (impl AsyncRead + Unpin), what: &str) -> Result<Vec<u8>> {
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    let mut filled = 0;
+    while filled < CHUNK_BYTES {
+        let n = reader
+            .read(&mut chunk[filled..])
+            .await
+            .map_err(|e| Error::Io {
+                what: format!("reading {what}"),
+                detail: e.to_string(),
+            })?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    chunk.truncate(filled);
+    Ok(chunk)
+}
+
+fn encode_meta(size: u64, chunks: u32) -> Vec<u8> {
+    rmp_serde::to_vec_named(&BlobMeta { size, chunks }).expect("two integers encode")
+}
+
+fn decode_meta(d: &BlobDigest, bytes: &[u8]) -> Result<BlobMeta> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::Corrupt {
+        what: format!("record of blob {d}"),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AnyStore;
+
+    async fn blobs() -> Blobs<AnyStore> {
+        Blobs::new(
+            AnyStore::open("memory:").await.unwrap(),
+            RetryPolicy::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn blobs_round_trip_across_chunks_and_transactions() {
+        let blobs = blobs().await;
+        for size in [0usize, 1, CHUNK_BYTES, CHUNK_BYTES + 1, CHUNK_BYTES * CHUNKS_PER_TX + 7] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let d = blobs.put(&bytes).await.unwrap();
+            assert_eq!(d, BlobDigest::of(&bytes));
+            assert_eq!(blobs.size(&d).await.unwrap(), Some(size as u64));
+            assert_eq!(blobs.get(&d).await.unwrap(), bytes, "size {size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_does_not_match_its_digest_is_refused_and_invisible() {
+        let blobs = blobs().await;
+        let claimed = BlobDigest::of(b"what was hashed");
+        let err = blobs
+            .put_stream(&claimed, "file a.c", &b"what was read"[..])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("file a.c"), "{err}");
+        assert_eq!(blobs.size(&claimed).await.unwrap(), None);
+        assert!(matches!(
+            blobs.get(&claimed).await.unwrap_err(),
+            Error::BlobNotFound { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_damaged_chunk_is_corrupt_not_wrong_bytes() {
+        let blobs = blobs().await;
+        let d = blobs.put(b"hello blobs").await.unwrap();
+        transact(&blobs.store, &blobs.policy, |tx| {
+            tx.set(&keys::blob_chunk(&d.0, 0), b"hellO blobs");
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+        let err = blobs.get(&d).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(&d.to_string()));
+    }
+
+    #[test]
+    fn digests_print_and_parse_as_hex() {
+        let d = BlobDigest::of(b"x");
+        assert_eq!(d.to_string().parse::<BlobDigest>().unwrap(), d);
+        assert!("zz".parse::<BlobDigest>().is_err());
+    }
+}
