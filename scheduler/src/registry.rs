@@ -113,6 +113,31 @@ impl WorkflowRegistry {
         self
     }
 
+    /// Registers a workflow whose input and output are JSON already (declared in a tasks file,
+    /// not in Rust): its schemas are given, `check` refuses a bad input before a run exists, and
+    /// `run` runs it.
+    pub fn register_json(
+        &mut self,
+        name: impl Into<String>,
+        schemas: (Value, Value),
+        check: impl Fn(&Value) -> Result<(), String> + Send + Sync + 'static,
+        run: impl Fn(Ctx, Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync + 'static,
+    ) -> &mut Self {
+        let name = name.into();
+        let (input_schema, output_schema) = schemas;
+        self.workflows.insert(
+            name.clone(),
+            Workflow {
+                name,
+                input_schema,
+                output_schema,
+                check: Arc::new(check),
+                run: Arc::new(run),
+            },
+        );
+        self
+    }
+
     /// The workflow called `name`.
     pub fn get(&self, name: &str) -> Option<&Workflow> {
         self.workflows.get(name)

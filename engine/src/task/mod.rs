@@ -127,6 +127,20 @@ pub trait Task: Send + Sync + 'static {
     /// The named inputs of a call, for its cache key.
     fn key_inputs(&self, input: &Self::Input) -> Result<KeyInputs>;
 
+    /// The typed input of a call given as JSON (by the API's and CLI's `explain`): by default
+    /// the JSON decoded as [`Task::Input`], from an object of the inputs by name or the input
+    /// value itself (a tuple as an array). Tasks whose input is not plain data override it:
+    /// a command task reads and hashes the files the JSON names.
+    fn input_from_json(&self, input: &serde_json::Value) -> Result<Self::Input> {
+        let spec = self.spec();
+        serde_json::from_value(registry::positional(&spec.signature, input)).map_err(|e| {
+            crate::Error::InvalidInput {
+                what: format!("input of task {:?}", spec.name()),
+                reason: e.to_string(),
+            }
+        })
+    }
+
     /// Runs the task body.
     fn invoke(
         &self,

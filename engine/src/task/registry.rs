@@ -32,7 +32,7 @@ pub trait DynTask: Send + Sync {
 
 /// An object naming exactly the signature's inputs becomes the positional form the input type
 /// decodes from (the value for one input, an array for several); anything else is left as is.
-fn positional(signature: &TaskSignature, input: &serde_json::Value) -> serde_json::Value {
+pub(super) fn positional(signature: &TaskSignature, input: &serde_json::Value) -> serde_json::Value {
     let serde_json::Value::Object(fields) = input else {
         return input.clone();
     };
@@ -82,13 +82,7 @@ impl<T: Task> DynTask for T {
         input: &serde_json::Value,
     ) -> Result<CacheKey> {
         let spec = Task::spec(self);
-        let typed: T::Input =
-            serde_json::from_value(positional(&spec.signature, input)).map_err(|e| {
-                Error::InvalidInput {
-                    what: format!("input of task {:?}", spec.name()),
-                    reason: e.to_string(),
-                }
-            })?;
+        let typed = self.input_from_json(input)?;
         spec.cache_key(project, domain, self.key_inputs(&typed)?)
     }
 
