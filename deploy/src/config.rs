@@ -69,6 +69,8 @@ pub struct NodeConfig {
     pub node_ttl: Option<String>,
     /// Serve the example tasks and workflows.
     pub examples: Option<bool>,
+    /// A tasks file declaring command tasks, workflows and schedules.
+    pub tasks: Option<std::path::PathBuf>,
     /// The cache.
     #[serde(default)]
     pub cache: CacheSection,

@@ -192,6 +192,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Registers workflows straight into the registry: those whose input and output are JSON
+    /// already (a tasks file's, see [`cairn_scheduler::WorkflowRegistry::register_json`]).
+    pub fn register_workflows(mut self, register: impl FnOnce(&mut WorkflowRegistry)) -> Self {
+        register(&mut self.workflows);
+        self
+    }
+
     /// Declares a schedule (registered in the store at start; every node may declare the same
     /// schedules: each tick still fires once).
     pub fn schedule(mut self, spec: ScheduleSpec) -> Self {

@@ -116,7 +116,9 @@ impl<S: Store> Blobs<S> {
             async move { tx.get(&key, false).await }
         })
         .await?;
-        value.map(|v| decode_meta(d, &v).map(|m| m.size)).transpose()
+        value
+            .map(|v| decode_meta(d, &v).map(|m| m.size))
+            .transpose()
     }
 
     /// Stores `bytes`, unless a blob with their digest is already stored; returns the digest.
@@ -217,7 +219,11 @@ impl<S: Store> Blobs<S> {
     /// Writes blob `d` to `writer`, a page of chunks per read transaction, and checks it
     /// against the digest at the end (a mismatch is [`Error::Corrupt`]: the caller discards
     /// what was written). Returns the size.
-    pub async fn write_to(&self, d: &BlobDigest, mut writer: impl AsyncWrite + Unpin) -> Result<u64> {
+    pub async fn write_to(
+        &self,
+        d: &BlobDigest,
+        mut writer: impl AsyncWrite + Unpin,
+    ) -> Result<u64> {
         let Some(size) = self.size(d).await? else {
             return Err(Error::BlobNotFound {
                 digest: d.to_string(),
@@ -314,7 +320,13 @@ mod tests {
     #[tokio::test]
     async fn blobs_round_trip_across_chunks_and_transactions() {
         let blobs = blobs().await;
-        for size in [0usize, 1, CHUNK_BYTES, CHUNK_BYTES + 1, CHUNK_BYTES * CHUNKS_PER_TX + 7] {
+        for size in [
+            0usize,
+            1,
+            CHUNK_BYTES,
+            CHUNK_BYTES + 1,
+            CHUNK_BYTES * CHUNKS_PER_TX + 7,
+        ] {
             let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
             let d = blobs.put(&bytes).await.unwrap();
             assert_eq!(d, BlobDigest::of(&bytes));

@@ -366,7 +366,12 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn error(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> LoadError {
+    fn error(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> LoadError {
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -398,7 +403,11 @@ pub(crate) fn load(
     };
     let workspace = workspace.canonicalize().map_err(|e| {
         let span = raw.settings.workspace.as_ref().map_or(0..0, |w| w.span());
-        src.error(span, "settings.workspace", format!("{}: {e}", workspace.display()))
+        src.error(
+            span,
+            "settings.workspace",
+            format!("{}: {e}", workspace.display()),
+        )
     })?;
     let sandbox = match &raw.settings.sandbox {
         Some(s) => base.join(s.get_ref()),
@@ -422,7 +431,11 @@ pub(crate) fn load(
     let mut schedules = Vec::new();
     for (name, s) in &raw.schedule {
         let field = |f: &str| format!("schedule.{}.{f}", name.get_ref());
-        if !raw.workflow.keys().any(|w| w.get_ref() == s.workflow.get_ref()) {
+        if !raw
+            .workflow
+            .keys()
+            .any(|w| w.get_ref() == s.workflow.get_ref())
+        {
             return Err(src.error(
                 s.workflow.span(),
                 field("workflow"),
@@ -440,9 +453,8 @@ pub(crate) fn load(
                 "give exactly one of `cron` or `every`",
             ));
         }
-        let input = serde_json::to_value(&s.input).map_err(|e| {
-            src.error(name.span(), field("input"), e.to_string())
-        })?;
+        let input = serde_json::to_value(&s.input)
+            .map_err(|e| src.error(name.span(), field("input"), e.to_string()))?;
         schedules.push(ScheduleDecl {
             name: name.get_ref().clone(),
             workflow: s.workflow.get_ref().clone(),
@@ -469,7 +481,9 @@ fn duration(src: &Source, text: &Spanned<String>, field: &str) -> Result<Duratio
 /// `500ms`, `30s`, `5m`, `2h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (n, unit) = text.split_at(split);
     let n: u64 = n
         .parse()
@@ -491,8 +505,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub(crate) fn inside(path: &str) -> bool {
     let p = Path::new(path);
     !path.is_empty()
-        && p.components()
-            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        && p.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
 }
 
 fn name_ok(name: &str) -> bool {
@@ -538,26 +556,28 @@ fn check_task(
         })?;
         inputs.insert(n.get_ref().clone(), parsed);
     }
-    let template = |text: &Spanned<String>, f: &str, outputs_ok: bool| -> Result<Template, LoadError> {
-        let parsed = Template::parse(text.get_ref()).map_err(|m| src.error(text.span(), field(f), m))?;
-        for r in parsed.refs() {
-            let known = inputs.contains_key(r)
-                || (outputs_ok
-                    && r.strip_prefix("outputs.")
-                        .is_some_and(|o| t.outputs.keys().any(|k| k.get_ref() == o)));
-            if !known {
-                return Err(src.error(
-                    text.span(),
-                    field(f),
-                    format!(
-                        "the template refers to an unknown input \"${{{r}}}\" (declared: {})",
-                        describe(inputs.keys().map(String::as_str))
-                    ),
-                ));
+    let template =
+        |text: &Spanned<String>, f: &str, outputs_ok: bool| -> Result<Template, LoadError> {
+            let parsed =
+                Template::parse(text.get_ref()).map_err(|m| src.error(text.span(), field(f), m))?;
+            for r in parsed.refs() {
+                let known = inputs.contains_key(r)
+                    || (outputs_ok
+                        && r.strip_prefix("outputs.")
+                            .is_some_and(|o| t.outputs.keys().any(|k| k.get_ref() == o)));
+                if !known {
+                    return Err(src.error(
+                        text.span(),
+                        field(f),
+                        format!(
+                            "the template refers to an unknown input \"${{{r}}}\" (declared: {})",
+                            describe(inputs.keys().map(String::as_str))
+                        ),
+                    ));
+                }
             }
-        }
-        Ok(parsed)
-    };
+            Ok(parsed)
+        };
     let mut outputs = BTreeMap::new();
     for (n, path) in &t.outputs {
         let f = format!("outputs.{}", n.get_ref());
@@ -655,8 +675,16 @@ fn check_task(
         Some(w) => w.get_ref().clone(),
         None => ".".into(),
     };
-    let timeout = t.timeout.as_ref().map(|d| duration(src, d, &field("timeout"))).transpose()?;
-    let max_age = t.max_age.as_ref().map(|d| duration(src, d, &field("max_age"))).transpose()?;
+    let timeout = t
+        .timeout
+        .as_ref()
+        .map(|d| duration(src, d, &field("timeout")))
+        .transpose()?;
+    let max_age = t
+        .max_age
+        .as_ref()
+        .map(|d| duration(src, d, &field("max_age")))
+        .transpose()?;
     let mut decl = TaskDecl {
         name: tname.clone(),
         argv,
@@ -672,7 +700,11 @@ fn check_task(
         cache: t.cache.unwrap_or(true),
         cache_version: t.cache_version.clone().unwrap_or_else(|| "auto".into()),
         max_age,
-        cache_ignore_inputs: t.cache_ignore_inputs.iter().map(|s| s.get_ref().clone()).collect(),
+        cache_ignore_inputs: t
+            .cache_ignore_inputs
+            .iter()
+            .map(|s| s.get_ref().clone())
+            .collect(),
     };
     if decl.cache_version == "auto" {
         let text = format!("{decl:?}");
@@ -741,7 +773,9 @@ impl WorkflowScope<'_> {
                 .ok_or_else(|| format!("the workflow has no input {n:?}"))?
                 .value(),
             ValueRef::Item if in_for_each => ValueType::File,
-            ValueRef::Item => return Err("${item} is only defined in a step with `for_each`".into()),
+            ValueRef::Item => {
+                return Err("${item} is only defined in a step with `for_each`".into());
+            }
             ValueRef::Output { step: s, output } => {
                 let st = step(s)?;
                 let task = self.tasks.get(st.task.get_ref().as_str());
@@ -753,14 +787,24 @@ impl WorkflowScope<'_> {
                         task.name
                     ));
                 }
-                if many(st) { ValueType::Files } else { ValueType::File }
+                if many(st) {
+                    ValueType::Files
+                } else {
+                    ValueType::File
+                }
             }
             ValueRef::Stream { step: s, .. } => {
-                if many(step(s)?) { ValueType::Files } else { ValueType::File }
+                if many(step(s)?) {
+                    ValueType::Files
+                } else {
+                    ValueType::File
+                }
             }
             ValueRef::ExitCode(s) => {
                 if many(step(s)?) {
-                    return Err(format!("step {s:?} runs once per item: it has no single exit code"));
+                    return Err(format!(
+                        "step {s:?} runs once per item: it has no single exit code"
+                    ));
                 }
                 ValueType::Int
             }
@@ -899,7 +943,9 @@ fn check_workflow(
         for arg in with.values() {
             match arg {
                 Arg::Value(r) => after.extend(r.step().map(str::to_string)),
-                Arg::Text(_, refs) => after.extend(refs.iter().filter_map(|r| r.step().map(str::to_string))),
+                Arg::Text(_, refs) => {
+                    after.extend(refs.iter().filter_map(|r| r.step().map(str::to_string)))
+                }
             }
         }
         if let Some(fe) = &for_each {
@@ -960,7 +1006,11 @@ fn check_workflow(
     for name in steps.keys() {
         let mut path = Vec::new();
         visit(name, &steps, &mut state, &mut path, &mut ordered).map_err(|(span, cycle)| {
-            src.error(span, field("steps"), format!("the steps form a cycle: {cycle}"))
+            src.error(
+                span,
+                field("steps"),
+                format!("the steps form a cycle: {cycle}"),
+            )
         })?;
     }
     Ok(WorkflowDecl {

@@ -68,12 +68,17 @@ pub(crate) async fn run(
     let shared = &task.shared;
     let blobs = shared.blobs().await;
     // The tools must be the ones the caller's key names.
-    let here = task.tool_digests().await.map_err(|e| failed(e.to_string()))?;
+    let here = task
+        .tool_digests()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     for (name, want) in &input.tools {
         if here.get(name) != Some(want) {
             return Err(failed(format!(
                 "tool {name:?} ({}) on this node is not the one the caller hashed (digest {}, the caller's {want}): every node must have the same tools",
-                decl.tools.get(name).map_or("?".into(), |p| p.display().to_string()),
+                decl.tools
+                    .get(name)
+                    .map_or("?".into(), |p| p.display().to_string()),
                 here.get(name).map_or("missing".into(), |d| d.to_string()),
             )));
         }
@@ -117,7 +122,12 @@ pub(crate) async fn run(
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&argv[1..])
         .env_clear()
-        .envs(input.env.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v))))
+        .envs(
+            input
+                .env
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k, v))),
+        )
         .current_dir(&workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -231,11 +241,7 @@ async fn read_limited(
 fn tail(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim_end();
-    let start = text
-        .char_indices()
-        .rev()
-        .nth(2000)
-        .map_or(0, |(i, _)| i);
+    let start = text.char_indices().rev().nth(2000).map_or(0, |(i, _)| i);
     if text.is_empty() {
         "(empty)".into()
     } else {
@@ -250,7 +256,10 @@ async fn materialise(
     f: &FileRef,
 ) -> Result<(), TaskError> {
     if !inside(&f.path) {
-        return Err(failed(format!("input file {:?} is outside the sandbox", f.path)));
+        return Err(failed(format!(
+            "input file {:?} is outside the sandbox",
+            f.path
+        )));
     }
     let target = under(root, f);
     if let Some(parent) = target.parent() {
@@ -288,7 +297,11 @@ fn value_text(v: &ArgValue) -> String {
     }
 }
 
-fn lookup(r: &str, args: &BTreeMap<String, ArgValue>, outputs: &BTreeMap<String, String>) -> String {
+fn lookup(
+    r: &str,
+    args: &BTreeMap<String, ArgValue>,
+    outputs: &BTreeMap<String, String>,
+) -> String {
     match r.strip_prefix("outputs.") {
         Some(o) => outputs.get(o).cloned().unwrap_or_default(),
         None => args.get(r).map(value_text).unwrap_or_default(),

@@ -153,7 +153,9 @@ mod tests {
     fn large_files_hash_in_parallel_to_the_same_digest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big");
-        let bytes: Vec<u8> = (0..3 * PARALLEL_FROM as usize).map(|i| (i % 253) as u8).collect();
+        let bytes: Vec<u8> = (0..3 * PARALLEL_FROM as usize)
+            .map(|i| (i % 253) as u8)
+            .collect();
         std::fs::write(&path, &bytes).unwrap();
         let hashed = FileHasher::new().hash_blocking(&path).unwrap();
         assert_eq!(hashed.digest, BlobDigest::of(&bytes));

@@ -113,14 +113,14 @@ impl Shared {
     /// `upload`, stored as a blob too, so a worker on another node can materialise it.
     pub async fn file_ref(&self, path: &str, blobs: Option<&Blobs<AnyStore>>) -> Result<FileRef> {
         let file = self.workspace_path(path)?;
-        let hashed = self
-            .hasher
-            .hash(file.clone())
-            .await
-            .map_err(|reason| Error::InvalidInput {
-                what: format!("file {path:?}"),
-                reason,
-            })?;
+        let hashed =
+            self.hasher
+                .hash(file.clone())
+                .await
+                .map_err(|reason| Error::InvalidInput {
+                    what: format!("file {path:?}"),
+                    reason,
+                })?;
         self.check_size(path, &hashed)?;
         if let Some(blobs) = blobs {
             let reader = tokio::fs::File::open(&file).await.map_err(|e| Error::Io {
@@ -178,7 +178,9 @@ impl Shared {
             reason,
         };
         if !inside(pattern) {
-            return Err(bad("a glob is relative to the workspace, without '..'".into()));
+            return Err(bad(
+                "a glob is relative to the workspace, without '..'".into()
+            ));
         }
         let root = &self.settings.workspace;
         let full = root.join(pattern);
@@ -363,7 +365,10 @@ impl Task for CommandTask {
             match (ty, input.args.get(n)) {
                 (InputType::File, Some(ArgValue::File(f))) => {
                     k.add(n, &f.path)?;
-                    k.add(&format!("{n}.content"), &(f.size, f.exec, f.digest.to_string()))?;
+                    k.add(
+                        &format!("{n}.content"),
+                        &(f.size, f.exec, f.digest.to_string()),
+                    )?;
                 }
                 (InputType::Files | InputType::Glob, Some(ArgValue::Files(fs))) => {
                     k.add(n, &manifest(fs))?;
@@ -418,17 +423,20 @@ impl Task for CommandTask {
             let v = fields.get(n).ok_or_else(|| bad("missing"))?;
             let value = match ty {
                 InputType::String => ArgValue::Str(
-                    v.as_str().ok_or_else(|| bad("expected a string"))?.to_string(),
+                    v.as_str()
+                        .ok_or_else(|| bad("expected a string"))?
+                        .to_string(),
                 ),
-                InputType::Int => ArgValue::Int(v.as_i64().ok_or_else(|| bad("expected an integer"))?),
+                InputType::Int => {
+                    ArgValue::Int(v.as_i64().ok_or_else(|| bad("expected an integer"))?)
+                }
                 InputType::File => ArgValue::File(
                     self.shared
                         .file_ref_blocking(v.as_str().ok_or_else(|| bad("expected a path"))?)?,
                 ),
                 InputType::Files | InputType::Glob => {
-                    let paths = paths_of(&self.shared, v).map_err(|_| {
-                        bad("expected a glob pattern or an array of paths")
-                    })?;
+                    let paths = paths_of(&self.shared, v)
+                        .map_err(|_| bad("expected a glob pattern or an array of paths"))?;
                     ArgValue::Files(
                         paths
                             .iter()
@@ -441,14 +449,14 @@ impl Task for CommandTask {
         }
         let mut tools = BTreeMap::new();
         for (name, path) in &self.decl.tools {
-            let h = self
-                .shared
-                .hasher
-                .hash_blocking(path)
-                .map_err(|reason| Error::InvalidInput {
-                    what: format!("tool {name:?}"),
-                    reason,
-                })?;
+            let h =
+                self.shared
+                    .hasher
+                    .hash_blocking(path)
+                    .map_err(|reason| Error::InvalidInput {
+                        what: format!("tool {name:?}"),
+                        reason,
+                    })?;
             tools.insert(name.clone(), h.digest);
         }
         Ok(CommandInput {
@@ -458,7 +466,10 @@ impl Task for CommandTask {
         })
     }
 
-    fn invoke(&self, input: CommandInput) -> BoxFuture<'static, std::result::Result<CommandOutput, TaskError>> {
+    fn invoke(
+        &self,
+        input: CommandInput,
+    ) -> BoxFuture<'static, std::result::Result<CommandOutput, TaskError>> {
         let me = self.clone();
         Box::pin(async move { exec::run(&me, input).await })
     }
@@ -471,10 +482,12 @@ pub(crate) fn paths_of(shared: &Shared, v: &serde_json::Value) -> Result<Vec<Str
         serde_json::Value::Array(items) => items
             .iter()
             .map(|i| {
-                i.as_str().map(str::to_string).ok_or_else(|| Error::InvalidInput {
-                    what: "file list".into(),
-                    reason: "expected an array of paths".into(),
-                })
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::InvalidInput {
+                        what: "file list".into(),
+                        reason: "expected an array of paths".into(),
+                    })
             })
             .collect(),
         _ => Err(Error::InvalidInput {

@@ -125,14 +125,25 @@ mod tests {
         );
         assert_eq!(t.whole_ref(), None);
         assert_eq!(Template::parse("${src}").unwrap().whole_ref(), Some("src"));
-        assert_eq!(t.render(|r| r.to_uppercase()), "cc -o OUTPUTS.OBJ $HOME SRC.c");
+        assert_eq!(
+            t.render(|r| r.to_uppercase()),
+            "cc -o OUTPUTS.OBJ $HOME SRC.c"
+        );
     }
 
     #[test]
     fn malformed_templates_say_why() {
         assert!(Template::parse("${src").unwrap_err().contains("unclosed"));
         assert!(Template::parse("a $ b").unwrap_err().contains("$$"));
-        assert!(Template::parse("${}").unwrap_err().contains("not a reference"));
-        assert!(Template::parse("${a..b}").unwrap_err().contains("not a reference"));
+        assert!(
+            Template::parse("${}")
+                .unwrap_err()
+                .contains("not a reference")
+        );
+        assert!(
+            Template::parse("${a..b}")
+                .unwrap_err()
+                .contains("not a reference")
+        );
     }
 }

@@ -61,13 +61,13 @@ impl Runnable {
             }
         }
         for (n, ty) in &self.decl.inputs {
-            let v = fields.get(n).ok_or_else(|| format!("missing input {n:?}"))?;
+            let v = fields
+                .get(n)
+                .ok_or_else(|| format!("missing input {n:?}"))?;
             let ok = match ty {
                 InputType::String | InputType::File | InputType::Glob => v.is_string(),
                 InputType::Int => v.is_i64(),
-                InputType::Files => v
-                    .as_array()
-                    .is_some_and(|a| a.iter().all(Value::is_string)),
+                InputType::Files => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
             };
             if !ok {
                 return Err(format!("input {n:?} must be a {}", ty.name()));
@@ -94,7 +94,8 @@ impl Runnable {
                         .map_err(|e| format!("input {n:?}: {e}"))?,
                 ),
                 InputType::Files | InputType::Glob => {
-                    let paths = paths_of(&self.shared, v).map_err(|e| format!("input {n:?}: {e}"))?;
+                    let paths =
+                        paths_of(&self.shared, v).map_err(|e| format!("input {n:?}: {e}"))?;
                     let refs = futures::future::try_join_all(
                         paths.iter().map(|p| self.shared.file_ref(p, Some(&blobs))),
                     )
@@ -115,13 +116,14 @@ impl Runnable {
             pending = rest;
             for step in ready {
                 let task = self.tasks[&step.task].clone();
-                let items: Option<Vec<FileRef>> = step.for_each.as_ref().map(|r| {
-                    match resolve(r, &inputs, &results, None) {
-                        ArgValue::Files(fs) => fs,
-                        ArgValue::File(f) => vec![f],
-                        _ => Vec::new(),
-                    }
-                });
+                let items: Option<Vec<FileRef>> =
+                    step.for_each
+                        .as_ref()
+                        .map(|r| match resolve(r, &inputs, &results, None) {
+                            ArgValue::Files(fs) => fs,
+                            ArgValue::File(f) => vec![f],
+                            _ => Vec::new(),
+                        });
                 let calls: Vec<BTreeMap<String, ArgValue>> = match &items {
                     None => vec![args_of(step, &inputs, &results, None)],
                     Some(items) => items
@@ -163,7 +165,12 @@ impl Runnable {
                     results.insert(name, result);
                 }
                 None if pending.is_empty() => break,
-                None => return Err("steps left that can never start (a bug: the file's DAG was checked)".into()),
+                None => {
+                    return Err(
+                        "steps left that can never start (a bug: the file's DAG was checked)"
+                            .into(),
+                    );
+                }
             }
         }
         let mut output = serde_json::Map::new();

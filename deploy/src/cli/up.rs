@@ -94,6 +94,10 @@ pub(super) struct UpArgs {
     /// 'http://jaeger:16686/trace/{trace_id}'.
     #[arg(long, env = "CAIRN_TRACE_URL")]
     trace_url: Option<String>,
+    /// A tasks file (TOML) declaring command tasks, workflows and schedules (see the README's
+    /// "Command tasks").
+    #[arg(long, env = "CAIRN_TASKS")]
+    tasks: Option<std::path::PathBuf>,
 }
 
 /// `UpArgs` over the config file over the defaults.
@@ -115,6 +119,7 @@ struct Settings {
     examples: bool,
     expiry: Option<std::time::Duration>,
     trace_url: Option<String>,
+    tasks: Option<cairn_commands::TasksFile>,
 }
 
 impl Settings {
@@ -274,6 +279,12 @@ impl Settings {
                 ),
                 other => other,
             },
+            tasks: match args.tasks.clone().or(file.tasks.clone()) {
+                None => None,
+                Some(path) => Some(
+                    cairn_commands::TasksFile::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?,
+                ),
+            },
             call_limits,
             node_ttl,
             cancel_grace,
@@ -399,12 +410,21 @@ async fn serve(
     if args.examples {
         builder = crate::examples::register(builder);
     }
+    if let Some(tasks) = &args.tasks {
+        builder = crate::commands::register(builder, tasks);
+    }
     let node = Arc::new(
         configure(builder)
             .start()
             .await
             .map_err(|e| anyhow::anyhow!("starting a node on {}: {e}", redact(&args.store)))?,
     );
+    if let Some(tasks) = &args.tasks {
+        tasks.attach(
+            node.catalog().store().clone(),
+            node.catalog().config().retry.clone(),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;

@@ -32,7 +32,10 @@ pub trait DynTask: Send + Sync {
 
 /// An object naming exactly the signature's inputs becomes the positional form the input type
 /// decodes from (the value for one input, an array for several); anything else is left as is.
-pub(super) fn positional(signature: &TaskSignature, input: &serde_json::Value) -> serde_json::Value {
+pub(super) fn positional(
+    signature: &TaskSignature,
+    input: &serde_json::Value,
+) -> serde_json::Value {
     let serde_json::Value::Object(fields) = input else {
         return input.clone();
     };

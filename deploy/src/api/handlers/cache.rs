@@ -137,5 +137,25 @@ pub(in crate::api) async fn explain(
     })?;
     let key = task.key_for_json(&req.project, &req.domain, &req.input)?;
     let explanation = app.node.catalog().explain(&key).await?;
-    Ok(axum::Json(views::explanation(&key, &explanation)))
+    let mut view = views::explanation(&key, &explanation);
+    name_changed_files(&mut view, &req.input);
+    Ok(axum::Json(view))
+}
+
+/// A command task keys a file input `src` by its path and by its content (`src.content`): when
+/// the content differs, the summary names the file the call gave.
+fn name_changed_files(view: &mut Explanation, input: &serde_json::Value) {
+    for near in &mut view.nearest {
+        for line in &mut near.summary {
+            let Some(name) = line
+                .strip_prefix("input \"")
+                .and_then(|rest| rest.strip_suffix(".content\" changed"))
+            else {
+                continue;
+            };
+            if let Some(path) = input.get(name).and_then(|v| v.as_str()) {
+                line.push_str(&format!(": file {path} has other content"));
+            }
+        }
+    }
 }

@@ -1,0 +1,3 @@
+#include "util.h"
+
+int cube(int n) { return n * square(n); }

@@ -1,0 +1,3 @@
+#include "util.h"
+
+int square(int n) { return n * n; }
