@@ -46,7 +46,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod cluster;
-mod commands;
+pub mod commands;
 pub mod config;
 mod error;
 pub mod examples;

@@ -133,7 +133,7 @@ pub struct TaskDecl {
     pub inputs: BTreeMap<String, InputType>,
     /// Output files by name: paths relative to the sandbox root, templated by inputs.
     pub outputs: BTreeMap<String, Template>,
-    /// Tools by name, as resolved when the file loaded (argv[0] is one of them).
+    /// Tools by name, as resolved when the file loaded (`argv[0]` is one of them).
     pub tools: BTreeMap<String, PathBuf>,
     /// Environment variables set to a value.
     pub env: BTreeMap<String, String>,

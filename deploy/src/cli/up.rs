@@ -420,10 +420,7 @@ async fn serve(
             .map_err(|e| anyhow::anyhow!("starting a node on {}: {e}", redact(&args.store)))?,
     );
     if let Some(tasks) = &args.tasks {
-        tasks.attach(
-            node.catalog().store().clone(),
-            node.catalog().config().retry.clone(),
-        );
+        crate::commands::attach(&node, tasks);
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
