@@ -411,3 +411,57 @@ fn bad_declarations_name_the_file_line_and_field_and_nothing_runs() {
     );
     assert!(!d.join("data").exists(), "no store was opened");
 }
+
+/// Two nodes on one PostgreSQL store, each with its own copy of the workspace (no shared
+/// filesystem), run the same build at the same moment: every step executes once in all, both
+/// runs end with the same outputs, and whichever node runs a downstream step gets its input
+/// objects from the store (they exist nowhere else: outputs never enter a workspace).
+#[test]
+fn two_nodes_on_postgres_run_each_step_once_without_a_shared_filesystem() {
+    let store = common::store_url("commands_two");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<NodeProcess> = dirs
+        .iter()
+        .map(|d| {
+            write_project(d.path());
+            let tasks = d.path().join("tasks.toml");
+            NodeProcess::start(
+                d.path(),
+                &["--store", &store, "--tasks", tasks.to_str().unwrap()],
+            )
+        })
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let runs: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = urls
+            .iter()
+            .map(|url| s.spawn(move || cli_json(url, &["run", "build", "--input", BUILD_INPUT], 0)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for run in &runs {
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+    assert_eq!(
+        runs[0]["output"], runs[1]["output"],
+        "the same bytes on both nodes"
+    );
+    let all: Vec<(String, String)> = runs.iter().flat_map(statuses).collect();
+    let executed = |task: &str| count(&all, task, "Populated");
+    assert_eq!(
+        executed("compile"),
+        FILES + 1,
+        "each compile once in all: {all:?}"
+    );
+    assert_eq!(executed("link"), 1, "the link once in all: {all:?}");
+    let link_done_by: Vec<usize> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| count(&statuses(r), "link", "Populated") == 1)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(link_done_by.len(), 1);
+    // The linking node's workspace holds no object: its inputs came from the store.
+    let linker = dirs[link_done_by[0]].path();
+    assert!(!linker.join("obj").exists() && !linker.join("src/f00.c.o").exists());
+}
