@@ -520,6 +520,38 @@ fn name_ok(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// The `inputs` table of a task or workflow (`owner` is `task.NAME` or `workflow.NAME`): names
+/// and types checked.
+fn input_types(
+    src: &Source,
+    inputs: &BTreeMap<Spanned<String>, Spanned<String>>,
+    owner: &str,
+) -> Result<BTreeMap<String, InputType>, LoadError> {
+    let mut out = BTreeMap::new();
+    for (n, ty) in inputs {
+        let field = format!("{owner}.inputs.{}", n.get_ref());
+        if !name_ok(n.get_ref()) {
+            return Err(src.error(
+                n.span(),
+                field,
+                "an input name is letters, digits, '_' and '-'",
+            ));
+        }
+        let parsed = InputType::parse(ty.get_ref()).ok_or_else(|| {
+            src.error(
+                ty.span(),
+                field,
+                format!(
+                    "unknown input type {:?} (expected string, int, file, file[] or glob)",
+                    ty.get_ref()
+                ),
+            )
+        })?;
+        out.insert(n.get_ref().clone(), parsed);
+    }
+    Ok(out)
+}
+
 fn check_task(
     src: &Source,
     name: &Spanned<String>,
@@ -535,27 +567,7 @@ fn check_task(
             "a task name is letters, digits, '_' and '-'",
         ));
     }
-    let mut inputs = BTreeMap::new();
-    for (n, ty) in &t.inputs {
-        if !name_ok(n.get_ref()) {
-            return Err(src.error(
-                n.span(),
-                field(&format!("inputs.{}", n.get_ref())),
-                "an input name is letters, digits, '_' and '-'",
-            ));
-        }
-        let parsed = InputType::parse(ty.get_ref()).ok_or_else(|| {
-            src.error(
-                ty.span(),
-                field(&format!("inputs.{}", n.get_ref())),
-                format!(
-                    "unknown input type {:?} (expected string, int, file, file[] or glob)",
-                    ty.get_ref()
-                ),
-            )
-        })?;
-        inputs.insert(n.get_ref().clone(), parsed);
-    }
+    let inputs = input_types(src, &t.inputs, &format!("task.{tname}"))?;
     let template =
         |text: &Spanned<String>, f: &str, outputs_ok: bool| -> Result<Template, LoadError> {
             let parsed =
@@ -849,20 +861,7 @@ fn check_workflow(
 ) -> Result<WorkflowDecl, LoadError> {
     let wname = name.get_ref();
     let field = |f: &str| format!("workflow.{wname}.{f}");
-    let mut inputs = BTreeMap::new();
-    for (n, ty) in &w.inputs {
-        let parsed = InputType::parse(ty.get_ref()).ok_or_else(|| {
-            src.error(
-                ty.span(),
-                field(&format!("inputs.{}", n.get_ref())),
-                format!(
-                    "unknown input type {:?} (expected string, int, file, file[] or glob)",
-                    ty.get_ref()
-                ),
-            )
-        })?;
-        inputs.insert(n.get_ref().clone(), parsed);
-    }
+    let inputs = input_types(src, &w.inputs, &format!("workflow.{wname}"))?;
     let scope = WorkflowScope {
         inputs: &inputs,
         steps: &w.steps,
