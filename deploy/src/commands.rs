@@ -10,7 +10,7 @@
 //! ```
 
 use crate::{Node, NodeBuilder};
-pub use cairn_commands::{CommandTask, FileHasher, LoadError, TasksFile};
+pub use cairn_commands::{CommandOutput, CommandTask, FileHasher, FileRef, LoadError, TasksFile};
 
 /// Registers everything `tasks` declares with `builder`.
 pub fn register(mut builder: NodeBuilder, tasks: &TasksFile) -> NodeBuilder {
@@ -27,8 +27,5 @@ pub fn register(mut builder: NodeBuilder, tasks: &TasksFile) -> NodeBuilder {
 /// Gives `tasks` the started node's store, where their files are kept (their calls wait for
 /// it).
 pub fn attach(node: &Node, tasks: &TasksFile) {
-    tasks.attach(
-        node.catalog().store().clone(),
-        node.catalog().config().retry.clone(),
-    );
+    tasks.attach(node.catalog().blobs());
 }

@@ -180,33 +180,10 @@ pub struct ScheduleSection {
     pub domain: Option<String>,
 }
 
-/// Parses a duration: `500ms`, `30s`, `5m`, `2h`, `7d`, or a number of milliseconds.
+/// Parses a duration: `500ms`, `30s`, `5m`, `2h`, `7d`, or a number of milliseconds
+/// ([`cairn_engine::clock::parse_duration`]).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, Error> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n.parse().map_err(|_| {
-        Error::Config(format!(
-            "{text:?} is not a duration like 500ms, 30s, 5m or 1h"
-        ))
-    })?;
-    let ms = match unit {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => {
-            return Err(Error::Config(format!(
-                "{text:?}: unknown unit {other:?} (ms, s, m, h, d)"
-            )));
-        }
-    };
-    n.checked_mul(ms)
-        .map(std::time::Duration::from_millis)
-        .ok_or_else(|| Error::Config(format!("{text:?} is too long")))
+    cairn_engine::clock::parse_duration(text).map_err(Error::Config)
 }
 
 impl NodeConfig {

@@ -100,7 +100,7 @@ fn a_compile_and_link_workflow_runs_each_step_once_per_content_and_cuts_off_earl
     let ws = dir.path();
     write_project(ws);
     let tasks = ws.join("tasks.toml");
-    let node = NodeProcess::start(
+    let mut node = NodeProcess::start(
         ws,
         &[
             "--store",
@@ -178,6 +178,25 @@ fn a_compile_and_link_workflow_runs_each_step_once_per_content_and_cuts_off_earl
 
     // A header every file includes: every compile re-runs.
     edit(&ws.join("src/common.h"), "#endif", "/* h */\n#endif");
+    // A glob input's manifest is kept: explain lists the file that changed in it.
+    let explained = cli_json(
+        url,
+        &[
+            "cache",
+            "explain",
+            "compile",
+            "--input",
+            r#"{"src": "src/f02.c", "headers": "src/*.h"}"#,
+        ],
+        0,
+    );
+    let summary = explained["nearest"][0]["summary"].to_string();
+    assert!(
+        summary.contains(
+            r#"input \"headers\" changed: 1 file differs: src/common.h has other content"#
+        ),
+        "{explained:#}"
+    );
     let header = build(url);
     assert_eq!(
         count(&header, "compile", "Populated"),
@@ -185,6 +204,59 @@ fn a_compile_and_link_workflow_runs_each_step_once_per_content_and_cuts_off_earl
         "{header:?}"
     );
     assert_eq!(count(&header, "link", "Hit"), 1, "same objects: {header:?}");
+
+    // Blobs go with the last entry that refers to them: evicting every link entry deletes the
+    // binaries they stored; the objects, which compile entries still refer to, stay.
+    let run = cli_json(url, &["run", "build", "--input", BUILD_INPUT], 0);
+    let app = run["output"]["app"]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the binary's digest in {run:#}"))
+        .to_string();
+    let compiled = cli_json(
+        url,
+        &[
+            "cache",
+            "explain",
+            "compile",
+            "--input",
+            r#"{"src": "src/f07.c", "headers": "src/*.h"}"#,
+        ],
+        0,
+    );
+    assert_eq!(compiled["verdict"], "hit", "{compiled:#}");
+    let evicted = cli_json(url, &["cache", "evict", "--task", "link"], 0);
+    assert_eq!(evicted["evicted"], 2, "two link entries: {evicted:#}");
+    node.terminate();
+    let store_url = format!("embedded:{}", ws.join("data").display());
+    let (project, domain) = (
+        run["project"].as_str().unwrap().to_string(),
+        run["domain"].as_str().unwrap().to_string(),
+    );
+    let (app_stored, objects) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = cairn::AnyStore::open(&store_url).await.unwrap();
+        let catalog = cairn::Catalog::new(store);
+        let blobs = catalog.blobs();
+        let app_stored = blobs.size(&app.parse().unwrap()).await.unwrap().is_some();
+        let page = catalog
+            .list_entries(&project, &domain, Some("compile"), None, 100, None)
+            .await
+            .unwrap();
+        let mut objects = 0;
+        for entry in page.entries {
+            let hit = catalog.lookup(&entry.key, None).await.unwrap().unwrap();
+            let out: cairn::commands::CommandOutput = rmp_serde::from_slice(&hit.output).unwrap();
+            let obj = &out.files["obj"];
+            assert_eq!(blobs.get(&obj.digest).await.unwrap().len() as u64, obj.size);
+            assert!(blobs.references(&obj.digest).await.unwrap() >= 1);
+            objects += 1;
+        }
+        (app_stored, objects)
+    });
+    assert!(!app_stored, "the evicted link entries' binary is deleted");
+    assert!(
+        objects > compiles,
+        "every compile entry's object is still stored: {objects}"
+    );
 }
 
 #[test]

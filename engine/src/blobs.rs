@@ -15,13 +15,26 @@
 //! upload, after every chunk: a reader never sees half a blob. Uploads of the same blob race
 //! harmlessly (they write the same bytes). Every read is checked against the digest, so a blob
 //! damaged in the store is an error that names it, never wrong bytes.
+//!
+//! **References.** An entry whose output names blobs ([`crate::task::Task::blobs`]) refers to
+//! them: its commit writes one `(BLOB_REF, b, entry)` row per blob, after checking in the same
+//! transaction that each blob is stored, and whatever removes the entry (eviction, expiry,
+//! an overwrite, a run's journal collection) clears its rows and deletes each blob that no row
+//! refers to any more, in that transaction. Rows rather than a counter: two commits referring
+//! to one blob write different keys and do not conflict, and a retried commit cannot count
+//! twice. A blob nothing ever came to refer to (the output of a failed run, a workspace file
+//! uploaded for another node) is deleted by the orphan collector
+//! ([`crate::catalog::Catalog::collect_orphan_blobs`]) once its grace period has passed.
 
+use crate::catalog::Digest;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::store::{RangeOptions, RetryPolicy, Store, Transaction, read, transact};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bytes per chunk: under FoundationDB's 100 kB value limit.
@@ -93,19 +106,42 @@ impl<'de> Deserialize<'de> for BlobDigest {
 struct BlobMeta {
     size: u64,
     chunks: u32,
+    /// When the upload completed (Unix ms): the time of its `BLOB_NEW` row.
+    #[serde(default)]
+    created_ms: i64,
 }
+
+/// A `BLOB_NEW` row: its key, and its upload time and blob when it parses.
+type NewRow = (Vec<u8>, Option<(i64, [u8; 32])>);
 
 /// The blobs of one store.
 #[derive(Clone)]
 pub struct Blobs<S: Store> {
     store: S,
     policy: RetryPolicy,
+    clock: Arc<dyn Clock>,
 }
 
 impl<S: Store> Blobs<S> {
-    /// The blobs in `store`, with `policy` for every transaction.
-    pub fn new(store: S, policy: RetryPolicy) -> Self {
-        Blobs { store, policy }
+    /// The blobs in `store`, with `policy` for every transaction and `clock` for upload times
+    /// (a node's come from [`crate::catalog::Catalog::blobs`]).
+    pub fn new(store: S, policy: RetryPolicy, clock: Arc<dyn Clock>) -> Self {
+        Blobs {
+            store,
+            policy,
+            clock,
+        }
+    }
+
+    /// How many entries refer to blob `d`.
+    pub async fn references(&self, d: &BlobDigest) -> Result<u64> {
+        let (begin, end) = keys::blob_refs(&d.0);
+        let rows = read(&self.store, &self.policy, |tx| {
+            let (begin, end) = (&begin, &end);
+            async move { tx.get_range(begin, end, RangeOptions::all()).await }
+        })
+        .await?;
+        Ok(rows.len() as u64)
     }
 
     /// The size of blob `d`, if it is stored completely.
@@ -119,6 +155,78 @@ impl<S: Store> Blobs<S> {
         value
             .map(|v| decode_meta(d, &v).map(|m| m.size))
             .transpose()
+    }
+
+    /// Deletes the blobs uploaded more than `grace` ago that no entry refers to, `batch` per
+    /// transaction; returns how many. Each `BLOB_NEW` row is looked at once: a blob referred to
+    /// then is left to its references (its last one deletes it). Safe on several nodes at once
+    /// and against commits: each transaction re-reads the blob's references, and a commit that
+    /// refers to a blob reads its record, so the two conflict.
+    pub async fn collect_orphans(&self, grace: std::time::Duration, batch: usize) -> Result<u64> {
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let (mut cursor, end) =
+            keys::blobs_new_before(self.clock.now_ms().saturating_sub(grace_ms));
+        let batch = batch.max(1);
+        let mut deleted = 0;
+        loop {
+            let page = read(&self.store, &self.policy, |tx| {
+                let (cursor, end) = (&cursor, &end);
+                async move {
+                    tx.get_range(cursor, end, RangeOptions::all().limit(batch).snapshot())
+                        .await
+                }
+            })
+            .await?;
+            let rows: Vec<NewRow> = page
+                .iter()
+                .map(|kv| (kv.key.clone(), keys::parse_blob_new(&kv.key)))
+                .collect();
+            deleted += transact(&self.store, &self.policy, |tx| {
+                let rows = &rows;
+                async move {
+                    let metas: Vec<Vec<u8>> = rows
+                        .iter()
+                        .filter_map(|(_, p)| p.map(|(_, b)| keys::blob_meta(&b)))
+                        .collect();
+                    let refs: Vec<&[u8]> = metas.iter().map(Vec::as_slice).collect();
+                    let mut metas = tx.get_many(&refs, false).await?.into_iter();
+                    let mut orphans = Vec::new();
+                    for (_, parsed) in rows {
+                        let Some((ms, b)) = parsed else { continue };
+                        let d = BlobDigest(*b);
+                        let Some(meta) = metas.next().flatten() else {
+                            continue; // deleted already
+                        };
+                        if decode_meta(&d, &meta).is_ok_and(|m| m.created_ms != *ms) {
+                            continue; // deleted and uploaded again since: its own row decides
+                        }
+                        let (begin, end) = keys::blob_refs(b);
+                        let referred = tx
+                            .get_range(&begin, &end, RangeOptions::all().limit(1))
+                            .await?;
+                        if referred.is_empty() {
+                            orphans.push(*b);
+                        }
+                    }
+                    for (row, _) in rows {
+                        tx.clear(row);
+                    }
+                    for b in &orphans {
+                        let (begin, end) = keys::blob_range(b);
+                        tx.clear_range(&begin, &end);
+                    }
+                    Ok(orphans.len() as u64)
+                }
+            })
+            .await?;
+            match page.last() {
+                Some(last) if page.len() == batch => {
+                    cursor = last.key.clone();
+                    cursor.push(0);
+                }
+                _ => return Ok(deleted),
+            }
+        }
     }
 
     /// Stores `bytes`, unless a blob with their digest is already stored; returns the digest.
@@ -189,7 +297,8 @@ impl<S: Store> Blobs<S> {
                         ),
                     });
                 }
-                Some(encode_meta(size, index))
+                let created_ms = self.clock.now_ms();
+                Some((created_ms, encode_meta(size, index, created_ms)))
             } else {
                 None
             };
@@ -197,8 +306,9 @@ impl<S: Store> Blobs<S> {
                 for (i, chunk) in batch.iter().enumerate() {
                     tx.set(&keys::blob_chunk(&d.0, first + i as u32), chunk);
                 }
-                if let Some(meta) = &meta {
+                if let Some((created_ms, meta)) = &meta {
                     tx.set(&keys::blob_meta(&d.0), meta);
+                    tx.set(&keys::blob_new(*created_ms, &d.0), &[]);
                 }
                 async { Ok(()) }
             })
@@ -294,8 +404,95 @@ async fn read_chunk(reader: &mut (impl AsyncRead + Unpin), what: &str) -> Result
     Ok(chunk)
 }
 
-fn encode_meta(size: u64, chunks: u32) -> Vec<u8> {
-    rmp_serde::to_vec_named(&BlobMeta { size, chunks }).expect("two integers encode")
+fn encode_meta(size: u64, chunks: u32, created_ms: i64) -> Vec<u8> {
+    rmp_serde::to_vec_named(&BlobMeta {
+        size,
+        chunks,
+        created_ms,
+    })
+    .expect("three integers encode")
+}
+
+/// Checks in `tx` that every blob of `blobs` is stored (a read of each completion record, so a
+/// concurrent deletion conflicts): an entry never refers to a blob that is gone.
+pub(crate) async fn require<T: Transaction>(tx: &T, blobs: &[BlobDigest]) -> Result<()> {
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    let metas: Vec<Vec<u8>> = blobs.iter().map(|b| keys::blob_meta(&b.0)).collect();
+    let refs: Vec<&[u8]> = metas.iter().map(Vec::as_slice).collect();
+    for (b, meta) in blobs.iter().zip(tx.get_many(&refs, false).await?) {
+        if meta.is_none() {
+            return Err(Error::BlobNotFound {
+                digest: b.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes in `tx` that entry `d` refers to each blob of `blobs`.
+pub(crate) fn reference<T: Transaction>(tx: &T, d: &Digest, blobs: &[BlobDigest]) {
+    for b in blobs {
+        tx.set(&keys::blob_ref(&b.0, d), &[]);
+    }
+}
+
+/// What [`unreference`] read: the rows to clear and the blobs left without a reference.
+pub(crate) struct Unreference {
+    rows: Vec<Vec<u8>>,
+    orphans: Vec<BlobDigest>,
+}
+
+impl Unreference {
+    /// Clears the references and deletes the orphaned blobs; returns how many were deleted.
+    pub(crate) fn apply<T: Transaction>(self, tx: &T) -> u64 {
+        for row in &self.rows {
+            tx.clear(row);
+        }
+        for b in &self.orphans {
+            let (begin, end) = keys::blob_range(&b.0);
+            tx.clear_range(&begin, &end);
+        }
+        self.orphans.len() as u64
+    }
+}
+
+/// Reads in `tx` what removing the references of `dropped` (entries and the blobs each referred
+/// to) entails: which blobs nothing else refers to. Reads only; [`Unreference::apply`] writes,
+/// so a caller does every read of its transaction before its first write. The reads of each
+/// blob's reference rows make a concurrent commit that refers to it conflict.
+pub(crate) async fn unreference<T: Transaction>(
+    tx: &T,
+    dropped: &[(Digest, Vec<BlobDigest>)],
+) -> Result<Unreference> {
+    let mut by_blob: std::collections::BTreeMap<BlobDigest, Vec<Digest>> = Default::default();
+    for (d, blobs) in dropped {
+        for b in blobs {
+            by_blob.entry(*b).or_default().push(*d);
+        }
+    }
+    let mut out = Unreference {
+        rows: Vec::new(),
+        orphans: Vec::new(),
+    };
+    for (b, entries) in by_blob {
+        let (begin, end) = keys::blob_refs(&b.0);
+        // Enough rows to find one that is not being dropped, if there is one (whether this
+        // transaction's own clears are visible to its reads or not).
+        let rows = tx
+            .get_range(&begin, &end, RangeOptions::all().limit(entries.len() + 1))
+            .await?;
+        let kept = rows
+            .iter()
+            .any(|kv| keys::entry_of_blob_ref(&kv.key).is_none_or(|e| !entries.contains(&e)));
+        out.rows
+            .extend(entries.iter().map(|d| keys::blob_ref(&b.0, d)));
+        if !kept {
+            out.orphans.push(b);
+        }
+    }
+    Ok(out)
 }
 
 fn decode_meta(d: &BlobDigest, bytes: &[u8]) -> Result<BlobMeta> {
@@ -314,6 +511,7 @@ mod tests {
         Blobs::new(
             AnyStore::open("memory:").await.unwrap(),
             RetryPolicy::default(),
+            Arc::new(crate::clock::SystemClock),
         )
     }
 

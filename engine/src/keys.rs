@@ -35,7 +35,9 @@
 //! | `CALLS` 0x15 | `(21, project, domain, task, status)` | call count, i64 little-endian, changed only by atomic adds (`Transaction::add`) |
 //! | `EXECUTION_RUN` 0x16 | `(22, execution)` | the run (UTF-8) of an execution that ran a task body |
 //! | `BLOB` 0x17 | `(23, b, i)` | chunk `i` of the content-addressed blob whose BLAKE3 digest is `b` (32 bytes; raw bytes, 64 KiB each) |
-//! | | `(23, b, -1)` | `BlobMeta`: the blob is complete (size, chunk count); written by the last of its upload's transactions |
+//! | | `(23, b, -1)` | `BlobMeta`: the blob is complete (size, chunk count, upload time); written by the last of its upload's transactions |
+//! | `BLOB_REF` 0x18 | `(24, b, d)` | empty: entry `d` refers to blob `b` (written with the entry, cleared when it goes; the blob goes with its last reference) |
+//! | `BLOB_NEW` 0x19 | `(25, ms, b)` | empty: blob `b` was uploaded at `ms`; the orphan collector deletes it after a grace period if nothing refers to it |
 //! | `TEST` 0xfe | anything | scratch space of the store conformance suite and benchmarks |
 //!
 //! Everything about one cache key lives under `(1, d)`, so one transaction can change it all.
@@ -92,6 +94,10 @@ pub mod tag {
     pub const EXECUTION_RUN: u8 = 0x16;
     /// Content-addressed blobs (command tasks' files), by BLAKE3 digest.
     pub const BLOB: u8 = 0x17;
+    /// Which entries refer to each blob: its reference count, one row per reference.
+    pub const BLOB_REF: u8 = 0x18;
+    /// Blobs by upload time, for the orphan collector.
+    pub const BLOB_NEW: u8 = 0x19;
     /// Scratch space of the store conformance suite and benchmarks.
     pub const TEST: u8 = 0xfe;
 }
@@ -193,6 +199,48 @@ pub fn blob_chunks(b: &[u8; 32]) -> (Vec<u8>, Vec<u8>) {
         .subspace(&(Bytes::from(b.to_vec()),))
         .range();
     (blob_chunk(b, 0), end)
+}
+
+/// `[begin, end)` of everything of blob `b`: its completion record and chunks.
+pub fn blob_range(b: &[u8; 32]) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::BLOB)
+        .subspace(&(Bytes::from(b.to_vec()),))
+        .range()
+}
+
+/// The row saying entry `d` refers to blob `b`.
+pub fn blob_ref(b: &[u8; 32], d: &Digest) -> Vec<u8> {
+    subspace(tag::BLOB_REF).pack(&(Bytes::from(b.to_vec()), digest_bytes(d)))
+}
+
+/// `[begin, end)` of the references to blob `b`.
+pub fn blob_refs(b: &[u8; 32]) -> (Vec<u8>, Vec<u8>) {
+    subspace(tag::BLOB_REF)
+        .subspace(&(Bytes::from(b.to_vec()),))
+        .range()
+}
+
+/// The entry a [`blob_ref`] row names.
+pub fn entry_of_blob_ref(key: &[u8]) -> Option<Digest> {
+    let (_, d): (Vec<u8>, Vec<u8>) = subspace(tag::BLOB_REF).unpack(key).ok()?;
+    Digest::from_slice(&d)
+}
+
+/// The row saying blob `b` was uploaded at `ms`.
+pub fn blob_new(ms: i64, b: &[u8; 32]) -> Vec<u8> {
+    subspace(tag::BLOB_NEW).pack(&(ms, Bytes::from(b.to_vec())))
+}
+
+/// `[begin, end)` of the [`blob_new`] rows of blobs uploaded before `ms`.
+pub fn blobs_new_before(ms: i64) -> (Vec<u8>, Vec<u8>) {
+    let s = subspace(tag::BLOB_NEW);
+    (s.range().0, s.pack(&(ms,)))
+}
+
+/// The upload time and blob of a [`blob_new`] row.
+pub fn parse_blob_new(key: &[u8]) -> Option<(i64, [u8; 32])> {
+    let (ms, b): (i64, Vec<u8>) = subspace(tag::BLOB_NEW).unpack(key).ok()?;
+    Some((ms, b.try_into().ok()?))
 }
 
 /// What a task index row says about its entry: enough to remove the entry and its other index

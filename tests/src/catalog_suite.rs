@@ -872,6 +872,174 @@ pub async fn max_age_and_expiry<H: Harness>() {
     assert_eq!(page.entries[0].key.digest, key2.digest);
 }
 
+/// Blobs live while an entry refers to them: a commit refers only to stored blobs; eviction,
+/// an overwrite, expiry and bulk eviction delete a blob with its last reference and keep it
+/// while another entry refers to it; the orphan collector deletes what nothing came to refer
+/// to after its grace period; and a commit racing with the eviction of a blob's last reference
+/// never leaves an entry referring to a deleted blob.
+pub async fn blobs_live_while_entries_refer_to_them<H: Harness>() {
+    use cairn_engine::blobs::BlobDigest;
+    let h = H::new().await;
+    let clock = ManualClock::new(cairn_engine::clock::Clock::now_ms(
+        &cairn_engine::clock::SystemClock,
+    ));
+    let catalog = Catalog::with(
+        h.open().await,
+        Arc::new(clock.clone()),
+        CatalogConfig::default(),
+    );
+    let blobs = catalog.blobs();
+    let p = project();
+    let put = |what: &str| {
+        let (blobs, bytes) = (blobs.clone(), format!("{p} {what}").into_bytes());
+        async move { blobs.put(&bytes).await.expect("upload") }
+    };
+    let store = |key: CacheKey, refers: Vec<BlobDigest>, max_age: Option<Duration>| {
+        let catalog = catalog.clone();
+        async move {
+            let lease = acquire(&catalog, &key, LONG_TTL).await;
+            match catalog
+                .commit_referencing(&key, &lease, b"out", max_age, &refers)
+                .await
+                .expect("commit")
+            {
+                Committed::Stored(_) => {}
+                other => panic!("expected to store, got {other:?}"),
+            }
+        }
+    };
+    let stored = |d: BlobDigest| {
+        let blobs = blobs.clone();
+        async move { blobs.size(&d).await.unwrap().is_some() }
+    };
+    let orphan = put("never referred to").await;
+    let (shared, only1, expiring) = (
+        put("shared").await,
+        put("only 1").await,
+        put("expiring").await,
+    );
+
+    // A blob that is not stored is refused by name, and nothing is stored.
+    let missing = BlobDigest::of(format!("{p} never uploaded").as_bytes());
+    let k0 = key(&p, 0);
+    let lease = acquire(&catalog, &k0, LONG_TTL).await;
+    match catalog
+        .commit_referencing(&k0, &lease, b"x", None, &[shared, missing])
+        .await
+    {
+        Err(Error::BlobNotFound { digest }) => assert_eq!(digest, missing.to_string()),
+        other => panic!("expected BlobNotFound, got {other:?}"),
+    }
+    assert!(catalog.lookup(&k0, None).await.unwrap().is_none());
+    assert_eq!(blobs.references(&shared).await.unwrap(), 0);
+
+    let (k1, k2, k3) = (key(&p, 1), key(&p, 2), key(&p, 3));
+    store(k1.clone(), vec![shared, only1], None).await;
+    store(k2.clone(), vec![shared], None).await;
+    store(k3.clone(), vec![expiring], Some(Duration::from_secs(3600))).await;
+    assert_eq!(blobs.references(&shared).await.unwrap(), 2);
+
+    // Evicting k1 deletes the blob only it referred to, not the shared one.
+    assert_eq!(catalog.evict(&EvictScope::Key(k1.digest)).await.unwrap(), 1);
+    assert!(!stored(only1).await, "a blob goes with its last reference");
+    assert!(stored(shared).await, "a blob another entry refers to stays");
+    assert_eq!(blobs.references(&shared).await.unwrap(), 1);
+    assert_eq!(
+        blobs.get(&shared).await.unwrap(),
+        format!("{p} shared").into_bytes()
+    );
+
+    // Overwriting k2 with an output referring to another blob drops its last reference.
+    let replacement = put("replacement").await;
+    let execution = new_execution_id();
+    let mut req = request(&k2, &execution, LONG_TTL);
+    req.overwrite = true;
+    let Resolution::Acquired(lease) = catalog.resolve(&req).await.unwrap() else {
+        panic!("overwrite must acquire");
+    };
+    catalog
+        .commit_referencing(&k2, &lease, b"new", None, &[replacement])
+        .await
+        .unwrap();
+    assert!(
+        !stored(shared).await,
+        "the overwritten output's blob is gone"
+    );
+    assert_eq!(blobs.references(&replacement).await.unwrap(), 1);
+
+    // Expiry removes the entry and its blob.
+    clock.advance(2 * 3600 * 1000);
+    assert!(stored(expiring).await);
+    assert!(catalog.collect_expired().await.unwrap() >= 1);
+    assert!(!stored(expiring).await, "an expired entry's blob is gone");
+
+    // Bulk eviction of the task.
+    catalog
+        .evict(&EvictScope::Task {
+            project: p.clone(),
+            domain: "dev".into(),
+            task: "square".into(),
+            version: None,
+        })
+        .await
+        .unwrap();
+    assert!(!stored(replacement).await);
+
+    // The orphan collector: what nothing refers to goes after the grace period, not before.
+    assert!(stored(orphan).await);
+    let grace = catalog.config().orphan_blob_grace;
+    clock.advance(grace.as_millis() as i64);
+    let fresh = put("uploaded just now").await;
+    let kept = put("referred to").await;
+    store(key(&p, 4), vec![kept], None).await;
+    clock.advance(1000);
+    catalog.collect_orphan_blobs().await.unwrap();
+    assert!(
+        !stored(orphan).await,
+        "an orphan past its grace period is deleted"
+    );
+    assert!(
+        stored(fresh).await,
+        "an orphan within its grace period is kept"
+    );
+    clock.advance(grace.as_millis() as i64);
+    catalog.collect_orphan_blobs().await.unwrap();
+    assert!(!stored(fresh).await);
+    assert!(
+        stored(kept).await,
+        "a blob an entry refers to is never an orphan"
+    );
+
+    // Races: a commit referring to a blob against the eviction of its last reference. Either
+    // the commit wins (the blob stays) or the eviction does (the commit is refused by name).
+    for round in 0..20 {
+        let b = put(&format!("race {round}")).await;
+        let (old, new) = (key(&p, 1000 + round), key(&p, 2000 + round));
+        store(old.clone(), vec![b], None).await;
+        let lease = acquire(&catalog, &new, LONG_TTL).await;
+        let (refers, scope) = ([b], EvictScope::Key(old.digest));
+        let (committed, evicted) = tokio::join!(
+            catalog.commit_referencing(&new, &lease, b"out", None, &refers),
+            catalog.evict(&scope),
+        );
+        assert_eq!(evicted.unwrap(), 1);
+        match committed {
+            Ok(Committed::Stored(_)) => {
+                assert!(
+                    stored(b).await,
+                    "round {round}: a stored entry's blob was deleted"
+                );
+                assert_eq!(blobs.references(&b).await.unwrap(), 1);
+            }
+            Err(Error::BlobNotFound { .. }) => {
+                assert!(!stored(b).await);
+                assert!(catalog.lookup(&new, None).await.unwrap().is_none());
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+}
+
 /// Listing pages through every entry once; a foreign cursor is refused by name.
 pub async fn listing_pages<H: Harness>() {
     let h = H::new().await;
@@ -1133,7 +1301,7 @@ pub async fn corrupt_entries_are_contained<H: Harness>() {
         assert!(new.replaces_corrupt.is_some(), "{what}");
         assert!(new.generation > lease.generation);
         let (out, status, note) = catalog
-            .settle(&bad, &new, Ok::<_, String>(b"fresh".to_vec()), None)
+            .settle(&bad, &new, Ok::<_, String>(b"fresh".to_vec()), None, &[])
             .await;
         assert_eq!(
             (out.unwrap(), status),
@@ -1156,7 +1324,13 @@ pub async fn corrupt_entries_are_contained<H: Harness>() {
             panic!("{what}: overwrite acquires");
         };
         let (_, status, _) = catalog
-            .settle(&key(&p, 2), &over, Ok::<_, String>(b"again".to_vec()), None)
+            .settle(
+                &key(&p, 2),
+                &over,
+                Ok::<_, String>(b"again".to_vec()),
+                None,
+                &[],
+            )
             .await;
         assert_eq!(status, CacheStatus::Skipped);
         // Verify with repair removes a corrupt entry.
@@ -1628,7 +1802,7 @@ macro_rules! catalog_conformance {
             waiters_wake_on_commit_and_fail, silent_holder_is_taken_over,
             many_leases_are_beaten_together, chunked_and_oversized_outputs,
             large_outputs_are_staged, overwrite_replaces, eviction_scopes, max_age_and_expiry,
-            listing_pages, every_status_is_recorded,
+            listing_pages, every_status_is_recorded, blobs_live_while_entries_refer_to_them,
             records_queued_together_are_stored_before_a_flush, concurrent_calls_run_once,
             explain_names_the_changed_component, corrupt_entries_are_contained);
     };

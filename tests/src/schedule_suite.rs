@@ -655,7 +655,7 @@ pub async fn runs_are_cancelled_and_submitted_idempotently<H: Harness>() {
 
 /// A run's journal entries (uncached calls' outcomes, stored under run-scoped keys) stay out
 /// of cache listings, are kept while the run may be replayed, and are removed once the ended
-/// run's journal retention has passed.
+/// run's journal retention has passed, with the blobs only they referred to.
 pub async fn journals_are_collected_after_their_retention<H: Harness>() {
     use cairn_engine::catalog::{
         Catalog, CatalogConfig, KeyInputs, Resolution, ResolveRequest, TaskSignature, TypeDesc,
@@ -677,6 +677,38 @@ pub async fn journals_are_collected_after_their_retention<H: Harness>() {
     let mut inputs = KeyInputs::new();
     inputs.add("n", &7i64).unwrap();
     let base = cairn_engine::catalog::CacheKey::new(&project, "d", &sig, "0", &inputs).unwrap();
+    let blobs = catalog.blobs();
+    let own = blobs
+        .put(format!("{id} journal only").as_bytes())
+        .await
+        .unwrap();
+    let shared = blobs.put(format!("{id} shared").as_bytes()).await.unwrap();
+    let cached = cairn_engine::catalog::CacheKey::new(&unique("cached"), "d", &sig, "0", &{
+        let mut other = KeyInputs::new();
+        other.add("n", &8i64).unwrap();
+        other
+    })
+    .unwrap();
+    let Resolution::Acquired(lease) = catalog
+        .resolve(&ResolveRequest {
+            key: &cached,
+            owner: "n",
+            execution: "cached",
+            lease_ttl: Duration::from_secs(30),
+            max_age: None,
+            overwrite: false,
+            takeover: None,
+            trace: None,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key is acquired");
+    };
+    catalog
+        .commit_referencing(&cached, &lease, b"cached", None, &[shared])
+        .await
+        .unwrap();
     let mut keys = Vec::new();
     for occurrence in 0..3 {
         let key = base.journal(&id, occurrence);
@@ -695,7 +727,7 @@ pub async fn journals_are_collected_after_their_retention<H: Harness>() {
             panic!("a fresh journal slot is acquired");
         };
         catalog
-            .commit(&key, &lease, b"outcome", None)
+            .commit_referencing(&key, &lease, b"outcome", None, &[own, shared])
             .await
             .unwrap();
         keys.push(key);
@@ -737,6 +769,15 @@ pub async fn journals_are_collected_after_their_retention<H: Harness>() {
             "removed"
         );
     }
+    assert!(
+        blobs.size(&own).await.unwrap().is_none(),
+        "a blob only the journal referred to goes with it"
+    );
+    assert_eq!(
+        blobs.references(&shared).await.unwrap(),
+        1,
+        "a blob a cache entry refers to stays"
+    );
     assert_eq!(
         runs.collect().await.unwrap().journal_entries,
         0,

@@ -158,12 +158,16 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
         Some(c) => catalog.heartbeating(&c.lease, body).await,
         None => body.await,
     };
-    let Some(outcome) = outcome else {
+    let Some(produced) = outcome else {
         let run = job.run.clone().unwrap_or_default();
         tracing::info!(task = %job.task, %run, "task aborted: its run was cancelled");
         let mut report = give_up(TaskError::Cancelled { run }).await;
         report.attempts = attempts;
         return report;
+    };
+    let (outcome, blobs) = match produced {
+        Ok(p) => (Ok(p.output), p.blobs),
+        Err(e) => (Err(e), Vec::new()),
     };
     let Some(cache) = &job.cache else {
         return JobReport {
@@ -179,13 +183,13 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
         { sc::CACHE_STATUS } = tracing::field::Empty,
     );
     let (output, status, cache_error) = if journaled {
-        let (output, status) = journal(catalog, cache, outcome)
+        let (output, status) = journal(catalog, cache, outcome, &blobs)
             .instrument(commit.clone())
             .await;
         (output, status, None)
     } else {
         catalog
-            .settle(&cache.key, &cache.lease, outcome, options.max_age)
+            .settle(&cache.key, &cache.lease, outcome, options.max_age, &blobs)
             .instrument(commit.clone())
             .await
     };
@@ -206,6 +210,7 @@ async fn journal<S: Store>(
     catalog: &Catalog<S>,
     cache: &JobCache,
     outcome: Result<Vec<u8>, TaskError>,
+    blobs: &[cairn_engine::blobs::BlobDigest],
 ) -> (Result<Vec<u8>, TaskError>, CacheStatus) {
     if let Err(e) = &outcome
         && !e.is_outcome()
@@ -215,7 +220,13 @@ async fn journal<S: Store>(
     }
     let stored = cairn_engine::task::encode_outcome(&outcome);
     match catalog
-        .settle(&cache.key, &cache.lease, Ok::<_, TaskError>(stored), None)
+        .settle(
+            &cache.key,
+            &cache.lease,
+            Ok::<_, TaskError>(stored),
+            None,
+            blobs,
+        )
         .await
     {
         (Ok(first), CacheStatus::Hit, _) => match cairn_engine::task::decode_outcome(&first) {

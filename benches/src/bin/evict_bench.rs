@@ -55,6 +55,7 @@ async fn fill(store: &AnyStore, project: &str, n: i64) {
                             meta,
                             inline: Some(output),
                             chunks_of: None,
+                            blobs: Vec::new(),
                         }),
                     );
                     tx.set(

@@ -257,6 +257,9 @@ pub struct Settings {
     pub workspace: PathBuf,
     /// Where sandboxes are made.
     pub sandbox: PathBuf,
+    /// Where the file digest memo is kept across restarts (`digest_memo`; by default
+    /// `digest-memo` in the sandbox directory).
+    pub digest_memo: PathBuf,
     /// Largest input or output file.
     pub max_file_bytes: u64,
     /// Largest stdout or stderr of one command.
@@ -294,6 +297,7 @@ struct RawFile {
 struct RawSettings {
     workspace: Option<Spanned<String>>,
     sandbox: Option<Spanned<String>>,
+    digest_memo: Option<Spanned<String>>,
     max_file_bytes: Option<u64>,
     max_output_bytes: Option<u64>,
 }
@@ -413,9 +417,14 @@ pub(crate) fn load(
         Some(s) => base.join(s.get_ref()),
         None => std::env::temp_dir().join("cairn-sandbox"),
     };
+    let digest_memo = match &raw.settings.digest_memo {
+        Some(m) => base.join(m.get_ref()),
+        None => sandbox.join("digest-memo"),
+    };
     let settings = Settings {
         workspace,
         sandbox,
+        digest_memo,
         max_file_bytes: raw.settings.max_file_bytes.unwrap_or(1 << 30),
         max_output_bytes: raw.settings.max_output_bytes.unwrap_or(64 << 20),
     };
@@ -475,30 +484,8 @@ pub(crate) fn load(
 }
 
 fn duration(src: &Source, text: &Spanned<String>, field: &str) -> Result<Duration, LoadError> {
-    parse_duration(text.get_ref()).map_err(|m| src.error(text.span(), field, m))
-}
-
-/// `500ms`, `30s`, `5m`, `2h`, `7d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h, d)")),
-    };
-    n.checked_mul(ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    cairn_engine::clock::parse_duration(text.get_ref())
+        .map_err(|m| src.error(text.span(), field, m))
 }
 
 /// A path relative to the workspace or sandbox that stays inside it: no root, no `..`.

@@ -219,11 +219,22 @@ pub(crate) async fn run(
             })
         }
     };
+    // The files of each list input, kept for `explain`.
+    let mut manifests = BTreeMap::new();
+    for (name, value) in &input.args {
+        if let ArgValue::Files(fs) = value {
+            let mut fs = fs.clone();
+            fs.sort_by(|a, b| a.path.cmp(&b.path));
+            let json = serde_json::to_vec(&fs).map_err(|e| failed(e.to_string()))?;
+            manifests.insert(name.clone(), blobs.put(&json).await.map_err(engine)?);
+        }
+    }
     Ok(CommandOutput {
         exit_code: code,
         stdout: stream("stdout", out).await?,
         stderr: stream("stderr", err).await?,
         files,
+        manifests,
     })
 }
 

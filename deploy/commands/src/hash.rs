@@ -4,6 +4,13 @@
 //!
 //! The memo skips files modified in the last two seconds (git's "racy" case): a write within the
 //! file system's timestamp granularity after the hash could otherwise keep the old digest.
+//!
+//! The memo can live in a file ([`FileHasher::with_memo_file`]; a tasks file's node keeps it at
+//! `[settings] digest_memo`), so a restarted node does not read unchanged files again either. Its
+//! key adds the change time to git's (device, inode, size, mtime): a file replaced by another
+//! that reuses its inode after a restart changes its ctime. The file is rewritten (to a temporary
+//! file, then renamed) at most every few seconds while digests are added, and on
+//! [`FileHasher::save`]; a file that does not read back is ignored (the memo starts empty).
 
 use cairn_engine::blobs::BlobDigest;
 use parking_lot::Mutex;
@@ -27,19 +34,106 @@ pub struct Hashed {
     pub digest: BlobDigest,
 }
 
-type MemoKey = (u64, u64, u64, i64, i64);
+/// (device, inode, size, mtime s, mtime ns, ctime s, ctime ns).
+type MemoKey = (u64, u64, u64, i64, i64, i64, i64);
+
+/// The first bytes of a memo file, naming its format.
+const MEMO_MAGIC: &[u8] = b"cairn digest memo 1\n";
+
+/// Least time between two writes of the memo file while digests are added.
+const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// Hashes files, remembering the digests of files that have not changed.
 #[derive(Default)]
 pub struct FileHasher {
     memo: Mutex<HashMap<MemoKey, BlobDigest>>,
     reads: std::sync::atomic::AtomicU64,
+    /// Where the memo is kept, if anywhere; and when it was last written.
+    file: Option<(PathBuf, Mutex<Option<std::time::Instant>>)>,
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl FileHasher {
-    /// A hasher with an empty memo.
+    /// A hasher with an empty memo, in memory only.
     pub fn new() -> Arc<FileHasher> {
         Arc::new(FileHasher::default())
+    }
+
+    /// A hasher whose memo is kept in `path`: read now (a missing or unreadable file is an
+    /// empty memo), written back as digests are added and on [`FileHasher::save`].
+    pub fn with_memo_file(path: PathBuf) -> Arc<FileHasher> {
+        let memo = match std::fs::read(&path) {
+            Ok(bytes) => match bytes
+                .strip_prefix(MEMO_MAGIC)
+                .map(rmp_serde::from_slice::<Vec<(MemoKey, [u8; 32])>>)
+            {
+                Some(Ok(rows)) => rows.into_iter().map(|(k, d)| (k, BlobDigest(d))).collect(),
+                _ => {
+                    tracing::warn!(file = %path.display(), "the digest memo does not read back; starting with an empty one");
+                    HashMap::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the digest memo; starting with an empty one");
+                HashMap::new()
+            }
+        };
+        Arc::new(FileHasher {
+            memo: Mutex::new(memo),
+            file: Some((path, Mutex::new(None))),
+            ..FileHasher::default()
+        })
+    }
+
+    /// How many digests the memo holds.
+    pub fn memoised(&self) -> usize {
+        self.memo.lock().len()
+    }
+
+    /// Writes the memo to its file if digests were added since the last write; returns
+    /// whether it wrote. The error names the file.
+    pub fn save(&self) -> Result<bool, String> {
+        use std::sync::atomic::Ordering;
+        let Some((path, last)) = &self.file else {
+            return Ok(false);
+        };
+        let mut last = last.lock();
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let rows: Vec<(MemoKey, [u8; 32])> =
+            self.memo.lock().iter().map(|(k, d)| (*k, d.0)).collect();
+        let mut bytes = MEMO_MAGIC.to_vec();
+        bytes.extend(rmp_serde::to_vec(&rows).map_err(|e| e.to_string())?);
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = path.with_extension(format!(
+            "tmp{}-{}",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        *last = Some(std::time::Instant::now());
+        written.map_err(|e| {
+            self.dirty.store(true, Ordering::Release);
+            format!("writing the digest memo {}: {e}", path.display())
+        })?;
+        Ok(true)
+    }
+
+    /// [`FileHasher::save`], unless the memo was written in the last [`SAVE_EVERY`].
+    fn save_now_and_then(&self) {
+        let Some((_, last)) = &self.file else { return };
+        if last.lock().is_some_and(|t| t.elapsed() < SAVE_EVERY) {
+            return;
+        }
+        if let Err(e) = self.save() {
+            tracing::warn!(error = %e, "the digest memo was not saved");
+        }
     }
 
     /// How many files were read (memo misses) so far.
@@ -61,6 +155,8 @@ impl FileHasher {
             meta.size(),
             meta.mtime(),
             meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
         );
         if let Some(digest) = self.memo.lock().get(&key) {
             return Ok(Hashed {
@@ -86,6 +182,8 @@ impl FileHasher {
             .is_some_and(|age| age > Duration::from_secs(2));
         if settled {
             self.memo.lock().insert(key, digest);
+            self.dirty.store(true, std::sync::atomic::Ordering::Release);
+            self.save_now_and_then();
         }
         Ok(Hashed {
             size: meta.size(),
@@ -147,6 +245,58 @@ mod tests {
         // Just written: not memoised (racy), so read again.
         hasher.hash_blocking(&path).unwrap();
         assert_eq!(hasher.reads(), 3);
+    }
+
+    #[test]
+    fn a_memo_file_spares_a_new_hasher_the_reads_and_a_damaged_one_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = SystemTime::now() - Duration::from_secs(60);
+        let paths: Vec<PathBuf> = (0..3)
+            .map(|i| {
+                let p = dir.path().join(format!("f{i}.c"));
+                std::fs::write(&p, format!("int f{i};")).unwrap();
+                std::fs::File::options()
+                    .write(true)
+                    .open(&p)
+                    .unwrap()
+                    .set_modified(old)
+                    .unwrap();
+                p
+            })
+            .collect();
+        let memo = dir.path().join("state/memo");
+        let first = FileHasher::with_memo_file(memo.clone());
+        for p in &paths {
+            first.hash_blocking(p).unwrap();
+        }
+        assert_eq!(first.reads(), 3);
+        first.save().unwrap();
+        assert!(!first.save().unwrap(), "nothing new: not written again");
+
+        // A new process: nothing is read again, and the digests are the same.
+        let second = FileHasher::with_memo_file(memo.clone());
+        assert_eq!(second.memoised(), 3);
+        for p in &paths {
+            let h = second.hash_blocking(p).unwrap();
+            assert_eq!(
+                h.digest,
+                BlobDigest::of(std::fs::read(p).unwrap().as_slice())
+            );
+        }
+        assert_eq!(second.reads(), 0);
+
+        // A changed file is read again even though the memo came from disk.
+        std::fs::write(&paths[1], "int changed;").unwrap();
+        let h = second.hash_blocking(&paths[1]).unwrap();
+        assert_eq!(h.digest, BlobDigest::of(b"int changed;"));
+        assert_eq!(second.reads(), 1);
+
+        // A damaged memo file is an empty memo, not an error.
+        std::fs::write(&memo, b"cairn digest memo 1\n\xff\x00garbage").unwrap();
+        let third = FileHasher::with_memo_file(memo);
+        assert_eq!(third.memoised(), 0);
+        third.hash_blocking(&paths[0]).unwrap();
+        assert_eq!(third.reads(), 1);
     }
 
     #[test]

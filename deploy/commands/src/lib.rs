@@ -26,13 +26,13 @@ mod task;
 mod template;
 mod workflow;
 
-pub use decl::{InputType, LoadError, ScheduleDecl, Settings, TaskDecl, parse_duration};
+pub use decl::{InputType, LoadError, ScheduleDecl, Settings, TaskDecl};
 pub use hash::{FileHasher, Hashed};
 pub use task::{ArgValue, CommandInput, CommandOutput, CommandTask, FileRef, Shared};
 
 use cairn_engine::blobs::Blobs;
 use cairn_engine::schedule::{ScheduleSpec, Trigger};
-use cairn_engine::store::{AnyStore, RetryPolicy};
+use cairn_engine::store::AnyStore;
 use cairn_scheduler::WorkflowRegistry;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -155,10 +155,16 @@ impl TasksFile {
             .collect()
     }
 
-    /// Gives the tasks the node's store, for the blobs of their files. Calls wait until this
-    /// is done.
-    pub fn attach(&self, store: AnyStore, policy: RetryPolicy) {
-        self.shared.attach(Blobs::new(store, policy));
+    /// Writes the file digest memo (`[settings] digest_memo`) if digests were added since it was
+    /// last written, so the next start does not read unchanged files again.
+    pub fn save_memo(&self) -> Result<(), String> {
+        self.shared.hasher.save().map(drop)
+    }
+
+    /// Gives the tasks the node's blobs ([`cairn_engine::catalog::Catalog::blobs`]), where
+    /// their files are kept. Calls wait until this is done.
+    pub fn attach(&self, blobs: Blobs<AnyStore>) {
+        self.shared.attach(blobs);
     }
 }
 

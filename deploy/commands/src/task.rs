@@ -68,6 +68,10 @@ pub struct CommandOutput {
     pub stderr: FileRef,
     /// Declared output files by name.
     pub files: BTreeMap<String, FileRef>,
+    /// The files of each list input (`file[]`, `glob`) it was made from: a blob of their
+    /// [`FileRef`]s as JSON, sorted by path, so `explain` lists which files changed since.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifests: BTreeMap<String, BlobDigest>,
 }
 
 /// What every command task of one tasks file shares: settings, the file hasher, and the blob
@@ -83,8 +87,8 @@ pub struct Shared {
 impl Shared {
     pub(crate) fn new(settings: crate::decl::Settings) -> Arc<Shared> {
         Arc::new(Shared {
+            hasher: FileHasher::with_memo_file(settings.digest_memo.clone()),
             settings,
-            hasher: FileHasher::new(),
             blobs: watch::channel(None).0,
         })
     }
@@ -466,12 +470,89 @@ impl Task for CommandTask {
         })
     }
 
+    fn blobs(output: &CommandOutput) -> Vec<BlobDigest> {
+        let mut blobs: Vec<BlobDigest> = [&output.stdout, &output.stderr]
+            .into_iter()
+            .chain(output.files.values())
+            .map(|f| f.digest)
+            .chain(output.manifests.values().copied())
+            .collect();
+        blobs.sort();
+        blobs.dedup();
+        blobs
+    }
+
+    fn describe_change<'a>(
+        &'a self,
+        name: &'a str,
+        called: &'a CommandInput,
+        stored: &'a CommandOutput,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            if let Some(base) = name.strip_suffix(".content")
+                && let Some(ArgValue::File(f)) = called.args.get(base)
+            {
+                return Some(format!("file {} has other content", f.path));
+            }
+            let now = match called.args.get(name)? {
+                ArgValue::Files(fs) => fs.clone(),
+                ArgValue::File(f) => vec![f.clone()],
+                _ => return None,
+            };
+            let manifest = stored.manifests.get(name)?;
+            let bytes = self.shared.blobs().await.get(manifest).await.ok()?;
+            let then: Vec<FileRef> = serde_json::from_slice(&bytes).ok()?;
+            Some(describe_files(&then, &now))
+        })
+    }
+
     fn invoke(
         &self,
         input: CommandInput,
     ) -> BoxFuture<'static, std::result::Result<CommandOutput, TaskError>> {
         let me = self.clone();
         Box::pin(async move { exec::run(&me, input).await })
+    }
+}
+
+/// Most files [`describe_files`] names.
+const DESCRIBED_FILES: usize = 10;
+
+/// How the files of a list input differ between `then` and `now`: each path added, removed,
+/// with other content or another exec bit, sorted, the first [`DESCRIBED_FILES`] named.
+pub(crate) fn describe_files(then: &[FileRef], now: &[FileRef]) -> String {
+    let by_path = |fs: &[FileRef]| -> BTreeMap<String, FileRef> {
+        fs.iter().map(|f| (f.path.clone(), f.clone())).collect()
+    };
+    let (then, now) = (by_path(then), by_path(now));
+    let mut paths: Vec<&String> = then.keys().chain(now.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    let changes: Vec<String> = paths
+        .into_iter()
+        .filter_map(|p| match (then.get(p), now.get(p)) {
+            (None, Some(_)) => Some(format!("{p} added")),
+            (Some(_), None) => Some(format!("{p} removed")),
+            (Some(a), Some(b)) if a.digest != b.digest => Some(format!("{p} has other content")),
+            (Some(a), Some(b)) if a.exec != b.exec => Some(format!("{p} changed its exec bit")),
+            _ => None,
+        })
+        .collect();
+    if changes.is_empty() {
+        return "the same files in another order".into();
+    }
+    let mut text = changes
+        .iter()
+        .take(DESCRIBED_FILES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if changes.len() > DESCRIBED_FILES {
+        text.push_str(&format!(" and {} more", changes.len() - DESCRIBED_FILES));
+    }
+    match changes.len() {
+        1 => format!("1 file differs: {text}"),
+        n => format!("{n} files differ: {text}"),
     }
 }
 
@@ -500,4 +581,61 @@ pub(crate) fn paths_of(shared: &Shared, v: &serde_json::Value) -> Result<Vec<Str
 /// The path a file reference has under `root`.
 pub(crate) fn under(root: &Path, f: &FileRef) -> PathBuf {
     root.join(&f.path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, content: &str, exec: bool) -> FileRef {
+        FileRef {
+            path: path.into(),
+            size: content.len() as u64,
+            exec,
+            digest: BlobDigest::of(content.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn a_list_input_names_the_files_added_removed_and_changed() {
+        let then = [
+            file("a.c", "a", false),
+            file("b.c", "b", false),
+            file("run.sh", "x", false),
+        ];
+        let now = [
+            file("run.sh", "x", true),
+            file("c.c", "c", false),
+            file("a.c", "A", false),
+        ];
+        assert_eq!(
+            describe_files(&then, &now),
+            "4 files differ: a.c has other content, b.c removed, c.c added, run.sh changed its exec bit"
+        );
+        assert_eq!(
+            describe_files(&then, &then),
+            "the same files in another order"
+        );
+        let many: Vec<FileRef> = (0..25)
+            .map(|i| file(&format!("f{i:02}.c"), "x", false))
+            .collect();
+        let text = describe_files(&[], &many);
+        assert!(text.starts_with("25 files differ: f00.c added, "), "{text}");
+        assert!(text.ends_with("f09.c added and 15 more"), "{text}");
+    }
+
+    #[test]
+    fn an_output_refers_to_its_files_streams_and_manifests_once_each() {
+        let same = file("out", "same", false);
+        let output = CommandOutput {
+            exit_code: 0,
+            stdout: same.clone(),
+            stderr: file("stderr", "", false),
+            files: [("obj".to_string(), same.clone())].into(),
+            manifests: [("srcs".to_string(), BlobDigest::of(b"[]"))].into(),
+        };
+        let blobs = <CommandTask as Task>::blobs(&output);
+        assert_eq!(blobs.len(), 3, "{blobs:?}");
+        assert!(blobs.contains(&same.digest) && blobs.contains(&BlobDigest::of(b"[]")));
+    }
 }

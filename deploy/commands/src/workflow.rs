@@ -3,7 +3,7 @@
 //! have ended, a `for_each` step's calls all at once. Each call is an ordinary `Ctx::call`.
 
 use crate::decl::{Arg, InputType, ValueRef, WorkflowDecl};
-use crate::task::{ArgValue, CommandOutput, CommandTask, FileRef, Shared, paths_of};
+use crate::task::{ArgValue, CommandInput, CommandOutput, CommandTask, FileRef, Shared, paths_of};
 use cairn_scheduler::Ctx;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
@@ -135,16 +135,22 @@ impl Runnable {
                 let name = step.name.clone();
                 let many = items.is_some();
                 running.push(async move {
+                    // The environment and tool digests are the same for every call of a step:
+                    // taken once, not once per item.
+                    let base = task
+                        .input(BTreeMap::new())
+                        .await
+                        .map_err(|e| format!("step {name:?}: {e}"))?;
                     let outputs = futures::future::try_join_all(calls.into_iter().map(|args| {
                         let task = task.clone();
                         let ctx = ctx.clone();
                         let name = name.clone();
+                        let input = CommandInput {
+                            args,
+                            ..base.clone()
+                        };
                         async move {
-                            let label = label_of(&args);
-                            let input = task
-                                .input(args)
-                                .await
-                                .map_err(|e| format!("step {name:?}{label}: {e}"))?;
+                            let label = label_of(&input.args);
                             ctx.call(task, input)
                                 .await
                                 .map_err(|e| format!("step {name:?}{label}: {e}"))

@@ -155,7 +155,14 @@ pub(super) fn entry(m: &EntryMeta) -> EntryInfo {
     }
 }
 
-pub(super) fn explanation(key: &CacheKey, e: &catalog::Explanation) -> Explanation {
+/// How a call's key compares with the stored entries. `details` says, for each nearest entry
+/// in order, what the task could tell about its changed inputs ([`cairn_engine::Task::
+/// describe_change`]: a command task names the files), by input name; the summary adds it.
+pub(super) fn explanation(
+    key: &CacheKey,
+    e: &catalog::Explanation,
+    details: &[std::collections::BTreeMap<String, String>],
+) -> Explanation {
     let mut out = Explanation {
         key: key.digest.to_string(),
         verdict: String::new(),
@@ -187,7 +194,8 @@ pub(super) fn explanation(key: &CacheKey, e: &catalog::Explanation) -> Explanati
             out.corrupt = *corrupt;
             out.nearest = nearest
                 .iter()
-                .map(|d| {
+                .enumerate()
+                .map(|(at, d)| {
                     let mut summary = Vec::new();
                     if let Some((stored, called)) = &d.version {
                         summary.push(format!(
@@ -206,7 +214,14 @@ pub(super) fn explanation(key: &CacheKey, e: &catalog::Explanation) -> Explanati
                                 InputDiff::Added(n) => (n, "added"),
                                 InputDiff::Removed(n) => (n, "removed"),
                             };
-                            summary.push(format!("input {name:?} {change}"));
+                            let detail = details
+                                .get(at)
+                                .and_then(|m| m.get(name))
+                                .filter(|_| change == "changed");
+                            summary.push(match detail {
+                                Some(detail) => format!("input {name:?} {change}: {detail}"),
+                                None => format!("input {name:?} {change}"),
+                            });
                             InputChange {
                                 name: name.clone(),
                                 change: change.into(),

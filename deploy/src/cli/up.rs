@@ -464,6 +464,11 @@ async fn serve(
     if let Ok(node) = Arc::try_unwrap(node) {
         node.shutdown().await?;
     }
+    if let Some(tasks) = &args.tasks
+        && let Err(e) = tasks.save_memo()
+    {
+        eprintln!("warning: {e}");
+    }
     // Flushes the spans and metrics still buffered.
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())

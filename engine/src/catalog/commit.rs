@@ -9,6 +9,7 @@ use super::records::{
     encode,
 };
 use super::{CacheKey, Catalog, Hit, duration_ms};
+use crate::blobs::{self, BlobDigest};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
 use crate::store::{Store, Transaction, transact};
@@ -53,6 +54,7 @@ pub(super) struct Queued {
     lease: Lease,
     output: Vec<u8>,
     max_age: Option<Duration>,
+    blobs: Vec<BlobDigest>,
     done: tokio::sync::oneshot::Sender<Result<Committed>>,
 }
 
@@ -111,6 +113,21 @@ impl<S: Store> Catalog<S> {
         output: &[u8],
         max_age: Option<Duration>,
     ) -> Result<Committed> {
+        self.commit_referencing(key, lease, output, max_age, &[])
+            .await
+    }
+
+    /// [`Catalog::commit`] of an output that refers to `blobs`: the entry holds a reference to
+    /// each while it exists (see [`crate::blobs`]). A blob that is not stored when the entry
+    /// is is [`Error::BlobNotFound`], and nothing is stored.
+    pub async fn commit_referencing(
+        &self,
+        key: &CacheKey,
+        lease: &Lease,
+        output: &[u8],
+        max_age: Option<Duration>,
+        blobs: &[BlobDigest],
+    ) -> Result<Committed> {
         let limit = self.inner.config.max_output_bytes;
         if output.len() > limit {
             let err = Error::OutputTooLarge {
@@ -130,9 +147,10 @@ impl<S: Store> Catalog<S> {
             return Err(e);
         }
         let committed = if output.len() <= INLINE_MAX && self.inner.store.max_batch() > 1 {
-            self.commit_grouped(key, lease, output, max_age).await
+            self.commit_grouped(key, lease, output, max_age, blobs)
+                .await
         } else {
-            self.commit_visible(key, lease, output, max_age, chunk_bytes, staged)
+            self.commit_visible(key, lease, output, max_age, blobs, chunk_bytes, staged)
                 .await
         };
         if staged && committed.is_err() {
@@ -205,12 +223,14 @@ impl<S: Store> Catalog<S> {
 
     /// The transaction that makes an output visible: metadata, chunks (unless `staged`), index
     /// rows and the lease's release, or the entry another execution stored first.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_visible(
         &self,
         key: &CacheKey,
         lease: &Lease,
         output: &[u8],
         max_age: Option<Duration>,
+        blobs: &[BlobDigest],
         chunk_bytes: usize,
         staged: bool,
     ) -> Result<Committed> {
@@ -218,7 +238,7 @@ impl<S: Store> Catalog<S> {
             &self.inner.store,
             &self.inner.config.retry,
             |tx| async move {
-                self.commit_in(&tx, key, lease, output, max_age, chunk_bytes, staged)
+                self.commit_in(&tx, key, lease, output, max_age, blobs, chunk_bytes, staged)
                     .await
             },
         )
@@ -235,6 +255,7 @@ impl<S: Store> Catalog<S> {
         lease: &Lease,
         output: &[u8],
         max_age: Option<Duration>,
+        blobs: &[BlobDigest],
         chunk_bytes: usize,
         staged: bool,
     ) -> Result<Committed> {
@@ -273,6 +294,18 @@ impl<S: Store> Catalog<S> {
                     Err(e) => return Err(e),
                 }
             }
+        }
+        // The blobs the new output refers to are all stored, and which of the replaced
+        // output's blobs nothing refers to any more (reads, before any write).
+        blobs::require(&tx, blobs).await?;
+        let dropped: Vec<BlobDigest> = view
+            .blobs
+            .iter()
+            .filter(|b| !blobs.contains(b))
+            .copied()
+            .collect();
+        let unreferenced = blobs::unreference(&tx, &[(d, dropped)]).await?;
+        if let Some(meta) = &view.meta {
             clear_indexes(&tx, meta);
         } else if view.corrupt.is_some() {
             if !ours {
@@ -336,8 +369,11 @@ impl<S: Store> Catalog<S> {
             meta,
             inline: inline.then(|| output.to_vec()),
             chunks_of: staged.then(|| lease.execution.clone()),
+            blobs: blobs.to_vec(),
         };
         tx.set(&keys::entry_part(&d, entry_part::META), &encode(&stored));
+        unreferenced.apply(&tx);
+        blobs::reference(&tx, &d, blobs);
         let meta = stored.meta;
         tx.clear(&keys::entry_part(&d, entry_part::TOMBSTONE));
         set_indexes(&tx, &meta);
@@ -358,6 +394,7 @@ impl<S: Store> Catalog<S> {
         lease: &Lease,
         output: &[u8],
         max_age: Option<Duration>,
+        blobs: &[BlobDigest],
     ) -> Result<Committed> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let start = {
@@ -367,6 +404,7 @@ impl<S: Store> Catalog<S> {
                 lease: lease.clone(),
                 output: output.to_vec(),
                 max_age,
+                blobs: blobs.to_vec(),
                 done,
             });
             !std::mem::replace(&mut group.running, true)
@@ -419,12 +457,23 @@ impl<S: Store> Catalog<S> {
                     &q.lease,
                     &q.output,
                     q.max_age,
+                    &q.blobs,
                     chunk_bytes,
                     false,
                 )
                 .await
             },
-            |q| self.commit_visible(&q.key, &q.lease, &q.output, q.max_age, chunk_bytes, false),
+            |q| {
+                self.commit_visible(
+                    &q.key,
+                    &q.lease,
+                    &q.output,
+                    q.max_age,
+                    &q.blobs,
+                    chunk_bytes,
+                    false,
+                )
+            },
         )
         .await
     }
@@ -433,13 +482,15 @@ impl<S: Store> Catalog<S> {
     /// writer wins: another execution's stored output is returned instead) or fails the lease at
     /// once with the error. Returns what the caller gets, the call's cache status — Populated,
     /// Skipped (overwrite), Evicted, Hit (stored by another first), Miss (the error) or
-    /// PutFailure (not stored; the output is still returned) — and, for PutFailure, why.
+    /// PutFailure (not stored; the output is still returned) — and, for PutFailure, why. A
+    /// stored output refers to `blobs` ([`Catalog::commit_referencing`]).
     pub async fn settle<E: std::fmt::Display>(
         &self,
         key: &CacheKey,
         lease: &Lease,
         outcome: std::result::Result<Vec<u8>, E>,
         max_age: Option<Duration>,
+        blobs: &[BlobDigest],
     ) -> (std::result::Result<Vec<u8>, E>, CacheStatus, Option<String>) {
         let output = match outcome {
             Ok(output) => output,
@@ -450,7 +501,10 @@ impl<S: Store> Catalog<S> {
                 return (Err(error), CacheStatus::Miss, None);
             }
         };
-        match self.commit(key, lease, &output, max_age).await {
+        match self
+            .commit_referencing(key, lease, &output, max_age, blobs)
+            .await
+        {
             Ok(Committed::Stored(_)) => {
                 let status = if lease.overwrite {
                     CacheStatus::Skipped

@@ -19,6 +19,8 @@ pub(super) struct EntryView {
     pub inline: Option<Vec<u8>>,
     /// The execution whose staged chunks hold the output, if it was staged.
     pub chunks_of: Option<String>,
+    /// The blobs the stored output refers to.
+    pub blobs: Vec<crate::blobs::BlobDigest>,
     /// Metadata is stored but does not decode: what is wrong with it.
     pub corrupt: Option<String>,
 }
@@ -51,6 +53,7 @@ impl EntryView {
             meta: None,
             inline: None,
             chunks_of: None,
+            blobs: Vec::new(),
             corrupt: None,
         };
         if let Some(raw) = lease {
@@ -68,6 +71,7 @@ impl EntryView {
                     view.meta = Some(stored.meta);
                     view.inline = stored.inline;
                     view.chunks_of = stored.chunks_of;
+                    view.blobs = stored.blobs;
                 }
                 Err(e) => view.corrupt = Some(e.to_string()),
             }

@@ -131,6 +131,7 @@ pub(super) async fn remove_batch<T: Transaction>(
     let mut metas = tx.get_many(&refs, false).await?;
     let tombs = metas.split_off(meta_keys.len());
     let mut removed = 0;
+    let mut dropped = Vec::new();
     for (i, ((doomed, meta_key), raw)) in batch.iter().zip(&meta_keys).zip(metas).enumerate() {
         tx.clear(&doomed.row);
         let Some(raw) = raw else {
@@ -141,15 +142,20 @@ pub(super) async fn remove_batch<T: Transaction>(
         };
         let d = &doomed.digest;
         let chunks = match decode::<StoredMeta>(|| format!("entry metadata of {d}"), &raw) {
-            Ok(StoredMeta { meta, .. }) => {
+            Ok(StoredMeta { meta, blobs, .. }) => {
                 if doomed.expiring_at.is_some() && meta.expires_at_ms != doomed.expiring_at {
                     continue; // replaced since: it expires at another time
                 }
                 clear_indexes(tx, &meta);
+                if !blobs.is_empty() {
+                    dropped.push((*d, blobs));
+                }
                 meta.chunks > 0
             }
-            // Corrupt: what its task index row says, and every chunk it may have.
+            // Corrupt: what its task index row says, and every chunk it may have. The blobs
+            // it referred to are not known: they keep its references (never deleted early).
             Err(_) => {
+                tracing::warn!(key = %d, "removing an entry whose metadata is corrupt: blobs it referred to are kept");
                 if let Some(row) = &doomed.task_row {
                     if let Some(e) = &row.execution {
                         tx.clear(&keys::by_execution(e, d));
@@ -175,6 +181,9 @@ pub(super) async fn remove_batch<T: Transaction>(
         }
         removed += 1;
     }
+    // The blobs only these entries referred to go with them.
+    let unreferenced = crate::blobs::unreference(tx, &dropped).await?;
+    unreferenced.apply(tx);
     Ok(removed)
 }
 
@@ -337,7 +346,7 @@ impl<S: Store> Catalog<S> {
         }
     }
 
-    /// Runs [`Catalog::collect_expired`] about every `every` (jittered by ±25%, so collectors
+    /// Runs [`Catalog::collect_expired`] and [`Catalog::collect_orphan_blobs`] about every `every` (jittered by ±25%, so collectors
     /// on several nodes spread out) until the handle is aborted or dropped with the runtime.
     /// Errors are logged and retried at the next round.
     pub fn spawn_expiry_collector(&self, every: Duration) -> tokio::task::JoinHandle<()> {
@@ -351,6 +360,13 @@ impl<S: Store> Catalog<S> {
                     Ok(n) => tracing::debug!(removed = n, "expired cache entries removed"),
                     Err(e) => {
                         tracing::warn!(error = %e, "expiry collection failed; retrying next round")
+                    }
+                }
+                match catalog.collect_orphan_blobs().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(deleted = n, "blobs nothing refers to deleted"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "orphan blob collection failed; retrying next round")
                     }
                 }
             }

@@ -77,6 +77,10 @@ pub struct CatalogConfig {
     /// simulation varies it per node (0.8–1.25) to model clock drift. The protocol tolerates
     /// rates whose ratio between two nodes stays under 3 (a beat per third of a TTL).
     pub clock_rate: f64,
+    /// How long a blob nothing refers to is kept after its upload (a workspace file uploaded
+    /// for a step that has not started yet, the output of a run that failed) before the orphan
+    /// collector deletes it.
+    pub orphan_blob_grace: Duration,
 }
 
 impl Default for CatalogConfig {
@@ -92,6 +96,7 @@ impl Default for CatalogConfig {
             // as 1,000 on PostgreSQL and faster on the embedded store.
             evict_batch: 256,
             clock_rate: 1.0,
+            orphan_blob_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -161,6 +166,26 @@ impl<S: Store> Catalog<S> {
     /// The settings.
     pub fn config(&self) -> &CatalogConfig {
         &self.inner.config
+    }
+
+    /// The content-addressed blobs of the catalog's store, on its clock and retry policy.
+    pub fn blobs(&self) -> crate::blobs::Blobs<S> {
+        crate::blobs::Blobs::new(
+            self.inner.store.clone(),
+            self.inner.config.retry.clone(),
+            self.inner.clock.clone(),
+        )
+    }
+
+    /// Deletes the blobs uploaded more than [`CatalogConfig::orphan_blob_grace`] ago that no
+    /// entry refers to; returns how many.
+    pub async fn collect_orphan_blobs(&self) -> crate::error::Result<u64> {
+        self.blobs()
+            .collect_orphans(
+                self.inner.config.orphan_blob_grace,
+                self.inner.config.evict_batch,
+            )
+            .await
     }
 
     /// The time on the catalog's clock (Unix ms).

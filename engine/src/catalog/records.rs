@@ -67,6 +67,9 @@ pub struct StoredMeta {
     /// transactions; see [`STAGE_BYTES`]), or `None`: the chunks are the entry's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks_of: Option<String>,
+    /// The blobs the output refers to: each has a reference row while the entry exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<crate::blobs::BlobDigest>,
 }
 
 /// Outputs larger than this are staged: their chunks are written this many bytes per

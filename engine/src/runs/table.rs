@@ -732,13 +732,34 @@ impl<S: Store> Runs<S> {
                 let rows = tx
                     .get_range(&begin, &end, RangeOptions::all().limit(COLLECT_BATCH))
                     .await?;
+                let entries: Vec<_> = rows
+                    .iter()
+                    .filter_map(|kv| keys::digest_of_journal(&kv.key))
+                    .collect();
+                // The blobs journaled outputs refer to lose those references.
+                let metas: Vec<Vec<u8>> = entries
+                    .iter()
+                    .map(|d| keys::entry_part(d, keys::entry_part::META))
+                    .collect();
+                let refs: Vec<&[u8]> = metas.iter().map(Vec::as_slice).collect();
+                let dropped: Vec<_> = entries
+                    .iter()
+                    .zip(tx.get_many(&refs, false).await?)
+                    .filter_map(|(d, raw)| {
+                        let stored: crate::catalog::records::StoredMeta =
+                            rmp_serde::from_slice(&raw?).ok()?;
+                        (!stored.blobs.is_empty()).then_some((*d, stored.blobs))
+                    })
+                    .collect();
+                let unreferenced = crate::blobs::unreference(&tx, &dropped).await?;
+                for d in &entries {
+                    let (b, e) = keys::entry_range(d);
+                    tx.clear_range(&b, &e);
+                }
                 for kv in &rows {
-                    if let Some(d) = keys::digest_of_journal(&kv.key) {
-                        let (b, e) = keys::entry_range(&d);
-                        tx.clear_range(&b, &e);
-                    }
                     tx.clear(&kv.key);
                 }
+                unreferenced.apply(&tx);
                 if rows.len() < COLLECT_BATCH {
                     tx.clear(gc_row);
                 }

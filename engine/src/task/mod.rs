@@ -6,7 +6,7 @@ mod job;
 mod registry;
 
 pub use job::{Job, JobCache, JobReport, TaskError, decode_outcome, encode_outcome};
-pub use registry::{DynTask, TaskRegistry};
+pub use registry::{DynTask, Produced, TaskRegistry};
 
 use crate::catalog::{CacheKey, KeyInputs, PreparedSignature, TaskSignature};
 use crate::error::Result;
@@ -139,6 +139,31 @@ pub trait Task: Send + Sync + 'static {
                 reason: e.to_string(),
             }
         })
+    }
+
+    /// The blobs an output refers to ([`crate::blobs`]): its entry holds a reference to each
+    /// while it exists, so they are deleted only when no entry refers to them. None by default;
+    /// a command task's are its output files, stdout and stderr.
+    fn blobs(output: &Self::Output) -> Vec<crate::blobs::BlobDigest>
+    where
+        Self: Sized,
+    {
+        let _ = output;
+        Vec::new()
+    }
+
+    /// Says how input component `name` of a call (`called`) differs from the one behind a
+    /// stored output (`stored`), for `explain`, when the task knows more than "changed": a
+    /// command task names the file whose content changed, or the files of a list that were
+    /// added, removed or changed. `None` by default.
+    fn describe_change<'a>(
+        &'a self,
+        name: &'a str,
+        called: &'a Self::Input,
+        stored: &'a Self::Output,
+    ) -> BoxFuture<'a, Option<String>> {
+        let _ = (name, called, stored);
+        Box::pin(std::future::ready(None))
     }
 
     /// Runs the task body.

@@ -8,6 +8,15 @@ use crate::error::{Error, Result};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
+/// What a task body produced, encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced {
+    /// The output (MessagePack of the output type).
+    pub output: Vec<u8>,
+    /// The blobs it refers to ([`Task::blobs`]).
+    pub blobs: Vec<crate::blobs::BlobDigest>,
+}
+
 /// A task with its types erased: MessagePack input in, MessagePack output out.
 pub trait DynTask: Send + Sync {
     /// The spec.
@@ -16,7 +25,7 @@ pub trait DynTask: Send + Sync {
     fn invoke_bytes(
         &self,
         input: &[u8],
-    ) -> BoxFuture<'static, std::result::Result<Vec<u8>, TaskError>>;
+    ) -> BoxFuture<'static, std::result::Result<Produced, TaskError>>;
     /// The cache key of a call whose input is given as JSON: an object of the inputs by name,
     /// or the input value itself (a tuple as an array). The JSON is decoded as the task's typed
     /// input first, so the key is the one a typed call computes.
@@ -28,6 +37,14 @@ pub trait DynTask: Send + Sync {
     ) -> Result<CacheKey>;
     /// Stored output bytes (MessagePack of the output type) as JSON.
     fn output_to_json(&self, output: &[u8]) -> Result<serde_json::Value>;
+    /// [`Task::describe_change`] of each of `names`, for a call whose input is given as JSON
+    /// and a stored output; `None` for each when either does not decode.
+    fn describe_changes<'a>(
+        &'a self,
+        input: &'a serde_json::Value,
+        stored: &'a [u8],
+        names: &'a [String],
+    ) -> BoxFuture<'a, Vec<Option<String>>>;
 }
 
 /// An object naming exactly the signature's inputs becomes the positional form the input type
@@ -60,7 +77,7 @@ impl<T: Task> DynTask for T {
     fn invoke_bytes(
         &self,
         input: &[u8],
-    ) -> BoxFuture<'static, std::result::Result<Vec<u8>, TaskError>> {
+    ) -> BoxFuture<'static, std::result::Result<Produced, TaskError>> {
         let decoded: std::result::Result<T::Input, _> = rmp_serde::from_slice(input);
         match decoded {
             Err(e) => Box::pin(std::future::ready(Err(TaskError::BadInput {
@@ -70,8 +87,13 @@ impl<T: Task> DynTask for T {
                 let run = self.invoke(input);
                 Box::pin(async move {
                     let output = run.await?;
-                    rmp_serde::to_vec_named(&output).map_err(|e| TaskError::Engine {
-                        detail: format!("encoding the output: {e}"),
+                    let bytes =
+                        rmp_serde::to_vec_named(&output).map_err(|e| TaskError::Engine {
+                            detail: format!("encoding the output: {e}"),
+                        })?;
+                    Ok(Produced {
+                        blobs: T::blobs(&output),
+                        output: bytes,
                     })
                 })
             }
@@ -87,6 +109,27 @@ impl<T: Task> DynTask for T {
         let spec = Task::spec(self);
         let typed = self.input_from_json(input)?;
         spec.cache_key(project, domain, self.key_inputs(&typed)?)
+    }
+
+    fn describe_changes<'a>(
+        &'a self,
+        input: &'a serde_json::Value,
+        stored: &'a [u8],
+        names: &'a [String],
+    ) -> BoxFuture<'a, Vec<Option<String>>> {
+        Box::pin(async move {
+            let (Ok(called), Ok(output)) = (
+                self.input_from_json(input),
+                rmp_serde::from_slice::<T::Output>(stored),
+            ) else {
+                return vec![None; names.len()];
+            };
+            let mut out = Vec::with_capacity(names.len());
+            for name in names {
+                out.push(self.describe_change(name, &called, &output).await);
+            }
+            out
+        })
     }
 
     fn output_to_json(&self, output: &[u8]) -> Result<serde_json::Value> {

@@ -136,26 +136,36 @@ pub(in crate::api) async fn explain(
         )
     })?;
     let key = task.key_for_json(&req.project, &req.domain, &req.input)?;
-    let explanation = app.node.catalog().explain(&key).await?;
-    let mut view = views::explanation(&key, &explanation);
-    name_changed_files(&mut view, &req.input);
-    Ok(axum::Json(view))
-}
-
-/// A command task keys a file input `src` by its path and by its content (`src.content`): when
-/// the content differs, the summary names the file the call gave.
-fn name_changed_files(view: &mut Explanation, input: &serde_json::Value) {
-    for near in &mut view.nearest {
-        for line in &mut near.summary {
-            let Some(name) = line
-                .strip_prefix("input \"")
-                .and_then(|rest| rest.strip_suffix(".content\" changed"))
-            else {
-                continue;
-            };
-            if let Some(path) = input.get(name).and_then(|v| v.as_str()) {
-                line.push_str(&format!(": file {path} has other content"));
+    let catalog = app.node.catalog();
+    let explanation = catalog.explain(&key).await?;
+    // What the task can say about each changed input of the nearest entries (the files a
+    // command task's input changed in), from their stored outputs.
+    let mut details = Vec::new();
+    if let cairn_engine::catalog::Explanation::Miss { nearest, .. } = &explanation {
+        for d in nearest {
+            let changed: Vec<String> = d
+                .inputs
+                .iter()
+                .filter_map(|i| match i {
+                    cairn_engine::catalog::InputDiff::Changed(n) => Some(n.clone()),
+                    _ => None,
+                })
+                .collect();
+            let mut described = std::collections::BTreeMap::new();
+            if !changed.is_empty()
+                && let Some(stored) = catalog.entry(&d.entry).await?
+            {
+                let said = task
+                    .describe_changes(&req.input, &stored.output, &changed)
+                    .await;
+                for (name, detail) in changed.into_iter().zip(said) {
+                    if let Some(detail) = detail {
+                        described.insert(name, detail);
+                    }
+                }
             }
+            details.push(described);
         }
     }
+    Ok(axum::Json(views::explanation(&key, &explanation, &details)))
 }
