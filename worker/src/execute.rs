@@ -149,15 +149,9 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
             () = cancelled => None,
         }
     };
-    // The lease is kept alive by the catalog's beater, which the scheduler that dispatched the
-    // job registered it with from dispatch to report. The worker registers it too while the
-    // body runs: in the same process that is the same beat, and when the job came from
-    // another node a second process beats it, so one stalled process alone does not let the
-    // lease lapse (with the scheduler alone, a loaded 3-node cluster ran keys twice).
-    let outcome = match &job.cache {
-        Some(c) => catalog.heartbeating(&c.lease, body).await,
-        None => body.await,
-    };
+    // The lease is kept alive by its holder alone: the scheduler that dispatched the job beats
+    // it from dispatch to report, wherever the job runs. A worker never beats a lease.
+    let outcome = body.await;
     let Some(produced) = outcome else {
         let run = job.run.clone().unwrap_or_default();
         tracing::info!(task = %job.task, %run, "task aborted: its run was cancelled");

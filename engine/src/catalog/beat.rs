@@ -7,8 +7,8 @@
 //! nodes see silent leases and take them over — duplicate executions caused by the heartbeats'
 //! own load. Here the leases due are beaten together, [`BATCH`] per transaction, and a lease may
 //! be beaten up to half an interval early so that leases acquired at different moments fall into
-//! the same batches. The holder and the worker running the job may both ask to beat the same
-//! lease; it is beaten once.
+//! the same batches. A lease is registered by its holder, the scheduler that
+//! dispatched its job, from dispatch to report; registering one twice beats it once.
 
 use super::lease::Lease;
 use super::records::{LeaseRecord, LeaseState, decode, encode};
