@@ -166,6 +166,27 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
+        let (url, resp) = self.send(method, path, query, headers, body).await?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            detail: error_chain(&e),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Sends a request; a success answer comes back unread, an error answer as its
+    /// [`ClientError::Api`].
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        headers: &[(&str, &str)],
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<(String, reqwest::Response), ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).query(query);
         for (name, value) in headers {
@@ -188,11 +209,11 @@ impl Client {
             },
         })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            detail: error_chain(&e),
-        })?;
         if !status.is_success() {
+            let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                detail: error_chain(&e),
+            })?;
             return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(body) => ClientError::Api {
                     status: status.as_u16(),
@@ -206,10 +227,7 @@ impl Client {
                 },
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url,
-            detail: e.to_string(),
-        })
+        Ok((url, resp))
     }
 
     async fn get<T: DeserializeOwned>(
@@ -362,6 +380,40 @@ impl Client {
     pub async fn entry(&self, key: &str) -> Result<EntryDetail, ClientError> {
         self.get(&format!("/v1/cache/entries/{}", segment(key)), &[])
             .await
+    }
+
+    /// `GET /v1/blobs/{digest}`: writes the blob to `out` as it arrives and checks it against
+    /// its BLAKE3 digest (a mismatch, or a transfer the node ended early, is an error: discard
+    /// what was written). Returns the size.
+    pub async fn blob(
+        &self,
+        digest: &str,
+        out: &mut (impl std::io::Write + ?Sized),
+    ) -> Result<u64, ClientError> {
+        let path = format!("/v1/blobs/{}", segment(digest));
+        let (url, mut resp) = self.send(Method::GET, &path, &[], &[], None::<&()>).await?;
+        let mut hasher = blake3::Hasher::new();
+        let mut size: u64 = 0;
+        let broken = |detail: String| ClientError::Unreachable {
+            url: url.clone(),
+            detail,
+        };
+        while let Some(chunk) = resp.chunk().await.map_err(|e| broken(error_chain(&e)))? {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            out.write_all(&chunk)
+                .map_err(|e| broken(format!("writing the blob: {e}")))?;
+        }
+        out.flush()
+            .map_err(|e| broken(format!("writing the blob: {e}")))?;
+        let got = hasher.finalize().to_hex();
+        if !got.as_str().eq_ignore_ascii_case(digest) {
+            return Err(ClientError::Decode {
+                url,
+                detail: format!("the {size} bytes received have digest {got}, not {digest}"),
+            });
+        }
+        Ok(size)
     }
 
     /// `POST /v1/cache/evict`.

@@ -212,6 +212,39 @@ fn a_compile_and_link_workflow_runs_each_step_once_per_content_and_cuts_off_earl
         .as_str()
         .unwrap_or_else(|| panic!("the binary's digest in {run:#}"))
         .to_string();
+    // The binary comes out of the store by its digest, checked, and runs.
+    let fetched = ws.join("fetched-app");
+    let wrote = cli_json(
+        url,
+        &["cache", "blob", &app, "--output", fetched.to_str().unwrap()],
+        0,
+    );
+    assert_eq!(wrote["digest"], app.as_str(), "{wrote:#}");
+    let bytes = std::fs::read(&fetched).unwrap();
+    assert_eq!(wrote["size"], bytes.len() as u64);
+    assert_eq!(blake3::hash(&bytes).to_hex().as_str(), app);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fetched, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ran = std::process::Command::new(&fetched).status().unwrap();
+    assert!(ran.success(), "the fetched binary runs: {ran:?}");
+    let stdout = cli(
+        url,
+        &[
+            "cache",
+            "blob",
+            run["output"]["app"]["digest"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(stdout.stdout, bytes, "to stdout by default");
+    let (code, stderr) = common::cli_fails(url, &["cache", "blob", &"0".repeat(64)]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains(&format!("no blob {} in the store", "0".repeat(64))),
+        "{stderr}"
+    );
+    let (code, stderr) = common::cli_fails(url, &["cache", "blob", "not-a-digest"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not 64 hexadecimal digits"), "{stderr}");
     let compiled = cli_json(
         url,
         &[

@@ -24,10 +24,10 @@
 //! to one blob write different keys and do not conflict, and a retried commit cannot count
 //! twice. A blob nothing ever came to refer to (the output of a failed run, a workspace file
 //! uploaded for another node) is deleted by the orphan collector
-//! ([`crate::catalog::Catalog::collect_orphan_blobs`]) once its grace period has passed.
+//! (`Catalog::collect_orphan_blobs`) once its grace period has passed.
 
-use crate::catalog::Digest;
 use crate::clock::Clock;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::store::{RangeOptions, RetryPolicy, Store, Transaction, read, transact};
@@ -124,7 +124,7 @@ pub struct Blobs<S: Store> {
 
 impl<S: Store> Blobs<S> {
     /// The blobs in `store`, with `policy` for every transaction and `clock` for upload times
-    /// (a node's come from [`crate::catalog::Catalog::blobs`]).
+    /// (a node's come from `Catalog::blobs`).
     pub fn new(store: S, policy: RetryPolicy, clock: Arc<dyn Clock>) -> Self {
         Blobs {
             store,
@@ -326,9 +326,9 @@ impl<S: Store> Blobs<S> {
         Ok(out)
     }
 
-    /// Writes blob `d` to `writer`, a page of chunks per read transaction, and checks it
-    /// against the digest at the end (a mismatch is [`Error::Corrupt`]: the caller discards
-    /// what was written). Returns the size.
+    /// Writes blob `d` to `writer`, a page of chunks per read transaction, checked against the
+    /// digest before its last chunk is written: a mismatch is [`Error::Corrupt`] and `writer`
+    /// never gets the whole blob (the caller discards what was written). Returns the size.
     pub async fn write_to(
         &self,
         d: &BlobDigest,
@@ -343,6 +343,7 @@ impl<S: Store> Blobs<S> {
         let mut from = keys::blob_chunk(&d.0, 0);
         let mut hasher = blake3::Hasher::new();
         let mut written: u64 = 0;
+        let mut held: Option<Vec<u8>> = None;
         loop {
             let page = read(&self.store, &self.policy, |tx| {
                 let (from, end) = (from.clone(), end.clone());
@@ -353,13 +354,17 @@ impl<S: Store> Blobs<S> {
             })
             .await?;
             let full = page.len() == CHUNKS_PER_TX;
-            for kv in &page {
+            for kv in page.iter() {
                 hasher.update(&kv.value);
                 written += kv.value.len() as u64;
-                writer.write_all(&kv.value).await.map_err(|e| Error::Io {
-                    what: format!("writing blob {d}"),
-                    detail: e.to_string(),
-                })?;
+                // One chunk is held back until the digest is checked: a writer never has every
+                // byte of a blob that turns out damaged.
+                if let Some(chunk) = held.replace(kv.value.clone()) {
+                    writer.write_all(&chunk).await.map_err(|e| Error::Io {
+                        what: format!("writing blob {d}"),
+                        detail: e.to_string(),
+                    })?;
+                }
             }
             match page.last() {
                 Some(last) if full => {
@@ -369,10 +374,6 @@ impl<S: Store> Blobs<S> {
                 _ => break,
             }
         }
-        writer.flush().await.map_err(|e| Error::Io {
-            what: format!("writing blob {d}"),
-            detail: e.to_string(),
-        })?;
         let got = BlobDigest(*hasher.finalize().as_bytes());
         if written != size || got != *d {
             return Err(Error::Corrupt {
@@ -380,6 +381,14 @@ impl<S: Store> Blobs<S> {
                 detail: format!("read {written} bytes (of {size}) whose digest is {got}"),
             });
         }
+        let io = |e: std::io::Error| Error::Io {
+            what: format!("writing blob {d}"),
+            detail: e.to_string(),
+        };
+        if let Some(chunk) = held {
+            writer.write_all(&chunk).await.map_err(io)?;
+        }
+        writer.flush().await.map_err(io)?;
         Ok(size)
     }
 }
@@ -562,6 +571,24 @@ mod tests {
         let err = blobs.get(&d).await.unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains(&d.to_string()));
+
+        // Streamed, a damaged blob of several chunks never reaches its writer whole.
+        let bytes: Vec<u8> = (0..3 * CHUNK_BYTES + 5).map(|i| (i % 249) as u8).collect();
+        let d = blobs.put(&bytes).await.unwrap();
+        transact(&blobs.store, &blobs.policy, |tx| {
+            tx.set(&keys::blob_chunk(&d.0, 1), &vec![7u8; CHUNK_BYTES]);
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        let err = blobs.write_to(&d, &mut got).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(
+            got.len() < bytes.len(),
+            "the writer got {} bytes",
+            got.len()
+        );
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub struct Doc {
     query: Option<SchemaFn>,
     body: Option<SchemaFn>,
     successes: Vec<(u16, SchemaFn)>,
+    /// 200 answers raw bytes (`application/octet-stream`), not JSON.
+    bytes_ok: bool,
     errors: &'static [u16],
     links: Vec<(&'static str, &'static str, Value)>,
     description: Option<&'static str>,
@@ -146,6 +148,12 @@ impl Doc {
     /// 200 with this body.
     pub fn ok(mut self, s: SchemaFn) -> Self {
         self.successes.push((200, s));
+        self
+    }
+
+    /// 200 with raw bytes (`application/octet-stream`).
+    pub fn ok_bytes(mut self) -> Self {
+        self.bytes_ok = true;
         self
     }
 
@@ -279,6 +287,14 @@ pub fn document(ops: &[Operation], secured: bool) -> Value {
                 answer["links"] = Value::Object(links.clone());
             }
             responses.insert(status.to_string(), answer);
+        }
+        if op.doc.bytes_ok {
+            responses.insert(
+                "200".into(),
+                json!({"description": "Success.",
+                       "content": {"application/octet-stream":
+                           {"schema": {"type": "string", "format": "binary"}}}}),
+            );
         }
         let mut statuses: Vec<u16> = op.doc.errors.to_vec();
         if !op.public {

@@ -2,7 +2,7 @@
 //! document says about it (the type lives with the document, which reads it). The router and the document are both built from [`operations`], so
 //! a route cannot be served without being documented.
 
-use super::handlers::cache::{evict, explain, get_entry, list_entries, stats, verify};
+use super::handlers::cache::{evict, explain, get_blob, get_entry, list_entries, stats, verify};
 use super::handlers::node::{health, nodes, openapi, ready, workflows};
 use super::handlers::runs::{cancel_run, get_execution, get_run, list_runs, submit_run};
 use super::handlers::schedules::{
@@ -182,6 +182,17 @@ pub fn operations() -> Vec<Operation> {
                 .path("key", "The cache key (32 hex digits).", key_schema)
                 .ok(schema::<EntryDetail>),
             get(get_entry),
+        ),
+        op(
+            Method::GET,
+            "/v1/blobs/{digest}",
+            "getBlob",
+            "The bytes of a content-addressed blob: a command task's output file, stdout or stderr, by the digest its output names. Streamed, and checked against the digest as it is read: a blob damaged in the store ends the transfer early rather than answering other bytes.",
+            Doc::new()
+                .path("digest", "The blob's BLAKE3 digest (64 hex digits).", blob_digest_schema)
+                .ok_bytes()
+                .rules("404 `not_found` when no blob has this digest (never stored, or deleted with the last entry that referred to it)."),
+            get(get_blob),
         ),
         op(
             Method::GET,

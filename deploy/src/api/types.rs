@@ -75,6 +75,11 @@ pub fn key_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "pattern": "^[0-9a-fA-F]{32}$"})
 }
 
+/// The schema of a blob digest: 64 hexadecimal digits (BLAKE3).
+pub fn blob_digest_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "pattern": "^[0-9a-fA-F]{64}$"})
+}
+
 /// A name, refused when [`names::check`] would refuse it (the JSON path names the field).
 fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let value = String::deserialize(d)?;

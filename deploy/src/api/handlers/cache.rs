@@ -81,6 +81,47 @@ pub(in crate::api) async fn get_entry(
     }))
 }
 
+pub(in crate::api) async fn get_blob(
+    State(app): State<AppState>,
+    Path(digest): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use tokio::io::AsyncReadExt;
+    let d: cairn_engine::blobs::BlobDigest = digest.parse().map_err(|_| {
+        ApiError::invalid(format!(
+            "blob digest {digest:?} is not 64 hexadecimal digits"
+        ))
+    })?;
+    let blobs = app.node.catalog().blobs();
+    let size = blobs
+        .size(&d)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no blob {d} in the store")))?;
+    // Written into one end of a pipe a page of chunks at a time, read from the other as the
+    // body: a large blob is never held whole in memory.
+    let (reader, writer) = tokio::io::duplex(256 * 1024);
+    tokio::spawn(async move {
+        if let Err(e) = blobs.write_to(&d, writer).await {
+            tracing::warn!(error = %e, blob = %d, "a blob's transfer stopped");
+        }
+    });
+    let stream = futures::stream::unfold(reader, |mut reader| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), reader))
+            }
+            Err(e) => Some((Err(e), reader)),
+        }
+    });
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+        .header(axum::http::header::CONTENT_LENGTH, size)
+        .body(axum::body::Body::from_stream(stream))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
 pub(in crate::api) async fn evict(
     State(app): State<AppState>,
     Json(req): Json<EvictRequest>,

@@ -4,6 +4,14 @@ use super::{Remote, client, parse_json, show};
 use crate::api::types::*;
 use crate::client::exit;
 
+/// What `cairn cache blob --output` wrote.
+#[derive(serde::Serialize)]
+struct BlobWritten {
+    digest: String,
+    size: u64,
+    path: String,
+}
+
 /// `cairn cache`.
 #[derive(clap::Args)]
 pub(in crate::cli) struct CacheArgs {
@@ -40,6 +48,15 @@ enum CacheAction {
     Show {
         /// The cache key (hex).
         key: String,
+    },
+    /// Writes a blob (a command task's output file, stdout or stderr, by the digest its
+    /// output names) to a file or to stdout, checked against its digest.
+    Blob {
+        /// The blob's BLAKE3 digest (64 hex digits).
+        digest: String,
+        /// The file to write (default: stdout). Left out when the transfer fails.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
     },
     /// Evicts entries: one key, a task (and version), a project/domain, or an execution's.
     Evict {
@@ -152,6 +169,47 @@ pub(in crate::cli) async fn cache(args: CacheArgs) -> u8 {
                 None => println!("output     (task not registered on this node)"),
             }
         }),
+        CacheAction::Blob { digest, output } => match output {
+            None => {
+                let mut stdout = std::io::stdout().lock();
+                match c.blob(&digest, &mut stdout).await {
+                    Ok(_) => exit::OK,
+                    Err(e) => super::fail(&e),
+                }
+            }
+            Some(path) => {
+                // Written next to the destination, renamed into place once the digest checks.
+                let tmp = path.with_extension("cairn-partial");
+                let file = std::fs::File::create(&tmp);
+                let mut file = match file {
+                    Ok(f) => std::io::BufWriter::new(f),
+                    Err(e) => {
+                        eprintln!("error: cannot create {}: {e}", tmp.display());
+                        return exit::INVALID;
+                    }
+                };
+                let result = c.blob(&digest, &mut file).await;
+                drop(file);
+                let result = result.and_then(|size| {
+                    std::fs::rename(&tmp, &path)
+                        .map(|()| BlobWritten {
+                            digest: digest.clone(),
+                            size,
+                            path: path.display().to_string(),
+                        })
+                        .map_err(|e| crate::client::ClientError::Decode {
+                            url: path.display().to_string(),
+                            detail: format!("renaming {} into place: {e}", tmp.display()),
+                        })
+                });
+                if result.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                show(r, result, |w| {
+                    println!("wrote {} bytes to {}", w.size, w.path)
+                })
+            }
+        },
         CacheAction::Evict {
             key,
             task,
