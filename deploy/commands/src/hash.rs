@@ -10,7 +10,8 @@
 //! key adds the change time to git's (device, inode, size, mtime): a file replaced by another
 //! that reuses its inode after a restart changes its ctime. The file is rewritten (to a temporary
 //! file, then renamed) at most every few seconds while digests are added, and on
-//! [`FileHasher::save`]; a file that does not read back is ignored (the memo starts empty).
+//! [`FileHasher::save`]; a file that does not read back is ignored (the memo starts empty). It
+//! stays bounded: past [`MEMO_MAX`] digests, a write keeps only those this process used.
 
 use cairn_engine::blobs::BlobDigest;
 use parking_lot::Mutex;
@@ -40,17 +41,24 @@ type MemoKey = (u64, u64, u64, i64, i64, i64, i64);
 /// The first bytes of a memo file, naming its format.
 const MEMO_MAGIC: &[u8] = b"cairn digest memo 1\n";
 
+/// Most digests a memo file keeps: past it, a write keeps only the digests this process used
+/// (about 80 bytes each: 40 MB at most).
+pub const MEMO_MAX: usize = 500_000;
+
 /// Least time between two writes of the memo file while digests are added.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// Hashes files, remembering the digests of files that have not changed.
 #[derive(Default)]
 pub struct FileHasher {
-    memo: Mutex<HashMap<MemoKey, BlobDigest>>,
+    /// Digest by file identity, and whether this process used it (looked it up or added it).
+    memo: Mutex<HashMap<MemoKey, (BlobDigest, bool)>>,
     reads: std::sync::atomic::AtomicU64,
     /// Where the memo is kept, if anywhere; and when it was last written.
     file: Option<(PathBuf, Mutex<Option<std::time::Instant>>)>,
     dirty: std::sync::atomic::AtomicBool,
+    /// Most digests the memo file keeps ([`MEMO_MAX`] by default).
+    limit: usize,
 }
 
 impl FileHasher {
@@ -62,12 +70,21 @@ impl FileHasher {
     /// A hasher whose memo is kept in `path`: read now (a missing or unreadable file is an
     /// empty memo), written back as digests are added and on [`FileHasher::save`].
     pub fn with_memo_file(path: PathBuf) -> Arc<FileHasher> {
+        Self::with_memo_file_limited(path, MEMO_MAX)
+    }
+
+    /// [`FileHasher::with_memo_file`] keeping at most about `limit` digests: past it, a write
+    /// keeps only those this process used.
+    pub fn with_memo_file_limited(path: PathBuf, limit: usize) -> Arc<FileHasher> {
         let memo = match std::fs::read(&path) {
             Ok(bytes) => match bytes
                 .strip_prefix(MEMO_MAGIC)
                 .map(rmp_serde::from_slice::<Vec<(MemoKey, [u8; 32])>>)
             {
-                Some(Ok(rows)) => rows.into_iter().map(|(k, d)| (k, BlobDigest(d))).collect(),
+                Some(Ok(rows)) => rows
+                    .into_iter()
+                    .map(|(k, d)| (k, (BlobDigest(d), false)))
+                    .collect(),
                 _ => {
                     tracing::warn!(file = %path.display(), "the digest memo does not read back; starting with an empty one");
                     HashMap::new()
@@ -82,6 +99,7 @@ impl FileHasher {
         Arc::new(FileHasher {
             memo: Mutex::new(memo),
             file: Some((path, Mutex::new(None))),
+            limit,
             ..FileHasher::default()
         })
     }
@@ -102,8 +120,13 @@ impl FileHasher {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
-        let rows: Vec<(MemoKey, [u8; 32])> =
-            self.memo.lock().iter().map(|(k, d)| (*k, d.0)).collect();
+        let rows: Vec<(MemoKey, [u8; 32])> = {
+            let mut memo = self.memo.lock();
+            if memo.len() > self.limit {
+                memo.retain(|_, (_, used)| *used);
+            }
+            memo.iter().map(|(k, (d, _))| (*k, d.0)).collect()
+        };
         let mut bytes = MEMO_MAGIC.to_vec();
         bytes.extend(rmp_serde::to_vec(&rows).map_err(|e| e.to_string())?);
         static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -158,7 +181,8 @@ impl FileHasher {
             meta.ctime(),
             meta.ctime_nsec(),
         );
-        if let Some(digest) = self.memo.lock().get(&key) {
+        if let Some((digest, used)) = self.memo.lock().get_mut(&key) {
+            *used = true;
             return Ok(Hashed {
                 size: meta.size(),
                 exec,
@@ -181,7 +205,7 @@ impl FileHasher {
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .is_some_and(|age| age > Duration::from_secs(2));
         if settled {
-            self.memo.lock().insert(key, digest);
+            self.memo.lock().insert(key, (digest, true));
             self.dirty.store(true, std::sync::atomic::Ordering::Release);
             self.save_now_and_then();
         }
@@ -290,6 +314,22 @@ mod tests {
         let h = second.hash_blocking(&paths[1]).unwrap();
         assert_eq!(h.digest, BlobDigest::of(b"int changed;"));
         assert_eq!(second.reads(), 1);
+
+        // Past its limit, a write keeps only the digests this process used.
+        let limited = FileHasher::with_memo_file_limited(memo.clone(), 2);
+        assert_eq!(limited.memoised(), 3);
+        let fourth = dir.path().join("f3.c");
+        std::fs::write(&fourth, "int f3;").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&fourth)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        limited.hash_blocking(&paths[0]).unwrap();
+        limited.hash_blocking(&fourth).unwrap();
+        limited.save().unwrap();
+        assert_eq!(FileHasher::with_memo_file(memo.clone()).memoised(), 2);
 
         // A damaged memo file is an empty memo, not an error.
         std::fs::write(&memo, b"cairn digest memo 1\n\xff\x00garbage").unwrap();

@@ -27,7 +27,7 @@ mod template;
 mod workflow;
 
 pub use decl::{InputType, LoadError, ScheduleDecl, Settings, TaskDecl};
-pub use hash::{FileHasher, Hashed};
+pub use hash::{FileHasher, Hashed, MEMO_MAX};
 pub use task::{ArgValue, CommandInput, CommandOutput, CommandTask, FileRef, Shared};
 
 use cairn_engine::blobs::Blobs;
