@@ -120,6 +120,8 @@ pub struct Blobs<S: Store> {
     store: S,
     policy: RetryPolicy,
     clock: Arc<dyn Clock>,
+    /// The orphan collector's grace period: a blob stored again after half of it is renewed.
+    grace: std::time::Duration,
 }
 
 impl<S: Store> Blobs<S> {
@@ -130,7 +132,16 @@ impl<S: Store> Blobs<S> {
             store,
             policy,
             clock,
+            grace: std::time::Duration::from_secs(24 * 3600),
         }
+    }
+
+    /// The orphan collector's grace period these blobs are stored for (24 h by default): a
+    /// blob stored again after half of it counts as uploaded anew, so a blob in use is not
+    /// collected under a step about to read it.
+    pub fn with_grace(mut self, grace: std::time::Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     /// How many entries refer to blob `d`.
@@ -146,15 +157,45 @@ impl<S: Store> Blobs<S> {
 
     /// The size of blob `d`, if it is stored completely.
     pub async fn size(&self, d: &BlobDigest) -> Result<Option<u64>> {
+        Ok(self.meta(d).await?.map(|m| m.size))
+    }
+
+    async fn meta(&self, d: &BlobDigest) -> Result<Option<BlobMeta>> {
         let key = keys::blob_meta(&d.0);
         let value = read(&self.store, &self.policy, |tx| {
             let key = key.clone();
             async move { tx.get(&key, false).await }
         })
         .await?;
-        value
-            .map(|v| decode_meta(d, &v).map(|m| m.size))
-            .transpose()
+        value.map(|v| decode_meta(d, &v)).transpose()
+    }
+
+    /// The size of blob `d` if it is stored, renewing its upload time when more than half of
+    /// the grace period has passed since (an upload of the same bytes now). `None` when it is
+    /// not stored (or was deleted meanwhile): the caller uploads it.
+    async fn stored(&self, d: &BlobDigest) -> Result<Option<u64>> {
+        let Some(meta) = self.meta(d).await? else {
+            return Ok(None);
+        };
+        let half = i64::try_from(self.grace.as_millis() / 2).unwrap_or(i64::MAX);
+        if self.clock.now_ms().saturating_sub(meta.created_ms) <= half {
+            return Ok(Some(meta.size));
+        }
+        let key = keys::blob_meta(&d.0);
+        let now = self.clock.now_ms();
+        transact(&self.store, &self.policy, |tx| {
+            let key = &key;
+            async move {
+                let Some(raw) = tx.get(key, false).await? else {
+                    return Ok(None);
+                };
+                let meta = decode_meta(d, &raw)?;
+                tx.set(key, &encode_meta(meta.size, meta.chunks, now));
+                tx.set(&keys::blob_new(now, &d.0), &[]);
+                Ok(Some(meta.size))
+            }
+        })
+        .await
     }
 
     /// Deletes the blobs uploaded more than `grace` ago that no entry refers to, `batch` per
@@ -230,9 +271,11 @@ impl<S: Store> Blobs<S> {
     }
 
     /// Stores `bytes`, unless a blob with their digest is already stored; returns the digest.
+    /// Storing a blob again more than half the grace period after its upload renews it, so the
+    /// orphan collector does not delete a blob a run has just handed to a step.
     pub async fn put(&self, bytes: &[u8]) -> Result<BlobDigest> {
         let d = BlobDigest::of(bytes);
-        if self.size(&d).await?.is_none() {
+        if self.stored(&d).await?.is_none() {
             self.upload(&d, bytes).await?;
         }
         Ok(d)
@@ -247,7 +290,7 @@ impl<S: Store> Blobs<S> {
         what: &str,
         reader: impl AsyncRead + Unpin,
     ) -> Result<u64> {
-        if let Some(size) = self.size(d).await? {
+        if let Some(size) = self.stored(d).await? {
             return Ok(size);
         }
         self.upload_stream(d, what, reader).await

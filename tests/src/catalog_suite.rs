@@ -1010,6 +1010,20 @@ pub async fn blobs_live_while_entries_refer_to_them<H: Harness>() {
         "a blob an entry refers to is never an orphan"
     );
 
+    // Stored again after half its grace period, an unreferenced blob counts as uploaded anew.
+    let renewed = put("stored every night").await;
+    clock.advance(grace.as_millis() as i64 * 3 / 4);
+    assert_eq!(put("stored every night").await, renewed);
+    clock.advance(grace.as_millis() as i64 / 2);
+    catalog.collect_orphan_blobs().await.unwrap();
+    assert!(stored(renewed).await, "renewed 1/2 grace ago: kept");
+    clock.advance(grace.as_millis() as i64);
+    catalog.collect_orphan_blobs().await.unwrap();
+    assert!(
+        !stored(renewed).await,
+        "then collected once its renewed grace has passed"
+    );
+
     // Races: a commit referring to a blob against the eviction of its last reference. Either
     // the commit wins (the blob stays) or the eviction does (the commit is refused by name).
     for round in 0..20 {

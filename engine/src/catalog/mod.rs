@@ -175,6 +175,7 @@ impl<S: Store> Catalog<S> {
             self.inner.config.retry.clone(),
             self.inner.clock.clone(),
         )
+        .with_grace(self.inner.config.orphan_blob_grace)
     }
 
     /// Deletes the blobs uploaded more than [`CatalogConfig::orphan_blob_grace`] ago that no
