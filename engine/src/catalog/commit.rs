@@ -54,7 +54,6 @@ pub(super) struct Queued {
     lease: Lease,
     output: Vec<u8>,
     max_age: Option<Duration>,
-    blobs: Vec<BlobDigest>,
     done: tokio::sync::oneshot::Sender<Result<Committed>>,
 }
 
@@ -146,13 +145,15 @@ impl<S: Store> Catalog<S> {
             self.unstage(&d, &lease.execution).await;
             return Err(e);
         }
-        let committed = if output.len() <= INLINE_MAX && self.inner.store.max_batch() > 1 {
-            self.commit_grouped(key, lease, output, max_age, blobs)
-                .await
-        } else {
-            self.commit_visible(key, lease, output, max_age, blobs, chunk_bytes, staged)
-                .await
-        };
+        // An output that refers to blobs commits alone: in a shared transaction, another
+        // commit's overwrite could delete a blob this one is about to refer to.
+        let committed =
+            if output.len() <= INLINE_MAX && self.inner.store.max_batch() > 1 && blobs.is_empty() {
+                self.commit_grouped(key, lease, output, max_age).await
+            } else {
+                self.commit_visible(key, lease, output, max_age, blobs, chunk_bytes, staged)
+                    .await
+            };
         if staged && committed.is_err() {
             self.unstage(&d, &lease.execution).await;
         }
@@ -394,7 +395,6 @@ impl<S: Store> Catalog<S> {
         lease: &Lease,
         output: &[u8],
         max_age: Option<Duration>,
-        blobs: &[BlobDigest],
     ) -> Result<Committed> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let start = {
@@ -404,7 +404,6 @@ impl<S: Store> Catalog<S> {
                 lease: lease.clone(),
                 output: output.to_vec(),
                 max_age,
-                blobs: blobs.to_vec(),
                 done,
             });
             !std::mem::replace(&mut group.running, true)
@@ -457,7 +456,7 @@ impl<S: Store> Catalog<S> {
                     &q.lease,
                     &q.output,
                     q.max_age,
-                    &q.blobs,
+                    &[],
                     chunk_bytes,
                     false,
                 )
@@ -469,7 +468,7 @@ impl<S: Store> Catalog<S> {
                     &q.lease,
                     &q.output,
                     q.max_age,
-                    &q.blobs,
+                    &[],
                     chunk_bytes,
                     false,
                 )
