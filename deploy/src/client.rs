@@ -167,10 +167,7 @@ impl Client {
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
         let (url, resp) = self.send(method, path, query, headers, body).await?;
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            detail: error_chain(&e),
-        })?;
+        let bytes = body_of(&url, resp).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url,
             detail: e.to_string(),
@@ -210,10 +207,7 @@ impl Client {
         })?;
         let status = resp.status();
         if !status.is_success() {
-            let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                detail: error_chain(&e),
-            })?;
+            let bytes = body_of(&url, resp).await?;
             return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(body) => ClientError::Api {
                     status: status.as_u16(),
@@ -453,6 +447,14 @@ fn status_name(s: RunStatus) -> &'static str {
 }
 
 /// Percent-encodes a path segment (run ids and schedule names are user-chosen).
+/// The whole body of an answer from `url`.
+async fn body_of(url: &str, resp: reqwest::Response) -> Result<axum::body::Bytes, ClientError> {
+    resp.bytes().await.map_err(|e| ClientError::Unreachable {
+        url: url.to_string(),
+        detail: error_chain(&e),
+    })
+}
+
 fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

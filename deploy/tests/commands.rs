@@ -88,6 +88,12 @@ fn build(url: &str) -> Vec<(String, String)> {
     statuses(&detail)
 }
 
+/// `cairn cache explain compile` of one source file with the project's headers.
+fn explain_compile(url: &str, src: &str) -> Value {
+    let input = format!(r#"{{"src": "{src}", "headers": "src/*.h"}}"#);
+    cli_json(url, &["cache", "explain", "compile", "--input", &input], 0)
+}
+
 fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{from:?} in {}", path.display());
@@ -136,17 +142,7 @@ fn a_compile_and_link_workflow_runs_each_step_once_per_content_and_cuts_off_earl
     // A comment edited in one file: explain names the file; only its compile re-runs, and it
     // produces the same object, so the link hits (early cutoff).
     edit(&ws.join("src/f07.c"), "int f07", "/* seven */ int f07");
-    let explained = cli_json(
-        url,
-        &[
-            "cache",
-            "explain",
-            "compile",
-            "--input",
-            r#"{"src": "src/f07.c", "headers": "src/*.h"}"#,
-        ],
-        0,
-    );
+    let explained = explain_compile(url, "src/f07.c");
     assert_eq!(explained["verdict"], "miss", "{explained:#}");
     let summary = explained["nearest"][0]["summary"].to_string();
     assert!(
@@ -179,17 +175,7 @@ fn a_compile_and_link_workflow_runs_each_step_once_per_content_and_cuts_off_earl
     // A header every file includes: every compile re-runs.
     edit(&ws.join("src/common.h"), "#endif", "/* h */\n#endif");
     // A glob input's manifest is kept: explain lists the file that changed in it.
-    let explained = cli_json(
-        url,
-        &[
-            "cache",
-            "explain",
-            "compile",
-            "--input",
-            r#"{"src": "src/f02.c", "headers": "src/*.h"}"#,
-        ],
-        0,
-    );
+    let explained = explain_compile(url, "src/f02.c");
     let summary = explained["nearest"][0]["summary"].to_string();
     assert!(
         summary.contains(
@@ -245,17 +231,7 @@ fn a_compile_and_link_workflow_runs_each_step_once_per_content_and_cuts_off_earl
     let (code, stderr) = common::cli_fails(url, &["cache", "blob", "not-a-digest"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("not 64 hexadecimal digits"), "{stderr}");
-    let compiled = cli_json(
-        url,
-        &[
-            "cache",
-            "explain",
-            "compile",
-            "--input",
-            r#"{"src": "src/f07.c", "headers": "src/*.h"}"#,
-        ],
-        0,
-    );
+    let compiled = explain_compile(url, "src/f07.c");
     assert_eq!(compiled["verdict"], "hit", "{compiled:#}");
     let evicted = cli_json(url, &["cache", "evict", "--task", "link"], 0);
     assert_eq!(evicted["evicted"], 2, "two link entries: {evicted:#}");
