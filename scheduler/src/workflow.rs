@@ -470,8 +470,10 @@ impl Ctx {
             { sc::CACHE_KEY } = %key.digest,
             { sc::RESOLVE_OUTCOME } = tracing::field::Empty,
         );
+        // Other calls of this run in flight (a fan-out): the read is gathered with theirs.
+        let crowd = inner.limits.max_in_flight.max(1) - inner.in_flight.available_permits() > 1;
         let found = catalog
-            .lookup_output(key, max_age)
+            .lookup_output_among(key, max_age, crowd)
             .instrument(resolve.clone())
             .await;
         let output = match found {

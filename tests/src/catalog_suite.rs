@@ -872,6 +872,90 @@ pub async fn max_age_and_expiry<H: Harness>() {
     assert_eq!(page.entries[0].key.digest, key2.digest);
 }
 
+/// The reads of calls made together are gathered into multi-key reads on another task
+/// (`Catalog::lookup_output_among` with a crowd): each key's answer is exactly what its lone
+/// read answers — missing, inline, chunked, expired by its TTL, too old for the caller's
+/// `max_age`, evicted — however many keys share a read, the same key twice included.
+pub async fn gathered_reads_agree_with_lone_reads<H: Harness>() {
+    let h = H::new().await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let catalog = Catalog::with(
+        h.open().await,
+        Arc::new(clock.clone()),
+        CatalogConfig::default(),
+    );
+    let p = project();
+    let hour = Duration::from_secs(3600);
+    // Larger than what is stored inline with the metadata (16 KiB): stored in chunks.
+    let big = |n: i64| -> Vec<u8> { (0..40_000u32).map(|i| (i as i64 * 7 + n) as u8).collect() };
+    let small = |n: i64| format!("out-{n}").into_bytes();
+    let keys: Vec<CacheKey> = (0..600).map(|n| key(&p, n)).collect();
+    for (n, k) in (0i64..).zip(&keys) {
+        match n % 6 {
+            0 | 5 => {}
+            1 => {
+                populate(&catalog, k, &small(n)).await;
+            }
+            2 => {
+                populate(&catalog, k, &big(n)).await;
+            }
+            3 => {
+                let lease = acquire(&catalog, k, LONG_TTL).await;
+                catalog
+                    .commit(k, &lease, &small(n), Some(hour))
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                populate(&catalog, k, &small(n)).await;
+                catalog.evict(&EvictScope::Key(k.digest)).await.unwrap();
+            }
+        }
+    }
+    // Past the TTL of the `n % 6 == 3` entries; the `n % 6 == 5` ones are written after.
+    clock.advance(2 * 3600 * 1000);
+    for (n, k) in (0i64..).zip(&keys).filter(|(n, _)| n % 6 == 5) {
+        populate(&catalog, k, &small(n + 1_000)).await;
+    }
+    let expected = |n: i64, max_age: Option<Duration>| -> Option<Vec<u8>> {
+        match n % 6 {
+            1 if max_age.is_none() => Some(small(n)),
+            2 if max_age.is_none() => Some(big(n)),
+            5 => Some(small(n + 1_000)),
+            _ => None,
+        }
+    };
+    for max_age in [None, Some(Duration::from_secs(60))] {
+        // Every key, then every key again, all at once: 1,200 reads in several batches.
+        let gathered = futures::future::join_all(
+            keys.iter()
+                .chain(&keys)
+                .map(|k| catalog.lookup_output_among(k, max_age, true)),
+        )
+        .await;
+        for (i, got) in gathered.into_iter().enumerate() {
+            let n = (i % keys.len()) as i64;
+            let k = &keys[n as usize];
+            let got = got.unwrap_or_else(|e| panic!("gathered read of key {n}: {e}"));
+            let alone = catalog
+                .lookup_output_among(k, max_age, false)
+                .await
+                .unwrap();
+            assert!(
+                got == alone,
+                "key {n} (kind {}), max_age {max_age:?}: the gathered read differs from the lone one",
+                n % 6
+            );
+            assert!(
+                got == expected(n, max_age),
+                "key {n} (kind {}), max_age {max_age:?}: {:?} bytes",
+                n % 6,
+                got.map(|g| g.len())
+            );
+        }
+    }
+}
+
 /// Blobs live while an entry refers to them: a commit refers only to stored blobs; eviction,
 /// an overwrite, expiry and bulk eviction delete a blob with its last reference and keep it
 /// while another entry refers to it; the orphan collector deletes what nothing came to refer
@@ -1816,7 +1900,7 @@ macro_rules! catalog_conformance {
             waiters_wake_on_commit_and_fail, silent_holder_is_taken_over,
             many_leases_are_beaten_together, chunked_and_oversized_outputs,
             large_outputs_are_staged, overwrite_replaces, eviction_scopes, max_age_and_expiry,
-            listing_pages, every_status_is_recorded, blobs_live_while_entries_refer_to_them,
+            listing_pages, every_status_is_recorded, gathered_reads_agree_with_lone_reads, blobs_live_while_entries_refer_to_them,
             records_queued_together_are_stored_before_a_flush, concurrent_calls_run_once,
             explain_names_the_changed_component, corrupt_entries_are_contained);
     };

@@ -25,6 +25,7 @@ mod commit;
 mod entry;
 mod evict;
 mod explain;
+mod gather;
 mod key;
 mod lease;
 mod list;
@@ -124,6 +125,8 @@ struct Inner<S: Store> {
     beater: beat::Beater,
     /// Small outputs waiting to be committed together.
     group: parking_lot::Mutex<commit::Group>,
+    /// Hit-path reads waiting to be gathered into one (on stores that gather reads).
+    gather: parking_lot::Mutex<gather::Gather>,
 }
 
 impl<S: Store> Catalog<S> {
@@ -148,6 +151,7 @@ impl<S: Store> Catalog<S> {
                 mender,
                 beater,
                 group: Default::default(),
+                gather: Default::default(),
             }),
         }
     }

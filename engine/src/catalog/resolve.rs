@@ -117,6 +117,26 @@ impl<S: Store> Catalog<S> {
         key: &CacheKey,
         max_age: Option<Duration>,
     ) -> Result<Option<Vec<u8>>> {
+        self.lookup_output_among(key, max_age, false).await
+    }
+
+    /// [`Catalog::lookup_output`] for a call made while others are in flight (`crowd`): its
+    /// read is then gathered with theirs into one multi-key read on every backend, on another
+    /// task, so a fan-out's reads cost one transaction per batch and leave the caller's thread
+    /// to its calls. A lone call reads the key itself (on the embedded store a point read costs
+    /// about a microsecond, less than the hop), except where the store always gathers
+    /// ([`Store::gathers_reads`]: a read is a round trip to a server).
+    pub async fn lookup_output_among(
+        &self,
+        key: &CacheKey,
+        max_age: Option<Duration>,
+        crowd: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        if (crowd || self.inner.store.gathers_reads())
+            && let Some(answer) = self.lookup_gathered(key.digest, max_age).await
+        {
+            return answer;
+        }
         let d = &key.digest;
         read(
             &self.inner.store,

@@ -206,6 +206,10 @@ impl Store for AnyStore {
     fn max_batch(&self) -> usize {
         each!(self, s => s.max_batch())
     }
+
+    fn gathers_reads(&self) -> bool {
+        each!(self, s => s.gathers_reads())
+    }
 }
 
 impl Transaction for AnyTx {

@@ -189,6 +189,10 @@ impl<S: Store> Store for FdbLimited<S> {
         self.inner.max_batch()
     }
 
+    fn gathers_reads(&self) -> bool {
+        self.inner.gathers_reads()
+    }
+
     fn counters(&self) -> &StoreCounters {
         self.inner.counters()
     }

@@ -121,6 +121,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         256
     }
 
+    /// Whether the point reads of concurrent calls should be gathered into one multi-key read.
+    /// Yes where every read transaction is a network round trip and work for a server
+    /// (PostgreSQL); no where a point read costs about a microsecond in process (the embedded
+    /// store) or the client already pipelines reads (FoundationDB).
+    fn gathers_reads(&self) -> bool {
+        false
+    }
+
     /// The backoff (first pause, longest pause) this backend asks retries of conflicts to use,
     /// instead of [`RetryPolicy`]'s: FoundationDB's `on_error` backs off from 10 ms to 1 s.
     /// `None`: the policy's.

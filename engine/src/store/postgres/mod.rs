@@ -207,6 +207,10 @@ impl Store for PostgresStore {
         1
     }
 
+    fn gathers_reads(&self) -> bool {
+        true
+    }
+
     fn counters(&self) -> &StoreCounters {
         &self.shared.counters
     }
