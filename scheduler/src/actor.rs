@@ -184,6 +184,10 @@ pub struct SchedulerState {
 /// 200 bytes: far below FoundationDB's limits, and short enough to rarely conflict).
 const ACQUIRE_BATCH: usize = 256;
 
+/// Answers built and sent together when many calls are answered at once (see
+/// [`SchedulerState::reply_all`]).
+const ANSWER_CHUNK: usize = 256;
+
 /// The hit path first (one read, nothing decoded but the output; skipped when the caller has
 /// just read the entry itself), then the read-write path.
 async fn resolve(
@@ -497,31 +501,36 @@ impl SchedulerState {
         });
     }
 
-    /// Answers calls, in one pass: their execution records are queued as one batch (before any
-    /// caller hears back, so a run that flushes records after its last call returns finds every
-    /// call's record), then every caller is answered.
+    /// Answers calls, in one pass: each call's execution record is queued (one message per
+    /// chunk of calls) before that caller hears back, so a run that flushes records after its
+    /// last call returns finds every call's record.
+    ///
+    /// Many answers (a flight's waiters) go out a chunk at a time: the callers answered first
+    /// resume (on the other thread) while later chunks are built, instead of all waiting for
+    /// the last answer to be built.
     async fn reply_all(&mut self, replies: Vec<Reply>) {
-        let mut records = Vec::with_capacity(replies.len());
-        let mut answers = Vec::with_capacity(replies.len());
-        // What the answered calls leave behind is dropped after the answers go out.
-        let mut done = Vec::with_capacity(replies.len());
         let now = Instant::now();
-        for r in replies {
-            if let Some((record, reply, result, rest)) = self.answer(r, now) {
-                records.push(record);
-                answers.push((reply, result));
-                done.push(rest);
+        let mut replies = replies.into_iter().peekable();
+        let mut left = Vec::new();
+        while replies.peek().is_some() {
+            let mut records = Vec::with_capacity(ANSWER_CHUNK);
+            let mut answers = Vec::with_capacity(ANSWER_CHUNK);
+            for r in replies.by_ref().take(ANSWER_CHUNK) {
+                if let Some((record, reply, result, rest)) = self.answer(r, now) {
+                    records.push(record);
+                    answers.push((reply, result));
+                    left.push(rest);
+                }
+            }
+            self.args.catalog.record_many(records).await;
+            for (reply, result) in answers {
+                let _ = reply.send(result);
             }
         }
-        self.args.catalog.record_many(records).await;
-        for (reply, result) in answers {
-            let _ = reply.send(result);
-        }
-        // The callers just woken run on this thread once this message is handled (tokio runs
-        // the task woken last next, and no other thread may take it): freeing thousands of
-        // requests is left to another task, which the idle thread picks up.
-        if done.len() > 64 {
-            tokio::spawn(async move { drop(done) });
+        // What the answered calls leave behind is dropped after the answers go out, and
+        // thousands of requests are freed on another task, which an idle thread picks up.
+        if left.len() > 64 {
+            tokio::spawn(async move { drop(left) });
         }
     }
 
@@ -690,7 +699,7 @@ impl Actor for Scheduler {
             }],
         };
         // Consecutive answers (every call of a flight that ended) go out in one pass.
-        let mut replies = Vec::new();
+        let mut replies: Vec<Reply> = Vec::new();
         for input in inputs {
             let joining = match &input {
                 Input::Call {
@@ -707,6 +716,7 @@ impl Actor for Scheduler {
             {
                 state.joined(call, leader);
             }
+            replies.reserve(actions.len());
             for action in actions {
                 match action {
                     Action::Reply(reply) => replies.push(reply),

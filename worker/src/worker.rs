@@ -73,7 +73,9 @@ impl Actor for Worker {
                     cancels: &state.cancels,
                     cancel_grace: state.cancel_grace,
                 };
-                let report = execute(&cx, &job).await;
+                // Boxed: the execution's future is large (about 4.6 kB), and an actor's message
+                // future is moved whole; a job should not cost copies of it.
+                let report = Box::pin(execute(&cx, &job)).await;
                 (state.finished)(state.id, Box::new(report))?;
             }
         }
