@@ -77,8 +77,18 @@ async fn populate<S: Store>(catalog: &Catalog<S>, key: &CacheKey, output: &[u8])
     }
 }
 
-/// Waits until the store has committed more transactions than `before`: how a test knows that a
-/// call it started has resolved (a resolve that finds the key held commits an empty transaction).
+/// A catalog over `h`'s store whose wall clock the test moves (it starts in November 2023).
+async fn on_manual_clock<H: Harness>(h: &H) -> (Catalog<H::S>, ManualClock) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let catalog = Catalog::with(
+        h.open().await,
+        Arc::new(clock.clone()),
+        CatalogConfig::default(),
+    );
+    (catalog, clock)
+}
+
+/// A catalog over `h`'s store, on the system clock.
 async fn catalog_of<H: Harness>(h: &H) -> Catalog<H::S> {
     Catalog::new(h.open().await)
 }
@@ -815,12 +825,7 @@ pub async fn eviction_scopes<H: Harness>() {
 /// entries through the expiry index.
 pub async fn max_age_and_expiry<H: Harness>() {
     let h = H::new().await;
-    let clock = ManualClock::new(1_700_000_000_000);
-    let catalog = Catalog::with(
-        h.open().await,
-        Arc::new(clock.clone()),
-        CatalogConfig::default(),
-    );
+    let (catalog, clock) = on_manual_clock(&h).await;
     let p = project();
     let hour = Duration::from_secs(3600);
     let key1 = key(&p, 1);
@@ -878,12 +883,7 @@ pub async fn max_age_and_expiry<H: Harness>() {
 /// `max_age`, evicted — however many keys share a read, the same key twice included.
 pub async fn gathered_reads_agree_with_lone_reads<H: Harness>() {
     let h = H::new().await;
-    let clock = ManualClock::new(1_700_000_000_000);
-    let catalog = Catalog::with(
-        h.open().await,
-        Arc::new(clock.clone()),
-        CatalogConfig::default(),
-    );
+    let (catalog, clock) = on_manual_clock(&h).await;
     let p = project();
     let hour = Duration::from_secs(3600);
     // Larger than what is stored inline with the metadata (16 KiB): stored in chunks.
