@@ -229,6 +229,22 @@ pub(super) struct PeekKey {
     pub digest: super::Digest,
 }
 
+impl<'a> Peek<'a> {
+    /// The hit path's reading of `d`'s stored metadata `raw`: decoded without copying, and
+    /// `None` when the entry is expired or older than `max_age` allows.
+    pub(super) fn live(
+        d: &Digest,
+        raw: &'a [u8],
+        max_age_ms: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Option<Peek<'a>>> {
+        let peek: Peek<'a> =
+            super::records::decode_borrowed(|| format!("entry metadata of {d}"), raw)?;
+        let m = &peek.meta;
+        Ok(live(m.created_at_ms, m.expires_at_ms, max_age_ms, now_ms).then_some(peek))
+    }
+}
+
 impl From<&PeekMeta> for Integrity {
     fn from(m: &PeekMeta) -> Self {
         Integrity {

@@ -1,6 +1,7 @@
-//! The hit path's reads, gathered: on a store where every read transaction is a network round
-//! trip and work for a server ([`Store::gathers_reads`]: PostgreSQL), the entry reads of calls
-//! made at the same moment go out as one multi-key read, instead of one transaction each.
+//! The hit path's reads, gathered: the entry reads of calls made at the same moment (a run's
+//! fan-out, on any store; every call on a store where each read transaction is a network round
+//! trip, [`Store::gathers_reads`]: PostgreSQL) go out as one multi-key read, instead of one
+//! transaction each, on a reader task.
 //!
 //! Whatever queued while the previous read was in flight goes in the next one, up to
 //! [`GATHER`] keys, with at most [`READERS`] reads in flight; a lone call pays one task hop
@@ -10,8 +11,7 @@
 //! back to the caller, which reads the key alone: every error it meets is the store's own,
 //! about its own key.
 
-use super::entry::{Peek, assemble, live};
-use super::records::decode_borrowed;
+use super::entry::{Peek, assemble};
 use super::{Catalog, duration_ms};
 use crate::digest::Digest;
 use crate::error::Result;
@@ -112,20 +112,11 @@ impl<S: Store> Catalog<S> {
 /// What an entry's metadata says about a wanted key: its output if live and inline, no entry
 /// if expired or too old, `None` (read alone) if its output is in chunks.
 fn settle(w: &Wanted, raw: &[u8], now_ms: i64) -> Answer {
-    let d = &w.key;
-    let peek: Peek<'_> = match decode_borrowed(|| format!("entry metadata of {d}"), raw) {
-        Ok(p) => p,
+    let peek = match Peek::live(&w.key, raw, w.max_age.map(duration_ms), now_ms) {
+        Ok(Some(peek)) => peek,
+        Ok(None) => return Some(Ok(None)),
         Err(e) => return Some(Err(e)),
     };
-    let m = &peek.meta;
-    if !live(
-        m.created_at_ms,
-        m.expires_at_ms,
-        w.max_age.map(duration_ms),
-        now_ms,
-    ) {
-        return Some(Ok(None));
-    }
     let inline = peek.inline?;
-    Some(assemble(m, Some(inline.to_vec()), &[]).map(Some))
+    Some(assemble(&peek.meta, Some(inline.to_vec()), &[]).map(Some))
 }

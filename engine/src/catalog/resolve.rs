@@ -1,11 +1,9 @@
 //! Resolve: answer a call from the cache, or make the caller the one who computes it, or say who
 //! does.
 
-use super::entry::{EntryView, Peek, assemble, is_live, live, read_chunks};
+use super::entry::{EntryView, Peek, assemble, is_live, read_chunks};
 use super::lease::{HeldLease, Lease};
-use super::records::{
-    Acquisition, EntryMeta, LeaseRecord, LeaseState, StoredMeta, decode, decode_borrowed, encode,
-};
+use super::records::{Acquisition, EntryMeta, LeaseRecord, LeaseState, StoredMeta, decode, encode};
 use super::{CacheKey, Catalog, duration_ms};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
@@ -145,21 +143,15 @@ impl<S: Store> Catalog<S> {
                 let Some(raw) = tx.get(&keys::entry_part(d, entry_part::META), true).await? else {
                     return Ok(None);
                 };
-                let peek: Peek<'_> = decode_borrowed(|| format!("entry metadata of {d}"), &raw)?;
-                let m = &peek.meta;
-                if !live(
-                    m.created_at_ms,
-                    m.expires_at_ms,
-                    max_age.map(duration_ms),
-                    self.now_ms(),
-                ) {
+                let Some(peek) = Peek::live(d, &raw, max_age.map(duration_ms), self.now_ms())?
+                else {
                     return Ok(None);
-                }
+                };
                 let chunks = match peek.inline {
                     Some(_) => Vec::new(),
                     None => read_chunks(&tx, d, peek.chunks_of, true).await?,
                 };
-                assemble(m, peek.inline.map(|b| b.to_vec()), &chunks).map(Some)
+                assemble(&peek.meta, peek.inline.map(|b| b.to_vec()), &chunks).map(Some)
             },
         )
         .await
