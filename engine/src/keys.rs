@@ -33,7 +33,7 @@
 //! | `CANCEL_SEQ` 0x13 | `(19)` | number of cancellations so far, u64 big-endian (watched by every node) |
 //! | `CANCEL` 0x14 | `(20, seq)` | `CancelNotice`: the `seq`-th cancellation (which run, when) |
 //! | `CALLS` 0x15 | `(21, project, domain, task, status)` | call count, i64 little-endian, changed only by atomic adds (`Transaction::add`) |
-//! | `EXECUTION_RUN` 0x16 | `(22, execution)` | the run (UTF-8) of an execution that ran a task body |
+//! | `EXECUTION_RUN` 0x16 | `(22, execution)` | the run (UTF-8) of an execution that ran a task body for a key |
 //! | `BLOB` 0x17 | `(23, b, i)` | chunk `i` of the content-addressed blob whose BLAKE3 digest is `b` (32 bytes; raw bytes, 64 KiB each) |
 //! | | `(23, b, -1)` | `BlobMeta`: the blob is complete (size, chunk count, upload time); written by the last of its upload's transactions |
 //! | `BLOB_REF` 0x18 | `(24, b, d)` | empty: entry `d` refers to blob `b` (written with the entry, cleared when it goes; the blob goes with its last reference) |
@@ -90,7 +90,8 @@ pub mod tag {
     pub const CANCEL: u8 = 0x14;
     /// Per-task call counters by cache status, changed by atomic adds.
     pub const CALLS: u8 = 0x15;
-    /// The run of each execution that ran a task body (where a waiting call's producer is).
+    /// The run of each execution that ran a task body for a key (where a waiting call's
+    /// producer is).
     pub const EXECUTION_RUN: u8 = 0x16;
     /// Content-addressed blobs (command tasks' files), by BLAKE3 digest.
     pub const BLOB: u8 = 0x17;
@@ -352,7 +353,7 @@ pub fn execution(run: &str, execution: &str) -> Vec<u8> {
     subspace(tag::EXECUTION).pack(&(run, execution))
 }
 
-/// The run (`""` outside any run) of `execution`, an execution that ran a task body.
+/// The run (`""` outside any run) of `execution`, an execution that ran a task body for a key.
 pub fn execution_run(execution: &str) -> Vec<u8> {
     subspace(tag::EXECUTION_RUN).pack(&(execution,))
 }

@@ -511,25 +511,28 @@ impl SchedulerState {
     async fn reply_all(&mut self, replies: Vec<Reply>) {
         let now = Instant::now();
         let mut replies = replies.into_iter().peekable();
+        // What answered calls leave behind, a chunk per vector (no vector regrown and copied).
         let mut left = Vec::new();
         while replies.peek().is_some() {
             let mut records = Vec::with_capacity(ANSWER_CHUNK);
             let mut answers = Vec::with_capacity(ANSWER_CHUNK);
+            let mut rest = Vec::with_capacity(ANSWER_CHUNK);
             for r in replies.by_ref().take(ANSWER_CHUNK) {
-                if let Some((record, reply, result, rest)) = self.answer(r, now) {
+                if let Some((record, reply, result, leftover)) = self.answer(r, now) {
                     records.push(record);
                     answers.push((reply, result));
-                    left.push(rest);
+                    rest.push(leftover);
                 }
             }
             self.args.catalog.record_many(records).await;
             for (reply, result) in answers {
                 let _ = reply.send(result);
             }
+            left.push(rest);
         }
         // What the answered calls leave behind is dropped after the answers go out, and
         // thousands of requests are freed on another task, which an idle thread picks up.
-        if left.len() > 64 {
+        if left.len() > 1 || left.first().is_some_and(|l| l.len() > 64) {
             tokio::spawn(async move { drop(left) });
         }
     }
@@ -544,9 +547,17 @@ impl SchedulerState {
             ran,
             cache_error,
         } = r;
-        let p = self.calls.remove(&call)?;
+        let Pending {
+            request,
+            reply,
+            span,
+            execution,
+            started,
+            started_ms,
+            joined,
+        } = self.calls.remove(&call)?;
         // A journal entry holds an earlier attempt's outcome, output or error.
-        if p.request.journal
+        if request.journal
             && matches!(status, CacheStatus::Hit | CacheStatus::Waited)
             && let Ok(bytes) = &output
         {
@@ -555,37 +566,46 @@ impl SchedulerState {
                 .map(Arc::from);
             status = CacheStatus::Replayed;
         }
-        let duration = now.saturating_duration_since(p.started);
-        // A call that joined this process's flight waited behind its leader's
-        // execution (or behind what the leader itself waited for).
-        let waited_for = match &p.joined {
-            Some(j) if status == CacheStatus::Waited => {
-                waited_for.or_else(|| Some(j.behind.clone()))
+        let duration = now.saturating_duration_since(started);
+        // A call that joined this process's flight waited behind its leader's execution (or
+        // behind what the leader itself waited for). Its wait span ends with the answer.
+        let (waited_for, wait_span) = match joined {
+            Some(Joined {
+                span: wait,
+                behind,
+                since,
+            }) => {
+                wait.record(
+                    sc::WAIT_BEHIND,
+                    waited_for.as_deref().unwrap_or(behind.as_str()),
+                );
+                let waited_for = if status == CacheStatus::Waited {
+                    waited_for.or(Some(behind))
+                } else {
+                    waited_for
+                };
+                wait.record(
+                    sc::WAIT_MS,
+                    int(now.saturating_duration_since(since).as_millis()),
+                );
+                wait.record(
+                    sc::WAIT_OUTCOME,
+                    if output.is_ok() { "hit" } else { "failed" },
+                );
+                (waited_for, Some(wait))
             }
-            _ => waited_for,
+            None => (waited_for, None),
         };
-        if let Some(j) = &p.joined {
-            let behind = waited_for.as_deref().unwrap_or(&j.behind);
-            j.span.record(sc::WAIT_BEHIND, behind);
-            j.span.record(
-                sc::WAIT_MS,
-                int(now.saturating_duration_since(j.since).as_millis()),
-            );
-            j.span.record(
-                sc::WAIT_OUTCOME,
-                if output.is_ok() { "hit" } else { "failed" },
-            );
-        }
         let record = ExecutionRecord {
-            execution: p.execution.clone(),
-            run: p.request.run.clone(),
-            project: p.request.project.clone(),
-            domain: p.request.domain.clone(),
-            task: p.request.task.clone(),
-            version: p.request.version.clone(),
-            key: p.request.key.as_ref().map(|k| k.digest),
+            execution: execution.clone(),
+            run: request.run.clone(),
+            project: request.project.clone(),
+            domain: request.domain.clone(),
+            task: request.task.clone(),
+            version: request.version.clone(),
+            key: request.key.as_ref().map(|k| k.digest),
             status,
-            started_at_ms: p.started_ms,
+            started_at_ms: started_ms,
             duration_us: duration.as_micros() as u64,
             wait_us: if waited_for.is_some() {
                 duration.as_micros() as u64
@@ -594,16 +614,15 @@ impl SchedulerState {
             },
             waited_for,
             error: output.as_ref().err().map(ToString::to_string),
-            seq: p.request.seq,
-            attempt: p.request.attempt,
+            seq: request.seq,
+            attempt: request.attempt,
             executed: ran,
             cache_error: cache_error.clone(),
         };
-        p.span.record(sc::EXECUTION, p.execution.as_str());
-        p.span
-            .record(sc::CACHE_STATUS, tracing::field::debug(status));
+        span.record(sc::EXECUTION, execution.as_str());
+        span.record(sc::CACHE_STATUS, tracing::field::debug(status));
         cairn_engine::telemetry::metrics::call_answered(
-            &p.request.task,
+            &request.task,
             status,
             duration,
             // Joiners of a flight wait too, behind the leader's execution.
@@ -612,12 +631,12 @@ impl SchedulerState {
         let result = CallResult {
             output,
             status,
-            execution: p.execution,
+            execution,
             duration,
             cache_error,
         };
         // The wait ends with the answer (the caller's drop of what is left).
-        Some((record, p.reply, result, (p.request, p.span, p.joined)))
+        Some((record, reply, result, (request, span, wait_span)))
     }
 }
 
@@ -627,7 +646,7 @@ type Answered = (
     ExecutionRecord,
     RpcReplyPort<CallResult>,
     CallResult,
-    (Box<CallRequest>, tracing::Span, Option<Joined>),
+    (Box<CallRequest>, tracing::Span, Option<tracing::Span>),
 );
 
 impl Actor for Scheduler {

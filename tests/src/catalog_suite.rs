@@ -7,8 +7,9 @@
 
 use crate::harness::Harness;
 use cairn_engine::catalog::{
-    Answer, CacheKey, CacheStatus, Catalog, CatalogConfig, Committed, EvictScope, Explanation,
-    KeyInputs, Lease, Resolution, ResolveRequest, TaskSignature, TypeDesc, new_execution_id,
+    Answer, CacheKey, CacheStatus, Catalog, CatalogConfig, Committed, Digest, EvictScope,
+    Explanation, KeyInputs, Lease, Resolution, ResolveRequest, TaskSignature, TypeDesc,
+    new_execution_id,
 };
 use cairn_engine::clock::ManualClock;
 use cairn_engine::{AnyStore, Error, Store};
@@ -1229,6 +1230,53 @@ pub async fn records_queued_together_are_stored_before_a_flush<H: Harness>() {
     assert_eq!(stats.calls.get(&CacheStatus::Waited), Some(&100));
 }
 
+/// An execution that ran a body for a key is indexed to its run (where calls that waited for
+/// it got their value); an uncached one is not (no call can wait for it), and neither is a
+/// call that did not run a body.
+pub async fn producers_of_keys_are_indexed_to_their_run<H: Harness>() {
+    let h = H::new().await;
+    let catalog = catalog_of(&h).await;
+    let p = project();
+    let run = format!("run-{}", new_execution_id());
+    let record = |key: Option<Digest>, executed: bool| cairn_engine::catalog::ExecutionRecord {
+        execution: new_execution_id(),
+        run: Some(run.as_str().into()),
+        project: p.as_str().into(),
+        domain: "dev".into(),
+        task: "square".into(),
+        version: "1".into(),
+        key,
+        status: if key.is_some() {
+            CacheStatus::Populated
+        } else {
+            CacheStatus::Disabled
+        },
+        started_at_ms: 0,
+        duration_us: 1,
+        wait_us: 0,
+        waited_for: None,
+        error: None,
+        seq: Some(0),
+        attempt: 1,
+        executed,
+        cache_error: None,
+    };
+    let cached = record(Some(key(&p, 1).digest), true);
+    let uncached = record(None, true);
+    let hit = record(Some(key(&p, 1).digest), false);
+    let ids = [&cached, &uncached, &hit].map(|r| r.execution.clone());
+    catalog.record_many(vec![cached, uncached, hit]).await;
+    catalog.flush_records().await.unwrap();
+    assert_eq!(
+        catalog.execution_run(&ids[0]).await.unwrap().as_deref(),
+        Some(run.as_str())
+    );
+    assert_eq!(catalog.execution_run(&ids[1]).await.unwrap(), None);
+    assert_eq!(catalog.execution_run(&ids[2]).await.unwrap(), None);
+    // Every record is stored all the same.
+    assert_eq!(catalog.run_executions(&run).await.unwrap().len(), 3);
+}
+
 /// `explain` names the key component that differs from the nearest stored entries: the cache
 /// version, the signature, or an input; and says when a key was evicted.
 pub async fn explain_names_the_changed_component<H: Harness>() {
@@ -1902,6 +1950,7 @@ macro_rules! catalog_conformance {
             large_outputs_are_staged, overwrite_replaces, eviction_scopes, max_age_and_expiry,
             listing_pages, every_status_is_recorded, gathered_reads_agree_with_lone_reads, blobs_live_while_entries_refer_to_them,
             records_queued_together_are_stored_before_a_flush, concurrent_calls_run_once,
+            producers_of_keys_are_indexed_to_their_run,
             explain_names_the_changed_component, corrupt_entries_are_contained);
     };
     (@tests $harness:ty; $($name:ident),*) => {

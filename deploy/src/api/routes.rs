@@ -114,7 +114,7 @@ pub fn operations() -> Vec<Operation> {
             Method::GET,
             "/v1/executions/{execution}",
             "getExecution",
-            "The run of an execution that ran a task body: where a call that waited (`waited_for`) got its value.",
+            "The run of an execution that ran a cached (or journaled) task's body: where a call that waited (`waited_for`) got its value. Uncached executions are not indexed (404).",
             Doc::new()
                 .path("execution", "The execution id.", name_schema)
                 .ok(schema::<ExecutionInfo>),

@@ -453,7 +453,7 @@ pub struct TaskStatsInfo {
     pub corrupt: u64,
 }
 
-/// Where an execution that ran a task body belongs.
+/// Where an execution that ran a cached task's body belongs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ExecutionInfo {
     /// The execution id.

@@ -164,11 +164,12 @@ async fn write_batch<S: Store>(
                 .collect::<Vec<_>>()
         })
         .collect();
-    // Where each body that ran is recorded, so a call that waited for it can be traced to its
-    // run (`Catalog::execution_run`).
+    // Where each body that ran for a key is recorded, so a call that waited for it can be
+    // traced to its run (`Catalog::execution_run`). An uncached body (no key) produced nothing
+    // another call could wait for: indexing it cost a store write per uncached call.
     let producers: Vec<(Vec<u8>, &str)> = batch
         .iter()
-        .filter(|r| r.executed)
+        .filter(|r| r.executed && r.key.is_some())
         .map(|r| {
             (
                 keys::execution_run(&r.execution),
@@ -266,8 +267,9 @@ impl<S: Store> Catalog<S> {
         wait.await.map_err(|_| closed())?
     }
 
-    /// The run of `execution` (`Some("")` outside any run), when it ran a task body and its
-    /// record is stored: where the output a call waited for was produced.
+    /// The run of `execution` (`Some("")` outside any run), when it ran a task body for a key
+    /// (a cached or journaled call) and its record is stored: where the output a call waited
+    /// for was produced. An uncached execution is not indexed (`None`): no call waits for it.
     pub async fn execution_run(&self, execution: &str) -> Result<Option<String>> {
         let tx = self.inner.store.begin_read().await?;
         let value = tx.get(&keys::execution_run(execution), true).await?;

@@ -158,7 +158,7 @@ pub(in crate::api) async fn get_execution(
         .await?
         .ok_or_else(|| {
             ApiError::not_found(format!(
-                "no execution {execution:?} that ran a task body is recorded"
+                "no execution {execution:?} that ran a cached task's body is recorded"
             ))
         })?;
     if run.is_empty() {
