@@ -8,8 +8,8 @@
 use crate::harness::Harness;
 use cairn_engine::catalog::{
     Answer, CacheKey, CacheStatus, Catalog, CatalogConfig, Committed, Digest, EvictScope,
-    Explanation, KeyInputs, Lease, Resolution, ResolveRequest, TaskSignature, TypeDesc,
-    new_execution_id,
+    ExecutionRecord, Explanation, KeyInputs, Lease, Resolution, ResolveRequest, TaskSignature,
+    TypeDesc, new_execution_id,
 };
 use cairn_engine::clock::ManualClock;
 use cairn_engine::{AnyStore, Error, Store};
@@ -1185,6 +1185,29 @@ pub async fn listing_pages<H: Harness>() {
     assert_eq!(stats.entries_by_version.get("1.0"), Some(&25));
 }
 
+/// The record of call `seq` of `run` in `project`/dev (task "square", no key, no body run).
+fn call_record(run: &str, project: &str, status: CacheStatus, seq: u64) -> ExecutionRecord {
+    ExecutionRecord {
+        execution: new_execution_id(),
+        run: Some(run.into()),
+        project: project.into(),
+        domain: "dev".into(),
+        task: "square".into(),
+        version: "1".into(),
+        key: None,
+        status,
+        started_at_ms: 0,
+        duration_us: 0,
+        wait_us: 0,
+        waited_for: None,
+        error: None,
+        seq: Some(seq),
+        attempt: 1,
+        executed: false,
+        cache_error: None,
+    }
+}
+
 /// Records queued together (a flight's callers, answered in one pass) are stored in batches of
 /// at most `record_batch`, and a flush returns only once every record queued before it is.
 pub async fn records_queued_together_are_stored_before_a_flush<H: Harness>() {
@@ -1199,24 +1222,10 @@ pub async fn records_queued_together_are_stored_before_a_flush<H: Harness>() {
     );
     let p = project();
     let run = format!("run-{}", new_execution_id());
-    let record = |i: u64| cairn_engine::catalog::ExecutionRecord {
-        execution: new_execution_id(),
-        run: Some(run.as_str().into()),
-        project: p.as_str().into(),
-        domain: "dev".into(),
-        task: "square".into(),
-        version: "1".into(),
-        key: None,
-        status: CacheStatus::Waited,
-        started_at_ms: 0,
+    let record = |i: u64| ExecutionRecord {
         duration_us: i,
         wait_us: i,
-        waited_for: None,
-        error: None,
-        seq: Some(i),
-        attempt: 1,
-        executed: false,
-        cache_error: None,
+        ..call_record(&run, &p, CacheStatus::Waited, i)
     };
     catalog.record_many((0..35).map(record).collect()).await;
     catalog.record(record(35)).await;
@@ -1238,28 +1247,19 @@ pub async fn producers_of_keys_are_indexed_to_their_run<H: Harness>() {
     let catalog = catalog_of(&h).await;
     let p = project();
     let run = format!("run-{}", new_execution_id());
-    let record = |key: Option<Digest>, executed: bool| cairn_engine::catalog::ExecutionRecord {
-        execution: new_execution_id(),
-        run: Some(run.as_str().into()),
-        project: p.as_str().into(),
-        domain: "dev".into(),
-        task: "square".into(),
-        version: "1".into(),
+    let record = |key: Option<Digest>, executed: bool| ExecutionRecord {
         key,
-        status: if key.is_some() {
-            CacheStatus::Populated
-        } else {
-            CacheStatus::Disabled
-        },
-        started_at_ms: 0,
-        duration_us: 1,
-        wait_us: 0,
-        waited_for: None,
-        error: None,
-        seq: Some(0),
-        attempt: 1,
         executed,
-        cache_error: None,
+        ..call_record(
+            &run,
+            &p,
+            if key.is_some() {
+                CacheStatus::Populated
+            } else {
+                CacheStatus::Disabled
+            },
+            0,
+        )
     };
     let cached = record(Some(key(&p, 1).digest), true);
     let uncached = record(None, true);
