@@ -568,7 +568,8 @@ impl SchedulerState {
         }
         let duration = now.saturating_duration_since(started);
         // A call that joined this process's flight waited behind its leader's execution (or
-        // behind what the leader itself waited for). Its wait span ends with the answer.
+        // behind what the leader itself waited for). Its wait span is filled in now and closes
+        // when what the answered calls leave behind is dropped, after the answers go out.
         let (waited_for, wait_span) = match joined {
             Some(Joined {
                 span: wait,

@@ -471,7 +471,10 @@ impl Ctx {
             { sc::RESOLVE_OUTCOME } = tracing::field::Empty,
         );
         // Other calls of this run in flight (a fan-out): the read is gathered with theirs.
-        let crowd = (inner.limits.max_in_flight.max(1))
+        let crowd = inner
+            .limits
+            .max_in_flight
+            .max(1)
             .saturating_sub(inner.in_flight.available_permits())
             > 1;
         let found = catalog
