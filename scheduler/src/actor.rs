@@ -82,6 +82,9 @@ pub struct CallResult {
     pub duration: Duration,
     /// Why the cache failed the call (LookupFailure, PutFailure).
     pub cache_error: Option<String>,
+    /// The execution this call waited for, if it did.
+    #[serde(default)]
+    pub waited_for: Option<String>,
 }
 
 /// What a scheduler is told.
@@ -635,6 +638,7 @@ impl SchedulerState {
             execution,
             duration,
             cache_error,
+            waited_for: record.waited_for.clone(),
         };
         // The wait ends with the answer (the caller's drop of what is left).
         Some((record, reply, result, (request, span, wait_span)))

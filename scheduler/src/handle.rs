@@ -99,6 +99,7 @@ impl SchedulerHandle {
                 execution: String::new(),
                 duration: Duration::ZERO,
                 cache_error: Some("the schedulers have stopped".into()),
+                waited_for: None,
             };
         };
         let (tx, rx) = oneshot::channel();
@@ -110,6 +111,7 @@ impl SchedulerHandle {
             execution: String::new(),
             duration: Duration::ZERO,
             cache_error: Some(detail.to_string()),
+            waited_for: None,
         };
         if shard
             .send_message(SchedulerMsg::Call(

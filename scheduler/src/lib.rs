@@ -18,12 +18,14 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 pub mod actor;
+mod follow;
 mod handle;
 pub mod keeper;
 pub mod launch;
 pub mod machine;
 pub mod registry;
 pub mod schedules;
+mod summaries;
 mod supervise;
 pub mod workflow;
 

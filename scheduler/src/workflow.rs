@@ -2,7 +2,10 @@
 //! project, a domain, and whether to overwrite the cache).
 
 use crate::actor::{CallRequest, CallResult};
+use crate::follow::{Called, Flights, Join};
 use crate::handle::SchedulerHandle;
+pub use crate::summaries::CallSummary;
+use crate::summaries::Summaries;
 use cairn_engine::catalog::{CacheStatus, Digest};
 use cairn_engine::det::Map;
 use cairn_engine::task::{Task, TaskError};
@@ -159,24 +162,6 @@ pub struct Durability {
 /// Call summaries a durable run keeps for [`Ctx::calls`]: the latest this many.
 pub const RECENT_CALLS: usize = 1_000;
 
-/// One call of a run, as the run saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallSummary {
-    /// Task name.
-    pub task: Arc<str>,
-    /// The call's execution id.
-    pub execution: String,
-    /// How the cache answered.
-    pub status: CacheStatus,
-    /// From submission to answer.
-    pub duration: Duration,
-    /// The error, if it failed.
-    pub error: Option<String>,
-    /// Why the cache failed the call (LookupFailure, PutFailure), e.g. the output's size and
-    /// the limit.
-    pub cache_error: Option<String>,
-}
-
 struct Inner {
     scheduler: SchedulerHandle,
     options: RunOptions,
@@ -186,7 +171,7 @@ struct Inner {
     /// Summaries of the calls, for [`Ctx::calls`]; a durable run keeps only the latest
     /// [`RECENT_CALLS`] (all its calls are its execution records), so its memory does not grow
     /// with its calls.
-    calls: Mutex<std::collections::VecDeque<CallSummary>>,
+    calls: Mutex<Summaries>,
     /// Calls made so far (the next call's position).
     seq: AtomicU64,
     durable: Option<Durable>,
@@ -196,6 +181,8 @@ struct Inner {
     /// The first error that fails the run whatever the workflow does with it (a divergence
     /// from an earlier attempt, too many calls).
     fatal: Mutex<Option<CallError>>,
+    /// Identical cached calls in flight at once: one leads, the others follow it.
+    flights: Flights,
 }
 
 struct Durable {
@@ -255,13 +242,14 @@ impl Ctx {
                 domain: options.domain.as_str().into(),
                 options,
                 run_id,
-                calls: Mutex::new(std::collections::VecDeque::new()),
+                calls: Mutex::new(Summaries::new(durable.as_ref().map(|_| RECENT_CALLS))),
                 seq: AtomicU64::new(0),
                 durable,
                 cancelled: AtomicBool::new(false),
                 in_flight: tokio::sync::Semaphore::new(limits.max_in_flight.max(1)),
                 limits,
                 fatal: Mutex::new(None),
+                flights: Flights::default(),
             }),
         }
     }
@@ -300,7 +288,7 @@ impl Ctx {
     /// Every call made so far, in completion order; in a durable run (a run started by name),
     /// the latest [`RECENT_CALLS`] of them (every call is in the run's execution records).
     pub fn calls(&self) -> Vec<CallSummary> {
-        self.inner.calls.lock().iter().cloned().collect()
+        self.inner.calls.lock().to_vec()
     }
 
     /// Calls `task` with `input`: from the cache when its key has an entry, otherwise on a worker
@@ -380,6 +368,7 @@ impl Ctx {
         let overwrite = inner.options.overwrite_cache && !journaled;
         let max_age = spec.options.max_age.filter(|_| !journaled);
         let attempt = inner.durable.as_ref().map_or(0, |d| d.how.attempt);
+        let mut leading = None;
         // The hit path: the entry is read here, on the caller's task; the schedulers (actors,
         // single flight, leases) are for misses, held leases, overwrites and uncached calls.
         let mut looked_up = false;
@@ -397,6 +386,25 @@ impl Ctx {
         let result = match hit {
             Some(result) => result,
             None => {
+                // Identical cached calls of this run that missed while one of them is with the
+                // schedulers: the first leads, the others follow it and are answered together
+                // when it has its answer. (Hits need no flight: each is one read.)
+                if let Some(key) = key.as_ref().filter(|_| spec.options.cache && !overwrite) {
+                    let catalog = inner.scheduler.catalog();
+                    loop {
+                        match inner.flights.join(key.digest, &span, catalog, seq) {
+                            Join::Lead(lead) => {
+                                leading = Some(lead);
+                                break;
+                            }
+                            Join::Follow(following) => {
+                                if let Some(output) = Box::pin(following.wait(&span)).await {
+                                    return Self::decoded(spec, output);
+                                }
+                            }
+                        }
+                    }
+                }
                 let encoded =
                     rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
                 // Boxed: the miss path's state stays off the hit path's future.
@@ -417,25 +425,46 @@ impl Ctx {
                     attempt,
                     looked_up,
                 }))
-                .instrument(span)
+                .instrument(span.clone())
                 .await
             }
         };
-        {
-            let mut calls = inner.calls.lock();
-            if inner.durable.is_some() && calls.len() >= RECENT_CALLS {
-                calls.pop_front();
-            }
-            calls.push_back(CallSummary {
-                task: spec.shared_name().clone(),
-                execution: result.execution,
-                status: result.status,
-                duration: result.duration,
-                error: result.output.as_ref().err().map(ToString::to_string),
-                cache_error: result.cache_error,
-            });
+        inner.calls.lock().push(CallSummary {
+            task: spec.shared_name().clone(),
+            execution: result.execution.clone(),
+            status: result.status,
+            duration: result.duration,
+            error: result.output.as_ref().err().map(ToString::to_string),
+            cache_error: result.cache_error.clone(),
+        });
+        if let Some(lead) = leading {
+            let called = Called {
+                task: spec.shared_name(),
+                version: spec.shared_version(),
+                run: &inner.run_id,
+                project: &inner.project,
+                domain: &inner.domain,
+                attempt,
+            };
+            // The call span is still open: followers' wait spans link to it.
+            lead.answer(
+                &result,
+                called,
+                inner.scheduler.catalog(),
+                &inner.calls,
+                span.id(),
+            )
+            .await;
         }
-        let bytes = result.output.map_err(|error| match error {
+        Self::decoded(spec, result.output)
+    }
+
+    /// A call's outcome as the workflow sees it: the output decoded, or the error.
+    fn decoded<O: serde::de::DeserializeOwned>(
+        spec: &cairn_engine::task::TaskSpec,
+        output: Result<Arc<[u8]>, TaskError>,
+    ) -> Result<O, CallError> {
+        let bytes = output.map_err(|error| match error {
             TaskError::Cancelled { run } => CallError::Cancelled { run },
             error => CallError::Task {
                 task: spec.name().to_string(),
@@ -532,6 +561,7 @@ impl Ctx {
             execution,
             duration,
             cache_error: None,
+            waited_for: None,
         })
     }
 

@@ -853,3 +853,139 @@ async fn a_dead_worker_pool_is_restarted_and_its_jobs_are_reported_lost() {
     let status = node.workers().status().await.unwrap();
     assert_eq!((status.workers, node.workers().restarts()), (1, 1));
 }
+
+static FOLLOWED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn followed(n: i64) -> i64 {
+    FOLLOWED_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    n + 1
+}
+
+/// Identical calls of one run made at once are answered together behind one execution, and
+/// each is still a call of its own: its own execution id, position, status and record, naming
+/// the execution it waited for.
+#[tokio::test]
+async fn identical_calls_of_a_run_each_have_their_own_record_behind_one_execution() {
+    let shared = SharedStore::new().await;
+    let node = shared.node("a").task(followed).start().await.unwrap();
+    let before = FOLLOWED_RUNS.load(Ordering::SeqCst);
+    let ran = node
+        .run(opts(), |ctx| async move {
+            let calls = (0..300).map(|_| ctx.call(followed, 1_000));
+            futures::future::join_all(calls).await
+        })
+        .await;
+    assert!(ran.output.iter().all(|r| r.as_ref() == Ok(&1_001)));
+    assert_eq!(FOLLOWED_RUNS.load(Ordering::SeqCst) - before, 1);
+    let count = |status| ran.calls.iter().filter(|c| c.status == status).count();
+    assert_eq!(ran.calls.len(), 300);
+    assert_eq!(
+        (count(CacheStatus::Populated), count(CacheStatus::Waited)),
+        (1, 299)
+    );
+
+    node.catalog().flush_records().await.unwrap();
+    let records = node.catalog().run_executions(&ran.run_id).await.unwrap();
+    assert_eq!(records.len(), 300);
+    let producer = records
+        .iter()
+        .find(|r| r.status == CacheStatus::Populated)
+        .expect("the execution");
+    assert!(producer.executed);
+    let mut seqs: Vec<u64> = records.iter().map(|r| r.seq.unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (0..300).collect::<Vec<_>>(),
+        "one record per position"
+    );
+    let executions: std::collections::BTreeSet<_> =
+        records.iter().map(|r| r.execution.clone()).collect();
+    assert_eq!(executions.len(), 300, "an execution id per call");
+    for r in records.iter().filter(|r| r.status == CacheStatus::Waited) {
+        assert_eq!(r.waited_for.as_deref(), Some(producer.execution.as_str()));
+        assert!(!r.executed);
+        assert!(r.wait_us > 0 && r.wait_us == r.duration_us, "{r:?}");
+        assert_eq!(r.key, producer.key);
+    }
+}
+
+static DROPPED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn outlives_its_caller(n: i64) -> i64 {
+    DROPPED_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n * 10
+}
+
+/// The first of identical calls is dropped by its workflow (a timeout) while the others wait
+/// for it: they are still answered, by the one execution already under way.
+#[tokio::test]
+async fn calls_waiting_for_a_dropped_identical_call_are_still_answered() {
+    let shared = SharedStore::new().await;
+    let node = shared
+        .node("a")
+        .task(outlives_its_caller)
+        .start()
+        .await
+        .unwrap();
+    let before = DROPPED_RUNS.load(Ordering::SeqCst);
+    let ran = node
+        .run(opts(), |ctx| async move {
+            let mut first = Box::pin(tokio::time::timeout(
+                Duration::from_millis(20),
+                ctx.call(outlives_its_caller, 4),
+            ));
+            assert!(futures::poll!(&mut first).is_pending(), "made first");
+            let others =
+                futures::future::join_all((0..40).map(|_| ctx.call(outlives_its_caller, 4)));
+            tokio::join!(first, others)
+        })
+        .await;
+    let (first, others) = ran.output;
+    assert!(first.is_err(), "the first call timed out");
+    assert!(others.iter().all(|r| r.as_ref() == Ok(&40)), "{others:?}");
+    assert_eq!(DROPPED_RUNS.load(Ordering::SeqCst) - before, 1);
+}
+
+static FAILED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0", retries = 0)]
+async fn fails_for_all(n: i64) -> Result<i64, String> {
+    FAILED_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Err(format!("no answer for {n}"))
+}
+
+/// Identical calls of one run behind a failing execution: each gets its error (status `Miss`),
+/// from the one execution.
+#[tokio::test]
+async fn identical_calls_behind_a_failure_each_get_its_error() {
+    let shared = SharedStore::new().await;
+    let node = shared.node("a").task(fails_for_all).start().await.unwrap();
+    let before = FAILED_RUNS.load(Ordering::SeqCst);
+    let ran = node
+        .run(opts(), |ctx| async move {
+            futures::future::join_all((0..20).map(|_| ctx.call(fails_for_all, 3))).await
+        })
+        .await;
+    assert_eq!(FAILED_RUNS.load(Ordering::SeqCst) - before, 1);
+    for r in &ran.output {
+        match r {
+            Err(CallError::Task { error, .. }) => {
+                assert!(error.to_string().contains("no answer for 3"), "{error}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        ran.calls
+            .iter()
+            .filter(|c| c.status == CacheStatus::Miss && c.error.is_some())
+            .count(),
+        20
+    );
+}

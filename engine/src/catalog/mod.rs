@@ -45,6 +45,7 @@ pub use explain::{Difference, Explanation, InputDiff, MAX_NEAREST};
 pub use key::{CacheHash, CacheKey, JournalSlot, KeyInputs};
 pub use lease::{HeldLease, Lease};
 pub use list::{EntryPage, TaskStats};
+pub use recorder::{CallGroup, GroupedCall, RecordSlot};
 pub use records::{CacheStatus, EntryMeta, ExecutionRecord};
 pub use resolve::{Hit, Resolution, ResolveRequest};
 pub use signature::{PreparedSignature, TaskSignature, TypeDesc};

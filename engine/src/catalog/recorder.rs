@@ -13,8 +13,10 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::store::{Store, Transaction, transact};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 const QUEUE: usize = 65_536;
 
@@ -50,7 +52,66 @@ fn decode_group(run: &str, bytes: &[u8]) -> Result<Vec<ExecutionRecord>> {
 enum Msg {
     Record(Box<ExecutionRecord>),
     Records(Vec<ExecutionRecord>),
+    Group(Arc<CallGroup>),
     Flush(oneshot::Sender<Result<()>>),
+}
+
+/// Calls answered together with one outcome (a run's identical calls that followed one
+/// leader): what their records share is kept once, each call adds its own execution id,
+/// position and start. The recorder makes their records on its own task, so answering many
+/// calls queues one small message.
+#[derive(Debug)]
+pub struct CallGroup {
+    /// Every field the calls' records share; `execution`, `seq`, `started_at_ms`,
+    /// `duration_us` and `wait_us` are each call's (from `calls` and `answered`).
+    pub shared: ExecutionRecord,
+    /// When the calls were answered.
+    pub answered: Instant,
+    /// The calls.
+    pub calls: Vec<GroupedCall>,
+}
+
+/// One call of a [`CallGroup`].
+#[derive(Debug)]
+pub struct GroupedCall {
+    /// Its execution id.
+    pub execution: String,
+    /// Its position in its run.
+    pub seq: Option<u64>,
+    /// When it was made (monotonic).
+    pub started: Instant,
+    /// When it was made (Unix ms).
+    pub started_at_ms: i64,
+}
+
+impl CallGroup {
+    /// From `call`'s start to the answer.
+    pub fn duration(&self, call: &GroupedCall) -> Duration {
+        self.answered.saturating_duration_since(call.started)
+    }
+
+    /// The execution record of `call`.
+    pub fn record(&self, call: &GroupedCall) -> ExecutionRecord {
+        let micros = u64::try_from(self.duration(call).as_micros()).unwrap_or(u64::MAX);
+        let mut record = ExecutionRecord {
+            execution: call.execution.clone(),
+            seq: call.seq,
+            started_at_ms: call.started_at_ms,
+            duration_us: micros,
+            wait_us: if self.shared.waited_for.is_some() {
+                micros
+            } else {
+                0
+            },
+            ..self.shared.clone()
+        };
+        cut_error(&mut record);
+        record
+    }
+
+    fn records(&self) -> impl Iterator<Item = ExecutionRecord> + '_ {
+        self.calls.iter().map(|c| self.record(c))
+    }
 }
 
 /// Handle on the writer task.
@@ -86,6 +147,7 @@ async fn run<S: Store>(store: S, config: CatalogConfig, mut rx: mpsc::Receiver<M
             match m {
                 Msg::Record(r) => batch.push(*r),
                 Msg::Records(rs) => batch.extend(rs),
+                Msg::Group(g) => batch.extend(g.records()),
                 Msg::Flush(done) => flushes.push(done),
             }
         }
@@ -108,6 +170,7 @@ async fn run<S: Store>(store: S, config: CatalogConfig, mut rx: mpsc::Receiver<M
                 match m {
                     Msg::Record(r) => carried.push_back(*r),
                     Msg::Records(rs) => carried.extend(rs),
+                    Msg::Group(g) => carried.extend(g.records()),
                     Msg::Flush(done) => flushes.push(done),
                 }
             }
@@ -223,6 +286,20 @@ fn cut_error(record: &mut ExecutionRecord) {
     }
 }
 
+/// A reserved place in the record queue ([`Catalog::record_slot`]).
+pub struct RecordSlot<'a>(Option<mpsc::Permit<'a, Msg>>);
+
+impl RecordSlot<'_> {
+    /// Queues the records of a group of calls as one message, at once.
+    pub fn send(self, group: Arc<CallGroup>) {
+        if let Some(permit) = self.0
+            && !group.calls.is_empty()
+        {
+            permit.send(Msg::Group(group));
+        }
+    }
+}
+
 impl<S: Store> Catalog<S> {
     /// Queues the record of a task call; it is written with the next batch.
     pub async fn record(&self, mut record: ExecutionRecord) {
@@ -248,6 +325,13 @@ impl<S: Store> Catalog<S> {
         }
         // As in `record`: a send can only fail during shutdown.
         let _ = self.inner.recorder.tx.send(Msg::Records(records)).await;
+    }
+
+    /// A place in the record queue, waited for now (cancel-safe: dropping the future or the
+    /// slot gives the place back) and filled later without waiting: for a caller that must
+    /// queue records and then answer others in one step that nothing can interrupt.
+    pub async fn record_slot(&self) -> RecordSlot<'_> {
+        RecordSlot(self.inner.recorder.tx.reserve().await.ok())
     }
 
     /// Waits until every record queued before this call is stored; returns an error at once if

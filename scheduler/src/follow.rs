@@ -1,0 +1,295 @@
+//! Identical cached calls of one run, in flight at the same time, made once.
+//!
+//! The first call of a key leads: it reads the cache, or goes to the schedulers, like any call.
+//! The others follow it: they wait on one shared cell, and when the leader has its answer it
+//! answers all of them in one pass (their records queued as one message, their call summaries
+//! added under one lock), then wakes them together. A follower only takes the shared output.
+//!
+//! The schedulers' single flight deduplicates identical calls too, but it answers each call as
+//! its own message, one by one; this answers a run's followers as one. Calls from different
+//! runs (or processes) still meet in the schedulers and the store.
+//!
+//! Statuses follow the scheduler's rule for calls that join a flight: a follower of a leader
+//! that hit hits, one whose leader's cache could not be read has `LookupFailure`, otherwise it
+//! `Waited` for the leader's execution (or for what the leader itself waited for), or, when the
+//! leader failed, is a `Miss` with its error.
+
+use crate::actor::CallResult;
+use crate::summaries::Summaries;
+use cairn_engine::AnyStore;
+use cairn_engine::catalog::{
+    CacheStatus, CallGroup, Catalog, Digest, ExecutionRecord, GroupedCall,
+};
+use cairn_engine::det::Map;
+use cairn_engine::task::TaskError;
+use cairn_engine::telemetry::semconv as sc;
+use parking_lot::Mutex;
+use std::sync::{Arc, OnceLock};
+use tokio::time::Instant;
+
+/// The run's flights, by key: a call leading a key's flight has an entry, which is `Some` once
+/// another call follows it (one pointer per call in flight: most calls lead and are followed by
+/// none).
+#[derive(Default)]
+pub(crate) struct Flights {
+    by_key: Mutex<Map<Digest, Option<Box<Flight>>>>,
+}
+
+/// The followers of a leader.
+struct Flight {
+    followers: Vec<GroupedCall>,
+    /// Their wait spans, linked to the leader's call span when it answers.
+    waits: Vec<tracing::Span>,
+    /// What they wait on.
+    cell: Arc<Cell>,
+}
+
+#[derive(Default)]
+struct Cell {
+    /// `None`: the leader's call was dropped before it had an answer; follow again.
+    outcome: OnceLock<Option<Followed>>,
+    woken: tokio::sync::Notify,
+}
+
+/// What every follower of one leader gets.
+struct Followed {
+    output: Result<Arc<[u8]>, TaskError>,
+    status: CacheStatus,
+    /// The execution the followers waited behind.
+    behind: String,
+}
+
+/// A call's part in its key's flight.
+pub(crate) enum Join<'a> {
+    /// Lead: make the call, then [`Leading::answer`] whoever followed.
+    Lead(Leading<'a>),
+    /// Follow a leader: [`Following::wait`] for its outcome.
+    Follow(Following),
+}
+
+impl Flights {
+    /// Leads the flight of `key`, or follows the call leading it. A follower's execution id is
+    /// recorded in its call span now.
+    pub(crate) fn join<'a>(
+        &'a self,
+        key: Digest,
+        call: &tracing::Span,
+        catalog: &Catalog<AnyStore>,
+        seq: u64,
+    ) -> Join<'a> {
+        let mut by_key = self.by_key.lock();
+        let flight = match by_key.entry(key) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(None);
+                return Join::Lead(Leading {
+                    flights: self,
+                    key,
+                    answered: false,
+                });
+            }
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        };
+        let flight = flight.get_or_insert_with(|| {
+            Box::new(Flight {
+                followers: Vec::new(),
+                waits: Vec::new(),
+                cell: Arc::default(),
+            })
+        });
+        let execution = catalog.new_execution_id();
+        call.record(sc::EXECUTION, execution.as_str());
+        let wait = tracing::info_span!(
+            parent: call,
+            sc::SPAN_WAIT,
+            { sc::CACHE_KEY } = %key,
+            { sc::WAIT_BEHIND } = tracing::field::Empty,
+            { sc::WAIT_MS } = tracing::field::Empty,
+            { sc::WAIT_OUTCOME } = tracing::field::Empty,
+        );
+        let since = Instant::now();
+        flight.followers.push(GroupedCall {
+            execution,
+            seq: Some(seq),
+            started: since,
+            started_at_ms: catalog.now_ms(),
+        });
+        if wait.id().is_some() {
+            flight.waits.push(wait.clone());
+        }
+        Join::Follow(Following {
+            cell: flight.cell.clone(),
+            wait,
+            since,
+        })
+    }
+}
+
+/// A follower, waiting for its leader.
+pub(crate) struct Following {
+    cell: Arc<Cell>,
+    wait: tracing::Span,
+    since: Instant,
+}
+
+impl Following {
+    /// The leader's outcome as this follower's; `None` when the leader's call was dropped
+    /// before it had one (join again: one of the followers leads).
+    pub(crate) async fn wait(self, call: &tracing::Span) -> Option<Result<Arc<[u8]>, TaskError>> {
+        loop {
+            let woken = self.cell.woken.notified();
+            let mut woken = std::pin::pin!(woken);
+            // Registered before the outcome is looked at: a wake in between is not missed.
+            woken.as_mut().enable();
+            if let Some(outcome) = self.cell.outcome.get() {
+                let followed = outcome.as_ref()?;
+                // Recording looks each field up by name, even in a span nobody collects.
+                if !self.wait.is_disabled() {
+                    self.wait.record(sc::WAIT_BEHIND, followed.behind.as_str());
+                    self.wait.record(
+                        sc::WAIT_MS,
+                        i64::try_from(self.since.elapsed().as_millis()).unwrap_or(i64::MAX),
+                    );
+                    let outcome = if followed.output.is_ok() {
+                        "hit"
+                    } else {
+                        "failed"
+                    };
+                    self.wait.record(sc::WAIT_OUTCOME, outcome);
+                }
+                if !call.is_disabled() {
+                    call.record(sc::CACHE_STATUS, tracing::field::debug(followed.status));
+                }
+                return Some(followed.output.clone());
+            }
+            woken.await;
+        }
+    }
+}
+
+/// The leader of a flight. Dropped without answering (its call was dropped), it lets its
+/// followers go, and they join again.
+pub(crate) struct Leading<'a> {
+    flights: &'a Flights,
+    key: Digest,
+    answered: bool,
+}
+
+/// What the leader's call was, for its followers' records.
+pub(crate) struct Called<'a> {
+    pub(crate) task: &'a Arc<str>,
+    pub(crate) version: &'a Arc<str>,
+    pub(crate) run: &'a Arc<str>,
+    pub(crate) project: &'a Arc<str>,
+    pub(crate) domain: &'a Arc<str>,
+    pub(crate) attempt: u32,
+}
+
+impl Leading<'_> {
+    /// Answers the followers with the leader's `result`: their records queued as one message
+    /// (before any of them hears back), their summaries added as one group, then all woken
+    /// together.
+    pub(crate) async fn answer(
+        mut self,
+        result: &CallResult,
+        called: Called<'_>,
+        catalog: &Catalog<AnyStore>,
+        summaries: &Mutex<Summaries>,
+        leader: Option<tracing::Id>,
+    ) {
+        {
+            let mut by_key = self.flights.by_key.lock();
+            if by_key.get(&self.key).is_some_and(Option::is_none) {
+                // Nobody followed: nothing to answer.
+                by_key.remove(&self.key);
+                self.answered = true;
+                return;
+            }
+        }
+        // A place in the record queue first (cancel-safe): from here on nothing waits, so the
+        // followers are answered whole or, if this call is dropped here, let go.
+        let slot = catalog.record_slot().await;
+        let Some(flight) = self.flights.by_key.lock().remove(&self.key) else {
+            return;
+        };
+        self.answered = true;
+        let Some(flight) = flight else {
+            return;
+        };
+        // Each follower's wait span is linked to the call span that led it (still open).
+        for wait in &flight.waits {
+            wait.follows_from(leader.clone());
+        }
+        let status = match result.status {
+            CacheStatus::LookupFailure => CacheStatus::LookupFailure,
+            CacheStatus::Hit => CacheStatus::Hit,
+            _ if result.output.is_ok() => CacheStatus::Waited,
+            _ => CacheStatus::Miss,
+        };
+        let behind = result
+            .waited_for
+            .clone()
+            .unwrap_or_else(|| result.execution.clone());
+        let waited_for = if status == CacheStatus::Waited {
+            Some(behind.clone())
+        } else {
+            result.waited_for.clone()
+        };
+        let group = Arc::new(CallGroup {
+            shared: ExecutionRecord {
+                execution: String::new(),
+                run: Some(called.run.clone()),
+                project: called.project.clone(),
+                domain: called.domain.clone(),
+                task: called.task.clone(),
+                version: called.version.clone(),
+                key: Some(self.key),
+                status,
+                started_at_ms: 0,
+                duration_us: 0,
+                wait_us: 0,
+                waited_for,
+                error: result.output.as_ref().err().map(ToString::to_string),
+                seq: None,
+                attempt: called.attempt,
+                executed: false,
+                cache_error: result.cache_error.clone().filter(|_| {
+                    matches!(status, CacheStatus::LookupFailure | CacheStatus::PutFailure)
+                }),
+            },
+            answered: Instant::now(),
+            calls: flight.followers,
+        });
+        let waits = group.shared.waited_for.is_some() || status == CacheStatus::Waited;
+        for call in &group.calls {
+            let duration = group.duration(call);
+            cairn_engine::telemetry::metrics::call_answered(
+                called.task,
+                status,
+                duration,
+                waits.then_some(duration),
+            );
+        }
+        slot.send(group.clone());
+        summaries.lock().push_group(group);
+        let cell = flight.cell;
+        let _ = cell.outcome.set(Some(Followed {
+            output: result.output.clone(),
+            status,
+            behind,
+        }));
+        cell.woken.notify_waiters();
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let flight = self.flights.by_key.lock().remove(&self.key).flatten();
+        if let Some(flight) = flight {
+            let _ = flight.cell.outcome.set(None);
+            flight.cell.woken.notify_waiters();
+        }
+    }
+}
