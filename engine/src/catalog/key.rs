@@ -124,17 +124,18 @@ impl CacheKey {
         check_name("domain", domain)?;
         check_name("task name", &signature.name)?;
         check_name("cache version", version)?;
-        let declared: BTreeSet<&str> = signature.inputs.iter().map(String::as_str).collect();
+        // Both sides are sorted sets already: checked without building another.
+        let declared = &signature.inputs;
         for name in inputs.values.keys().chain(inputs.ignored.iter()) {
-            if !declared.contains(name.as_str()) {
+            if !declared.contains(name) {
                 return Err(Error::InvalidInput {
                     what: format!("input {name:?}"),
                     reason: format!("task {:?} has no such input", signature.name),
                 });
             }
         }
-        for name in &declared {
-            if !inputs.values.contains_key(*name) && !inputs.ignored.contains(*name) {
+        for name in declared {
+            if !inputs.values.contains_key(name) && !inputs.ignored.contains(name) {
                 return Err(Error::InvalidInput {
                     what: format!("input {name:?}"),
                     reason: format!("missing in a call of task {:?}", signature.name),
