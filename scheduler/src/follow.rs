@@ -1,9 +1,10 @@
 //! Identical cached calls of one run, in flight at the same time, made once.
 //!
-//! The first call of a key leads: it reads the cache, or goes to the schedulers, like any call.
-//! The others follow it: they wait on one shared cell, and when the leader has its answer it
-//! answers all of them in one pass (their records queued as one message, their call summaries
-//! added under one lock), then wakes them together. A follower only takes the shared output.
+//! A cached call that misses joins its run's flight of the key. The first one leads: it goes to
+//! the schedulers like any call that misses. The others follow it: they wait on one shared
+//! cell, and when the leader has its answer it answers all of them in one step (their records
+//! queued as one message, their call summaries kept as one group), then wakes them together. A
+//! follower only takes the shared output. Hits never join: each is one read.
 //!
 //! The schedulers' single flight deduplicates identical calls too, but it answers each call as
 //! its own message, one by one; this answers a run's followers as one. Calls from different

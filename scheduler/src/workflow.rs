@@ -386,9 +386,13 @@ impl Ctx {
         let result = match hit {
             Some(result) => result,
             None => {
+                let encoded =
+                    rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
                 // Identical cached calls of this run that missed while one of them is with the
                 // schedulers: the first leads, the others follow it and are answered together
-                // when it has its answer. (Hits need no flight: each is one read.)
+                // when it has its answer. (Hits need no flight: each is one read.) Joined once
+                // the input is encoded: a leader that failed to encode it would let its
+                // followers go, only for each to fail in turn.
                 if let Some(key) = key.as_ref().filter(|_| spec.options.cache && !overwrite) {
                     let catalog = inner.scheduler.catalog();
                     loop {
@@ -405,8 +409,6 @@ impl Ctx {
                         }
                     }
                 }
-                let encoded =
-                    rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
                 // Boxed: the miss path's state stays off the hit path's future.
                 Box::pin(inner.scheduler.call(CallRequest {
                     task: spec.shared_name().clone(),
