@@ -466,8 +466,8 @@ impl SchedulerState {
             });
         }
         // A job reported lost before any worker ran it to its end (its pool died, its node
-        // was lost) gives its lease up at once, so the key's next caller, here or on another
-        // node, runs it instead of waiting out the TTL. A worker that ran it has already
+        // was lost) gives its lease up at once, before its callers hear of the loss, so the
+        // key's next caller, here or on another node, runs it instead of waiting out the TTL. A worker that ran it has already
         // committed or failed it; `fail` is fenced, so it changes nothing then.
         let lost = job
             .cache
@@ -478,18 +478,17 @@ impl SchedulerState {
             job,
             ReportTo::new(cached, move |report| {
                 let _ = done.send(());
-                if let (Some((catalog, lease)), Err(error @ TaskError::WorkerLost { .. }), 0) =
-                    (lost, &report.output, report.attempts)
-                    && let Ok(runtime) = tokio::runtime::Handle::try_current()
-                {
-                    let message = error.to_string();
-                    runtime.spawn(async move {
-                        if let Err(e) = catalog.fail(&lease, &message).await {
-                            tracing::warn!(error = %e, "could not give up the lease of a lost job; it expires after its TTL");
-                        }
-                    });
+                let answer = move |report| {
+                    let _ =
+                        me.send_message(SchedulerMsg::JobDone(leader, flight, Box::new(report)));
+                };
+                match (lost, &report.output, report.attempts) {
+                    (Some((catalog, lease)), Err(error @ TaskError::WorkerLost { .. }), 0) => {
+                        let error = error.to_string();
+                        cairn_worker::give_up_then(catalog, lease, error, move || answer(report));
+                    }
+                    _ => answer(report),
                 }
-                let _ = me.send_message(SchedulerMsg::JobDone(leader, flight, Box::new(report)));
             }),
         );
     }

@@ -26,4 +26,4 @@ pub use dispatch::Dispatch;
 pub use execute::{Context, execute};
 pub use handle::WorkerPoolHandle;
 pub use pool::{BusyWorker, PoolOptions, PoolStatus};
-pub use report::ReportTo;
+pub use report::{ReportTo, give_up_then};

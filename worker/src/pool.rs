@@ -4,7 +4,8 @@
 //! that escaped the task), the pool starts a replacement with the same index, then settles the
 //! job it was running: a task with retries left (each death counts as one) is queued again (its lease is still held by the
 //! job's execution, so nobody else runs it meanwhile); otherwise the lease is failed, so waiters
-//! take over at once, and the caller gets [`TaskError::WorkerLost`].
+//! take over at once, and then the caller gets [`TaskError::WorkerLost`] (in that order: see
+//! [`crate::give_up_then`]).
 
 use crate::report::ReportTo;
 use crate::worker::{Worker, WorkerArgs, WorkerMsg};
@@ -260,24 +261,26 @@ impl Actor for WorkerPool {
                 let error = TaskError::WorkerLost {
                     detail: format!("worker {id} died: {why}"),
                 };
-                let status = if let Some(c) = &job.cache {
-                    let catalog = state.args.catalog.clone();
-                    let (lease, message) = (c.lease.clone(), error.to_string());
-                    tokio::spawn(async move {
-                        if let Err(e) = catalog.fail(&lease, &message).await {
-                            tracing::warn!(error = %e, "could not release the lease of a dead worker's job");
-                        }
-                    });
-                    CacheStatus::Miss
-                } else {
-                    CacheStatus::Disabled
-                };
-                reply.send(JobReport {
-                    output: Err(error),
+                let report = |status| JobReport {
+                    output: Err(error.clone()),
                     status,
                     attempts: 1,
                     cache_error: None,
-                });
+                };
+                match &job.cache {
+                    // The caller hears of the loss once the lease is given up (see
+                    // `give_up_then`).
+                    Some(c) => {
+                        let report = report(CacheStatus::Miss);
+                        crate::give_up_then(
+                            state.args.catalog.clone(),
+                            c.lease.clone(),
+                            error.to_string(),
+                            move || reply.send(report),
+                        );
+                    }
+                    None => reply.send(report(CacheStatus::Disabled)),
+                }
             }
         }
         Self::start_worker(&myself, state, id).await?;

@@ -6,7 +6,10 @@
 //! the pool's state and reports [`TaskError::WorkerLost`] to its scheduler, which answers the
 //! callers with that error. The dead pool's workers are killed, so none of them commits after
 //! its job was reported lost; the scheduler that dispatched each of those jobs fails its lease
-//! when the report arrives, so the key's next caller runs it at once.
+//! before its callers hear of the loss (see [`give_up_then`]), so the key's next caller runs
+//! it at once.
+//!
+//! [`give_up_then`]: crate::give_up_then
 //!
 //! [`ReportTo`]: crate::ReportTo
 //! [`TaskError::WorkerLost`]: cairn_engine::task::TaskError::WorkerLost
