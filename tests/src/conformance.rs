@@ -120,6 +120,71 @@ pub async fn read_your_writes<H: Harness>() {
     assert_eq!(read(&store, &ns.k("c")).await, None);
 }
 
+/// Keys read ahead with `prefetch` read as they would without it: the transaction's own later
+/// writes (set, clear, range clear, add) show through, and a prefetched key changed by
+/// another commit before this transaction writes it makes it conflict, as a read would.
+pub async fn prefetched_reads<H: Harness>() {
+    use cairn_engine::store::decode_counter;
+    let h = H::new().await;
+    let store = h.open().await;
+    let ns = Ns::new();
+    put(
+        &store,
+        &[
+            (ns.k("a"), b"a".to_vec()),
+            (ns.k("b"), b"b".to_vec()),
+            (ns.k("c"), b"c".to_vec()),
+            (ns.k("n"), 5i64.to_le_bytes().to_vec()),
+        ],
+    )
+    .await;
+    let (a, b, c, n, gone) = (ns.k("a"), ns.k("b"), ns.k("c"), ns.k("n"), ns.k("gone"));
+
+    let tx = store.begin().await.unwrap();
+    tx.prefetch(&[&a, &b, &c, &n, &gone]).await.unwrap();
+    assert_eq!(
+        tx.get_many(&[&gone, &a, &b], false).await.unwrap(),
+        vec![None, Some(b"a".to_vec()), Some(b"b".to_vec())],
+        "in the order asked"
+    );
+    tx.set(&a, b"a2");
+    tx.clear(&b);
+    tx.clear_range(&ns.k("c"), &ns.k("d"));
+    tx.add(&n, 2);
+    tx.set(&gone, b"here");
+    assert_eq!(tx.get(&a, false).await.unwrap(), Some(b"a2".to_vec()));
+    assert_eq!(tx.get(&b, false).await.unwrap(), None);
+    assert_eq!(tx.get(&c, true).await.unwrap(), None);
+    assert_eq!(
+        decode_counter(tx.get(&n, false).await.unwrap().as_deref()),
+        7
+    );
+    assert_eq!(
+        tx.get_many(&[&gone, &a], false).await.unwrap(),
+        vec![Some(b"here".to_vec()), Some(b"a2".to_vec())]
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(read(&store, &a).await, Some(b"a2".to_vec()));
+    assert_eq!(read(&store, &c).await, None);
+
+    // A prefetched key is read: another commit changing it makes this one conflict.
+    let t1 = store.begin().await.unwrap();
+    t1.prefetch(&[&a]).await.unwrap();
+    assert_eq!(t1.get(&a, false).await.unwrap(), Some(b"a2".to_vec()));
+    put(&store, &[(a.clone(), b"a3".to_vec())]).await;
+    assert_eq!(
+        t1.get(&a, false).await.unwrap(),
+        Some(b"a2".to_vec()),
+        "the transaction's own snapshot"
+    );
+    t1.set(&a, b"a4");
+    let err = t1
+        .commit()
+        .await
+        .expect_err("a was changed after it was read: a lost update");
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+}
+
 /// Range reads come back in byte order, honour the limit, run in reverse and are half-open.
 pub async fn range_order_limit_reverse<H: Harness>() {
     let h = H::new().await;
@@ -681,8 +746,8 @@ pub async fn unreachable_url_is_named<H: Harness>() {
 macro_rules! store_conformance {
     ($harness:ty) => {
         $crate::store_conformance!(@tests $harness;
-            read_your_writes, range_order_limit_reverse, clear_range, conflicts, atomic_add,
-            concurrent_adds,
+            read_your_writes, prefetched_reads, range_order_limit_reverse, clear_range,
+            conflicts, atomic_add, concurrent_adds,
             concurrent_insert_if_absent, transact_retries_conflicts, watch_fires_on_change,
             reopen_keeps_committed_only, size_limits, read_only_and_finished,
             unreachable_url_is_named);

@@ -4,6 +4,6 @@
 
 #[cfg(feature = "fdb")]
 cairn_tests::fdb_suite!(conformance;
-    read_your_writes, range_order_limit_reverse, clear_range, conflicts,
+    read_your_writes, prefetched_reads, range_order_limit_reverse, clear_range, conflicts,
     concurrent_insert_if_absent, transact_retries_conflicts, watch_fires_on_change,
     reopen_keeps_committed_only, size_limits, read_only_and_finished, unreachable_url_is_named);

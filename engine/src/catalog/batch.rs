@@ -2,10 +2,13 @@
 //! lease acquisitions and group commits share.
 
 use crate::error::{Error, Result};
-use crate::store::{RetryPolicy, Store, transact};
+use crate::store::{RetryPolicy, Store, Transaction, transact};
 use std::future::Future;
 
 /// Runs `each` for every item of `items` in one transaction and returns each item's result.
+/// Where a read is a round trip ([`Store::gathers_reads`]), the keys `reads` names for each
+/// item are read first, all in one ([`crate::Transaction::prefetch`]), so the items' own reads
+/// cost none.
 /// An error about one item (one `each` that fails without a retryable error) is that item's
 /// result alone, so `each` must make its writes only after its checks. A transaction that
 /// fails (a conflict, "maybe committed", a size limit) is split in halves and each half tried
@@ -15,6 +18,7 @@ pub(super) async fn each_in_batches<'a, S, I, R, E, EFut, O, OFut>(
     store: &S,
     retry: &RetryPolicy,
     items: &'a [I],
+    reads: impl Fn(&'a I) -> Vec<Vec<u8>>,
     each: E,
     one: O,
 ) -> Vec<Result<R>>
@@ -41,7 +45,17 @@ where
         }
         let part = &items[begin..end];
         let each = &each;
+        let wanted: Vec<Vec<u8>> = if store.gathers_reads() {
+            part.iter().flat_map(&reads).collect()
+        } else {
+            Vec::new()
+        };
+        let wanted: Vec<&[u8]> = wanted.iter().map(Vec::as_slice).collect();
+        let wanted = &wanted;
         let tried = transact(store, &once, |tx| async move {
+            if !wanted.is_empty() {
+                tx.prefetch(wanted).await?;
+            }
             let mut results = Vec::with_capacity(part.len());
             for item in part {
                 match each(tx.clone(), item).await {

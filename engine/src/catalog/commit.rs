@@ -449,6 +449,7 @@ impl<S: Store> Catalog<S> {
             &self.inner.store,
             &self.inner.config.retry,
             batch,
+            |q| EntryView::keys(&q.key.digest).into(),
             |tx, q| async move {
                 self.commit_in(
                     &tx,

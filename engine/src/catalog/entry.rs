@@ -26,6 +26,15 @@ pub(super) struct EntryView {
 }
 
 impl EntryView {
+    /// The keys [`EntryView::load`] reads.
+    pub(super) fn keys(d: &Digest) -> [Vec<u8>; 3] {
+        [
+            keys::entry_part(d, entry_part::LEASE),
+            keys::entry_part(d, entry_part::TOMBSTONE),
+            keys::entry_part(d, entry_part::META),
+        ]
+    }
+
     /// Reads the lease, tombstone and metadata of `d` (point reads, so conflicts are tracked
     /// per key; the metadata is written with every change of the output, so a concurrent commit
     /// always conflicts through it).
@@ -34,11 +43,7 @@ impl EntryView {
         d: &Digest,
         snapshot: bool,
     ) -> Result<EntryView> {
-        let keys = [
-            keys::entry_part(d, entry_part::LEASE),
-            keys::entry_part(d, entry_part::TOMBSTONE),
-            keys::entry_part(d, entry_part::META),
-        ];
+        let keys = Self::keys(d);
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         let mut values = tx.get_many(&refs, snapshot).await?.into_iter();
         let (lease, tomb, meta) = (

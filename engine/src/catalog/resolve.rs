@@ -187,6 +187,7 @@ impl<S: Store> Catalog<S> {
             &self.inner.store,
             &self.inner.config.retry,
             reqs,
+            |req| EntryView::keys(&req.key.digest).into(),
             |tx, req| async move { self.acquire_in(&tx, req).await },
             |req| self.acquire_alone(req),
         )

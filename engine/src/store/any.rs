@@ -221,6 +221,10 @@ impl Transaction for AnyTx {
         each_tx!(self, t => t.get_many(keys, snapshot).await)
     }
 
+    async fn prefetch(&self, keys: &[&[u8]]) -> Result<()> {
+        each_tx!(self, t => t.prefetch(keys).await)
+    }
+
     async fn get_range(
         &self,
         begin: &[u8],

@@ -267,6 +267,11 @@ impl<T: Transaction> Transaction for FdbLimitedTx<T> {
         self.inner.get_many(keys, snapshot).await
     }
 
+    async fn prefetch(&self, keys: &[&[u8]]) -> Result<()> {
+        self.check_age()?;
+        self.inner.prefetch(keys).await
+    }
+
     async fn get_range(
         &self,
         begin: &[u8],

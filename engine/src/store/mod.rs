@@ -113,10 +113,10 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Most independent operations (lease acquisitions, commits of different keys) a caller
     /// should put in one transaction. Batching saves commits where conflicts are tracked per
-    /// key (FoundationDB, the embedded store); PostgreSQL's serializable isolation tracks
-    /// reads by page once a transaction reads many rows, so batches from different nodes
-    /// conflict although their keys differ (measured: a 3-node cluster ran 3 times slower
-    /// with grouped commits), and it answers 1.
+    /// key (FoundationDB, the embedded store). PostgreSQL's serializable isolation trades a
+    /// transaction's many read locks on one table for one lock on the whole table, after
+    /// which batches from different nodes conflict although their keys differ; it answers
+    /// what keeps a batch under that threshold on the server it is connected to.
     fn max_batch(&self) -> usize {
         256
     }
@@ -157,6 +157,16 @@ pub trait Transaction: Clone + Send + Sync + 'static {
         keys: &[&[u8]],
         snapshot: bool,
     ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
+
+    /// Reads `keys` now, in one round trip, so that this transaction's later point reads of
+    /// them ([`Transaction::get`], [`Transaction::get_many`]) are answered without another:
+    /// a batch of independent operations reads every key it will need at its start. Later
+    /// reads see this transaction's own writes as usual. A backend whose reads cost no round
+    /// trip (the embedded store) or whose client caches reads (FoundationDB) does nothing.
+    fn prefetch(&self, keys: &[&[u8]]) -> impl Future<Output = Result<()>> + Send {
+        let _ = keys;
+        std::future::ready(Ok(()))
+    }
 
     /// Reads the keys in `[begin, end)` in key order (or reverse order), merged with this
     /// transaction's own writes.

@@ -20,6 +20,7 @@ mod sql;
 
 use super::watch::{Notifier, Subscription};
 use super::{KeyValue, Limits, RangeOptions, Store, StoreCounters, Transaction, WriteSize};
+use crate::det::Map;
 use crate::error::{Error, Result};
 use futures::future::{BoxFuture, FutureExt, try_join_all};
 use pool::{Pool, Pooled};
@@ -30,6 +31,19 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 
 pub(crate) const BACKEND: &str = "postgres";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batches_stay_under_the_predicate_lock_escalation() {
+        // PostgreSQL's defaults: 64 per transaction, half of them per relation.
+        assert_eq!(super::batch_bound(64, -2), 6);
+        assert_eq!(super::batch_bound(1024, -2), 102);
+        assert_eq!(super::batch_bound(64, 500), 100);
+        assert_eq!(super::batch_bound(1 << 20, -2), 256);
+        assert_eq!(super::batch_bound(4, -2), 1);
+    }
+}
 
 const BEGIN_RW: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 const BEGIN_RO: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
@@ -87,6 +101,32 @@ pub(crate) fn classify(e: tokio_postgres::Error, during_commit: bool) -> Error {
     }
 }
 
+/// Predicate locks one batched operation may take on one relation: it reads an entry's three
+/// parts, adjacent keys (one index page, at worst two) and at most three rows.
+const PREDICATE_LOCKS_PER_ITEM: i64 = 5;
+
+/// The most independent operations one transaction may batch on a server with these settings
+/// (`max_pred_locks_per_transaction`, `max_pred_locks_per_relation`), at most 256.
+///
+/// Past `max_pred_locks_per_relation` predicate locks on one relation (by default half of
+/// `max_pred_locks_per_transaction`, which defaults to 64), PostgreSQL's serializable isolation
+/// trades them for one lock on the whole relation, and from then on every write to the table
+/// by another transaction conflicts with the batch, whatever its keys: batches from different
+/// nodes would fail each other and be split and retried (measured before this bound: a 3-node
+/// cluster ran 3 times slower with batching on). A batch is kept under that threshold: 6
+/// operations with the defaults, 102 with `max_pred_locks_per_transaction = 1024` (what
+/// `deploy/dev/postgres-up` sets).
+fn batch_bound(per_transaction: i64, per_relation: i64) -> usize {
+    let per_relation = if per_relation < 0 {
+        per_transaction / -per_relation
+    } else {
+        per_relation
+    };
+    usize::try_from(per_relation / PREDICATE_LOCKS_PER_ITEM)
+        .unwrap_or(1)
+        .clamp(1, 256)
+}
+
 /// The PostgreSQL store; clones share one pool and one listener.
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -99,6 +139,8 @@ struct Shared {
     counters: StoreCounters,
     limits: Limits,
     listener: tokio::task::JoinHandle<()>,
+    /// See [`batch_bound`].
+    max_batch: usize,
 }
 
 impl Drop for Shared {
@@ -122,6 +164,7 @@ impl PostgresStore {
             config.connect_timeout(Duration::from_secs(5));
         }
         let sql = Arc::new(Sql::new(table));
+        let max_batch;
         // Create the table before preparing statements that name it.
         {
             let (client, connection) =
@@ -137,6 +180,15 @@ impl PostgresStore {
                 .batch_execute(&sql.create)
                 .await
                 .map_err(|e| classify(e, false))?;
+            let row = client
+                .query_one(
+                    "SELECT current_setting('max_pred_locks_per_transaction')::int8, \
+                     current_setting('max_pred_locks_per_relation')::int8",
+                    &[],
+                )
+                .await
+                .map_err(|e| classify(e, false))?;
+            max_batch = batch_bound(row.get(0), row.get(1));
             drop(client);
             let _ = driver.await;
         }
@@ -158,6 +210,7 @@ impl PostgresStore {
                 counters: StoreCounters::default(),
                 limits: Limits::default(),
                 listener,
+                max_batch,
             }),
         })
     }
@@ -172,6 +225,7 @@ impl PostgresStore {
                 read_only,
             })),
             pending: Arc::new(parking_lot::Mutex::new(Pending::default())),
+            prefetched: Arc::default(),
         })
     }
 }
@@ -204,7 +258,7 @@ impl Store for PostgresStore {
     }
 
     fn max_batch(&self) -> usize {
-        1
+        self.shared.max_batch
     }
 
     fn gathers_reads(&self) -> bool {
@@ -241,12 +295,21 @@ struct Session {
     read_only: bool,
 }
 
+/// Values a transaction read ahead, by key (`None`: absent).
+type Prefetched = Map<Vec<u8>, Option<Vec<u8>>>;
+
 /// A PostgreSQL transaction.
 #[derive(Clone)]
 pub struct PostgresTx {
     shared: Arc<Shared>,
     session: Arc<tokio::sync::Mutex<Session>>,
     pending: Arc<parking_lot::Mutex<Pending>>,
+    /// Values read by [`Transaction::prefetch`] (`None`: absent), for later point reads of the
+    /// same keys. A key this transaction writes leaves it, so its next read goes to the
+    /// server after the write. Serving a read from here is what the server would answer: the
+    /// snapshot of a SERIALIZABLE transaction is fixed at its first statement, and the
+    /// prefetch already took the read's predicate lock.
+    prefetched: Arc<parking_lot::Mutex<Option<Prefetched>>>,
 }
 
 /// Futures sending `ops` as few statements as their effect allows: the range clears first,
@@ -347,6 +410,14 @@ fn op_futures<'a>(
 
 impl PostgresTx {
     fn buffer(&self, op: Op) {
+        if let Some(cached) = self.prefetched.lock().as_mut() {
+            match &op {
+                Op::Set(k, _) | Op::Clear(k) | Op::Add(k, _) => {
+                    cached.remove(k.as_slice());
+                }
+                Op::ClearRange(b, e) => cached.retain(|k, _| !(b <= k && k < e)),
+            }
+        }
         let mut p = self.pending.lock();
         let limits = &self.shared.limits;
         match &op {
@@ -364,6 +435,22 @@ impl PostgresTx {
             Op::ClearRange(..) => p.cleared_range = true,
         }
         p.ops.push(op);
+    }
+
+    /// The rows of `keys`, in one statement.
+    async fn fetch(&self, keys: &[&[u8]]) -> Result<Map<Vec<u8>, Vec<u8>>> {
+        let wanted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        self.read(move |conn| {
+            async move {
+                let rows = conn.client.query(&conn.stmts.get_many, &[&wanted]).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
+                    .collect())
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Runs `query` in the transaction after sending `BEGIN` (if not yet sent) and any buffered
@@ -403,6 +490,9 @@ impl PostgresTx {
 impl Transaction for PostgresTx {
     async fn get(&self, key: &[u8], _snapshot: bool) -> Result<Option<Vec<u8>>> {
         self.shared.limits.check_read(key)?;
+        if let Some(value) = self.prefetched.lock().as_ref().and_then(|c| c.get(key)) {
+            return Ok(value.clone());
+        }
         let key = key.to_vec();
         self.read(move |conn| {
             async move {
@@ -418,20 +508,29 @@ impl Transaction for PostgresTx {
         for key in keys {
             self.shared.limits.check_read(key)?;
         }
-        let wanted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
-        let rows = self
-            .read(move |conn| {
-                async move {
-                    let rows = conn.client.query(&conn.stmts.get_many, &[&wanted]).await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
-                        .collect::<std::collections::HashMap<_, _>>())
-                }
-                .boxed()
-            })
-            .await?;
+        if let Some(cached) = self.prefetched.lock().as_ref()
+            && let Some(values) = keys
+                .iter()
+                .map(|k| cached.get(*k).cloned())
+                .collect::<Option<Vec<_>>>()
+        {
+            return Ok(values);
+        }
+        let rows = self.fetch(keys).await?;
         Ok(keys.iter().map(|k| rows.get(*k).cloned()).collect())
+    }
+
+    async fn prefetch(&self, keys: &[&[u8]]) -> Result<()> {
+        for key in keys {
+            self.shared.limits.check_read(key)?;
+        }
+        let mut rows = self.fetch(keys).await?;
+        let mut cached = self.prefetched.lock();
+        let cached = cached.get_or_insert_with(Map::default);
+        for key in keys {
+            cached.insert(key.to_vec(), rows.remove(*key));
+        }
+        Ok(())
     }
 
     async fn get_range(
