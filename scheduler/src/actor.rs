@@ -467,8 +467,9 @@ impl SchedulerState {
         }
         // A job reported lost before any worker ran it to its end (its pool died, its node
         // was lost) gives its lease up at once, before its callers hear of the loss, so the
-        // key's next caller, here or on another node, runs it instead of waiting out the TTL. A worker that ran it has already
-        // committed or failed it; `fail` is fenced, so it changes nothing then.
+        // key's next caller, here or on another node, runs it instead of waiting out the TTL.
+        // A worker that ran it has already committed or failed it; `fail` is fenced, so it
+        // changes nothing then.
         let lost = job
             .cache
             .as_ref()

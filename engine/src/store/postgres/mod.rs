@@ -7,7 +7,10 @@
 //!
 //! Writes are buffered (they cannot fail, as in FoundationDB) and sent, pipelined, before the
 //! next read of the transaction or with `COMMIT`, so a transaction costs one round trip per read
-//! plus one for the commit; `BEGIN` rides along with the first statement.
+//! plus one for the commit; `BEGIN` rides along with the first statement. A batch of
+//! independent operations reads all their keys in one round trip first
+//! ([`Transaction::prefetch`]); its size is bounded by the server's predicate-lock settings
+//! (see `batch_bound`).
 //!
 //! Differences from FoundationDB, all on the safe side: a snapshot read inside a read-write
 //! transaction is an ordinary serializable read (PostgreSQL cannot read without taking a
@@ -31,19 +34,6 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 
 pub(crate) const BACKEND: &str = "postgres";
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn batches_stay_under_the_predicate_lock_escalation() {
-        // PostgreSQL's defaults: 64 per transaction, half of them per relation.
-        assert_eq!(super::batch_bound(64, -2), 6);
-        assert_eq!(super::batch_bound(1024, -2), 102);
-        assert_eq!(super::batch_bound(64, 500), 100);
-        assert_eq!(super::batch_bound(1 << 20, -2), 256);
-        assert_eq!(super::batch_bound(4, -2), 1);
-    }
-}
 
 const BEGIN_RW: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 const BEGIN_RO: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
@@ -655,5 +645,18 @@ impl Transaction for PostgresTx {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batches_stay_under_the_predicate_lock_escalation() {
+        // PostgreSQL's defaults: 64 per transaction, half of them per relation.
+        assert_eq!(super::batch_bound(64, -2), 6);
+        assert_eq!(super::batch_bound(1024, -2), 102);
+        assert_eq!(super::batch_bound(64, 500), 100);
+        assert_eq!(super::batch_bound(1 << 20, -2), 256);
+        assert_eq!(super::batch_bound(4, -2), 1);
     }
 }
