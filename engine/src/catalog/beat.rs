@@ -5,9 +5,9 @@
 //! and interval: a fan-out holding 1,000 leases with a 3 s TTL asks the store for 1,000
 //! transactions a second just to stay alive, and when the store falls behind, waiters on other
 //! nodes see silent leases and take them over — duplicate executions caused by the heartbeats'
-//! own load. Here the leases due are beaten together, [`BATCH`] per transaction, and a lease may
-//! be beaten up to half an interval early so that leases acquired at different moments fall into
-//! the same batches. A lease is registered by its holder, the scheduler that
+//! own load. Here the leases due are beaten together, up to [`BATCH`] per transaction, and a
+//! lease may be beaten up to half an interval early so that leases acquired at different moments
+//! fall into the same batches. A lease is registered by its holder, the scheduler that
 //! dispatched its job, from dispatch to report; registering one twice beats it once.
 
 use super::lease::Lease;
@@ -23,8 +23,16 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Leases beaten per transaction (each a point read and a write of about 150 bytes).
+/// Leases beaten per transaction (each a point read and a write of about 150 bytes), at most.
+/// Fewer where the store bounds its batches ([`Store::max_batch`], which counts operations that
+/// read an entry's three keys; a beat reads one, so twice as many beats fit): on PostgreSQL
+/// with its default settings, a transaction beating 128 leases would lock the whole table.
 pub(super) const BATCH: usize = 128;
+
+/// Leases beaten per transaction on `store`.
+fn per_transaction<S: Store>(store: &S) -> usize {
+    BATCH.min(store.max_batch().saturating_mul(2)).max(1)
+}
 
 /// Batches in flight at once.
 const PARALLEL: usize = 4;
@@ -179,7 +187,10 @@ async fn run<S: Store>(store: S, retry: RetryPolicy, shared: Arc<Shared>) {
             }
             continue;
         }
-        let chunks: Vec<Vec<(Id, Lease)>> = due.chunks(BATCH).map(<[_]>::to_vec).collect();
+        let chunks: Vec<Vec<(Id, Lease)>> = due
+            .chunks(per_transaction(&store))
+            .map(<[_]>::to_vec)
+            .collect();
         let results: Vec<Batch> = futures::stream::iter(chunks.into_iter().map(|chunk| {
             let (store, retry) = (&store, &retry);
             async move {
