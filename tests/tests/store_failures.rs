@@ -44,6 +44,20 @@ async fn square(n: i64) -> i64 {
     n * n
 }
 
+fn assert_names_the_table(err: Error, table: &str) {
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                backend: "postgres",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(table), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_fails_gives_errors_that_name_it() {
     let table = format!("gone_{:08x}", rand::random::<u32>());
@@ -67,22 +81,22 @@ async fn a_store_that_fails_gives_errors_that_name_it() {
         .await
         .unwrap();
 
+    let spare = PostgresStore::connect(&postgres_url(), &table, 2)
+        .await
+        .unwrap();
+
     drop_table(&table).await;
 
     // Reads and commits fail with an error that says what failed, not a hang or a panic.
-    let tx = store.begin().await.unwrap();
-    let err = tx.get(b"k", false).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Backend {
-                backend: "postgres",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains(&table), "{err}");
+    // Where depends on the pool: a connection opened before the drop fails at the read, one
+    // opened after it fails at `begin`, when its statements are prepared. Both must name it.
+    let read = async { store.begin().await?.get(b"k", false).await };
+    assert_names_the_table(read.await.unwrap_err(), &table);
+    // A second store on the table has one connection, opened before the drop; holding it open
+    // makes the next `begin` open (and prepare) another.
+    let held = spare.begin().await.unwrap();
+    assert_names_the_table(spare.begin().await.err().expect("cannot prepare"), &table);
+    assert_names_the_table(held.get(b"k", false).await.unwrap_err(), &table);
 
     // A call whose key cannot be looked up runs uncached: LookupFailure, the output still
     // returned, and the reason named.
