@@ -12,7 +12,7 @@
 //!    the time from the body's return to the last caller's answer.
 //!
 //! `USER_LOAD_ONLY=sequential|fan-out|identical` runs one workload (for profiles: `perf record`
-//! of a single workload).
+//! of a single workload); `USER_LOAD_HIT_ROUNDS=K` repeats the fan-out's hits round K times.
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -229,5 +229,15 @@ async fn fan_out_offset(node: &cairn::Node, n: i64, after_sequential: bool) {
         CacheStatus::Populated
     };
     fan_out(node, n, "cold", cold).await;
-    fan_out(node, n, "hits", CacheStatus::Hit).await;
+    for _ in 0..rounds("USER_LOAD_HIT_ROUNDS") {
+        fan_out(node, n, "hits", CacheStatus::Hit).await;
+    }
+}
+
+/// A repeat count from the environment (default 1): more rounds of one workload, for profiles.
+fn rounds(var: &str) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }

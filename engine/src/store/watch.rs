@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Number of notification slots; keys share slots by hash, which only costs spurious wake-ups.
-const SLOTS: usize = 1024;
+pub(crate) const SLOTS: usize = 1024;
 
 /// A registered interest in one key; see [`Store::subscribe`].
 pub struct Subscription {

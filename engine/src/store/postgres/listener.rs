@@ -1,7 +1,7 @@
 //! Turns PostgreSQL `NOTIFY`s from any process into local commit hints.
 //!
-//! A committing transaction notifies the slots of the keys it wrote (`*` for all, after a range
-//! clear). One dedicated connection per store listens and wakes the local subscribers of those
+//! A committing transaction sends one notification naming the slots of the keys it wrote, as
+//! decimal numbers separated by commas (`*` for all, after a range clear). One dedicated connection per store listens and wakes the local subscribers of those
 //! slots. A notification sent while the listener is disconnected is lost, so after every
 //! (re)connect the listener wakes everyone, and subscriptions also re-check periodically.
 
@@ -98,10 +98,72 @@ async fn listen_once(
     }
 }
 
+/// The payload of a commit's notification: `*` after a range clear, else the written slots
+/// (`None`: nothing to notify). Every slot at once fits well within PostgreSQL's 8,000 bytes.
+pub(super) fn payload<'a>(
+    cleared_range: bool,
+    slots: impl IntoIterator<Item = &'a usize>,
+) -> Option<String> {
+    if cleared_range {
+        return Some("*".into());
+    }
+    let mut out = String::new();
+    for slot in slots {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&slot.to_string());
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Wakes the slots a notification names. A payload that is not ours (another program on the
+/// channel) wakes nothing: a subscriber's periodic re-check still finds any change.
 fn dispatch(notifier: &Notifier, payload: &str) {
     if payload == "*" {
         notifier.notify_all();
-    } else if let Ok(slot) = payload.parse::<usize>() {
-        notifier.notify_slot(slot);
+        return;
+    }
+    for slot in payload.split(',') {
+        if let Ok(slot) = slot.parse::<usize>() {
+            notifier.notify_slot(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::watch::SLOTS;
+    use super::*;
+
+    #[test]
+    fn a_commits_payload_names_its_slots_and_always_fits() {
+        assert_eq!(payload(false, &[]), None);
+        assert_eq!(payload(true, &[3]).as_deref(), Some("*"));
+        assert_eq!(payload(false, &[3, 17, 1023]).as_deref(), Some("3,17,1023"));
+        let every: Vec<usize> = (0..SLOTS).collect();
+        let all = payload(false, &every).unwrap();
+        assert!(all.len() < 8000, "{} bytes", all.len());
+    }
+
+    #[test]
+    fn dispatch_wakes_exactly_the_slots_named() {
+        use futures::FutureExt;
+        let notifier = Notifier::default();
+        let keys: Vec<Vec<u8>> = (0..64u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let named = Notifier::slot_of(&keys[0]);
+        let other = keys
+            .iter()
+            .find(|k| Notifier::slot_of(k) != named)
+            .expect("64 keys use more than one slot");
+        let mut woken = notifier.subscribe(&keys[0]);
+        let mut quiet = notifier.subscribe(other);
+        dispatch(&notifier, &payload(false, &[named, SLOTS + 5]).unwrap());
+        dispatch(&notifier, "not ours");
+        assert!(
+            woken.changed().now_or_never().is_some(),
+            "the named slot is woken"
+        );
+        assert!(quiet.changed().now_or_never().is_none(), "no other slot is");
     }
 }

@@ -599,21 +599,16 @@ impl Transaction for PostgresTx {
             futs.push(conn.client.batch_execute(BEGIN_RW).boxed());
         }
         futs.extend(op_futures(conn, &pending.ops));
-        let slots: Vec<String> = if pending.cleared_range {
-            vec!["*".to_string()]
-        } else {
-            pending
-                .slots
-                .iter()
-                .flatten()
-                .map(|s| s.to_string())
-                .collect()
-        };
-        if !slots.is_empty() {
+        // One notification for the whole commit, naming every slot written: a commit of a
+        // batch writes hundreds of keys, and a notification each would cost the server (and
+        // every listening node) more than the batch's rows.
+        if let Some(payload) =
+            listener::payload(pending.cleared_range, pending.slots.iter().flatten())
+        {
             futs.push(
                 async move {
                     conn.client
-                        .execute(&conn.stmts.notify, &[&slots])
+                        .execute(&conn.stmts.notify, &[&payload])
                         .await
                         .map(drop)
                 }

@@ -49,7 +49,7 @@ impl Sql {
             ),
             delete: format!("DELETE FROM {table} WHERE k = ANY($1::bytea[])"),
             delete_range: format!("DELETE FROM {table} WHERE k >= $1 AND k < $2"),
-            notify: format!("SELECT pg_notify('{channel}', s) FROM unnest($1::text[]) s"),
+            notify: format!("SELECT pg_notify('{channel}', $1::text)"),
             channel,
         }
     }
