@@ -1,9 +1,14 @@
 //! Turns PostgreSQL `NOTIFY`s from any process into local commit hints.
 //!
 //! A committing transaction sends one notification naming the slots of the keys it wrote, as
-//! decimal numbers separated by commas (`*` for all, after a range clear). One dedicated connection per store listens and wakes the local subscribers of those
-//! slots. A notification sent while the listener is disconnected is lost, so after every
-//! (re)connect the listener wakes everyone, and subscriptions also re-check periodically.
+//! decimal numbers separated by commas (`*` for all, after a range clear). One dedicated
+//! connection per store listens and wakes the local subscribers of those slots. A notification
+//! sent while the listener is disconnected is lost, so after every (re)connect the listener
+//! wakes everyone, and subscriptions also re-check periodically.
+//!
+//! Nodes older than the slot lists sent one notification per slot. A new listener reads those
+//! as lists of one; an old listener ignores a list, so during a rolling upgrade its waiters
+//! wake by their re-check (1 s) until it is upgraded.
 
 use super::super::watch::Notifier;
 use crate::error::{Error, Result};
