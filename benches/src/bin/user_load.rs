@@ -12,7 +12,8 @@
 //!    the time from the body's return to the last caller's answer.
 //!
 //! `USER_LOAD_ONLY=sequential|fan-out|identical` runs one workload (for profiles: `perf record`
-//! of a single workload); `USER_LOAD_HIT_ROUNDS=K` repeats the fan-out's hits round K times.
+//! of a single workload); `USER_LOAD_HIT_ROUNDS=K` repeats the fan-out's hits round K times,
+//! and `USER_LOAD_PAUSE_MS=M` pauses between its cold round and the first hits round.
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -229,6 +230,12 @@ async fn fan_out_offset(node: &cairn::Node, n: i64, after_sequential: bool) {
         CacheStatus::Populated
     };
     fan_out(node, n, "cold", cold).await;
+    if let Some(ms) = std::env::var("USER_LOAD_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     for _ in 0..rounds("USER_LOAD_HIT_ROUNDS") {
         fan_out(node, n, "hits", CacheStatus::Hit).await;
     }
