@@ -33,11 +33,12 @@ static BODY_RETURNED: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// How long `slow`'s body takes (`USER_LOAD_BODY_MS`, default 50 ms).
 fn body_time() -> Duration {
-    let ms = std::env::var("USER_LOAD_BODY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    Duration::from_millis(ms)
+    Duration::from_millis(env_number("USER_LOAD_BODY_MS").unwrap_or(50))
+}
+
+/// A number from the environment, if set (and a number).
+fn env_number(var: &str) -> Option<u64> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok())
 }
 
 /// Takes [`body_time`]; records when its body returns.
@@ -230,21 +231,11 @@ async fn fan_out_offset(node: &cairn::Node, n: i64, after_sequential: bool) {
         CacheStatus::Populated
     };
     fan_out(node, n, "cold", cold).await;
-    if let Some(ms) = std::env::var("USER_LOAD_PAUSE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(ms) = env_number("USER_LOAD_PAUSE_MS") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    for _ in 0..rounds("USER_LOAD_HIT_ROUNDS") {
+    // More hits rounds in one process (default 1), for profiles.
+    for _ in 0..env_number("USER_LOAD_HIT_ROUNDS").unwrap_or(1) {
         fan_out(node, n, "hits", CacheStatus::Hit).await;
     }
-}
-
-/// A repeat count from the environment (default 1): more rounds of one workload, for profiles.
-fn rounds(var: &str) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
 }

@@ -112,12 +112,11 @@ pub(super) fn payload<'a>(
     if cleared_range {
         return Some("*".into());
     }
+    use std::fmt::Write;
     let mut out = String::new();
     for slot in slots {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(&slot.to_string());
+        let sep = if out.is_empty() { "" } else { "," };
+        let _ = write!(out, "{sep}{slot}");
     }
     (!out.is_empty()).then_some(out)
 }
