@@ -780,9 +780,31 @@ pub async fn eviction_scopes<H: Harness>() {
         .await
         .unwrap()
     {
-        Resolution::Acquired(l) => assert!(l.evicted),
+        Resolution::Acquired(l) => {
+            assert!(l.evicted);
+            // Computed again, the key forgets its eviction: its commit clears the tombstone
+            // (and only a commit that read one clears it).
+            catalog.commit(&k, &l, b"again", None).await.unwrap();
+        }
         other => panic!("expected to acquire an evicted key, got {other:?}"),
     }
+    let execution = new_execution_id();
+    let overwriting = ResolveRequest {
+        overwrite: true,
+        ..request(&k, &execution, LONG_TTL)
+    };
+    match catalog.resolve(&overwriting).await.unwrap() {
+        Resolution::Acquired(l) => {
+            assert!(!l.evicted, "a recomputed key is no longer evicted");
+            catalog.release(&l).await.unwrap();
+        }
+        other => panic!("expected to acquire for an overwrite, got {other:?}"),
+    }
+    assert_eq!(
+        count(Some("a")).await,
+        6,
+        "the recomputed key is listed again"
+    );
 
     // By execution.
     let ev = EvictScope::Execution(by_exec.unwrap());
@@ -796,7 +818,7 @@ pub async fn eviction_scopes<H: Harness>() {
         task: "a".into(),
         version: Some("1".into()),
     };
-    assert_eq!(catalog.evict(&v1).await.unwrap(), 2);
+    assert_eq!(catalog.evict(&v1).await.unwrap(), 3);
     assert_eq!(count(Some("a")).await, 3, "version 2 remains");
     let all_a = EvictScope::Task {
         project: p.clone(),

@@ -376,7 +376,11 @@ impl<S: Store> Catalog<S> {
         unreferenced.apply(&tx);
         blobs::reference(&tx, &d, blobs);
         let meta = stored.meta;
-        tx.clear(&keys::entry_part(&d, entry_part::TOMBSTONE));
+        // Read above as absent: then there is nothing to clear (and an eviction writing one
+        // meanwhile conflicts with that read).
+        if view.tombstone_row {
+            tx.clear(&keys::entry_part(&d, entry_part::TOMBSTONE));
+        }
         set_indexes(&tx, &meta);
         if ours {
             self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;

@@ -15,6 +15,9 @@ pub(super) struct EntryView {
     pub digest: Digest,
     pub lease: Option<(LeaseRecord, Vec<u8>)>,
     pub tombstone: Option<Tombstone>,
+    /// A tombstone row is stored (`tombstone` is `None` when it does not decode): a commit
+    /// clears it only then, so a cold commit writes no deletion for a key never evicted.
+    pub tombstone_row: bool,
     pub meta: Option<EntryMeta>,
     pub inline: Option<Vec<u8>>,
     /// The execution whose staged chunks hold the output, if it was staged.
@@ -55,6 +58,7 @@ impl EntryView {
             digest: *d,
             lease: None,
             tombstone: None,
+            tombstone_row: tomb.is_some(),
             meta: None,
             inline: None,
             chunks_of: None,
