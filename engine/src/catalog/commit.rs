@@ -376,8 +376,8 @@ impl<S: Store> Catalog<S> {
         unreferenced.apply(&tx);
         blobs::reference(&tx, &d, blobs);
         let meta = stored.meta;
-        // Read above as absent: then there is nothing to clear (and an eviction writing one
-        // meanwhile conflicts with that read).
+        // Cleared only when the read above found one: an eviction that writes one meanwhile
+        // conflicts with that read.
         if view.tombstone_row {
             tx.clear(&keys::entry_part(&d, entry_part::TOMBSTONE));
         }
