@@ -565,6 +565,90 @@ pub async fn transact_retries_conflicts<H: Harness>() {
     assert!(store.counters().retries() >= store.counters().conflicts());
 }
 
+/// Phantoms: two transactions each read a range (not `snapshot`) and insert into the other's.
+/// Serializable means one of them sees the other's insert, or one fails to commit. (They run
+/// in two tasks: a store may make the second range read wait for the first transaction.)
+pub async fn range_write_skew<H: Harness>() {
+    let h = H::new().await;
+    let store = h.open().await;
+    let ns = Arc::new(Ns::new());
+    for round in 0..5 {
+        let run = |mine: &'static str, theirs: &'static str| {
+            let (store, ns) = (store.clone(), ns.clone());
+            tokio::spawn(async move {
+                let tx = store.begin().await.unwrap();
+                let (b, e) = (
+                    ns.k(format!("{round}/{theirs}/")),
+                    ns.k(format!("{round}/{theirs}0")),
+                );
+                let seen = tx
+                    .get_range(&b, &e, RangeOptions::all())
+                    .await
+                    .unwrap()
+                    .len();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                tx.set(&ns.k(format!("{round}/{mine}/row")), b"1");
+                (seen, tx.commit().await)
+            })
+        };
+        let (t1, t2) = (run("a", "b"), run("b", "a"));
+        let (seen1, r1) = t1.await.unwrap();
+        let (seen2, r2) = t2.await.unwrap();
+        for r in [&r1, &r2] {
+            if let Err(e) = r {
+                assert!(matches!(e, Error::Conflict { .. }), "{e}");
+            }
+        }
+        if r1.is_ok() && r2.is_ok() {
+            assert!(
+                seen1 + seen2 >= 1,
+                "round {round}: both committed and neither saw the other's insert: \
+                 range reads are not serializable"
+            );
+        }
+    }
+}
+
+/// `transact` retries an error that a body drew from reads that do not belong together, as a
+/// conflict: the body reads `x`, another transaction changes `x` and `y` together, the body
+/// reads `y` and refuses a pair that no committed state held. A store whose reads come from
+/// one snapshot never shows such a pair; one whose reads may not must make `transact` retry.
+pub async fn transact_retries_errors_of_torn_reads<H: Harness>() {
+    let h = H::new().await;
+    let store = h.open().await;
+    let ns = Ns::new();
+    put(
+        &store,
+        &[(ns.k("x"), b"0".to_vec()), (ns.k("y"), b"0".to_vec())],
+    )
+    .await;
+    let attempts = AtomicUsize::new(0);
+    let pair = transact(&store, &RetryPolicy::default(), |tx| {
+        let (store, ns, attempts) = (&store, &ns, &attempts);
+        async move {
+            let x = tx.get(&ns.k("x"), false).await?;
+            if attempts.fetch_add(1, Ordering::Relaxed) == 0 {
+                put(
+                    store,
+                    &[(ns.k("x"), b"1".to_vec()), (ns.k("y"), b"1".to_vec())],
+                )
+                .await;
+            }
+            let y = tx.get(&ns.k("y"), false).await?;
+            if x != y {
+                return Err(Error::Corrupt {
+                    what: "the pair x, y".into(),
+                    detail: format!("x = {x:?}, y = {y:?}: no commit wrote these together"),
+                });
+            }
+            Ok((x, y))
+        }
+    })
+    .await
+    .expect("no body sees a torn pair, or transact retries it");
+    assert_eq!(pair.0, pair.1);
+}
+
 /// A watch fires when another handle commits a change to its key, not for other keys, and
 /// reports the new value.
 pub async fn watch_fires_on_change<H: Harness>() {
@@ -747,8 +831,9 @@ macro_rules! store_conformance {
     ($harness:ty) => {
         $crate::store_conformance!(@tests $harness;
             read_your_writes, prefetched_reads, range_order_limit_reverse, clear_range,
-            conflicts, atomic_add, concurrent_adds,
-            concurrent_insert_if_absent, transact_retries_conflicts, watch_fires_on_change,
+            conflicts, range_write_skew, transact_retries_errors_of_torn_reads, atomic_add,
+            concurrent_adds, concurrent_insert_if_absent, transact_retries_conflicts,
+            watch_fires_on_change,
             reopen_keeps_committed_only, size_limits, read_only_and_finished,
             unreachable_url_is_named);
     };

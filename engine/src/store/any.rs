@@ -253,4 +253,8 @@ impl Transaction for AnyTx {
     async fn commit(&self) -> Result<()> {
         each_tx!(self, t => t.commit().await)
     }
+
+    async fn check_reads(&self) -> Result<()> {
+        each_tx!(self, t => t.check_reads().await)
+    }
 }

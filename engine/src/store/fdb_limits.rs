@@ -305,6 +305,10 @@ impl<T: Transaction> Transaction for FdbLimitedTx<T> {
         self.inner.add(key, delta);
     }
 
+    async fn check_reads(&self) -> Result<()> {
+        self.inner.check_reads().await
+    }
+
     async fn commit(&self) -> Result<()> {
         self.check_age()?;
         let size = self.bytes.load(Ordering::Relaxed);

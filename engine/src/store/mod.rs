@@ -112,11 +112,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn counters(&self) -> &StoreCounters;
 
     /// Most independent operations (lease acquisitions, commits of different keys) a caller
-    /// should put in one transaction. Batching saves commits where conflicts are tracked per
-    /// key (FoundationDB, the embedded store). PostgreSQL's serializable isolation trades a
-    /// transaction's many read locks on one table for one lock on the whole table, after
-    /// which batches from different nodes conflict although their keys differ; it answers
-    /// what keeps a batch under that threshold on the server it is connected to.
+    /// should put in one transaction. Batching saves commits; conflicts are tracked per key on
+    /// every store. PostgreSQL holds a lock per key a batch touches, in a lock table of
+    /// bounded size, and answers what keeps a batch within its share of that table on the
+    /// server it is connected to.
     fn max_batch(&self) -> usize {
         256
     }
@@ -192,14 +191,23 @@ pub trait Transaction: Clone + Send + Sync + 'static {
     ///
     /// It adds no read conflict: concurrent adds to one key never conflict with each other on
     /// FoundationDB and on the embedded store. PostgreSQL applies it as one upsert at commit,
-    /// with no read from the caller, but its serializable isolation can still report two
-    /// concurrent adds to one row as a (retried) conflict. A read of `key` in the same
-    /// transaction sees the sum, and conflicts as any read does.
+    /// with no read from the caller, but locks the key as any write does, so two adds to one
+    /// key committing at the same moment can still meet as a (retried) conflict. A read of
+    /// `key` in the same transaction sees the sum, and conflicts as any read does.
     fn add(&self, key: &[u8], delta: i64);
 
     /// Commits every write atomically, or fails with a retryable [`crate::Error::Conflict`] if
     /// anything this transaction read (without `snapshot`) was changed by a commit since it began.
     fn commit(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Fails with a retryable [`crate::Error::Conflict`] if this transaction's reads (without
+    /// `snapshot`) may not all come from one state of the store. [`transact`] asks before it
+    /// returns an error of the transaction's body, so an error that came from such reads is
+    /// retried, not reported. Only PostgreSQL's reads can (see its module); the other stores
+    /// read one snapshot and answer `Ok` at once.
+    fn check_reads(&self) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Size of a counter written by [`Transaction::add`].

@@ -145,7 +145,17 @@ where
             } else {
                 store.begin().await?
             };
-            let value = body(tx.clone()).await?;
+            let value = match body(tx.clone()).await {
+                Ok(value) => value,
+                Err(e) => {
+                    // An error from reads of different moments is a conflict (see
+                    // `Transaction::check_reads`).
+                    if !e.is_retryable() && !e.is_outage() {
+                        tx.check_reads().await?;
+                    }
+                    return Err(e);
+                }
+            };
             tx.commit().await?;
             Ok(value)
         }

@@ -1,21 +1,44 @@
-//! The PostgreSQL backend: one key/value table, SERIALIZABLE transactions, `LISTEN/NOTIFY`
-//! for watches.
+//! The PostgreSQL backend: one key/value table, transactions made serializable by key, and
+//! `LISTEN/NOTIFY` for watches.
 //!
-//! PostgreSQL's serializable snapshot isolation gives FoundationDB's guarantee (the outcome is
-//! as if transactions ran one at a time) and reports violations as SQLSTATE 40001 (or 40P01 for
-//! a deadlock), which this module turns into the retryable [`Error::Conflict`].
+//! # Isolation
+//! Read-write transactions run at READ COMMITTED and are made serializable by key, optimistically,
+//! with a check at commit, as FoundationDB's resolvers do:
+//! - A row's version is the transaction that wrote it (`xmin`). A read (not `snapshot`) records
+//!   the version it saw, or that the key was absent.
+//! - Before its writes reach the server, a transaction takes an exclusive advisory lock on each
+//!   key it writes, and at commit a shared one on each key it read. It takes them without
+//!   waiting: a lock another transaction holds is a conflict, so transactions never wait for each
+//!   other's keys and never deadlock on them. Holding them, it checks that every key it read
+//!   still has the version it read, then writes. The locks end with the transaction, so two
+//!   transactions that touch a common key (one writing it) commit one after the other, and the
+//!   later one sees the earlier one's write or fails its check.
+//! - Range reads (not `snapshot`) and range clears cannot lock keys that do not exist yet. A
+//!   transaction that does either takes the table's advisory lock exclusively first, waiting for
+//!   it, and checks everything it read until then; every transaction that writes holds the same
+//!   lock shared from its first write to its end. So no other transaction commits a write from
+//!   then until it ends, and what it reads stays current. Ranges are read this way by eviction,
+//!   collection and large outputs, not by the cache's point operations.
+//! - A failed lock or check is SQLSTATE 40001, which this module turns into the retryable
+//!   [`Error::Conflict`], as it does 40P01 (two transactions that hold the table lock shared
+//!   both want it exclusive) and 55P03 (a wait for the table lock longer than 10 s: its holder
+//!   may be waiting for the waiter, outside the server's sight).
+//!
+//! PostgreSQL's own SERIALIZABLE isolation tracks what a B-tree scan read by index page, not by
+//! key, so batches of unrelated keys failed each other (benches/README.md measures it). A
+//! statement at READ COMMITTED reads the latest commit, so two reads of one transaction may come
+//! from different moments: the commit check refuses such a transaction, and
+//! [`Transaction::check_reads`] lets [`super::transact`] retry an error that came from them.
 //!
 //! Writes are buffered (they cannot fail, as in FoundationDB) and sent, pipelined, before the
 //! next read of the transaction or with `COMMIT`, so a transaction costs one round trip per read
-//! plus one for the commit; `BEGIN` rides along with the first statement. A batch of
-//! independent operations reads all their keys in one round trip first
-//! ([`Transaction::prefetch`]); its size is bounded by the server's predicate-lock settings
-//! (see `batch_bound`).
+//! plus one for the commit; `BEGIN` rides along with the first statement and the locks and check
+//! with the writes. A batch of independent operations reads all their keys in one round trip
+//! first ([`Transaction::prefetch`]); its size is bounded by the server's lock table (see
+//! `batch_bound`).
 //!
-//! Differences from FoundationDB, all on the safe side: a snapshot read inside a read-write
-//! transaction is an ordinary serializable read (PostgreSQL cannot read without taking a
-//! predicate lock there), so it may add a conflict FoundationDB would not; read-only
-//! transactions ([`Store::begin_read`]) run at REPEATABLE READ and never conflict.
+//! Read-only transactions ([`Store::begin_read`]) run at REPEATABLE READ, take no locks and
+//! never conflict.
 
 mod listener;
 mod pool;
@@ -28,14 +51,14 @@ use crate::error::{Error, Result};
 use futures::future::{BoxFuture, FutureExt, try_join_all};
 use pool::{Pool, Pooled};
 use sql::Sql;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 
 pub(crate) const BACKEND: &str = "postgres";
 
-const BEGIN_RW: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
+const BEGIN_RW: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 const BEGIN_RO: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 
 /// How often a waiter re-reads even without a notification, in case one was lost.
@@ -61,7 +84,8 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 pub(crate) fn classify(e: tokio_postgres::Error, during_commit: bool) -> Error {
     if let Some(code) = e.code()
         && (*code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED)
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::LOCK_NOT_AVAILABLE)
     {
         return Error::Conflict { backend: BACKEND };
     }
@@ -84,6 +108,12 @@ pub(crate) fn classify(e: tokio_postgres::Error, during_commit: bool) -> Error {
         _ => Error::Backend {
             backend: BACKEND,
             detail: match e.as_db_error() {
+                Some(db) if *db.code() == SqlState::OUT_OF_MEMORY => format!(
+                    "{} ({}): the server's lock table is full; raise its \
+                     max_locks_per_transaction",
+                    db.message(),
+                    db.code().code()
+                ),
                 Some(db) => format!("{} ({})", db.message(), db.code().code()),
                 None => e.to_string(),
             },
@@ -91,30 +121,180 @@ pub(crate) fn classify(e: tokio_postgres::Error, during_commit: bool) -> Error {
     }
 }
 
-/// Predicate locks one batched operation may take on one relation: it reads an entry's three
-/// parts, adjacent keys (one index page, at worst two) and at most three rows.
-const PREDICATE_LOCKS_PER_ITEM: i64 = 5;
+/// Advisory locks one batched operation may take at commit: the keys it reads and writes (an
+/// entry's three parts, its index rows and its lease).
+const LOCKS_PER_ITEM: i64 = 8;
 
-/// The most independent operations one transaction may batch on a server with these settings
-/// (`max_pred_locks_per_transaction`, `max_pred_locks_per_relation`), at most 256.
+/// The most independent operations one transaction may batch on a server whose
+/// `max_locks_per_transaction` is `per_transaction`, at most 256.
 ///
-/// Past `max_pred_locks_per_relation` predicate locks on one relation (by default half of
-/// `max_pred_locks_per_transaction`, which defaults to 64), PostgreSQL's serializable isolation
-/// trades them for one lock on the whole relation, and from then on every write to the table
-/// by another transaction conflicts with the batch, whatever its keys: batches from different
-/// nodes would fail each other and be split and retried (measured before this bound: a 3-node
-/// cluster ran 3 times slower with batching on). A batch is kept under that threshold: 6
-/// operations with the defaults, 102 with `max_pred_locks_per_transaction = 1024` (what
-/// `deploy/dev/postgres-up` sets).
-fn batch_bound(per_transaction: i64, per_relation: i64) -> usize {
-    let per_relation = if per_relation < 0 {
-        per_transaction / -per_relation
-    } else {
-        per_relation
-    };
-    usize::try_from(per_relation / PREDICATE_LOCKS_PER_ITEM)
+/// Every advisory lock a transaction holds is an entry in the server's shared lock table, which
+/// has room for `max_locks_per_transaction` locks per connection; when it is full, taking one
+/// more fails with "out of shared memory". A batch stays within one connection's share, so the
+/// table cannot fill even when every connection commits a batch: 8 operations with the default
+/// of 64, 128 with the 1024 that `deploy/dev/postgres-up` sets.
+fn batch_bound(per_transaction: i64) -> usize {
+    usize::try_from(per_transaction / LOCKS_PER_ITEM)
         .unwrap_or(1)
         .clamp(1, 256)
+}
+
+/// The advisory lock ids of a table's keys: 64-bit hashes of the key, seeded with the table's
+/// name so that tables in one database do not share locks (see the module's "Isolation").
+#[derive(Clone, Copy)]
+struct LockIds {
+    seed: u64,
+}
+
+impl LockIds {
+    fn new(table: &str) -> Self {
+        LockIds {
+            seed: xxhash_rust::xxh3::xxh3_64(table.as_bytes()),
+        }
+    }
+
+    fn key(self, key: &[u8]) -> i64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed) as i64
+    }
+
+    /// The table lock, taken by range operations (exclusive) and writers (shared).
+    fn table(self) -> i64 {
+        self.key(b"\xff\xffcairn: the table lock")
+    }
+}
+
+/// The version recorded for a key read absent.
+const ABSENT: i64 = -1;
+
+/// The table lock a transaction holds (see the module's "Isolation").
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+enum TableLock {
+    #[default]
+    None = 0,
+    Shared = 1,
+    Exclusive = 2,
+}
+
+/// What a read-write transaction read and locked.
+#[derive(Default)]
+struct Occ {
+    /// Keys read and not yet checked, with the version read ([`ABSENT`]: absent).
+    reads: Map<Vec<u8>, i64>,
+    /// Key locks held exclusive (keys written).
+    exclusive: HashSet<i64>,
+    /// Key locks held shared (keys read, taken at commit).
+    shared: HashSet<i64>,
+    table: TableLock,
+}
+
+/// The locks to take and the reads to check before one flush of writes (the arguments of
+/// the table's `occ` function).
+#[derive(Default)]
+struct Plan {
+    table: TableLock,
+    exclusive: Vec<i64>,
+    shared: Vec<i64>,
+    keys: Vec<Vec<u8>>,
+    versions: Vec<i64>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.table == TableLock::None
+            && self.exclusive.is_empty()
+            && self.shared.is_empty()
+            && self.keys.is_empty()
+    }
+}
+
+impl Occ {
+    /// Records that `key` was read at `version`, unless what it holds cannot change before
+    /// this transaction ends: a key it writes (locked exclusive), or anything once it holds
+    /// the table lock exclusive. The first read of a key is the one checked.
+    fn record(&mut self, ids: LockIds, key: &[u8], version: i64) {
+        if self.table == TableLock::Exclusive || self.exclusive.contains(&ids.key(key)) {
+            return;
+        }
+        if !self.reads.contains_key(key) {
+            self.reads.insert(key.to_vec(), version);
+        }
+    }
+
+    /// The locks and checks before `ops` are sent: exclusive locks on the keys they write; the
+    /// table lock, exclusive if they clear a range or a range read follows (`range`), else
+    /// shared if they write; then the check of the reads whose keys they overwrite, or of every
+    /// read at commit and when the table lock becomes exclusive. At commit, the keys read are
+    /// locked shared until the end.
+    fn plan(&mut self, ids: LockIds, ops: &[Op], range: bool, commit: bool) -> Plan {
+        let mut plan = Plan::default();
+        let mut written: Vec<&[u8]> = Vec::new();
+        let mut clears_range = false;
+        for op in ops {
+            match op {
+                Op::Set(k, _) | Op::Clear(k) | Op::Add(k, _) => written.push(k),
+                Op::ClearRange(..) => clears_range = true,
+            }
+        }
+        let wanted = if range || clears_range {
+            TableLock::Exclusive
+        } else if !written.is_empty() {
+            TableLock::Shared
+        } else {
+            TableLock::None
+        };
+        if wanted > self.table {
+            self.table = wanted;
+            plan.table = wanted;
+        }
+        for k in &written {
+            let id = ids.key(k);
+            if self.exclusive.insert(id) {
+                plan.exclusive.push(id);
+            }
+        }
+        let checked: Vec<(Vec<u8>, i64)> = if commit || plan.table == TableLock::Exclusive {
+            std::mem::take(&mut self.reads).into_iter().collect()
+        } else {
+            written
+                .iter()
+                .filter_map(|k| self.reads.remove_entry(*k))
+                .collect()
+        };
+        for (k, v) in checked {
+            if commit && self.table != TableLock::Exclusive {
+                let id = ids.key(&k);
+                if !self.exclusive.contains(&id) && self.shared.insert(id) {
+                    plan.shared.push(id);
+                }
+            }
+            plan.keys.push(k);
+            plan.versions.push(v);
+        }
+        plan
+    }
+}
+
+/// The statement taking `plan`'s locks and checking its reads.
+fn occ_future<'a>(
+    conn: &'a pool::Conn,
+    plan: &'a Plan,
+) -> BoxFuture<'a, Result<(), tokio_postgres::Error>> {
+    async move {
+        conn.client
+            .execute(
+                &conn.stmts.occ,
+                &[
+                    &(plan.table as i32),
+                    &plan.exclusive,
+                    &plan.shared,
+                    &plan.keys,
+                    &plan.versions,
+                ],
+            )
+            .await
+            .map(drop)
+    }
+    .boxed()
 }
 
 /// The PostgreSQL store; clones share one pool and one listener.
@@ -131,6 +311,7 @@ struct Shared {
     listener: tokio::task::JoinHandle<()>,
     /// See [`batch_bound`].
     max_batch: usize,
+    ids: LockIds,
 }
 
 impl Drop for Shared {
@@ -153,7 +334,8 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
-        let sql = Arc::new(Sql::new(table));
+        let ids = LockIds::new(table);
+        let sql = Arc::new(Sql::new(table, ids.table()));
         let max_batch;
         // Create the table before preparing statements that name it.
         {
@@ -172,13 +354,12 @@ impl PostgresStore {
                 .map_err(|e| classify(e, false))?;
             let row = client
                 .query_one(
-                    "SELECT current_setting('max_pred_locks_per_transaction')::int8, \
-                     current_setting('max_pred_locks_per_relation')::int8",
+                    "SELECT current_setting('max_locks_per_transaction')::int8",
                     &[],
                 )
                 .await
                 .map_err(|e| classify(e, false))?;
-            max_batch = batch_bound(row.get(0), row.get(1));
+            max_batch = batch_bound(row.get(0));
             drop(client);
             let _ = driver.await;
         }
@@ -201,6 +382,7 @@ impl PostgresStore {
                 limits: Limits::default(),
                 listener,
                 max_batch,
+                ids,
             }),
         })
     }
@@ -216,6 +398,7 @@ impl PostgresStore {
             })),
             pending: Arc::new(parking_lot::Mutex::new(Pending::default())),
             prefetched: Arc::default(),
+            occ: Arc::default(),
         })
     }
 }
@@ -285,8 +468,8 @@ struct Session {
     read_only: bool,
 }
 
-/// Values a transaction read ahead, by key (`None`: absent).
-type Prefetched = Map<Vec<u8>, Option<Vec<u8>>>;
+/// Values a transaction read ahead, by key (`None`: absent), with their versions.
+type Prefetched = Map<Vec<u8>, (Option<Vec<u8>>, i64)>;
 
 /// A PostgreSQL transaction.
 #[derive(Clone)]
@@ -296,10 +479,12 @@ pub struct PostgresTx {
     pending: Arc<parking_lot::Mutex<Pending>>,
     /// Values read by [`Transaction::prefetch`] (`None`: absent), for later point reads of the
     /// same keys. A key this transaction writes leaves it, so its next read goes to the
-    /// server after the write. Serving a read from here is what the server would answer: the
-    /// snapshot of a SERIALIZABLE transaction is fixed at its first statement, and the
-    /// prefetch already took the read's predicate lock.
+    /// server after the write. A read served from here records the version the prefetch
+    /// read, so the commit check covers it as if it had been read then. Emptied when the table
+    /// lock is taken exclusive, after which reads go to the server and need no check.
     prefetched: Arc<parking_lot::Mutex<Option<Prefetched>>>,
+    /// Reads to check and locks held (read-write transactions only).
+    occ: Arc<parking_lot::Mutex<Occ>>,
 }
 
 /// Futures sending `ops` as few statements as their effect allows: the range clears first,
@@ -427,15 +612,15 @@ impl PostgresTx {
         p.ops.push(op);
     }
 
-    /// The rows of `keys`, in one statement.
-    async fn fetch(&self, keys: &[&[u8]]) -> Result<Map<Vec<u8>, Vec<u8>>> {
+    /// The rows of `keys` with their versions, in one statement.
+    async fn fetch(&self, keys: &[&[u8]]) -> Result<Map<Vec<u8>, (Vec<u8>, i64)>> {
         let wanted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
-        self.read(move |conn| {
+        self.read(false, move |conn| {
             async move {
                 let rows = conn.client.query(&conn.stmts.get_many, &[&wanted]).await?;
                 Ok(rows
                     .into_iter()
-                    .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
+                    .map(|r| (r.get::<_, Vec<u8>>(0), (r.get(1), r.get(2))))
                     .collect())
             }
             .boxed()
@@ -443,10 +628,22 @@ impl PostgresTx {
         .await
     }
 
+    /// Records reads to check at commit (see [`Occ::record`]).
+    fn record<'k>(&self, reads: impl IntoIterator<Item = (&'k [u8], i64)>) {
+        let ids = self.shared.ids;
+        let mut occ = self.occ.lock();
+        for (key, version) in reads {
+            occ.record(ids, key, version);
+        }
+    }
+
     /// Runs `query` in the transaction after sending `BEGIN` (if not yet sent) and any buffered
-    /// writes, all pipelined into one round trip.
+    /// writes with their locks and checks, all pipelined into one round trip. `range`: the
+    /// query is a range read that must see no other commit until this transaction ends (it
+    /// takes the table lock exclusive first).
     async fn read<T>(
         &self,
+        range: bool,
         query: impl for<'c> FnOnce(&'c pool::Conn) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
         let mut session = self.session.lock().await;
@@ -459,6 +656,14 @@ impl PostgresTx {
         let Some(pooled) = session.conn.as_mut() else {
             return Err(Error::Finished);
         };
+        let plan = if read_only {
+            Plan::default()
+        } else {
+            self.occ.lock().plan(self.shared.ids, &ops, range, false)
+        };
+        if plan.table == TableLock::Exclusive {
+            *self.prefetched.lock() = None;
+        }
         pooled.dirty = true;
         let conn = pooled.conn();
         let mut futs = Vec::new();
@@ -469,6 +674,9 @@ impl PostgresTx {
                     .boxed(),
             );
         }
+        if !plan.is_empty() {
+            futs.push(occ_future(conn, &plan));
+        }
         futs.extend(op_futures(conn, &ops));
         let (prelude, value) = futures::join!(try_join_all(futs), query(conn));
         prelude.map_err(|e| classify(e, false))?;
@@ -478,36 +686,61 @@ impl PostgresTx {
 }
 
 impl Transaction for PostgresTx {
-    async fn get(&self, key: &[u8], _snapshot: bool) -> Result<Option<Vec<u8>>> {
+    async fn get(&self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>> {
         self.shared.limits.check_read(key)?;
-        if let Some(value) = self.prefetched.lock().as_ref().and_then(|c| c.get(key)) {
-            return Ok(value.clone());
-        }
-        let key = key.to_vec();
-        self.read(move |conn| {
-            async move {
-                let row = conn.client.query_opt(&conn.stmts.get, &[&key]).await?;
-                Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+        let cached = self
+            .prefetched
+            .lock()
+            .as_ref()
+            .and_then(|c| c.get(key).cloned());
+        if let Some((value, version)) = cached {
+            if !snapshot {
+                self.record([(key, version)]);
             }
-            .boxed()
-        })
-        .await
+            return Ok(value);
+        }
+        let wanted = key.to_vec();
+        let row = self
+            .read(false, move |conn| {
+                async move {
+                    let row = conn.client.query_opt(&conn.stmts.get, &[&wanted]).await?;
+                    Ok(row.map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1))))
+                }
+                .boxed()
+            })
+            .await?;
+        if !snapshot {
+            self.record([(key, row.as_ref().map_or(ABSENT, |(_, v)| *v))]);
+        }
+        Ok(row.map(|(value, _)| value))
     }
 
-    async fn get_many(&self, keys: &[&[u8]], _snapshot: bool) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn get_many(&self, keys: &[&[u8]], snapshot: bool) -> Result<Vec<Option<Vec<u8>>>> {
         for key in keys {
             self.shared.limits.check_read(key)?;
         }
-        if let Some(cached) = self.prefetched.lock().as_ref()
-            && let Some(values) = keys
-                .iter()
+        let cached = self.prefetched.lock().as_ref().and_then(|cached| {
+            keys.iter()
                 .map(|k| cached.get(*k).cloned())
                 .collect::<Option<Vec<_>>>()
-        {
-            return Ok(values);
+        });
+        if let Some(values) = cached {
+            if !snapshot {
+                self.record(keys.iter().zip(&values).map(|(k, (_, v))| (*k, *v)));
+            }
+            return Ok(values.into_iter().map(|(value, _)| value).collect());
         }
-        let rows = self.fetch(keys).await?;
-        Ok(keys.iter().map(|k| rows.get(*k).cloned()).collect())
+        let mut rows = self.fetch(keys).await?;
+        if !snapshot {
+            self.record(
+                keys.iter()
+                    .map(|k| (*k, rows.get(*k).map_or(ABSENT, |(_, v)| *v))),
+            );
+        }
+        Ok(keys
+            .iter()
+            .map(|k| rows.remove(*k).map(|(value, _)| value))
+            .collect())
     }
 
     async fn prefetch(&self, keys: &[&[u8]]) -> Result<()> {
@@ -518,7 +751,11 @@ impl Transaction for PostgresTx {
         let mut cached = self.prefetched.lock();
         let cached = cached.get_or_insert_with(Map::default);
         for key in keys {
-            cached.insert(key.to_vec(), rows.remove(*key));
+            let entry = match rows.remove(*key) {
+                Some((value, version)) => (Some(value), version),
+                None => (None, ABSENT),
+            };
+            cached.insert(key.to_vec(), entry);
         }
         Ok(())
     }
@@ -536,7 +773,7 @@ impl Transaction for PostgresTx {
         self.shared.limits.check_read(end)?;
         let (begin, end) = (begin.to_vec(), end.to_vec());
         let limit = options.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-        self.read(move |conn| {
+        self.read(!options.snapshot, move |conn| {
             async move {
                 let stmt = if options.reverse {
                     &conn.stmts.range_desc
@@ -592,11 +829,18 @@ impl Transaction for PostgresTx {
         if pending.ops.is_empty() && !session.began {
             return Ok(());
         }
+        let plan = self
+            .occ
+            .lock()
+            .plan(self.shared.ids, &pending.ops, false, true);
         pooled.dirty = true;
         let conn = pooled.conn();
         let mut futs = Vec::new();
         if !session.began {
             futs.push(conn.client.batch_execute(BEGIN_RW).boxed());
+        }
+        if !plan.is_empty() {
+            futs.push(occ_future(conn, &plan));
         }
         futs.extend(op_futures(conn, &pending.ops));
         // One notification for the whole commit, naming every slot written: a commit of a
@@ -641,17 +885,43 @@ impl Transaction for PostgresTx {
         }
         Ok(())
     }
+
+    async fn check_reads(&self) -> Result<()> {
+        let mut session = self.session.lock().await;
+        if session.read_only || !session.began {
+            return Ok(());
+        }
+        let (keys, versions): (Vec<Vec<u8>>, Vec<i64>) = self
+            .occ
+            .lock()
+            .reads
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .unzip();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let Some(pooled) = session.conn.as_mut() else {
+            return Ok(());
+        };
+        let plan = Plan {
+            keys,
+            versions,
+            ..Plan::default()
+        };
+        occ_future(pooled.conn(), &plan)
+            .await
+            .map_err(|e| classify(e, false))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn batches_stay_under_the_predicate_lock_escalation() {
-        // PostgreSQL's defaults: 64 per transaction, half of them per relation.
-        assert_eq!(super::batch_bound(64, -2), 6);
-        assert_eq!(super::batch_bound(1024, -2), 102);
-        assert_eq!(super::batch_bound(64, 500), 100);
-        assert_eq!(super::batch_bound(1 << 20, -2), 256);
-        assert_eq!(super::batch_bound(4, -2), 1);
+    fn batches_stay_within_one_connections_share_of_the_lock_table() {
+        assert_eq!(super::batch_bound(64), 8); // PostgreSQL's default
+        assert_eq!(super::batch_bound(1024), 128);
+        assert_eq!(super::batch_bound(1 << 20), 256);
+        assert_eq!(super::batch_bound(4), 1);
     }
 }

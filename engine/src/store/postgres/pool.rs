@@ -3,7 +3,7 @@
 //! Each connection carries its prepared statements. A connection handed back while a transaction
 //! may still be open on it (a transaction dropped without commit, or one that failed half-way)
 //! is rolled back in a background task before anyone else can take it, so no reader inherits
-//! another transaction's snapshot or predicate locks.
+//! another transaction's snapshot or locks.
 
 use super::sql::Sql;
 use super::{BACKEND, classify};
@@ -24,6 +24,7 @@ pub(super) struct Statements {
     pub delete: Statement,
     pub delete_range: Statement,
     pub notify: Statement,
+    pub occ: Statement,
 }
 
 pub(super) struct Conn {
@@ -85,17 +86,19 @@ impl Pool {
             async move { client.prepare(&text).await.map_err(|e| classify(e, false)) }
         };
         // Pipelined: one round trip for all of them.
-        let (get, get_many, range_asc, range_desc, upsert, add, delete, delete_range, notify) = futures::try_join!(
-            prepare(&sql.get),
-            prepare(&sql.get_many),
-            prepare(&sql.range_asc),
-            prepare(&sql.range_desc),
-            prepare(&sql.upsert),
-            prepare(&sql.add),
-            prepare(&sql.delete),
-            prepare(&sql.delete_range),
-            prepare(&sql.notify),
-        )?;
+        let (get, get_many, range_asc, range_desc, upsert, add, delete, delete_range, notify, occ) =
+            futures::try_join!(
+                prepare(&sql.get),
+                prepare(&sql.get_many),
+                prepare(&sql.range_asc),
+                prepare(&sql.range_desc),
+                prepare(&sql.upsert),
+                prepare(&sql.add),
+                prepare(&sql.delete),
+                prepare(&sql.delete_range),
+                prepare(&sql.notify),
+                prepare(&sql.occ),
+            )?;
         let stmts = Statements {
             get,
             get_many,
@@ -106,6 +109,7 @@ impl Pool {
             delete,
             delete_range,
             notify,
+            occ,
         };
         Ok(Conn { client, stmts })
     }

@@ -4,7 +4,9 @@
 /// Statement texts for one table.
 pub(super) struct Sql {
     pub create: String,
+    /// `$1` key: its value and version.
     pub get: String,
+    /// `$1` keys: each present one with its value and version.
     pub get_many: String,
     pub range_asc: String,
     pub range_desc: String,
@@ -14,6 +16,12 @@ pub(super) struct Sql {
     pub delete: String,
     pub delete_range: String,
     pub notify: String,
+    /// Locks and validation before a transaction's writes (see the module [`super`]): `$1`
+    /// the table lock to take (0 none, 1 shared, 2 exclusive), `$2` and `$3` the key locks
+    /// to take exclusive and shared, `$4` and `$5` keys read and the versions read (-1:
+    /// absent). Fails with SQLSTATE 40001 if a key lock is held by another transaction or a
+    /// version changed.
+    pub occ: String,
     /// The `LISTEN`/`NOTIFY` channel of this table.
     pub channel: String,
 }
@@ -21,17 +29,50 @@ pub(super) struct Sql {
 /// An arbitrary constant that serialises schema creation between processes.
 const SCHEMA_LOCK: i64 = 0x6361_6972_6e5f_6b76;
 
+/// The longest a transaction waits for the table lock (its error, SQLSTATE 55P03, is a
+/// conflict): the wait of a range operation for the writers before it, or of a writer for a
+/// range operation. A wait this long means a transaction holds the lock while it waits for
+/// something else, perhaps for the waiter itself.
+const TABLE_LOCK_TIMEOUT: &str = "10s";
+
+/// A row's version: the transaction that wrote it (`xmin`), which every update and every
+/// re-insertion after a delete changes.
+const VERSION: &str = "xmin::text::int8";
+
 impl Sql {
-    /// `table` must already be a validated lower-case identifier.
-    pub(super) fn new(table: &str) -> Self {
+    /// `table` must already be a validated lower-case identifier; `table_lock` is the
+    /// advisory lock id of the table (see [`super::lock_ids`]).
+    pub(super) fn new(table: &str, table_lock: i64) -> Self {
         let channel = format!("{table}_changes");
         Sql {
             create: format!(
                 "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); \
-                 CREATE TABLE IF NOT EXISTS {table} (k bytea PRIMARY KEY, v bytea NOT NULL); COMMIT"
+                 CREATE TABLE IF NOT EXISTS {table} (k bytea PRIMARY KEY, v bytea NOT NULL); \
+                 CREATE OR REPLACE FUNCTION {table}_occ(g int4, xs int8[], ss int8[], \
+                   ks bytea[], vs int8[]) RETURNS void LANGUAGE plpgsql AS $f$ \
+                 BEGIN \
+                   IF g > 0 THEN PERFORM set_config('lock_timeout', '{TABLE_LOCK_TIMEOUT}', true); \
+                   END IF; \
+                   IF g = 2 THEN PERFORM pg_advisory_xact_lock({table_lock}); \
+                   ELSIF g = 1 THEN PERFORM pg_advisory_xact_lock_shared({table_lock}); \
+                   END IF; \
+                   IF EXISTS (SELECT FROM unnest(xs) AS x(id) \
+                              WHERE NOT pg_try_advisory_xact_lock(x.id)) \
+                      OR EXISTS (SELECT FROM unnest(ss) AS s(id) \
+                                 WHERE NOT pg_try_advisory_xact_lock_shared(s.id)) THEN \
+                     RAISE EXCEPTION 'another transaction is committing a key of this one' \
+                       USING ERRCODE = 'serialization_failure'; \
+                   END IF; \
+                   IF EXISTS (SELECT FROM unnest(ks, vs) AS r(k, v) \
+                              LEFT JOIN {table} t ON t.k = r.k \
+                              WHERE coalesce(t.{VERSION}, -1) <> r.v) THEN \
+                     RAISE EXCEPTION 'a key this transaction read was changed by another' \
+                       USING ERRCODE = 'serialization_failure'; \
+                   END IF; \
+                 END $f$; COMMIT"
             ),
-            get: format!("SELECT v FROM {table} WHERE k = $1"),
-            get_many: format!("SELECT k, v FROM {table} WHERE k = ANY($1::bytea[])"),
+            get: format!("SELECT v, {VERSION} FROM {table} WHERE k = $1"),
+            get_many: format!("SELECT k, v, {VERSION} FROM {table} WHERE k = ANY($1::bytea[])"),
             range_asc: format!(
                 "SELECT k, v FROM {table} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
             ),
@@ -50,6 +91,9 @@ impl Sql {
             delete: format!("DELETE FROM {table} WHERE k = ANY($1::bytea[])"),
             delete_range: format!("DELETE FROM {table} WHERE k >= $1 AND k < $2"),
             notify: format!("SELECT pg_notify('{channel}', $1::text)"),
+            occ: format!(
+                "SELECT {table}_occ($1::int4, $2::int8[], $3::int8[], $4::bytea[], $5::int8[])"
+            ),
             channel,
         }
     }
