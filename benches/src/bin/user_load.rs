@@ -19,6 +19,7 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use cairn::{CacheStatus, Ctx, RunOptions};
+use cairn_engine::Store;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -88,6 +89,8 @@ async fn sequential(node: &cairn::Node, n: i64, round: &str) {
 }
 
 async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
+    let counters = node.catalog().store().counters();
+    let (conflicts, retries) = (counters.conflicts(), counters.retries());
     let started = Instant::now();
     let report = node
         .run(
@@ -95,7 +98,10 @@ async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
             |ctx: Ctx| async move {
                 let calls = (0..n).map(|i| {
                     let ctx = ctx.clone();
-                    async move { ctx.call(square, i).await.expect("call") }
+                    async move {
+                        let v = ctx.call(square, i).await.expect("call");
+                        (v, started.elapsed())
+                    }
                 });
                 futures::future::join_all(calls).await
             },
@@ -107,15 +113,23 @@ async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
             .output
             .iter()
             .enumerate()
-            .all(|(i, v)| *v == (i as i64) * (i as i64))
+            .all(|(i, (v, _))| *v == (i as i64) * (i as i64))
     );
+    let mut done: Vec<Duration> = report.output.iter().map(|(_, at)| *at).collect();
+    done.sort();
     let statuses = report.calls.iter().filter(|c| c.status == expect).count();
     println!(
         "fan-out {round}: {n} calls in {:.3} s = {:.0} calls/s ({statuses} {expect:?} of the \
-         {} calls summarised)",
+         {} calls summarised); answered by p50 {}, p99 {}, last {}; store conflicts {}, \
+         retries {}",
         wall.as_secs_f64(),
         n as f64 / wall.as_secs_f64(),
-        report.calls.len()
+        report.calls.len(),
+        us(percentile(&done, 0.5)),
+        us(percentile(&done, 0.99)),
+        us(*done.last().expect("calls")),
+        counters.conflicts() - conflicts,
+        counters.retries() - retries,
     );
 }
 
