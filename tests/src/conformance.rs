@@ -424,7 +424,7 @@ pub async fn atomic_add<H: Harness>() {
 }
 
 /// Concurrent adds to one counter lose nothing; on the stores that promise it (all but
-/// PostgreSQL, whose serializable isolation may refuse one of two concurrent row updates), two
+/// PostgreSQL, where every write takes an exclusive key lock without waiting), two
 /// open transactions that add to one key both commit.
 pub async fn concurrent_adds<H: Harness>() {
     const TASKS: usize = 8;
