@@ -120,11 +120,12 @@ async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
     let statuses = report.calls.iter().filter(|c| c.status == expect).count();
     println!(
         "fan-out {round}: {n} calls in {:.3} s = {:.0} calls/s ({statuses} {expect:?} of the \
-         {} calls summarised); answered by p50 {}, p99 {}, last {}; store conflicts {}, \
-         retries {}",
+         {} calls summarised); answered by first {}, p50 {}, p99 {}, last {}; store conflicts \
+         {}, retries {}",
         wall.as_secs_f64(),
         n as f64 / wall.as_secs_f64(),
         report.calls.len(),
+        us(done[0]),
         us(percentile(&done, 0.5)),
         us(percentile(&done, 0.99)),
         us(*done.last().expect("calls")),

@@ -24,6 +24,11 @@
 //!   both want it exclusive) and 55P03 (a wait for the table lock longer than 10 s: its holder
 //!   may be waiting for the waiter, outside the server's sight).
 //!
+//! - Cairn before this scheme wrote under SERIALIZABLE and took no key locks, so its writes
+//!   would race the check unseen. A statement trigger on the table refuses every write of a
+//!   SERIALIZABLE transaction with an error saying an older node must be stopped
+//!   (`sql::OLD_WRITER`): a rolling upgrade fails loudly on the old nodes instead.
+//!
 //! PostgreSQL's own SERIALIZABLE isolation tracks what a B-tree scan read by index page, not by
 //! key, so batches of unrelated keys failed each other (benches/README.md measures it). A
 //! statement at READ COMMITTED reads the latest commit, so two reads of one transaction may come

@@ -3,6 +3,8 @@
 
 /// Statement texts for one table.
 pub(super) struct Sql {
+    /// Creates the table, its key check function (`occ`) and the trigger that refuses
+    /// SERIALIZABLE writers ([`OLD_WRITER`]), under the schema lock.
     pub create: String,
     /// `$1` key: its value and version.
     pub get: String,
@@ -37,6 +39,16 @@ const SCHEMA_LOCK: i64 = 0x6361_6972_6e5f_6b76;
 /// range operation. A wait this long means a transaction holds the lock while it waits for
 /// something else, perhaps for the waiter itself.
 const TABLE_LOCK_TIMEOUT: &str = "10s";
+
+/// Why a write of a SERIALIZABLE transaction is refused: Cairn wrote its tables under
+/// SERIALIZABLE before its transactions were made serializable by key, and the two cannot share
+/// a table (an old writer takes no key locks, so the new check cannot see its writes in flight).
+/// A statement trigger on the table refuses them, so a node left running on an older version
+/// fails its writes with this error instead of racing the others unseen.
+pub(super) const OLD_WRITER: &str = "this table is written by Cairn transactions that are \
+     serializable by key (READ COMMITTED with key locks); a SERIALIZABLE transaction writing \
+     it is a Cairn node of an older version, which must be stopped before newer nodes share \
+     its store";
 
 /// A row's version: the transaction that wrote it (`xmin`), which every update and every
 /// re-insertion after a delete changes.
@@ -73,7 +85,22 @@ impl Sql {
                      RAISE EXCEPTION 'a key this transaction read was changed by another' \
                        USING ERRCODE = 'serialization_failure'; \
                    END IF; \
-                 END $f$; COMMIT"
+                 END $f$; \
+                 CREATE OR REPLACE FUNCTION {table}_guard() RETURNS trigger LANGUAGE plpgsql \
+                 AS $g$ BEGIN \
+                   IF current_setting('transaction_isolation') = 'serializable' THEN \
+                     RAISE EXCEPTION '{OLD_WRITER}' \
+                       USING ERRCODE = 'object_not_in_prerequisite_state'; \
+                   END IF; \
+                   RETURN NULL; \
+                 END $g$; \
+                 DO $d$ BEGIN \
+                   IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgname = '{table}_guard' \
+                                  AND tgrelid = '{table}'::regclass) THEN \
+                     CREATE TRIGGER {table}_guard BEFORE INSERT OR UPDATE OR DELETE \
+                       ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {table}_guard(); \
+                   END IF; \
+                 END $d$; COMMIT"
             ),
             get: format!("SELECT v, {VERSION} FROM {table} WHERE k = $1"),
             get_many: format!("SELECT k, v, {VERSION} FROM {table} WHERE k = ANY($1::bytea[])"),
