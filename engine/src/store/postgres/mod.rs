@@ -23,7 +23,6 @@
 //!   [`Error::Conflict`], as it does 40P01 (two transactions that hold the table lock shared
 //!   both want it exclusive) and 55P03 (a wait for the table lock longer than 10 s: its holder
 //!   may be waiting for the waiter, outside the server's sight).
-//!
 //! - Cairn before this scheme wrote under SERIALIZABLE and took no key locks, so its writes
 //!   would race the check unseen. A statement trigger on the table refuses every write of a
 //!   SERIALIZABLE transaction with an error saying an older node must be stopped
