@@ -85,43 +85,20 @@ impl Pool {
             let client = &client;
             async move { client.prepare(&text).await.map_err(|e| classify(e, false)) }
         };
-        // Every statement finds its rows by key, and its plan is cached with the connection:
-        // a plan made while the table was small (a scan of the whole table) stays in use once
-        // the table has grown, and made one connection's batched reads take 100+ ms each
-        // (measured: a run of 10,000 calls stalled for seconds). With sequential scans off,
-        // the planner takes the key's index whatever the table's size.
-        let settings = async {
-            client
-                .batch_execute("SET enable_seqscan = off")
-                .await
-                .map_err(|e| classify(e, false))
-        };
         // Pipelined: one round trip for all of them.
-        let (
-            (),
-            get,
-            get_many,
-            range_asc,
-            range_desc,
-            upsert,
-            add,
-            delete,
-            delete_range,
-            notify,
-            occ,
-        ) = futures::try_join!(
-            settings,
-            prepare(&sql.get),
-            prepare(&sql.get_many),
-            prepare(&sql.range_asc),
-            prepare(&sql.range_desc),
-            prepare(&sql.upsert),
-            prepare(&sql.add),
-            prepare(&sql.delete),
-            prepare(&sql.delete_range),
-            prepare(&sql.notify),
-            prepare(&sql.occ),
-        )?;
+        let (get, get_many, range_asc, range_desc, upsert, add, delete, delete_range, notify, occ) =
+            futures::try_join!(
+                prepare(&sql.get),
+                prepare(&sql.get_many),
+                prepare(&sql.range_asc),
+                prepare(&sql.range_desc),
+                prepare(&sql.upsert),
+                prepare(&sql.add),
+                prepare(&sql.delete),
+                prepare(&sql.delete_range),
+                prepare(&sql.notify),
+                prepare(&sql.occ),
+            )?;
         let stmts = Statements {
             get,
             get_many,
