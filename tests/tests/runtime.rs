@@ -951,6 +951,62 @@ async fn calls_waiting_for_a_dropped_identical_call_are_still_answered() {
     assert_eq!(DROPPED_RUNS.load(Ordering::SeqCst) - before, 1);
 }
 
+static MOVED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn waited_on_by_movers(n: i64) -> i64 {
+    MOVED_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n * 3
+}
+
+/// Followers of an identical call that move or give up while they wait: one first polled by
+/// the workflow's task and then driven by another future (its waker changes) is still woken,
+/// and one dropped by its timeout does not keep the others from their answer.
+#[tokio::test]
+async fn identical_calls_that_move_or_give_up_while_waiting_do_not_strand_the_others() {
+    use futures::StreamExt;
+    let shared = SharedStore::new().await;
+    let node = shared
+        .node("a")
+        .task(waited_on_by_movers)
+        .start()
+        .await
+        .unwrap();
+    let before = MOVED_RUNS.load(Ordering::SeqCst);
+    let ran = node
+        .run(opts(), |ctx| async move {
+            let mut leader = Box::pin(ctx.call(waited_on_by_movers, 5));
+            assert!(futures::poll!(&mut leader).is_pending(), "made first");
+            // Polled here (this task's waker), then driven by a stream of its own.
+            // Polled until it follows (its cache read done), with this task's waker.
+            let mut mover = Box::pin(ctx.call(waited_on_by_movers, 5));
+            for _ in 0..10 {
+                assert!(futures::poll!(&mut mover).is_pending(), "it follows");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let quitter =
+                tokio::time::timeout(Duration::from_millis(50), ctx.call(waited_on_by_movers, 5));
+            let others =
+                futures::future::join_all((0..40).map(|_| ctx.call(waited_on_by_movers, 5)));
+            let moved = async move {
+                let mut own: futures::stream::FuturesUnordered<_> = [mover].into_iter().collect();
+                tokio::time::timeout(Duration::from_secs(10), own.next())
+                    .await
+                    .expect("the moved call was woken")
+                    .expect("one call")
+            };
+            tokio::join!(leader, moved, quitter, others)
+        })
+        .await;
+    let (leader, moved, quitter, others) = ran.output;
+    assert_eq!(leader, Ok(15));
+    assert_eq!(moved, Ok(15));
+    assert!(quitter.is_err(), "the quitter timed out");
+    assert!(others.iter().all(|r| r.as_ref() == Ok(&15)), "{others:?}");
+    assert_eq!(MOVED_RUNS.load(Ordering::SeqCst) - before, 1);
+}
+
 static FAILED_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[cairn::task(cache = true, cache_version = "1.0", retries = 0)]
