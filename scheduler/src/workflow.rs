@@ -317,13 +317,15 @@ impl Ctx {
             detail,
         };
         let journaled = !spec.options.cache && inner.durable.is_some();
-        let key = if spec.options.cache || journaled {
+        let cache_key = || {
             let inputs = task
                 .key_inputs(&input)
                 .map_err(|e| input_error(e.to_string()))?;
-            let key = spec
-                .cache_key(&inner.project, &inner.domain, inputs)
-                .map_err(|e| input_error(e.to_string()))?;
+            spec.cache_key(&inner.project, &inner.domain, inputs)
+                .map_err(|e| input_error(e.to_string()))
+        };
+        let key = if spec.options.cache || journaled {
+            let key = cache_key()?;
             Some(match &inner.durable {
                 Some(d) if journaled => {
                     let occurrence = {
@@ -386,25 +388,40 @@ impl Ctx {
         let result = match hit {
             Some(result) => result,
             None => {
-                let encoded =
-                    rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()))?;
+                let encode =
+                    || rmp_serde::to_vec_named(&input).map_err(|e| input_error(e.to_string()));
+                let mut encoded = encode()?;
+                let mut key = key;
                 // Identical cached calls of this run that missed while one of them is with the
                 // schedulers: the first leads, the others follow it and are answered together
                 // when it has its answer. (Hits need no flight: each is one read.) Joined once
                 // the input is encoded: a leader that failed to encode it would let its
                 // followers go, only for each to fail in turn.
-                if let Some(key) = key.as_ref().filter(|_| spec.options.cache && !overwrite) {
+                if let Some(digest) = key
+                    .as_ref()
+                    .filter(|_| spec.options.cache && !overwrite)
+                    .map(|k| k.digest)
+                {
                     let catalog = inner.scheduler.catalog();
                     loop {
-                        match inner.flights.join(key.digest, &span, catalog, seq) {
+                        match inner.flights.join(digest, &span, catalog, seq) {
                             Join::Lead(lead) => {
                                 leading = Some(lead);
                                 break;
                             }
                             Join::Follow(following) => {
+                                // A follower needs neither its key nor its encoded input while
+                                // it waits: they are freed now, as each call joins, not all
+                                // at once when the leader wakes thousands of followers.
+                                drop(key.take());
+                                drop(std::mem::take(&mut encoded));
                                 if let Some(output) = Box::pin(following.wait(&span)).await {
                                     return Self::decoded(spec, output);
                                 }
+                                // The leader's call was dropped: join again (perhaps to lead),
+                                // with the key and the input made again.
+                                key = Some(cache_key()?);
+                                encoded = encode()?;
                             }
                         }
                     }
