@@ -3,8 +3,10 @@
 //! A cached call that misses joins its run's flight of the key. The first one leads: it goes to
 //! the schedulers like any call that misses. The others follow it: they wait on one shared
 //! cell, and when the leader has its answer it answers all of them in one step (their records
-//! queued as one message, their call summaries kept as one group), then wakes them together. A
-//! follower only takes the shared output. Hits never join: each is one read.
+//! queued as one message, their call summaries kept as one group), then wakes them together, in
+//! the order the run made them. A follower holds nothing of its call while it waits (its key
+//! and encoded input are freed as it joins) and only takes the shared output when woken. Hits
+//! never join: each is one read.
 //!
 //! The schedulers' single flight deduplicates identical calls too, but it answers each call as
 //! its own message, one by one; this answers a run's followers as one. Calls from different
@@ -301,14 +303,16 @@ impl Leading<'_> {
             calls: flight.followers,
         });
         let waits = group.shared.waited_for.is_some() || status == CacheStatus::Waited;
-        for call in &group.calls {
-            let duration = group.duration(call);
-            cairn_engine::telemetry::metrics::call_answered(
-                called.task,
-                status,
-                duration,
-                waits.then_some(duration),
-            );
+        if cairn_engine::telemetry::metrics::enabled() {
+            for call in &group.calls {
+                let duration = group.duration(call);
+                cairn_engine::telemetry::metrics::call_answered(
+                    called.task,
+                    status,
+                    duration,
+                    waits.then_some(duration),
+                );
+            }
         }
         slot.send(group.clone());
         summaries.lock().push_group(group);

@@ -69,6 +69,12 @@ pub fn uninstall() {
     *INSTRUMENTS.write().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
+/// Whether metrics are being recorded: a caller about to record many values (the answers of a
+/// call's 10,000 followers, say) skips computing them when not.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 fn with(f: impl FnOnce(&Instruments)) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
