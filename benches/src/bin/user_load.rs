@@ -14,6 +14,7 @@
 //! `USER_LOAD_ONLY=sequential|fan-out|identical` runs one workload (for profiles: `perf record`
 //! of a single workload); `USER_LOAD_HIT_ROUNDS=K` repeats the fan-out's hits round K times,
 //! and `USER_LOAD_PAUSE_MS=M` pauses between its cold round and the first hits round.
+//! `USER_LOAD_CONCURRENCY=C` sets the node's worker concurrency (default 64, the node's own).
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -206,6 +207,7 @@ fn main() {
                 max_in_flight: n as usize,
                 ..Default::default()
             })
+            .concurrency(env_number("USER_LOAD_CONCURRENCY").map_or(64, |c| c as usize))
             .start()
             .await
             .expect("node");
