@@ -1087,10 +1087,20 @@ async fn run_op(w: &Rc<World>, node: &Node, ctx: &cairn::Ctx, name: &str, op: Op
         }
         Op::Evict(k) => {
             let d = cache_key_of(k).digest;
+            // A new epoch of the key, counted before the call: an eviction can land although
+            // its caller never hears back (its node crashes during the call, or the store's
+            // answer is lost). Taken back when it removed nothing.
+            *w.epochs.borrow_mut().entry(k).or_default() += 1;
             match node.catalog().evict(&EvictScope::Key(d)).await {
                 Ok(n) => {
-                    if n > 0 {
-                        *w.epochs.borrow_mut().entry(k).or_default() += 1;
+                    if n == 0 {
+                        let mut epochs = w.epochs.borrow_mut();
+                        if let Some(e) = epochs.get_mut(&k) {
+                            *e -= 1;
+                            if *e == 0 {
+                                epochs.remove(&k);
+                            }
+                        }
                     }
                     w.event(format!("{name} evict k={k} removed={n}"));
                 }
