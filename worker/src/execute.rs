@@ -37,14 +37,42 @@ pub struct Context<'a, S: Store> {
 /// so waiters take over at once. A journaled job (an uncached call of a durable run) commits
 /// its outcome, output or error, to the run's journal. A job of a cancelled run is aborted
 /// after the grace period and its lease released. Never panics and never returns without a
-/// report.
+/// report. [`run`] and [`Settling::settle`] are its two halves, for a worker that should not
+/// wait for the commit.
 pub async fn execute<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport {
+    match run(cx, job).await {
+        Ran::Done(report) => report,
+        Ran::Settle(settling) => settling.settle(cx.catalog, job).await,
+    }
+}
+
+/// What running a job's body left to do.
+pub enum Ran {
+    /// Nothing: the job's report (an uncached job, an unknown task, a cancelled run).
+    Done(JobReport),
+    /// Its outcome is to be committed under its lease: [`Settling::settle`].
+    Settle(Box<Settling>),
+}
+
+/// A job's outcome waiting to be committed. A worker hands it to its pool and runs its next
+/// job: the commit waits for a group commit (a store round trip or two), which should not keep
+/// a slot of the pool's concurrency from the next task body.
+pub struct Settling {
+    outcome: Result<Vec<u8>, TaskError>,
+    blobs: Vec<cairn_engine::blobs::BlobDigest>,
+    attempts: u32,
+    max_age: Option<Duration>,
+    /// The job's `cairn.execute` span, which the commit's span belongs to.
+    span: tracing::Span,
+}
+
+/// Runs the first half of [`execute`]: everything up to the commit.
+pub async fn run<S: Store>(cx: &Context<'_, S>, job: &Job) -> Ran {
     let span = tracing::info_span!(
         sc::SPAN_EXECUTE,
         { sc::TASK } = %job.task,
         { sc::EXECUTION } = %job.execution,
         { sc::RUN_ID } = job.run.as_deref().unwrap_or(""),
-        // Signed: tracing hands unsigned integers to OpenTelemetry as strings.
         { sc::LEASE_GENERATION } = job
             .cache
             .as_ref()
@@ -55,13 +83,77 @@ pub async fn execute<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport {
     if let Some(parent) = &job.trace {
         cairn_engine::telemetry::propagate::set_parent(&span, parent);
     }
-    let report = execute_in_span(cx, job).instrument(span.clone()).await;
-    span.record(sc::ATTEMPTS, i64::from(report.attempts));
-    span.record(sc::CACHE_STATUS, tracing::field::debug(report.status));
-    report
+    match execute_in_span(cx, job).instrument(span.clone()).await {
+        Ran::Done(report) => {
+            span.record(sc::ATTEMPTS, i64::from(report.attempts));
+            span.record(sc::CACHE_STATUS, tracing::field::debug(report.status));
+            Ran::Done(report)
+        }
+        Ran::Settle(mut settling) => {
+            settling.span = span;
+            Ran::Settle(settling)
+        }
+    }
 }
 
-async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport {
+impl Settling {
+    /// Commits the outcome of `job` (the job [`run`] ran) under its lease, or to its run's
+    /// journal, and returns the job's report.
+    pub async fn settle<S: Store>(self, catalog: &Catalog<S>, job: &Job) -> JobReport {
+        let span = self.span.clone();
+        let report = self
+            .settle_in_span(catalog, job)
+            .instrument(span.clone())
+            .await;
+        span.record(sc::ATTEMPTS, i64::from(report.attempts));
+        span.record(sc::CACHE_STATUS, tracing::field::debug(report.status));
+        report
+    }
+
+    async fn settle_in_span<S: Store>(self, catalog: &Catalog<S>, job: &Job) -> JobReport {
+        let Settling {
+            outcome,
+            blobs,
+            attempts,
+            max_age,
+            span: _,
+        } = self;
+        let Some(cache) = &job.cache else {
+            return JobReport {
+                output: outcome,
+                status: CacheStatus::Disabled,
+                attempts,
+                cache_error: None,
+            };
+        };
+        let journaled = cache.key.journal.is_some();
+        let commit = tracing::info_span!(
+            sc::SPAN_COMMIT,
+            { sc::CACHE_KEY } = %cache.key.digest,
+            { sc::CACHE_STATUS } = tracing::field::Empty,
+        );
+        let (output, status, cache_error) = if journaled {
+            let (output, status) = journal(catalog, cache, outcome, &blobs)
+                .instrument(commit.clone())
+                .await;
+            (output, status, None)
+        } else {
+            catalog
+                .settle(&cache.key, &cache.lease, outcome, max_age, &blobs)
+                .instrument(commit.clone())
+                .await
+        };
+        commit.record(sc::CACHE_STATUS, tracing::field::debug(status));
+        JobReport {
+            output,
+            status,
+            attempts,
+            cache_error,
+        }
+    }
+}
+
+async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> Ran {
     let catalog = cx.catalog;
     let journaled = job.cache.as_ref().is_some_and(|c| c.key.journal.is_some());
     let uncached = if job.cache.is_some() && !journaled {
@@ -84,7 +176,7 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
     if let Some(run) = &job.run
         && cx.cancels.is_cancelled(run)
     {
-        return give_up(TaskError::Cancelled { run: run.clone() }).await;
+        return Ran::Done(give_up(TaskError::Cancelled { run: run.clone() }).await);
     }
     let Some(task) = cx.registry.get(&job.task) else {
         let error = TaskError::UnknownTask {
@@ -93,12 +185,12 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
         if let Some(c) = &job.cache {
             let _ = catalog.fail(&c.lease, &error.to_string()).await;
         }
-        return JobReport {
+        return Ran::Done(JobReport {
             output: Err(error),
             status: uncached,
             attempts: 0,
             cache_error: None,
-        };
+        });
     };
     let options = &task.spec().options;
     let mut attempts = 0;
@@ -157,43 +249,27 @@ async fn execute_in_span<S: Store>(cx: &Context<'_, S>, job: &Job) -> JobReport 
         tracing::info!(task = %job.task, %run, "task aborted: its run was cancelled");
         let mut report = give_up(TaskError::Cancelled { run }).await;
         report.attempts = attempts;
-        return report;
+        return Ran::Done(report);
     };
     let (outcome, blobs) = match produced {
         Ok(p) => (Ok(p.output), p.blobs),
         Err(e) => (Err(e), Vec::new()),
     };
-    let Some(cache) = &job.cache else {
-        return JobReport {
+    if job.cache.is_none() {
+        return Ran::Done(JobReport {
             output: outcome,
             status: CacheStatus::Disabled,
             attempts,
             cache_error: None,
-        };
-    };
-    let commit = tracing::info_span!(
-        sc::SPAN_COMMIT,
-        { sc::CACHE_KEY } = %cache.key.digest,
-        { sc::CACHE_STATUS } = tracing::field::Empty,
-    );
-    let (output, status, cache_error) = if journaled {
-        let (output, status) = journal(catalog, cache, outcome, &blobs)
-            .instrument(commit.clone())
-            .await;
-        (output, status, None)
-    } else {
-        catalog
-            .settle(&cache.key, &cache.lease, outcome, options.max_age, &blobs)
-            .instrument(commit.clone())
-            .await
-    };
-    commit.record(sc::CACHE_STATUS, tracing::field::debug(status));
-    JobReport {
-        output,
-        status,
-        attempts,
-        cache_error,
+        });
     }
+    Ran::Settle(Box::new(Settling {
+        outcome,
+        blobs,
+        attempts,
+        max_age: options.max_age,
+        span: tracing::Span::none(),
+    }))
 }
 
 /// Stores the outcome of a journaled job, output or error, in its run's journal. Errors of the

@@ -2,9 +2,12 @@
 //!
 //! - [`mod@execute`]: one job from start to report: keep the lease beating (through the
 //!   catalog's beater), run the task with its timeout and retries, catch panics, then commit the output (or fail the lease at once).
+//!   Its halves, [`run`] and [`Settling::settle`], let a worker hand the commit over.
 //! - [`pool`]: the worker pool actor, which supervises one [`worker`] actor per unit of
 //!   concurrency, queues jobs while all are busy, and replaces a worker that dies, releasing or
-//!   retrying its job per the task's policy.
+//!   retrying its job per the task's policy. A worker runs a job's body; the pool commits its
+//!   outcome on a task of its own, so the pool's concurrency bounds task bodies, not commits
+//!   waiting for their group.
 //! - [`WorkerPoolHandle`]: how schedulers hand jobs to a pool; the pool is supervised
 //!   (`supervise.rs`): a pool that dies is replaced, its jobs reported lost.
 
@@ -23,7 +26,7 @@ pub mod worker;
 
 pub use death::death;
 pub use dispatch::Dispatch;
-pub use execute::{Context, execute};
+pub use execute::{Context, Ran, Settling, execute, run};
 pub use handle::WorkerPoolHandle;
 pub use pool::{BusyWorker, PoolOptions, PoolStatus};
 pub use report::{ReportTo, give_up_then};

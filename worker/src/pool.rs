@@ -7,6 +7,7 @@
 //! take over at once, and then the caller gets [`TaskError::WorkerLost`] (in that order: see
 //! [`crate::give_up_then`]).
 
+use crate::execute::Ran;
 use crate::report::ReportTo;
 use crate::worker::{Worker, WorkerArgs, WorkerMsg};
 use cairn_engine::AnyStore;
@@ -28,12 +29,12 @@ pub struct WorkerPool;
 pub enum PoolMsg {
     /// Run a job on the next idle worker and reply with its report.
     Execute(Box<Job>, ReportTo),
-    /// A worker finished its job (sent by workers).
+    /// A worker ran its job's body (sent by workers).
     Finished {
         /// The worker's index.
         worker: usize,
-        /// Its report.
-        report: Box<JobReport>,
+        /// What is left: the report, or the outcome to commit.
+        ran: Box<Ran>,
     },
     /// Reply with the pool's current load.
     Status(RpcReplyPort<PoolStatus>),
@@ -104,6 +105,10 @@ pub struct PoolState {
     queue: VecDeque<Pending>,
     replaced: u64,
     finished: u64,
+    /// Outcomes being committed, each on a task of its own. They belong to the pool: a pool
+    /// that dies aborts them (their reports then say the job was lost), as killing its workers
+    /// did when workers committed, so no commit of a dead pool lands after its death.
+    settling: tokio::task::JoinSet<()>,
 }
 
 impl WorkerPool {
@@ -119,8 +124,8 @@ impl WorkerPool {
                 id,
                 finished: {
                     let pool = myself.clone();
-                    Arc::new(move |worker, report| {
-                        pool.send_message(PoolMsg::Finished { worker, report })?;
+                    Arc::new(move |worker, ran| {
+                        pool.send_message(PoolMsg::Finished { worker, ran })?;
                         Ok(())
                     })
                 },
@@ -184,6 +189,7 @@ impl Actor for WorkerPool {
             queue: VecDeque::new(),
             replaced: 0,
             finished: 0,
+            settling: tokio::task::JoinSet::new(),
         };
         for id in 0..concurrency {
             Self::start_worker(&myself, &mut state, id).await?;
@@ -203,11 +209,26 @@ impl Actor for WorkerPool {
                 cairn_engine::telemetry::metrics::queue_changed(1);
                 Self::dispatch(state);
             }
-            PoolMsg::Finished { worker, report } => {
-                if let Some((_, reply, _)) = state.busy.remove(&worker) {
+            PoolMsg::Finished { worker, ran } => {
+                if let Some((job, reply, _)) = state.busy.remove(&worker) {
                     state.finished += 1;
-                    reply.send(*report);
+                    match *ran {
+                        Ran::Done(report) => reply.send(report),
+                        // Committed on a task of the pool's, which holds the job's report: the
+                        // worker is free for the next body while the commit waits for its
+                        // group. (With the worker waiting, the pool's concurrency bounded the
+                        // commits in flight, and so the size of group commits.)
+                        Ran::Settle(settling) => {
+                            let catalog = state.args.catalog.clone();
+                            state.settling.spawn(async move {
+                                let report = settling.settle(&catalog, &job).await;
+                                reply.send(report);
+                            });
+                        }
+                    }
                 }
+                // Commits done since are forgotten.
+                while state.settling.try_join_next().is_some() {}
                 state.idle.push(worker);
                 Self::dispatch(state);
             }

@@ -4,8 +4,10 @@
 //!
 //! What a dead pool had queued or running is not replayed: each job's [`ReportTo`] dies with
 //! the pool's state and reports [`TaskError::WorkerLost`] to its scheduler, which answers the
-//! callers with that error. The dead pool's workers are killed, so none of them commits after
-//! its job was reported lost; the scheduler that dispatched each of those jobs fails its lease
+//! callers with that error. The dead pool's workers are killed, and the commits it was making
+//! for jobs whose bodies had finished are aborted (their reports, too, say the job was lost),
+//! so none of them commits after its job was reported lost; the scheduler that dispatched each
+//! of those jobs fails its lease
 //! before its callers hear of the loss (see [`give_up_then`]), so the key's next caller runs
 //! it at once.
 //!

@@ -3,11 +3,11 @@
 //! Failure: a task's own panic is caught by [`crate::execute()`]; if the actor itself dies (it
 //! is killed, or the engine panics around the task) its pool replaces it and settles its job.
 
-use crate::execute::{Context, execute};
+use crate::execute::{Context, Ran, run};
 use cairn_engine::AnyStore;
 use cairn_engine::catalog::Catalog;
 use cairn_engine::runs::Cancellations;
-use cairn_engine::task::{Job, JobReport, TaskRegistry};
+use cairn_engine::task::{Job, TaskRegistry};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,16 +25,15 @@ pub enum WorkerMsg {
 // message type to say whether it can cross nodes; this one never does.
 impl ractor::Message for WorkerMsg {}
 
-/// How a worker reports a finished job: its index and the report. The pool gives it; a worker
-/// knows nothing else of its pool.
-pub type Finished =
-    Arc<dyn Fn(usize, Box<JobReport>) -> Result<(), ActorProcessingErr> + Send + Sync>;
+/// How a worker reports a job whose body is done: its index and what is left (the report, or
+/// the outcome to commit). The pool gives it; a worker knows nothing else of its pool.
+pub type Finished = Arc<dyn Fn(usize, Box<Ran>) -> Result<(), ActorProcessingErr> + Send + Sync>;
 
 /// What a worker is started with.
 pub struct WorkerArgs {
     /// Its index in the pool.
     pub id: usize,
-    /// Reports a finished job (this worker's index, the report) to its pool.
+    /// Reports a job whose body is done (this worker's index, what is left) to its pool.
     pub finished: Finished,
     /// The catalog to commit through.
     pub catalog: Catalog<AnyStore>,
@@ -75,8 +74,10 @@ impl Actor for Worker {
                 };
                 // Boxed: the execution's future is large (about 4.6 kB), and an actor's message
                 // future is moved whole; a job should not cost copies of it.
-                let report = Box::pin(execute(&cx, &job)).await;
-                (state.finished)(state.id, Box::new(report))?;
+                // The commit is not this worker's: the pool makes it on a task of its own, and
+                // this worker takes the next job meanwhile.
+                let ran = Box::pin(run(&cx, &job)).await;
+                (state.finished)(state.id, Box::new(ran))?;
             }
         }
         Ok(())
