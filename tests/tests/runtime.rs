@@ -1045,3 +1045,75 @@ async fn identical_calls_behind_a_failure_each_get_its_error() {
         20
     );
 }
+
+/// The store of `cuts_the_store_off`'s test: its body cuts the node off the store as it returns.
+static CUT_OFF: std::sync::OnceLock<cairn_engine::store::memory::MemoryStore> =
+    std::sync::OnceLock::new();
+static CUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn cuts_the_store_off(n: i64) -> i64 {
+    CUT_OFF
+        .get()
+        .expect("the test's store")
+        .set_partitioned(true);
+    CUT.store(true, Ordering::SeqCst);
+    n + 1
+}
+
+#[cairn::task]
+async fn needs_no_store(n: i64) -> i64 {
+    n * 2
+}
+
+/// A worker hands its job's commit to the pool and runs the next body: a commit that waits
+/// (here for a store that cannot be reached) does not hold a slot of the pool's concurrency.
+/// The commit still lands once the store is back, and the call is answered with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_waiting_for_the_store_does_not_hold_its_workers_slot() {
+    let store = cairn_engine::store::memory::MemoryStore::new(14);
+    CUT_OFF.set(store.clone()).ok().expect("set once");
+    let node = cairn::Node::builder()
+        .name("a")
+        .store(cairn::AnyStore::Memory(store.clone()))
+        .concurrency(1)
+        .task(cuts_the_store_off)
+        .task(needs_no_store)
+        .start()
+        .await
+        .unwrap();
+    let ctx = node.ctx(opts());
+    let cached = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.call(cuts_the_store_off, 1).await }
+    });
+    // The body ran and cut the store off: its commit now waits for the store.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !CUT.load(Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < deadline, "the body never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The pool's only worker is free for the next body meanwhile.
+    let next = tokio::time::timeout(Duration::from_secs(10), ctx.call(needs_no_store, 5))
+        .await
+        .expect("the next job ran while the first one's commit waited for the store");
+    assert_eq!(next.unwrap(), 10);
+    assert!(
+        !cached.is_finished(),
+        "the first call was answered before its commit could land"
+    );
+    store.set_partitioned(false);
+    let answered = tokio::time::timeout(Duration::from_secs(30), cached)
+        .await
+        .expect("the waiting commit lands once the store is back")
+        .unwrap();
+    assert_eq!(answered.unwrap(), 2);
+    // It was committed: the next call of the key is a hit, and the body did not run again.
+    let again = node
+        .run(opts(), |ctx| async move {
+            ctx.call(cuts_the_store_off, 1).await
+        })
+        .await;
+    assert_eq!(again.output.unwrap(), 2);
+    assert_eq!(again.calls[0].status, CacheStatus::Hit);
+}
