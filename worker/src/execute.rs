@@ -54,9 +54,10 @@ pub enum Ran {
     Settle(Box<Settling>),
 }
 
-/// A job's outcome waiting to be committed. A worker hands it to its pool and runs its next
-/// job: the commit waits for a group commit (a store round trip or two), which should not keep
-/// a slot of the pool's concurrency from the next task body.
+/// A job's outcome waiting to be committed. Where commits wait for the store, a worker hands
+/// it to its pool and runs its next job: the commit waits for a group commit (a store round
+/// trip or two), which should not keep a slot of the pool's concurrency from the next task
+/// body.
 pub struct Settling {
     outcome: Result<Vec<u8>, TaskError>,
     blobs: Vec<cairn_engine::blobs::BlobDigest>,

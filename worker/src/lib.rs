@@ -5,9 +5,11 @@
 //!   Its halves, [`run`] and [`Settling::settle`], let a worker hand the commit over.
 //! - [`pool`]: the worker pool actor, which supervises one [`worker`] actor per unit of
 //!   concurrency, queues jobs while all are busy, and replaces a worker that dies, releasing or
-//!   retrying its job per the task's policy. A worker runs a job's body; the pool commits its
-//!   outcome on a task of its own, so the pool's concurrency bounds task bodies, not commits
-//!   waiting for their group.
+//!   retrying its job per the task's policy. A worker runs a job's body; where commits wait for
+//!   the store (a server's round trip, a disk sync: `Store::commits_wait`) it hands the commit
+//!   to the pool, which makes it on a task of its own (up to 256 at once), so the pool's
+//!   concurrency bounds task bodies, not commits waiting for their group. Elsewhere, and when
+//!   256 are in flight, the worker commits itself.
 //! - [`WorkerPoolHandle`]: how schedulers hand jobs to a pool; the pool is supervised
 //!   (`supervise.rs`): a pool that dies is replaced, its jobs reported lost.
 

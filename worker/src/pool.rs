@@ -10,11 +10,11 @@
 use crate::execute::Ran;
 use crate::report::ReportTo;
 use crate::worker::{Worker, WorkerArgs, WorkerMsg};
-use cairn_engine::AnyStore;
 use cairn_engine::catalog::{CacheStatus, Catalog};
 use cairn_engine::det::Map;
 use cairn_engine::runs::Cancellations;
 use cairn_engine::task::{Job, JobReport, TaskError, TaskRegistry};
+use cairn_engine::{AnyStore, Store};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
@@ -35,6 +35,8 @@ pub enum PoolMsg {
         worker: usize,
         /// What is left: the report, or the outcome to commit.
         ran: Box<Ran>,
+        /// The outcome's place among the commits handed over, if it is one.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// Reply with the pool's current load.
     Status(RpcReplyPort<PoolStatus>),
@@ -92,6 +94,12 @@ pub struct PoolArgs {
     pub options: PoolOptions,
 }
 
+/// Most commits a pool's workers hand over at once (on a store whose commits wait: see
+/// [`cairn_engine::Store::commits_wait`]); a worker that finds none left commits its job
+/// itself. Unbounded, a fan-out handed thousands of commits over, which cost its own
+/// throughput; 256 kept the gain on PostgreSQL (benches/README.md).
+const HANDOVERS: usize = 256;
+
 /// A job, where its report goes, and how many workers died running it.
 type Pending = (Box<Job>, ReportTo, u32);
 
@@ -109,6 +117,9 @@ pub struct PoolState {
     /// that dies aborts them (their reports then say the job was lost), as killing its workers
     /// did when workers committed, so no commit of a dead pool lands after its death.
     settling: tokio::task::JoinSet<()>,
+    /// The places left among the commits handed over ([`HANDOVERS`]; none on a store whose
+    /// commits do not wait).
+    handovers: Arc<tokio::sync::Semaphore>,
 }
 
 impl WorkerPool {
@@ -124,8 +135,12 @@ impl WorkerPool {
                 id,
                 finished: {
                     let pool = myself.clone();
-                    Arc::new(move |worker, ran| {
-                        pool.send_message(PoolMsg::Finished { worker, ran })?;
+                    Arc::new(move |worker, ran, permit| {
+                        pool.send_message(PoolMsg::Finished {
+                            worker,
+                            ran,
+                            permit,
+                        })?;
                         Ok(())
                     })
                 },
@@ -133,6 +148,7 @@ impl WorkerPool {
                 registry: state.args.registry.clone(),
                 cancels: state.args.options.cancels.clone(),
                 cancel_grace: state.args.options.cancel_grace,
+                handovers: state.handovers.clone(),
             },
             myself.get_cell(),
         )
@@ -180,6 +196,11 @@ impl Actor for WorkerPool {
         args: PoolArgs,
     ) -> Result<PoolState, ActorProcessingErr> {
         let concurrency = args.options.concurrency.max(1);
+        let handovers = if args.catalog.store().commits_wait() {
+            HANDOVERS
+        } else {
+            0
+        };
         let mut state = PoolState {
             args,
             workers: Vec::with_capacity(concurrency),
@@ -190,6 +211,7 @@ impl Actor for WorkerPool {
             replaced: 0,
             finished: 0,
             settling: tokio::task::JoinSet::new(),
+            handovers: Arc::new(tokio::sync::Semaphore::new(handovers)),
         };
         for id in 0..concurrency {
             Self::start_worker(&myself, &mut state, id).await?;
@@ -209,7 +231,11 @@ impl Actor for WorkerPool {
                 cairn_engine::telemetry::metrics::queue_changed(1);
                 Self::dispatch(state);
             }
-            PoolMsg::Finished { worker, ran } => {
+            PoolMsg::Finished {
+                worker,
+                ran,
+                permit,
+            } => {
                 if let Some((job, reply, _)) = state.busy.remove(&worker) {
                     state.finished += 1;
                     match *ran {
@@ -222,6 +248,7 @@ impl Actor for WorkerPool {
                             let catalog = state.args.catalog.clone();
                             state.settling.spawn(async move {
                                 let report = settling.settle(&catalog, &job).await;
+                                drop(permit);
                                 reply.send(report);
                             });
                         }

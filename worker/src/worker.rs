@@ -11,6 +11,7 @@ use cairn_engine::task::{Job, TaskRegistry};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The worker behaviour.
 pub struct Worker;
@@ -25,9 +26,14 @@ pub enum WorkerMsg {
 // message type to say whether it can cross nodes; this one never does.
 impl ractor::Message for WorkerMsg {}
 
-/// How a worker reports a job whose body is done: its index and what is left (the report, or
-/// the outcome to commit). The pool gives it; a worker knows nothing else of its pool.
-pub type Finished = Arc<dyn Fn(usize, Box<Ran>) -> Result<(), ActorProcessingErr> + Send + Sync>;
+/// How a worker reports a job whose body is done: its index, what is left (the report, or
+/// the outcome to commit), and the outcome's place among the commits handed over. The pool
+/// gives it; a worker knows nothing else of its pool.
+pub type Finished = Arc<
+    dyn Fn(usize, Box<Ran>, Option<OwnedSemaphorePermit>) -> Result<(), ActorProcessingErr>
+        + Send
+        + Sync,
+>;
 
 /// What a worker is started with.
 pub struct WorkerArgs {
@@ -43,6 +49,9 @@ pub struct WorkerArgs {
     pub cancels: Cancellations,
     /// How long a cancelled run's body may still run.
     pub cancel_grace: Duration,
+    /// The places left among the commits the pool's workers hand over (none where commits do
+    /// not wait: `Store::commits_wait`).
+    pub handovers: Arc<Semaphore>,
 }
 
 impl Actor for Worker {
@@ -74,10 +83,22 @@ impl Actor for Worker {
                 };
                 // Boxed: the execution's future is large (about 4.6 kB), and an actor's message
                 // future is moved whole; a job should not cost copies of it.
-                // The commit is not this worker's: the pool makes it on a task of its own, and
-                // this worker takes the next job meanwhile.
+                // A commit that waits for the store is handed over while places are left: the
+                // pool makes it on a task of its own, and this worker takes the next job
+                // meanwhile. Otherwise the worker commits, as one where commits are only CPU
+                // work in this process always does.
                 let ran = Box::pin(run(&cx, &job)).await;
-                (state.finished)(state.id, Box::new(ran))?;
+                let (ran, permit) = match ran {
+                    Ran::Settle(settling) => match state.handovers.clone().try_acquire_owned() {
+                        Ok(permit) => (Ran::Settle(settling), Some(permit)),
+                        Err(_) => (
+                            Ran::Done(Box::pin(settling.settle(&state.catalog, &job)).await),
+                            None,
+                        ),
+                    },
+                    done => (done, None),
+                };
+                (state.finished)(state.id, Box::new(ran), permit)?;
             }
         }
         Ok(())

@@ -210,6 +210,10 @@ impl Store for AnyStore {
     fn gathers_reads(&self) -> bool {
         each!(self, s => s.gathers_reads())
     }
+
+    fn commits_wait(&self) -> bool {
+        each!(self, s => s.commits_wait())
+    }
 }
 
 impl Transaction for AnyTx {

@@ -169,6 +169,10 @@ impl Store for EmbeddedStore {
         BACKEND
     }
 
+    fn commits_wait(&self) -> bool {
+        self.shared.fsync
+    }
+
     fn counters(&self) -> &StoreCounters {
         &self.shared.counters
     }

@@ -193,6 +193,10 @@ impl<S: Store> Store for FdbLimited<S> {
         self.inner.gathers_reads()
     }
 
+    fn commits_wait(&self) -> bool {
+        self.inner.commits_wait()
+    }
+
     fn counters(&self) -> &StoreCounters {
         self.inner.counters()
     }

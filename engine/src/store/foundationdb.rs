@@ -287,6 +287,10 @@ impl Store for FdbStore {
         BACKEND
     }
 
+    fn commits_wait(&self) -> bool {
+        true
+    }
+
     fn counters(&self) -> &StoreCounters {
         &self.shared.counters
     }

@@ -402,6 +402,10 @@ impl Store for MemoryStore {
         BACKEND
     }
 
+    fn commits_wait(&self) -> bool {
+        true
+    }
+
     fn counters(&self) -> &StoreCounters {
         &self.db.counters
     }

@@ -128,6 +128,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         false
     }
 
+    /// Whether a commit waits for something besides this process's CPU: a round trip to a
+    /// server, or a sync to disk. Yes for PostgreSQL and FoundationDB, for the in-memory store
+    /// (it stands in for FoundationDB in tests and the simulation) and for the embedded store
+    /// when it syncs every commit. A worker hands such a commit over to its pool and runs the
+    /// next task body meanwhile; where a commit is only work for this process, handing it over
+    /// costs more than it saves (benches/README.md measures both).
+    fn commits_wait(&self) -> bool {
+        false
+    }
+
     /// The backoff (first pause, longest pause) this backend asks retries of conflicts to use,
     /// instead of [`RetryPolicy`]'s: FoundationDB's `on_error` backs off from 10 ms to 1 s.
     /// `None`: the policy's.

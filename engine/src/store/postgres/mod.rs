@@ -456,6 +456,10 @@ impl Store for PostgresStore {
         true
     }
 
+    fn commits_wait(&self) -> bool {
+        true
+    }
+
     fn counters(&self) -> &StoreCounters {
         &self.shared.counters
     }
