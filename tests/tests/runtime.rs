@@ -1117,3 +1117,76 @@ async fn a_commit_waiting_for_the_store_does_not_hold_its_workers_slot() {
     assert_eq!(again.output.unwrap(), 2);
     assert_eq!(again.calls[0].status, CacheStatus::Hit);
 }
+
+/// Whether `held_until_released`'s bodies may return.
+static RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cairn::task(cache = true, cache_version = "1.0")]
+async fn held_until_released(n: i64) -> i64 {
+    while !RELEASED.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    n * 3
+}
+
+/// A pool hands at most 256 commits over at once: with 258 bodies done while the store cannot
+/// be reached, 256 commits wait on the pool's tasks and the last two workers wait for their
+/// own. All 258 land once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_hands_at_most_256_commits_over_and_its_workers_commit_the_rest() {
+    const JOBS: i64 = 258;
+    let store = cairn_engine::store::memory::MemoryStore::new(15);
+    let node = cairn::Node::builder()
+        .name("a")
+        .store(cairn::AnyStore::Memory(store.clone()))
+        .concurrency(JOBS as usize)
+        .task(held_until_released)
+        .start()
+        .await
+        .unwrap();
+    let ctx = node.ctx(opts());
+    let calls: Vec<_> = (0..JOBS)
+        .map(|n| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { ctx.call(held_until_released, n).await })
+        })
+        .collect();
+    let busy = || async { node.workers().status().await.unwrap().busy.len() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while busy().await < JOBS as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bodies never all ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Every lease is held: the store is cut off and the bodies return.
+    store.set_partitioned(true);
+    RELEASED.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while busy().await > 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the workers were not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Two workers stay busy with their own commits, and no call is answered meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(busy().await, 2, "256 commits are handed over, no more");
+    assert!(calls.iter().all(|c| !c.is_finished()));
+    store.set_partitioned(false);
+    for (n, call) in (0..JOBS).zip(calls) {
+        let answered = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("every commit lands once the store is back")
+            .unwrap();
+        assert_eq!(answered.unwrap(), n * 3);
+    }
+    let again = node
+        .run(opts(), |ctx| async move {
+            ctx.call(held_until_released, JOBS - 1).await
+        })
+        .await;
+    assert_eq!(again.calls[0].status, CacheStatus::Hit);
+}
