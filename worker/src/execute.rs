@@ -74,6 +74,7 @@ pub async fn run<S: Store>(cx: &Context<'_, S>, job: &Job) -> Ran {
         { sc::TASK } = %job.task,
         { sc::EXECUTION } = %job.execution,
         { sc::RUN_ID } = job.run.as_deref().unwrap_or(""),
+        // Signed: tracing hands unsigned integers to OpenTelemetry as strings.
         { sc::LEASE_GENERATION } = job
             .cache
             .as_ref()

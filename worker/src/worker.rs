@@ -83,11 +83,11 @@ impl Actor for Worker {
                 };
                 // Boxed: the execution's future is large (about 4.6 kB), and an actor's message
                 // future is moved whole; a job should not cost copies of it.
+                let ran = Box::pin(run(&cx, &job)).await;
                 // A commit that waits for the store is handed over while places are left: the
                 // pool makes it on a task of its own, and this worker takes the next job
                 // meanwhile. Otherwise the worker commits, as one where commits are only CPU
                 // work in this process always does.
-                let ran = Box::pin(run(&cx, &job)).await;
                 let (ran, permit) = match ran {
                     Ran::Settle(settling) => match state.handovers.clone().try_acquire_owned() {
                         Ok(permit) => (Ran::Settle(settling), Some(permit)),
