@@ -1,5 +1,6 @@
 //! Catalog hot path: `resolve` of keys that have an entry (a hit), from several concurrent
-//! tasks, on each backend.
+//! tasks, on each backend; and making a call's cache key (`catalog/cache_key`), which every
+//! cached call does on its caller's task before anything else.
 //!
 //! `cargo bench -p cairn-benches --bench catalog`; PostgreSQL runs when `CAIRN_BENCH_POSTGRES`
 //! is set.
@@ -9,7 +10,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use cairn_benches::populated_keys;
 use cairn_engine::Store;
-use cairn_engine::catalog::{CacheKey, Catalog, Resolution, ResolveRequest};
+use cairn_engine::catalog::{
+    CacheKey, Catalog, KeyInputs, Resolution, ResolveRequest, TaskSignature, TypeDesc,
+};
 use cairn_engine::store::embedded::EmbeddedStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
@@ -67,7 +70,28 @@ fn bench<S: Store>(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, 
     group.finish();
 }
 
+/// The key of a one-input call, as `Ctx::call` makes it: the input encoded and hashed, the
+/// names checked, the key hashed.
+fn cache_key(c: &mut Criterion) {
+    let sig = TaskSignature::new("square", TypeDesc::named("int64"))
+        .input("n", TypeDesc::named("int64"))
+        .prepare();
+    let mut group = c.benchmark_group("catalog/cache_key");
+    group.throughput(Throughput::Elements(1));
+    let mut n = 0_i64;
+    group.bench_function("one-input", |b| {
+        b.iter(|| {
+            n += 1;
+            let mut inputs = KeyInputs::new();
+            inputs.add("n", &n).expect("input");
+            CacheKey::prepared("bench", "user-load", &sig, "v1", &inputs).expect("key")
+        })
+    });
+    group.finish();
+}
+
 fn catalog_benches(c: &mut Criterion) {
+    cache_key(c);
     let rt = cairn_benches::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = rt

@@ -520,7 +520,7 @@ impl Node {
         RunReport {
             run_id: ctx.run_id().to_string(),
             output,
-            calls: ctx.calls(),
+            calls: ctx.into_calls(),
             duration: started.elapsed(),
         }
     }

@@ -79,21 +79,91 @@ impl<'de> Deserialize<'de> for Digest {
 
 /// Incremental hashing of length-prefixed components: no two sequences of components hash the
 /// same bytes, whatever the components contain.
-pub(crate) struct Hasher(Xxh3);
+///
+/// The components of a cache key are short (names, digests, lengths): they are gathered in a
+/// buffer and hashed in one pass, which costs a fraction of xxh3's streaming state (a 192-byte
+/// secret copied in, an update per piece). Past [`HASH_BUFFER`] bytes (a large input value)
+/// the hasher streams instead. Both give the same digest: xxh3's streaming form hashes exactly
+/// what its one-shot form hashes over the concatenated bytes.
+pub(crate) struct Hasher {
+    buffer: Vec<u8>,
+    stream: Option<Box<Xxh3>>,
+}
+
+/// Bytes gathered before a [`Hasher`] streams.
+const HASH_BUFFER: usize = 1024;
 
 impl Hasher {
     pub(crate) fn new(domain_tag: &str) -> Self {
-        let mut h = Hasher(Xxh3::new());
+        let mut h = Hasher {
+            buffer: Vec::with_capacity(128),
+            stream: None,
+        };
         h.put(domain_tag.as_bytes());
         h
     }
 
     pub(crate) fn put(&mut self, bytes: &[u8]) {
-        self.0.update(&(bytes.len() as u64).to_be_bytes());
-        self.0.update(bytes);
+        let len = (bytes.len() as u64).to_be_bytes();
+        if self.stream.is_none() && self.buffer.len() + len.len() + bytes.len() <= HASH_BUFFER {
+            self.buffer.extend_from_slice(&len);
+            self.buffer.extend_from_slice(bytes);
+            return;
+        }
+        let stream = self.stream.get_or_insert_with(|| {
+            let mut stream = Box::new(Xxh3::new());
+            stream.update(&self.buffer);
+            stream
+        });
+        self.buffer.clear();
+        stream.update(&len);
+        stream.update(bytes);
     }
 
     pub(crate) fn finish(self) -> Digest {
-        Digest(self.0.digest128())
+        Digest(match self.stream {
+            Some(stream) => stream.digest128(),
+            None => xxhash_rust::xxh3::xxh3_128(&self.buffer),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What [`Hasher`] must equal: xxh3's streaming state fed every length and component.
+    fn streamed(tag: &str, parts: &[Vec<u8>]) -> Digest {
+        let mut h = Xxh3::new();
+        for part in std::iter::once(tag.as_bytes()).chain(parts.iter().map(Vec::as_slice)) {
+            h.update(&(part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        Digest(h.digest128())
+    }
+
+    #[test]
+    fn the_buffered_hash_is_the_streamed_hash_at_every_size() {
+        // Across xxh3's own thresholds (16, 128, 240 bytes), the buffer's bound, and past it in
+        // one component or after many.
+        let sizes = [
+            0, 1, 7, 8, 15, 16, 17, 100, 128, 200, 240, 241, 500, 1000, 1024, 5000,
+        ];
+        for &size in &sizes {
+            for count in [1, 2, 3, 40] {
+                let parts: Vec<Vec<u8>> = (0..count)
+                    .map(|i| (0..size).map(|b| (b * 31 + i * 7) as u8).collect())
+                    .collect();
+                let mut h = Hasher::new("cairn.test");
+                for p in &parts {
+                    h.put(p);
+                }
+                assert_eq!(
+                    h.finish(),
+                    streamed("cairn.test", &parts),
+                    "{count} components of {size} bytes"
+                );
+            }
+        }
     }
 }

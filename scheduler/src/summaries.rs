@@ -88,25 +88,40 @@ impl Summaries {
         }
     }
 
+    /// [`Summaries::to_vec`], moving the summaries out.
+    pub(crate) fn into_vec(self) -> Vec<CallSummary> {
+        let mut out = Vec::with_capacity(self.len);
+        for entry in self.entries {
+            match entry {
+                Entry::One(summary) => out.push(summary),
+                Entry::Group { group, from } => out.extend(Self::group_calls(&group, from)),
+            }
+        }
+        out
+    }
+
     pub(crate) fn to_vec(&self) -> Vec<CallSummary> {
         let mut out = Vec::with_capacity(self.len);
         for entry in &self.entries {
             match entry {
                 Entry::One(summary) => out.push(summary.clone()),
-                Entry::Group { group, from } => {
-                    let shared = &group.shared;
-                    out.extend(group.calls[*from..].iter().map(|call| CallSummary {
-                        task: shared.task.clone(),
-                        execution: call.execution.clone(),
-                        status: shared.status,
-                        duration: group.duration(call),
-                        error: shared.error.clone(),
-                        cache_error: shared.cache_error.clone(),
-                    }));
-                }
+                Entry::Group { group, from } => out.extend(Self::group_calls(group, *from)),
             }
         }
         out
+    }
+
+    /// The summaries of a group's calls from `from` on.
+    fn group_calls(group: &CallGroup, from: usize) -> impl Iterator<Item = CallSummary> + '_ {
+        let shared = &group.shared;
+        group.calls[from..].iter().map(move |call| CallSummary {
+            task: shared.task.clone(),
+            execution: call.execution.clone(),
+            status: shared.status,
+            duration: group.duration(call),
+            error: shared.error.clone(),
+            cache_error: shared.cache_error.clone(),
+        })
     }
 }
 

@@ -291,6 +291,16 @@ impl Ctx {
         self.inner.calls.lock().to_vec()
     }
 
+    /// [`Ctx::calls`], for a run that has ended: when this is the run's last handle, the
+    /// summaries are moved out rather than copied (a run's report of 10,000 calls otherwise
+    /// copies 10,000 execution ids).
+    pub fn into_calls(self) -> Vec<CallSummary> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.calls.into_inner().into_vec(),
+            Err(inner) => inner.calls.lock().to_vec(),
+        }
+    }
+
     /// Calls `task` with `input`: from the cache when its key has an entry, otherwise on a worker
     /// (once, however many identical calls are made at the same time). In a durable run an
     /// uncached call's outcome is journaled, and a replay of the run returns it without running
@@ -345,13 +355,18 @@ impl Ctx {
             self.check_replay(d, seq, spec.name(), key.as_ref().map(|k| k.digest))?;
         }
         // Back-pressure: at most `max_in_flight` calls of this run are with the schedulers.
-        let _permit = inner
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| CallError::Cancelled {
-                run: inner.run_id.to_string(),
-            })?;
+        // A free place is taken at once (a fan-out's calls mostly find one); only a call that
+        // must wait pays for a place in the semaphore's queue.
+        let closed = || CallError::Cancelled {
+            run: inner.run_id.to_string(),
+        };
+        let _permit = match inner.in_flight.try_acquire() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                inner.in_flight.acquire().await.map_err(|_| closed())?
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(closed()),
+        };
         if self.is_cancelled() {
             return Err(CallError::Cancelled {
                 run: inner.run_id.to_string(),
@@ -465,14 +480,16 @@ impl Ctx {
                 domain: &inner.domain,
                 attempt,
             };
-            // The call span is still open: followers' wait spans link to it.
-            lead.answer(
+            // The call span is still open: followers' wait spans link to it. Boxed: a call
+            // leads only when identical calls of its run meet, and every call's future would
+            // otherwise carry this one's state (a fan-out allocates and moves each call's).
+            Box::pin(lead.answer(
                 &result,
                 called,
                 inner.scheduler.catalog(),
                 &inner.calls,
                 span.id(),
-            )
+            ))
             .await;
         }
         Self::decoded(spec, result.output)
