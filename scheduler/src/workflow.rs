@@ -480,9 +480,10 @@ impl Ctx {
                 domain: &inner.domain,
                 attempt,
             };
-            // The call span is still open: followers' wait spans link to it. Boxed: a call
-            // leads only when identical calls of its run meet, and every call's future would
-            // otherwise carry this one's state (a fan-out allocates and moves each call's).
+            // The call span is still open: followers' wait spans link to it. Boxed: only a
+            // call that missed leads (one more allocation, beside a miss's store round), and
+            // every call's future, hits included, would otherwise carry this one's state (a
+            // fan-out allocates and moves each call's).
             Box::pin(lead.answer(
                 &result,
                 called,
