@@ -649,6 +649,58 @@ pub async fn transact_retries_errors_of_torn_reads<H: Harness>() {
     assert_eq!(pair.0, pair.1);
 }
 
+/// A transaction that writes nothing commits only what one committed state held: reads in one
+/// statement commit whatever commits after them (a read-only commit never conflicts, as in
+/// FoundationDB), and reads in several statements, torn by a commit between them, either come
+/// from one state or fail the commit as a conflict.
+pub async fn writeless_commits_see_one_state<H: Harness>() {
+    let h = H::new().await;
+    let store = h.open().await;
+    let ns = Ns::new();
+    let (x, y) = (ns.k("x"), ns.k("y"));
+    let both = |v: &[u8]| [(x.clone(), v.to_vec()), (y.clone(), v.to_vec())];
+    put(&store, &both(b"0")).await;
+
+    // Both keys in one read, a commit of both after it: the commit holds.
+    let t = store.begin().await.unwrap();
+    let pair = t.get_many(&[&x, &y], false).await.unwrap();
+    assert_eq!(pair, vec![Some(b"0".to_vec()), Some(b"0".to_vec())]);
+    put(&store, &both(b"1")).await;
+    t.commit()
+        .await
+        .expect("a transaction that wrote nothing and read one state commits");
+
+    // One key, a commit of both, the other key: the pair is from one state or refused.
+    let t = store.begin().await.unwrap();
+    let first = t.get(&x, false).await.unwrap();
+    put(&store, &both(b"2")).await;
+    let second = t.get(&y, false).await.unwrap();
+    match t.commit().await {
+        Ok(()) => assert_eq!(
+            first, second,
+            "a writeless transaction committed a pair no commit wrote together"
+        ),
+        Err(e) => {
+            assert!(matches!(e, Error::Conflict { .. }), "{e}");
+            assert_ne!(first, second, "a consistent pair was refused");
+        }
+    }
+
+    // The same, with the first read a prefetch served from the transaction's own cache.
+    let t = store.begin().await.unwrap();
+    t.prefetch(&[&x]).await.unwrap();
+    let first = t.get(&x, false).await.unwrap();
+    put(&store, &both(b"3")).await;
+    let second = t.get(&y, false).await.unwrap();
+    match t.commit().await {
+        Ok(()) => assert_eq!(
+            first, second,
+            "a writeless transaction committed a pair no commit wrote together"
+        ),
+        Err(e) => assert!(matches!(e, Error::Conflict { .. }), "{e}"),
+    }
+}
+
 /// A watch fires when another handle commits a change to its key, not for other keys, and
 /// reports the new value.
 pub async fn watch_fires_on_change<H: Harness>() {
@@ -831,7 +883,8 @@ macro_rules! store_conformance {
     ($harness:ty) => {
         $crate::store_conformance!(@tests $harness;
             read_your_writes, prefetched_reads, range_order_limit_reverse, clear_range,
-            conflicts, range_write_skew, transact_retries_errors_of_torn_reads, atomic_add,
+            conflicts, range_write_skew, transact_retries_errors_of_torn_reads,
+            writeless_commits_see_one_state, atomic_add,
             concurrent_adds, concurrent_insert_if_absent, transact_retries_conflicts,
             watch_fires_on_change,
             reopen_keeps_committed_only, size_limits, read_only_and_finished,

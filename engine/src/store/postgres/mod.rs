@@ -19,6 +19,10 @@
 //!   lock shared from its first write to its end. So no other transaction commits a write from
 //!   then until it ends, and what it reads stays current. Ranges are read this way by eviction,
 //!   collection and large outputs, not by the cache's point operations.
+//! - A transaction that writes nothing takes no locks. If it read in one statement, it read one
+//!   snapshot, so its commit neither checks nor waits for the server (as FoundationDB's commit
+//!   of a read-only transaction, which never conflicts). If it read in several, its commit
+//!   checks every read, and it serialises at the check's snapshot.
 //! - A failed lock or check is SQLSTATE 40001, which this module turns into the retryable
 //!   [`Error::Conflict`], as it does 40P01 (two transactions that hold the table lock shared
 //!   both want it exclusive) and 55P03 (a wait for the table lock longer than 10 s: its holder
@@ -34,12 +38,14 @@
 //! from different moments: the commit check refuses such a transaction, and
 //! [`Transaction::check_reads`] lets [`super::transact`] retry an error that came from them.
 //!
-//! Writes are buffered (they cannot fail, as in FoundationDB) and sent, pipelined, before the
-//! next read of the transaction or with `COMMIT`, so a transaction costs one round trip per read
-//! plus one for the commit; `BEGIN` rides along with the first statement and the locks and check
-//! with the writes. A batch of independent operations reads all their keys in one round trip
-//! first ([`Transaction::prefetch`]); its size is bounded by the server's lock table (see
-//! `batch_bound`).
+//! Writes are buffered (they cannot fail, as in FoundationDB) and sent, pipelined, before the next
+//! read of the transaction or with `COMMIT`, so a transaction costs one round trip per read plus
+//! one for the commit. The locks and check ride along with the writes, and `BEGIN` with the first
+//! of them: a read before it is a statement of its own, which reads the latest commit as it would
+//! inside a READ COMMITTED transaction, so a transaction that writes nothing begins nothing on the
+//! server and has nothing to end. A batch of independent operations reads all their keys in one
+//! round trip first ([`Transaction::prefetch`]); its size is bounded by the server's lock table
+//! (see `batch_bound`).
 //!
 //! Read-only transactions ([`Store::begin_read`]) run at REPEATABLE READ, take no locks and
 //! never conflict.
@@ -173,6 +179,23 @@ impl LockIds {
 /// The version recorded for a key read absent.
 const ABSENT: i64 = -1;
 
+/// What one read of a key saw: the row's version ([`ABSENT`]: absent) and the statement that
+/// read it (each statement of a READ COMMITTED transaction reads its own snapshot).
+#[derive(Clone, Copy)]
+struct Seen {
+    version: i64,
+    statement: u64,
+}
+
+/// The snapshots a transaction's checked reads came from.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Snapshots {
+    #[default]
+    None,
+    One(u64),
+    Many,
+}
+
 /// The table lock a transaction holds (see the module's "Isolation").
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 enum TableLock {
@@ -187,6 +210,9 @@ enum TableLock {
 struct Occ {
     /// Keys read and not yet checked, with the version read ([`ABSENT`]: absent).
     reads: Map<Vec<u8>, i64>,
+    /// The statements whose reads were recorded: a transaction that writes nothing and read
+    /// in one statement read one snapshot, and needs no check.
+    snapshots: Snapshots,
     /// Key locks held exclusive (keys written).
     exclusive: HashSet<i64>,
     /// Key locks held shared (keys read, taken at commit).
@@ -218,12 +244,36 @@ impl Occ {
     /// Records that `key` was read at `version`, unless what it holds cannot change before
     /// this transaction ends: a key it writes (locked exclusive), or anything once it holds
     /// the table lock exclusive. The first read of a key is the one checked.
-    fn record(&mut self, ids: LockIds, key: &[u8], version: i64) {
+    fn record(&mut self, ids: LockIds, key: &[u8], seen: Seen) {
+        self.snapshots = match self.snapshots {
+            Snapshots::None => Snapshots::One(seen.statement),
+            Snapshots::One(s) if s == seen.statement => Snapshots::One(s),
+            _ => Snapshots::Many,
+        };
+        let version = seen.version;
         if self.table == TableLock::Exclusive || self.exclusive.contains(&ids.key(key)) {
             return;
         }
         if !self.reads.contains_key(key) {
             self.reads.insert(key.to_vec(), version);
+        }
+    }
+
+    /// Whether the transaction has written nothing (nor read a range under the table lock)
+    /// once `pending` writes are counted.
+    fn wrote_nothing(&self, pending: &[Op]) -> bool {
+        self.table == TableLock::None && self.exclusive.is_empty() && pending.is_empty()
+    }
+
+    /// The check at the commit of a transaction that wrote nothing: every read, without locks.
+    /// The reads all hold in the check's snapshot, so the transaction serialises there; the
+    /// writes of others that commit later come after it.
+    fn check_only(&mut self) -> Plan {
+        let (keys, versions) = std::mem::take(&mut self.reads).into_iter().unzip();
+        Plan {
+            keys,
+            versions,
+            ..Plan::default()
         }
     }
 
@@ -413,6 +463,7 @@ impl PostgresStore {
                 conn: Some(conn),
                 began: false,
                 read_only,
+                statements: 0,
             })),
             pending: Arc::new(parking_lot::Mutex::new(Pending::default())),
             prefetched: Arc::default(),
@@ -486,12 +537,16 @@ struct Pending {
 struct Session {
     /// `None` once the transaction is finished.
     conn: Option<Pooled>,
+    /// `BEGIN` was sent: with the first read of a read-only transaction, with the first locks
+    /// or writes of a read-write one.
     began: bool,
     read_only: bool,
+    /// Read statements sent: the last one's number names its snapshot.
+    statements: u64,
 }
 
 /// Values a transaction read ahead, by key (`None`: absent), with their versions.
-type Prefetched = Map<Vec<u8>, (Option<Vec<u8>>, i64)>;
+type Prefetched = Map<Vec<u8>, (Option<Vec<u8>>, Seen)>;
 
 /// A PostgreSQL transaction.
 #[derive(Clone)]
@@ -634,8 +689,8 @@ impl PostgresTx {
         p.ops.push(op);
     }
 
-    /// The rows of `keys` with their versions, in one statement.
-    async fn fetch(&self, keys: &[&[u8]]) -> Result<Map<Vec<u8>, (Vec<u8>, i64)>> {
+    /// The rows of `keys` with their versions, in one statement, and that statement's number.
+    async fn fetch(&self, keys: &[&[u8]]) -> Result<(Map<Vec<u8>, (Vec<u8>, i64)>, u64)> {
         let wanted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
         self.read(false, move |conn| {
             async move {
@@ -651,23 +706,24 @@ impl PostgresTx {
     }
 
     /// Records reads to check at commit (see [`Occ::record`]).
-    fn record<'k>(&self, reads: impl IntoIterator<Item = (&'k [u8], i64)>) {
+    fn record<'k>(&self, reads: impl IntoIterator<Item = (&'k [u8], Seen)>) {
         let ids = self.shared.ids;
         let mut occ = self.occ.lock();
-        for (key, version) in reads {
-            occ.record(ids, key, version);
+        for (key, seen) in reads {
+            occ.record(ids, key, seen);
         }
     }
 
     /// Runs `query` in the transaction after sending `BEGIN` (if not yet sent) and any buffered
     /// writes with their locks and checks, all pipelined into one round trip. `range`: the
     /// query is a range read that must see no other commit until this transaction ends (it
-    /// takes the table lock exclusive first).
+    /// takes the table lock exclusive first). Returns the query's result and the number of its
+    /// statement in the transaction.
     async fn read<T>(
         &self,
         range: bool,
         query: impl for<'c> FnOnce(&'c pool::Conn) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
-    ) -> Result<T> {
+    ) -> Result<(T, u64)> {
         let mut session = self.session.lock().await;
         let ops = std::mem::take(&mut self.pending.lock().ops);
         let began = session.began;
@@ -686,10 +742,16 @@ impl PostgresTx {
         if plan.table == TableLock::Exclusive {
             *self.prefetched.lock() = None;
         }
-        pooled.dirty = true;
+        // A read-write transaction begins with its first lock or write: until then each of its
+        // reads is a statement of its own, reading the latest commit as it would at READ
+        // COMMITTED, with nothing to hold and nothing to end.
+        let opens = !began && (read_only || !plan.is_empty() || !ops.is_empty());
+        if opens {
+            pooled.dirty = true;
+        }
         let conn = pooled.conn();
         let mut futs = Vec::new();
-        if !began {
+        if opens {
             futs.push(
                 conn.client
                     .batch_execute(if read_only { BEGIN_RO } else { BEGIN_RW })
@@ -702,8 +764,9 @@ impl PostgresTx {
         futs.extend(op_futures(conn, &ops));
         let (prelude, value) = futures::join!(try_join_all(futs), query(conn));
         prelude.map_err(|e| classify(e, false))?;
-        session.began = true;
-        value.map_err(|e| classify(e, false))
+        session.began |= opens;
+        session.statements += 1;
+        Ok((value.map_err(|e| classify(e, false))?, session.statements))
     }
 }
 
@@ -715,14 +778,14 @@ impl Transaction for PostgresTx {
             .lock()
             .as_ref()
             .and_then(|c| c.get(key).cloned());
-        if let Some((value, version)) = cached {
+        if let Some((value, seen)) = cached {
             if !snapshot {
-                self.record([(key, version)]);
+                self.record([(key, seen)]);
             }
             return Ok(value);
         }
         let wanted = key.to_vec();
-        let row = self
+        let (row, statement) = self
             .read(false, move |conn| {
                 async move {
                     let row = conn.client.query_opt(&conn.stmts.get, &[&wanted]).await?;
@@ -732,7 +795,8 @@ impl Transaction for PostgresTx {
             })
             .await?;
         if !snapshot {
-            self.record([(key, row.as_ref().map_or(ABSENT, |(_, v)| *v))]);
+            let version = row.as_ref().map_or(ABSENT, |(_, v)| *v);
+            self.record([(key, Seen { version, statement })]);
         }
         Ok(row.map(|(value, _)| value))
     }
@@ -748,16 +812,16 @@ impl Transaction for PostgresTx {
         });
         if let Some(values) = cached {
             if !snapshot {
-                self.record(keys.iter().zip(&values).map(|(k, (_, v))| (*k, *v)));
+                self.record(keys.iter().zip(&values).map(|(k, (_, seen))| (*k, *seen)));
             }
             return Ok(values.into_iter().map(|(value, _)| value).collect());
         }
-        let mut rows = self.fetch(keys).await?;
+        let (mut rows, statement) = self.fetch(keys).await?;
         if !snapshot {
-            self.record(
-                keys.iter()
-                    .map(|k| (*k, rows.get(*k).map_or(ABSENT, |(_, v)| *v))),
-            );
+            self.record(keys.iter().map(|k| {
+                let version = rows.get(*k).map_or(ABSENT, |(_, v)| *v);
+                (*k, Seen { version, statement })
+            }));
         }
         Ok(keys
             .iter()
@@ -769,14 +833,15 @@ impl Transaction for PostgresTx {
         for key in keys {
             self.shared.limits.check_read(key)?;
         }
-        let mut rows = self.fetch(keys).await?;
+        let (mut rows, statement) = self.fetch(keys).await?;
         let mut cached = self.prefetched.lock();
         let cached = cached.get_or_insert_with(Map::default);
         for key in keys {
-            let entry = match rows.remove(*key) {
+            let (value, version) = match rows.remove(*key) {
                 Some((value, version)) => (Some(value), version),
                 None => (None, ABSENT),
             };
+            let entry = (value, Seen { version, statement });
             cached.insert(key.to_vec(), entry);
         }
         Ok(())
@@ -814,6 +879,7 @@ impl Transaction for PostgresTx {
             .boxed()
         })
         .await
+        .map(|(rows, _)| rows)
     }
 
     fn set(&self, key: &[u8], value: &[u8]) {
@@ -848,13 +914,25 @@ impl Transaction for PostgresTx {
             return Ok(());
         }
         pending.size.check()?;
-        if pending.ops.is_empty() && !session.began {
-            return Ok(());
+        let plan = {
+            let mut occ = self.occ.lock();
+            if !occ.wrote_nothing(&pending.ops) {
+                occ.plan(self.shared.ids, &pending.ops, false, true)
+            } else if occ.snapshots == Snapshots::Many {
+                occ.check_only()
+            } else {
+                // Nothing written, at most one snapshot read: nothing to check, and no
+                // transaction was begun on the server.
+                return Ok(());
+            }
+        };
+        if !session.began && pending.ops.is_empty() && plan.table == TableLock::None {
+            // A transaction that wrote nothing, read in several statements: the check alone,
+            // in a statement of its own.
+            return occ_future(pooled.conn(), &plan)
+                .await
+                .map_err(|e| classify(e, false));
         }
-        let plan = self
-            .occ
-            .lock()
-            .plan(self.shared.ids, &pending.ops, false, true);
         pooled.dirty = true;
         let conn = pooled.conn();
         let mut futs = Vec::new();
@@ -910,7 +988,7 @@ impl Transaction for PostgresTx {
 
     async fn check_reads(&self) -> Result<()> {
         let mut session = self.session.lock().await;
-        if session.read_only || !session.began {
+        if session.read_only {
             return Ok(());
         }
         let (keys, versions): (Vec<Vec<u8>>, Vec<i64>) = self
