@@ -670,34 +670,27 @@ pub async fn writeless_commits_see_one_state<H: Harness>() {
         .await
         .expect("a transaction that wrote nothing and read one state commits");
 
-    // One key, a commit of both, the other key: the pair is from one state or refused.
-    let t = store.begin().await.unwrap();
-    let first = t.get(&x, false).await.unwrap();
-    put(&store, &both(b"2")).await;
-    let second = t.get(&y, false).await.unwrap();
-    match t.commit().await {
-        Ok(()) => assert_eq!(
-            first, second,
-            "a writeless transaction committed a pair no commit wrote together"
-        ),
-        Err(e) => {
-            assert!(matches!(e, Error::Conflict { .. }), "{e}");
-            assert_ne!(first, second, "a consistent pair was refused");
+    // One key, a commit of both, the other key: the pair is from one state or refused. Again
+    // with the first read served from a prefetch, the transaction's own cache.
+    for (prefetch, value) in [(false, b"2"), (true, b"3")] {
+        let t = store.begin().await.unwrap();
+        if prefetch {
+            t.prefetch(&[&x]).await.unwrap();
         }
-    }
-
-    // The same, with the first read a prefetch served from the transaction's own cache.
-    let t = store.begin().await.unwrap();
-    t.prefetch(&[&x]).await.unwrap();
-    let first = t.get(&x, false).await.unwrap();
-    put(&store, &both(b"3")).await;
-    let second = t.get(&y, false).await.unwrap();
-    match t.commit().await {
-        Ok(()) => assert_eq!(
-            first, second,
-            "a writeless transaction committed a pair no commit wrote together"
-        ),
-        Err(e) => assert!(matches!(e, Error::Conflict { .. }), "{e}"),
+        let first = t.get(&x, false).await.unwrap();
+        put(&store, &both(value)).await;
+        let second = t.get(&y, false).await.unwrap();
+        match t.commit().await {
+            Ok(()) => assert_eq!(
+                first, second,
+                "a writeless transaction committed a pair no commit wrote together \
+                 (prefetch: {prefetch})"
+            ),
+            Err(e) => {
+                assert!(matches!(e, Error::Conflict { .. }), "{e}");
+                assert_ne!(first, second, "a consistent pair was refused");
+            }
+        }
     }
 }
 
