@@ -265,11 +265,11 @@ impl Occ {
         self.table == TableLock::None && self.exclusive.is_empty() && pending.is_empty()
     }
 
-    /// The check at the commit of a transaction that wrote nothing: every read, without locks.
-    /// The reads all hold in the check's snapshot, so the transaction serialises there; the
-    /// writes of others that commit later come after it.
-    fn check_only(&mut self) -> Plan {
-        let (keys, versions) = std::mem::take(&mut self.reads).into_iter().unzip();
+    /// The check of every read not yet checked, without locks: at the commit of a transaction
+    /// that wrote nothing (its reads all hold in the check's snapshot, so it serialises there,
+    /// before the writes of others that commit later), and for [`Transaction::check_reads`].
+    fn reads_check(&self) -> Plan {
+        let (keys, versions) = self.reads.iter().map(|(k, v)| (k.clone(), *v)).unzip();
         Plan {
             keys,
             versions,
@@ -914,25 +914,28 @@ impl Transaction for PostgresTx {
             return Ok(());
         }
         pending.size.check()?;
-        let plan = {
-            let mut occ = self.occ.lock();
-            if !occ.wrote_nothing(&pending.ops) {
-                occ.plan(self.shared.ids, &pending.ops, false, true)
-            } else if occ.snapshots == Snapshots::Many {
-                occ.check_only()
-            } else {
-                // Nothing written, at most one snapshot read: nothing to check, and no
-                // transaction was begun on the server.
-                return Ok(());
-            }
+        let (writeless, check) = {
+            let occ = self.occ.lock();
+            let writeless = occ.wrote_nothing(&pending.ops);
+            let many = writeless && occ.snapshots == Snapshots::Many;
+            (writeless, many.then(|| occ.reads_check()))
         };
-        if !session.began && pending.ops.is_empty() && plan.table == TableLock::None {
-            // A transaction that wrote nothing, read in several statements: the check alone,
-            // in a statement of its own.
+        if writeless {
+            // Nothing written, so nothing begun on the server (`BEGIN` goes with the first lock
+            // or write). Reads of one statement read one snapshot: nothing to check. Reads of
+            // several: the check alone, in a statement of its own.
+            debug_assert!(!session.began);
+            let Some(plan) = check else {
+                return Ok(());
+            };
             return occ_future(pooled.conn(), &plan)
                 .await
                 .map_err(|e| classify(e, false));
         }
+        let plan = self
+            .occ
+            .lock()
+            .plan(self.shared.ids, &pending.ops, false, true);
         pooled.dirty = true;
         let conn = pooled.conn();
         let mut futs = Vec::new();
@@ -991,23 +994,12 @@ impl Transaction for PostgresTx {
         if session.read_only {
             return Ok(());
         }
-        let (keys, versions): (Vec<Vec<u8>>, Vec<i64>) = self
-            .occ
-            .lock()
-            .reads
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .unzip();
-        if keys.is_empty() {
+        let plan = self.occ.lock().reads_check();
+        if plan.keys.is_empty() {
             return Ok(());
         }
         let Some(pooled) = session.conn.as_mut() else {
             return Ok(());
-        };
-        let plan = Plan {
-            keys,
-            versions,
-            ..Plan::default()
         };
         occ_future(pooled.conn(), &plan)
             .await
