@@ -96,7 +96,9 @@ const HASH_BUFFER: usize = 1024;
 impl Hasher {
     pub(crate) fn new(domain_tag: &str) -> Self {
         let mut h = Hasher {
-            buffer: Vec::with_capacity(128),
+            // Room for a cache key of a few inputs: growing the buffer (a reallocation and a
+            // copy) costs more than the hash.
+            buffer: Vec::with_capacity(256),
             stream: None,
         };
         h.put(domain_tag.as_bytes());

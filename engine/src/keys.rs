@@ -141,6 +141,20 @@ pub fn entry_part(d: &Digest, part: i64) -> Vec<u8> {
     subspace(tag::ENTRY).pack(&(digest_bytes(d), part))
 }
 
+/// The digest `d` of `key` if it is an entry's metadata, `(ENTRY, d, META)`: what a hit reads.
+pub fn entry_meta_digest(key: &[u8]) -> Option<Digest> {
+    let tuple = key.strip_prefix(&[tag::ENTRY])?;
+    match foundationdb_tuple::unpack::<(Bytes<'_>, i64)>(tuple) {
+        Ok((d, entry_part::META)) => Digest::from_slice(&d),
+        _ => None,
+    }
+}
+
+/// Whether `[begin, end)` may hold an entry's metadata: it overlaps the `ENTRY` subspace.
+pub fn may_hold_entry_meta(begin: &[u8], end: &[u8]) -> bool {
+    begin < &[tag::ENTRY + 1][..] && end > &[tag::ENTRY][..]
+}
+
 /// The key of output chunk `i` of `d`.
 pub fn entry_chunk(d: &Digest, i: u32) -> Vec<u8> {
     subspace(tag::ENTRY).pack(&(digest_bytes(d), entry_part::CHUNK, i))

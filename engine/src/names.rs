@@ -31,6 +31,14 @@ pub fn check(field: &str, value: &str) -> Result<()> {
 
 /// What is wrong with `value` as a name, if anything.
 pub fn problem(value: &str) -> Option<String> {
+    // The common case, checked byte by byte: ASCII, no longer in bytes than the bound in
+    // characters, no control character.
+    if !value.is_empty()
+        && value.len() <= MAX_NAME_CHARS
+        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return None;
+    }
     let reason = if value.is_empty() {
         "must not be empty".to_string()
     } else if value.chars().count() > MAX_NAME_CHARS {

@@ -305,7 +305,19 @@ impl Ctx {
     /// (once, however many identical calls are made at the same time). In a durable run an
     /// uncached call's outcome is journaled, and a replay of the run returns it without running
     /// the task again.
-    pub async fn call<T: Task>(&self, task: T, input: T::Input) -> Result<T::Output, CallError> {
+    pub fn call<T: Task>(
+        &self,
+        task: T,
+        input: T::Input,
+    ) -> impl Future<Output = Result<T::Output, CallError>> + '_ {
+        // Boxed once, when made: a fan-out moves each call's future several times before and
+        // while it is first polled (into `join_all`'s queue, into its task), and a boxed one
+        // moves as a pointer, not as the kilobyte of state a call keeps across its awaits.
+        Box::pin(self.call_boxed(task, input))
+    }
+
+    /// [`Ctx::call`]'s body.
+    async fn call_boxed<T: Task>(&self, task: T, input: T::Input) -> Result<T::Output, CallError> {
         let spec = task.spec();
         let inner = &*self.inner;
         if self.is_cancelled() {
@@ -593,7 +605,7 @@ impl Ctx {
             })
             .await;
         Ok(CallResult {
-            output: Ok(Arc::from(output)),
+            output: Ok(output),
             status: CacheStatus::Hit,
             execution,
             duration,

@@ -92,6 +92,13 @@ async fn sequential(node: &cairn::Node, n: i64, round: &str) {
 async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
     let counters = node.catalog().store().counters();
     let (conflicts, retries) = (counters.conflicts(), counters.retries());
+    let memo_hits = || {
+        node.catalog()
+            .store()
+            .memo()
+            .map_or(0, |memo| memo.counters().hits())
+    };
+    let recalled = memo_hits();
     let started = Instant::now();
     let report = node
         .run(
@@ -122,7 +129,7 @@ async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
     println!(
         "fan-out {round}: {n} calls in {:.3} s = {:.0} calls/s ({statuses} {expect:?} of the \
          {} calls summarised); answered by first {}, p50 {}, p99 {}, last {}; store conflicts \
-         {}, retries {}",
+         {}, retries {}; from the store's memo {}",
         wall.as_secs_f64(),
         n as f64 / wall.as_secs_f64(),
         report.calls.len(),
@@ -132,6 +139,7 @@ async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
         us(*done.last().expect("calls")),
         counters.conflicts() - conflicts,
         counters.retries() - retries,
+        memo_hits() - recalled,
     );
 }
 

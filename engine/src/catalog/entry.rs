@@ -254,6 +254,30 @@ impl<'a> Peek<'a> {
     }
 }
 
+/// A live-or-not entry with its output inline, as the store's memo keeps it decoded
+/// ([`crate::store::memo::Recalled::decoded`]): checked once, answered to every later hit
+/// with no decoding and no copy.
+pub(super) struct Ready {
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub output: std::sync::Arc<[u8]>,
+}
+
+impl Ready {
+    /// `d`'s stored metadata `raw` decoded and its inline output checked; `None` if it does
+    /// not decode, fails its check, or keeps its output in chunks.
+    pub(super) fn decode(d: &Digest, raw: &[u8]) -> Option<Ready> {
+        let peek: Peek<'_> =
+            super::records::decode_borrowed(|| format!("entry metadata of {d}"), raw).ok()?;
+        let output = assemble(&peek.meta, Some(peek.inline?.to_vec()), &[]).ok()?;
+        Some(Ready {
+            created_at_ms: peek.meta.created_at_ms,
+            expires_at_ms: peek.meta.expires_at_ms,
+            output: output.into(),
+        })
+    }
+}
+
 impl From<&PeekMeta> for Integrity {
     fn from(m: &PeekMeta) -> Self {
         Integrity {

@@ -29,7 +29,7 @@ pub(super) const READERS: usize = 4;
 
 /// A caller's answer: `Some` when the gathered read settled the key, `None` when the caller
 /// must read it alone.
-type Answer = Option<Result<Option<Vec<u8>>>>;
+pub(super) type Answer = Option<Result<Option<Vec<u8>>>>;
 
 struct Wanted {
     key: Digest,
@@ -102,7 +102,7 @@ impl<S: Store> Catalog<S> {
             };
             let now = self.now_ms();
             for (w, raw) in batch.into_iter().zip(found) {
-                let answer = raw.map_or(Some(Ok(None)), |raw| settle(&w, &raw, now));
+                let answer = raw.map_or(Some(Ok(None)), |raw| settle(&w.key, w.max_age, &raw, now));
                 let _ = w.answer.send(answer);
             }
         }
@@ -111,8 +111,8 @@ impl<S: Store> Catalog<S> {
 
 /// What an entry's metadata says about a wanted key: its output if live and inline, no entry
 /// if expired or too old, `None` (read alone) if its output is in chunks.
-fn settle(w: &Wanted, raw: &[u8], now_ms: i64) -> Answer {
-    let peek = match Peek::live(&w.key, raw, w.max_age.map(duration_ms), now_ms) {
+pub(super) fn settle(key: &Digest, max_age: Option<Duration>, raw: &[u8], now_ms: i64) -> Answer {
+    let peek = match Peek::live(key, raw, max_age.map(duration_ms), now_ms) {
         Ok(Some(peek)) => peek,
         Ok(None) => return Some(Ok(None)),
         Err(e) => return Some(Err(e)),

@@ -218,19 +218,22 @@ pub fn new_execution_id() -> String {
 
 /// An execution id: time-ordered (milliseconds, then random bits), unique across nodes.
 fn execution_id(ms: i64, entropy: &crate::entropy::Entropy) -> String {
-    // Written digit by digit: `format!` costs as much as the rest of a cache hit's bookkeeping.
-    fn hex(out: &mut String, n: u64, digits: u32) {
+    // Written digit by digit into a buffer: `format!`, or pushing chars one by one, costs as
+    // much as the rest of a cache hit's bookkeeping.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn hex(out: &mut [u8; 33], at: &mut usize, n: u64, digits: u32) {
         let digits = digits.max(16 - n.leading_zeros() / 4);
         for i in (0..digits).rev() {
-            let d = ((n >> (i * 4)) & 0xf) as u32;
-            out.push(char::from_digit(d, 16).unwrap_or('0'));
+            out[*at] = HEX[((n >> (i * 4)) & 0xf) as usize];
+            *at += 1;
         }
     }
-    let mut id = String::with_capacity(29);
-    hex(&mut id, ms as u64, 12);
-    id.push('-');
-    hex(&mut id, entropy.next_u64(), 16);
-    id
+    let (mut buf, mut len) = ([0u8; 33], 0);
+    hex(&mut buf, &mut len, ms as u64, 12);
+    buf[len] = b'-';
+    len += 1;
+    hex(&mut buf, &mut len, entropy.next_u64(), 16);
+    std::str::from_utf8(&buf[..len]).map_or_else(|_| String::new(), str::to_owned)
 }
 
 fn duration_ms(d: Duration) -> u64 {

@@ -1,13 +1,14 @@
 //! Resolve: answer a call from the cache, or make the caller the one who computes it, or say who
 //! does.
 
-use super::entry::{EntryView, Peek, assemble, is_live, read_chunks};
+use super::entry::{EntryView, Peek, Ready, assemble, is_live, live as is_live_at, read_chunks};
 use super::lease::{HeldLease, Lease};
 use super::records::{Acquisition, EntryMeta, LeaseRecord, LeaseState, StoredMeta, decode, encode};
 use super::{CacheKey, Catalog, duration_ms};
 use crate::error::{Error, Result};
 use crate::keys::{self, entry_part};
 use crate::store::{Store, Transaction, read, transact};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One resolve.
@@ -66,6 +67,19 @@ impl<S: Store> Catalog<S> {
     /// stored inline; one more range read of the chunks for larger ones.
     pub async fn lookup(&self, key: &CacheKey, max_age: Option<Duration>) -> Result<Option<Hit>> {
         let d = &key.digest;
+        if let Some(recalled) = self.inner.store.memo().and_then(|m| m.get(d)) {
+            let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), recalled.value())?;
+            if !is_live(&stored.meta, max_age.map(duration_ms), self.now_ms()) {
+                return Ok(None);
+            }
+            if stored.inline.is_some() {
+                let output = assemble(&stored.meta, stored.inline, &[])?;
+                return Ok(Some(Hit {
+                    output,
+                    meta: stored.meta,
+                }));
+            }
+        }
         read(
             &self.inner.store,
             &self.inner.config.retry,
@@ -92,6 +106,31 @@ impl<S: Store> Catalog<S> {
         .await
     }
 
+    /// `d`'s output from the store's memo ([`Store::memo`]), decoded and checked once per
+    /// committed value: `Some(Ok(Some))` if live, `Some(Ok(None))` if expired or older than
+    /// `max_age` allows, `Some(Err)` if corrupt; `None` if the store keeps no memo, or has
+    /// nothing for `d` in it, or the output is in chunks (read the store).
+    fn recall_output(
+        &self,
+        d: &crate::digest::Digest,
+        max_age: Option<Duration>,
+    ) -> Option<Result<Option<Arc<[u8]>>>> {
+        let recalled = self.inner.store.memo()?.get(d)?;
+        let now = self.now_ms();
+        match recalled.decoded(|raw| Ready::decode(d, raw)) {
+            Some(ready) => Some(Ok(is_live_at(
+                ready.created_at_ms,
+                ready.expires_at_ms,
+                max_age.map(duration_ms),
+                now,
+            )
+            .then(|| ready.output.clone()))),
+            // Corrupt (the error, as a read would meet it) or in chunks (`None`).
+            None => super::gather::settle(d, max_age, recalled.value(), now)
+                .map(|answer| answer.map(|found| found.map(Arc::from))),
+        }
+    }
+
     /// Resolves a call: [`Resolution::Hit`] with the stored output, [`Resolution::Acquired`] with
     /// a lease to compute it, or [`Resolution::Held`] when another execution holds the lease.
     /// One read when the entry exists; one transaction otherwise.
@@ -115,7 +154,8 @@ impl<S: Store> Catalog<S> {
         key: &CacheKey,
         max_age: Option<Duration>,
     ) -> Result<Option<Vec<u8>>> {
-        self.lookup_output_among(key, max_age, false).await
+        let found = self.lookup_output_among(key, max_age, false).await?;
+        Ok(found.map(|output| output.to_vec()))
     }
 
     /// [`Catalog::lookup_output`] for a call made while others are in flight (`crowd`): its
@@ -129,14 +169,18 @@ impl<S: Store> Catalog<S> {
         key: &CacheKey,
         max_age: Option<Duration>,
         crowd: bool,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<Arc<[u8]>>> {
+        // The store's memo, where it keeps one: no transaction, no hop, no decoding.
+        if let Some(answer) = self.recall_output(&key.digest, max_age) {
+            return answer;
+        }
         if (crowd || self.inner.store.gathers_reads())
             && let Some(answer) = self.lookup_gathered(key.digest, max_age).await
         {
-            return answer;
+            return answer.map(|found| found.map(Arc::from));
         }
         let d = &key.digest;
-        read(
+        let found = read(
             &self.inner.store,
             &self.inner.config.retry,
             |tx| async move {
@@ -154,7 +198,8 @@ impl<S: Store> Catalog<S> {
                 assemble(&peek.meta, peek.inline.map(|b| b.to_vec()), &chunks).map(Some)
             },
         )
-        .await
+        .await?;
+        Ok(found.map(Arc::from))
     }
 
     /// The read-write half of [`Catalog::resolve`]: in one transaction, returns the entry if one

@@ -4,6 +4,7 @@ use super::embedded::{EmbeddedStore, EmbeddedTx};
 use super::fdb_limits::{FdbLimited, FdbLimitedTx};
 #[cfg(feature = "fdb")]
 use super::foundationdb::{FdbStore, FdbTx};
+use super::memo::Memo;
 use super::memory::{MemoryStore, MemoryTx};
 use super::postgres::{PostgresStore, PostgresTx};
 use super::{KeyValue, RangeOptions, Store, StoreCounters, StoreUrl, Subscription, Transaction};
@@ -76,8 +77,11 @@ impl AnyStore {
                 dir,
                 fsync,
                 fdb_limits,
+                memo_bytes,
             } => {
-                let store = EmbeddedStore::open(dir, fsync).await?;
+                // FoundationDB keeps no memo: neither does a store standing in for it.
+                let memo_bytes = if fdb_limits.is_some() { 0 } else { memo_bytes };
+                let store = EmbeddedStore::open_with_memo(dir, fsync, memo_bytes).await?;
                 Ok(match fdb_limits {
                     None => AnyStore::Embedded(store),
                     Some(params) => {
@@ -197,6 +201,10 @@ impl Store for AnyStore {
 
     fn counters(&self) -> &StoreCounters {
         each!(self, s => s.counters())
+    }
+
+    fn memo(&self) -> Option<&Memo> {
+        each!(self, s => s.memo())
     }
 
     fn backoff(&self) -> Option<(std::time::Duration, std::time::Duration)> {

@@ -21,6 +21,7 @@
 //! and that first snapshot read can make them newer than its conflict-checked reads.
 //! Being snapshot reads, they are not validated at commit in either case.
 
+use super::memo::{self, Memo, Ticket};
 use super::watch::{Notifier, Subscription};
 use super::{KeyValue, Limits, RangeOptions, Store, StoreCounters, Transaction, WriteSize};
 use crate::error::{Error, Result};
@@ -61,6 +62,9 @@ struct Shared {
     /// commit to the latest value, read and written while no other commit can land in between
     /// (adds take it exclusively, other commits shared, so only adds wait).
     add_gate: tokio::sync::RwLock<()>,
+    /// The entries' metadata as last committed; every commit passes through this handle (the
+    /// directory is locked to one process).
+    memo: Option<Memo>,
 }
 
 /// fjall forgets the conflict sets of committed transactions only when its snapshot tracker
@@ -81,14 +85,25 @@ impl Shared {
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`. With `fsync`, every commit is synced to disk.
+    /// Keeps a memo of the default size ([`memo::DEFAULT_BUDGET`]).
     pub async fn open(dir: impl AsRef<Path>, fsync: bool) -> Result<Self> {
+        Self::open_with_memo(dir, fsync, memo::DEFAULT_BUDGET).await
+    }
+
+    /// [`EmbeddedStore::open`], keeping at most `memo_bytes` of entry metadata in memory
+    /// ([`Store::memo`]; 0: no memo).
+    pub async fn open_with_memo(
+        dir: impl AsRef<Path>,
+        fsync: bool,
+        memo_bytes: usize,
+    ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(dir, fsync))
+        tokio::task::spawn_blocking(move || Self::open_blocking(dir, fsync, memo_bytes))
             .await
             .map_err(backend_err)?
     }
 
-    fn open_blocking(dir: PathBuf, fsync: bool) -> Result<Self> {
+    fn open_blocking(dir: PathBuf, fsync: bool, memo_bytes: usize) -> Result<Self> {
         let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable {
             url: format!("embedded:{}", dir.display()),
             detail: e.to_string(),
@@ -122,6 +137,7 @@ impl EmbeddedStore {
                 notifier: Notifier::default(),
                 counters: StoreCounters::default(),
                 add_gate: tokio::sync::RwLock::new(()),
+                memo: (memo_bytes > 0).then(|| Memo::new(memo_bytes)),
             }),
         })
     }
@@ -155,9 +171,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn begin_read(&self) -> Result<EmbeddedTx> {
+        // The ticket before the snapshot: what the snapshot reads may go in the memo only if
+        // no commit of memo keys began since.
+        let ticket = self.shared.memo.as_ref().map(Memo::ticket);
         Ok(EmbeddedTx::new(
             self.shared.clone(),
-            State::Read(self.shared.db.read_tx()),
+            State::Read(self.shared.db.read_tx(), ticket),
         ))
     }
 
@@ -176,6 +195,10 @@ impl Store for EmbeddedStore {
     fn counters(&self) -> &StoreCounters {
         &self.shared.counters
     }
+
+    fn memo(&self) -> Option<&Memo> {
+        self.shared.memo.as_ref()
+    }
 }
 
 /// A transaction on the embedded store.
@@ -187,7 +210,8 @@ pub struct EmbeddedTx {
 
 enum State {
     Write(Box<WriteState>),
-    Read(Snapshot),
+    /// A read-only transaction: its snapshot, and the memo's ticket taken before it.
+    Read(Snapshot, Option<Ticket>),
     /// Committed, or given up.
     Finished,
     /// A write could not be applied; commit reports this error.
@@ -339,7 +363,7 @@ impl EmbeddedTx {
         let mut state = self.state.lock();
         match &mut *state {
             State::Write(ws) => apply(ws, &self.shared.kv),
-            State::Read(_) => *state = State::Failed(Error::ReadOnly),
+            State::Read(..) => *state = State::Failed(Error::ReadOnly),
             State::Finished | State::Failed(_) => {}
         }
     }
@@ -389,7 +413,15 @@ impl Transaction for EmbeddedTx {
                 None => ws.snapshot(&self.shared.db).get(kv, key),
             },
             State::Write(ws) => ws.tx.get(kv, key),
-            State::Read(snap) => snap.get(kv, key),
+            State::Read(snap, ticket) => {
+                let value = snap.get(kv, key);
+                if let (Some(memo), Some(ticket), Ok(Some(value))) =
+                    (&self.shared.memo, ticket, &value)
+                {
+                    memo.offer(*ticket, key, value);
+                }
+                value
+            }
             State::Finished | State::Failed(_) => return Err(Error::Finished),
         };
         let value = value.map_err(backend_err)?.map(|v| v.to_vec());
@@ -430,7 +462,7 @@ impl Transaction for EmbeddedTx {
                 return snapshot_range_with_own(ws, kv, begin, end, options);
             }
             State::Write(ws) => ws.tx.range(kv, begin..end),
-            State::Read(snap) => snap.range(kv, begin..end),
+            State::Read(snap, _) => snap.range(kv, begin..end),
             State::Finished | State::Failed(_) => return Err(Error::Finished),
         };
         if options.reverse {
@@ -521,7 +553,7 @@ impl Transaction for EmbeddedTx {
         let state = std::mem::replace(&mut *self.state.lock(), State::Finished);
         let ws = match state {
             State::Write(ws) => ws,
-            State::Read(_) => return Ok(()),
+            State::Read(..) => return Ok(()),
             State::Finished => return Err(Error::Finished),
             State::Failed(e) => return Err(e),
         };
@@ -561,6 +593,13 @@ impl Transaction for EmbeddedTx {
             }
             (None, Some(gate))
         };
+        // The memo's keys among the writes are marked until the commit has ended.
+        let writing = self.shared.memo.as_ref().and_then(|memo| {
+            memo.writing(
+                own.iter().map(|(k, v)| (k.as_ref(), v.as_deref())),
+                &cleared,
+            )
+        });
         let outcome = if self.shared.fsync {
             tokio::task::spawn_blocking(move || tx.commit())
                 .await
@@ -570,6 +609,9 @@ impl Transaction for EmbeddedTx {
         };
         match outcome {
             Ok(Ok(())) => {
+                if let Some(writing) = writing {
+                    writing.landed();
+                }
                 self.shared.nudge_snapshot_gc();
                 let notifier = &self.shared.notifier;
                 if cleared.is_empty() {

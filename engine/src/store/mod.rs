@@ -20,6 +20,7 @@ pub mod fdb_limits;
 #[cfg(feature = "fdb")]
 pub mod foundationdb;
 mod limits;
+pub mod memo;
 pub mod memory;
 mod own;
 pub mod postgres;
@@ -110,6 +111,14 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Retry and conflict counters of this store handle (shared by its clones).
     fn counters(&self) -> &StoreCounters;
+
+    /// The latest committed values of the entries' metadata, kept in memory where this handle
+    /// is the only writer of its data ([`memo::Memo`]: the embedded store, whose directory one
+    /// process holds), so that a hit needs no transaction. `None` where other processes write
+    /// the same data (PostgreSQL, FoundationDB, the in-memory store shared by a test's nodes).
+    fn memo(&self) -> Option<&memo::Memo> {
+        None
+    }
 
     /// Most independent operations (lease acquisitions, commits of different keys) a caller
     /// should put in one transaction. Batching saves commits; conflicts are tracked per key on

@@ -1,6 +1,7 @@
 //! Store URLs: which backend, where, and how.
 //!
-//! - `embedded:<dir>[?fsync=true]` — the on-disk default; `&fdb_limits=true` enforces
+//! - `embedded:<dir>[?fsync=true&memo_mib=N]` — the on-disk default, keeping up to N MiB
+//!   (default 64, 0: none) of entry metadata in memory for hits; `&fdb_limits=true` enforces
 //!   FoundationDB's limits on it ([`super::fdb_limits`]), and `&maybe_committed=P` (with
 //!   `&seed=N`) also injects "maybe committed" into a fraction P of commits: for tests;
 //! - `postgres://user:pass@host:port/db[?pool_size=N&table=NAME&…]` — PostgreSQL; every other
@@ -43,6 +44,9 @@ pub enum StoreUrl {
         fsync: bool,
         /// FoundationDB's limits enforced on it (`fdb_limits=true`), for tests.
         fdb_limits: Option<FdbLimitsParams>,
+        /// Bytes of entry metadata kept in memory (`memo_mib=`, default 64; 0: none), so hits
+        /// read no snapshot ([`super::memo`]).
+        memo_bytes: usize,
     },
     /// PostgreSQL.
     Postgres {
@@ -119,11 +123,19 @@ impl FromStr for StoreUrl {
             }
             let mut fsync = false;
             let mut limits = false;
+            let mut memo_bytes = super::memo::DEFAULT_BUDGET;
             let mut params = FdbLimitsParams::default();
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 match pair.split_once('=') {
                     Some(("fsync", v)) => fsync = parse_bool(url, "fsync", v)?,
                     Some(("fdb_limits", v)) => limits = parse_bool(url, "fdb_limits", v)?,
+                    Some(("memo_mib", v)) => {
+                        let mib: usize =
+                            v.parse().ok().filter(|m| *m <= 1 << 20).ok_or_else(|| {
+                                bad(url, format!("memo_mib {v:?} is not a size in MiB"))
+                            })?;
+                        memo_bytes = mib << 20;
+                    }
                     Some(("maybe_committed", v)) => {
                         let p: f64 = v
                             .parse()
@@ -143,8 +155,8 @@ impl FromStr for StoreUrl {
                         return Err(bad(
                             url,
                             format!(
-                                "unknown parameter {pair:?} (known: fsync, fdb_limits, \
-                                 maybe_committed, seed)"
+                                "unknown parameter {pair:?} (known: fsync, memo_mib, \
+                                 fdb_limits, maybe_committed, seed)"
                             ),
                         ));
                     }
@@ -157,6 +169,7 @@ impl FromStr for StoreUrl {
                 dir: PathBuf::from(dir),
                 fsync,
                 fdb_limits: limits.then_some(params),
+                memo_bytes,
             });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -246,10 +259,11 @@ mod tests {
                 dir: "/tmp/x".into(),
                 fsync: true,
                 fdb_limits: None,
+                memo_bytes: 64 << 20,
             }
         );
         assert_eq!(
-            "embedded:/tmp/x?fdb_limits=true&maybe_committed=0.01&seed=3"
+            "embedded:/tmp/x?fdb_limits=true&maybe_committed=0.01&seed=3&memo_mib=0"
                 .parse::<StoreUrl>()
                 .unwrap(),
             StoreUrl::Embedded {
@@ -259,6 +273,7 @@ mod tests {
                     maybe_committed_ppm: 10_000,
                     seed: 3,
                 }),
+                memo_bytes: 0,
             }
         );
         assert!(
@@ -266,6 +281,11 @@ mod tests {
                 .parse::<StoreUrl>()
                 .is_err()
         );
+        let err = "embedded:/tmp/x?memo_mib=lots"
+            .parse::<StoreUrl>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memo_mib \"lots\""), "{err}");
         assert_eq!(
             "postgres://u:p@127.0.0.1:5432/db?pool_size=3&table=t1&connect_timeout=2"
                 .parse::<StoreUrl>()
