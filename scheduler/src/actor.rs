@@ -201,7 +201,9 @@ async fn resolve(
     let looked_up = if req.overwrite || caller_looked_up {
         Ok(None)
     } else {
-        catalog.lookup_output(req.key, req.max_age).await
+        catalog
+            .lookup_output_among(req.key, req.max_age, false)
+            .await
     };
     let resolved = match looked_up {
         Ok(Some(output)) => return Lookup::Hit(output),
@@ -215,7 +217,7 @@ async fn resolve(
 /// What the machine is told of a resolution of `key` (a store failure runs the call uncached).
 fn lookup_of(resolved: cairn_engine::Result<Resolution>, key: &CacheKey) -> Lookup {
     match resolved {
-        Ok(Resolution::Hit(hit)) => Lookup::Hit(hit.output),
+        Ok(Resolution::Hit(hit)) => Lookup::Hit(hit.output.into()),
         Ok(Resolution::Acquired(lease)) => Lookup::Acquired(lease),
         Ok(Resolution::Held(held)) => Lookup::Held(held),
         Err(e) => {

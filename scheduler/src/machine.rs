@@ -26,7 +26,7 @@ pub struct FlightKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// The output is stored.
-    Hit(Vec<u8>),
+    Hit(Arc<[u8]>),
     /// This flight holds the lease.
     Acquired(Lease),
     /// Another execution holds it.
@@ -354,12 +354,9 @@ impl Machine {
 
     fn resolved(&mut self, key: FlightKey, outcome: Lookup) -> Vec<Action> {
         match outcome {
-            Lookup::Hit(output) => {
-                let output: Arc<[u8]> = output.into();
-                self.finish(key, Ran::No, None, |_| {
-                    (Ok(output.clone()), CacheStatus::Hit)
-                })
-            }
+            Lookup::Hit(output) => self.finish(key, Ran::No, None, |_| {
+                (Ok(output.clone()), CacheStatus::Hit)
+            }),
             Lookup::Acquired(lease) => self.acquired(key, lease),
             Lookup::Held(held) => match self.flights.get_mut(&key) {
                 Some(f) => {
@@ -564,7 +561,7 @@ mod tests {
         }
         let actions = m.step(Input::Resolved {
             flight: key(7),
-            outcome: Lookup::Hit(b"49".to_vec()),
+            outcome: Lookup::Hit(Arc::from(&b"49"[..])),
         });
         let r = replies(&actions);
         assert_eq!(r.len(), 1000);
@@ -928,7 +925,7 @@ mod tests {
                         outcome: match rng.random_range(0..4) {
                             0 => {
                                 outputs = outputs.wrapping_add(1);
-                                Lookup::Hit(vec![outputs])
+                                Lookup::Hit(Arc::from(vec![outputs]))
                             }
                             1 => Lookup::Acquired(lease(k.digest.0, None)),
                             // Held elsewhere: never while draining, so that waits end.

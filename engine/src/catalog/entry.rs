@@ -254,23 +254,30 @@ impl<'a> Peek<'a> {
     }
 }
 
-/// A live-or-not entry with its output inline, as the store's memo keeps it decoded
-/// ([`crate::store::memo::Recalled::decoded`]): checked once, answered to every later hit
-/// with no decoding and no copy.
-pub(super) struct Ready {
-    pub created_at_ms: i64,
-    pub expires_at_ms: Option<i64>,
-    pub output: std::sync::Arc<[u8]>,
+/// An entry as the store's memo keeps it decoded ([`crate::store::memo::Recalled::decoded`]):
+/// checked once, then answered to every later hit with no decoding and no copy.
+pub(super) enum Ready {
+    /// The output is inline and matches its metadata (live or not: judged at each hit).
+    Inline {
+        created_at_ms: i64,
+        expires_at_ms: Option<i64>,
+        output: std::sync::Arc<[u8]>,
+    },
+    /// The output is in chunks: a hit reads the store.
+    Chunked,
 }
 
 impl Ready {
     /// `d`'s stored metadata `raw` decoded and its inline output checked; `None` if it does
-    /// not decode, fails its check, or keeps its output in chunks.
+    /// not decode or fails its check (a read meets the error).
     pub(super) fn decode(d: &Digest, raw: &[u8]) -> Option<Ready> {
         let peek: Peek<'_> =
             super::records::decode_borrowed(|| format!("entry metadata of {d}"), raw).ok()?;
-        let output = assemble(&peek.meta, Some(peek.inline?.to_vec()), &[]).ok()?;
-        Some(Ready {
+        let Some(inline) = peek.inline else {
+            return Some(Ready::Chunked);
+        };
+        let output = assemble(&peek.meta, Some(inline.to_vec()), &[]).ok()?;
+        Some(Ready::Inline {
             created_at_ms: peek.meta.created_at_ms,
             expires_at_ms: peek.meta.expires_at_ms,
             output: output.into(),

@@ -67,17 +67,23 @@ impl<S: Store> Catalog<S> {
     /// stored inline; one more range read of the chunks for larger ones.
     pub async fn lookup(&self, key: &CacheKey, max_age: Option<Duration>) -> Result<Option<Hit>> {
         let d = &key.digest;
+        let live = |raw: &[u8]| -> Result<Option<StoredMeta>> {
+            let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), raw)?;
+            Ok(is_live(&stored.meta, max_age.map(duration_ms), self.now_ms()).then_some(stored))
+        };
+        let hit = |stored: StoredMeta, chunks: &[Vec<u8>]| -> Result<Option<Hit>> {
+            let output = assemble(&stored.meta, stored.inline, chunks)?;
+            Ok(Some(Hit {
+                output,
+                meta: stored.meta,
+            }))
+        };
+        // The store's memo first, where it keeps one; an output in chunks is read below.
         if let Some(recalled) = self.inner.store.memo().and_then(|m| m.get(d)) {
-            let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), recalled.value())?;
-            if !is_live(&stored.meta, max_age.map(duration_ms), self.now_ms()) {
-                return Ok(None);
-            }
-            if stored.inline.is_some() {
-                let output = assemble(&stored.meta, stored.inline, &[])?;
-                return Ok(Some(Hit {
-                    output,
-                    meta: stored.meta,
-                }));
+            match live(recalled.value())? {
+                None => return Ok(None),
+                Some(stored) if stored.inline.is_some() => return hit(stored, &[]),
+                Some(_) => {}
             }
         }
         read(
@@ -87,20 +93,15 @@ impl<S: Store> Catalog<S> {
                 let Some(raw) = tx.get(&keys::entry_part(d, entry_part::META), true).await? else {
                     return Ok(None);
                 };
-                let stored: StoredMeta = decode(|| format!("entry metadata of {d}"), &raw)?;
-                if !is_live(&stored.meta, max_age.map(duration_ms), self.now_ms()) {
+                let Some(stored) = live(&raw)? else {
                     return Ok(None);
-                }
+                };
                 let chunks = if stored.inline.is_some() {
                     Vec::new()
                 } else {
                     read_chunks(&tx, d, stored.chunks_of.as_deref(), true).await?
                 };
-                let output = assemble(&stored.meta, stored.inline, &chunks)?;
-                Ok(Some(Hit {
-                    output,
-                    meta: stored.meta,
-                }))
+                hit(stored, &chunks)
             },
         )
         .await
@@ -109,7 +110,8 @@ impl<S: Store> Catalog<S> {
     /// `d`'s output from the store's memo ([`Store::memo`]), decoded and checked once per
     /// committed value: `Some(Ok(Some))` if live, `Some(Ok(None))` if expired or older than
     /// `max_age` allows, `Some(Err)` if corrupt; `None` if the store keeps no memo, or has
-    /// nothing for `d` in it, or the output is in chunks (read the store).
+    /// nothing for `d` in it, or the output is in chunks (read the store: the memo remembers
+    /// that, so such an entry is decoded once here, not at every hit).
     fn recall_output(
         &self,
         d: &crate::digest::Digest,
@@ -118,14 +120,19 @@ impl<S: Store> Catalog<S> {
         let recalled = self.inner.store.memo()?.get(d)?;
         let now = self.now_ms();
         match recalled.decoded(|raw| Ready::decode(d, raw)) {
-            Some(ready) => Some(Ok(is_live_at(
-                ready.created_at_ms,
-                ready.expires_at_ms,
+            Some(Ready::Inline {
+                created_at_ms,
+                expires_at_ms,
+                output,
+            }) => Some(Ok(is_live_at(
+                *created_at_ms,
+                *expires_at_ms,
                 max_age.map(duration_ms),
                 now,
             )
-            .then(|| ready.output.clone()))),
-            // Corrupt (the error, as a read would meet it) or in chunks (`None`).
+            .then(|| output.clone()))),
+            Some(Ready::Chunked) => None,
+            // Corrupt: the error a read of it meets.
             None => super::gather::settle(d, max_age, recalled.value(), now)
                 .map(|answer| answer.map(|found| found.map(Arc::from))),
         }

@@ -189,18 +189,12 @@ pub struct Memo {
 #[derive(Debug, Default)]
 pub struct MemoCounters {
     hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 impl MemoCounters {
     /// Lookups answered from memory.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
-    }
-
-    /// Lookups that found nothing (the caller read the store).
-    pub fn misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
     }
 }
 
@@ -290,11 +284,9 @@ impl Memo {
             .values
             .get(d)
             .map(|(v, _)| v.clone());
-        let counter = match found {
-            Some(_) => &self.counters.hits,
-            None => &self.counters.misses,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        }
         found
     }
 
