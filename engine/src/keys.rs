@@ -143,6 +143,11 @@ pub fn entry_part(d: &Digest, part: i64) -> Vec<u8> {
 
 /// The digest `d` of `key` if it is an entry's metadata, `(ENTRY, d, META)`: what a hit reads.
 pub fn entry_meta_digest(key: &[u8]) -> Option<Digest> {
+    // A tuple ending in the integer 2 ends in these bytes (FoundationDB's encoding): every
+    // commit asks this of each key it writes, and most are turned away here, unparsed.
+    if !key.ends_with(&[0x15, entry_part::META as u8]) {
+        return None;
+    }
     let tuple = key.strip_prefix(&[tag::ENTRY])?;
     match foundationdb_tuple::unpack::<(Bytes<'_>, i64)>(tuple) {
         Ok((d, entry_part::META)) => Digest::from_slice(&d),
