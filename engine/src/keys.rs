@@ -131,6 +131,68 @@ fn digest_bytes(d: &Digest) -> Bytes<'static> {
     Bytes::from(d.to_bytes().to_vec())
 }
 
+/// A key in FoundationDB's tuple encoding, written straight into one buffer: what the keys
+/// every task call makes use (the generic packer allocates for the subspace, for each element
+/// and for the key; checked byte for byte against it in the tests).
+struct Key(Vec<u8>);
+
+impl Key {
+    fn new(tag: u8, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.push(tag);
+        Key(buf)
+    }
+
+    /// A byte string: `0x01`, the bytes with each `0x00` escaped as `0x00 0xff`, `0x00`.
+    fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.push(0x01);
+        self.escaped(b);
+        self
+    }
+
+    /// A unicode string: as bytes, with code `0x02`.
+    fn str(mut self, s: &str) -> Self {
+        self.0.push(0x02);
+        self.escaped(s.as_bytes());
+        self
+    }
+
+    fn escaped(&mut self, b: &[u8]) {
+        let mut rest = b;
+        while let Some(at) = rest.iter().position(|&c| c == 0) {
+            self.0.extend_from_slice(&rest[..=at]);
+            self.0.push(0xff);
+            rest = &rest[at + 1..];
+        }
+        self.0.extend_from_slice(rest);
+        self.0.push(0x00);
+    }
+
+    fn digest(self, d: &Digest) -> Self {
+        self.bytes(&d.to_bytes())
+    }
+
+    /// An integer: `0x14` for zero; `0x14 + n` and `n` big-endian bytes for a positive one;
+    /// `0x14 - n` and the ones' complement of its magnitude in `n` bytes for a negative one.
+    fn int(mut self, i: i64) -> Self {
+        let magnitude = i.unsigned_abs();
+        let n = 8 - magnitude.leading_zeros() as usize / 8;
+        if i >= 0 {
+            self.0.push(0x14 + n as u8);
+            self.0.extend_from_slice(&magnitude.to_be_bytes()[8 - n..]);
+        } else {
+            self.0.push(0x14 - n as u8);
+            self.0
+                .extend_from_slice(&(!magnitude).to_be_bytes()[8 - n..]);
+        }
+        self
+    }
+
+    fn done(self) -> Vec<u8> {
+        self.0
+    }
+}
+
 /// `[begin, end)` of everything about cache key `d`.
 pub fn entry_range(d: &Digest) -> (Vec<u8>, Vec<u8>) {
     subspace(tag::ENTRY).subspace(&(digest_bytes(d),)).range()
@@ -138,7 +200,7 @@ pub fn entry_range(d: &Digest) -> (Vec<u8>, Vec<u8>) {
 
 /// The key of one part of cache key `d` (see [`mod@entry_part`]).
 pub fn entry_part(d: &Digest, part: i64) -> Vec<u8> {
-    subspace(tag::ENTRY).pack(&(digest_bytes(d), part))
+    Key::new(tag::ENTRY, 24).digest(d).int(part).done()
 }
 
 /// The digest `d` of `key` if it is an entry's metadata, `(ENTRY, d, META)`: what a hit reads.
@@ -162,18 +224,32 @@ pub fn may_hold_entry_meta(begin: &[u8], end: &[u8]) -> bool {
 
 /// The key of output chunk `i` of `d`.
 pub fn entry_chunk(d: &Digest, i: u32) -> Vec<u8> {
-    subspace(tag::ENTRY).pack(&(digest_bytes(d), entry_part::CHUNK, i))
+    Key::new(tag::ENTRY, 28)
+        .digest(d)
+        .int(entry_part::CHUNK)
+        .int(i.into())
+        .done()
 }
 
 /// The key of chunk `i` of the output `execution` stages for `d`.
 pub fn staged_chunk(d: &Digest, execution: &str, i: u32) -> Vec<u8> {
-    subspace(tag::ENTRY).pack(&(digest_bytes(d), entry_part::STAGED, execution, i))
+    Key::new(tag::ENTRY, 32 + execution.len())
+        .digest(d)
+        .int(entry_part::STAGED)
+        .str(execution)
+        .int(i.into())
+        .done()
 }
 
 /// The marker saying `execution` is staging an output for `d`: it sorts before the chunks, in
 /// [`staged_by`]'s range.
 pub fn staging_marker(d: &Digest, execution: &str) -> Vec<u8> {
-    subspace(tag::ENTRY).pack(&(digest_bytes(d), entry_part::STAGED, execution, -1i64))
+    Key::new(tag::ENTRY, 32 + execution.len())
+        .digest(d)
+        .int(entry_part::STAGED)
+        .str(execution)
+        .int(-1)
+        .done()
 }
 
 /// `[begin, end)` of the chunks `execution` staged for `d` (not its marker).
@@ -308,7 +384,16 @@ impl TaskIndexValue {
 
 /// The task index key of an entry.
 pub fn by_task(project: &str, domain: &str, task: &str, version: &str, d: &Digest) -> Vec<u8> {
-    subspace(tag::BY_TASK).pack(&(project, domain, task, version, digest_bytes(d)))
+    Key::new(
+        tag::BY_TASK,
+        32 + project.len() + domain.len() + task.len() + version.len(),
+    )
+    .str(project)
+    .str(domain)
+    .str(task)
+    .str(version)
+    .digest(d)
+    .done()
 }
 
 /// `[begin, end)` of the task index, narrowed by as many of project, domain, task and version as
@@ -336,7 +421,10 @@ pub fn digest_of_by_task(key: &[u8]) -> Option<Digest> {
 
 /// The producing-execution index key of an entry.
 pub fn by_execution(execution: &str, d: &Digest) -> Vec<u8> {
-    subspace(tag::BY_EXECUTION).pack(&(execution, digest_bytes(d)))
+    Key::new(tag::BY_EXECUTION, 24 + execution.len())
+        .str(execution)
+        .digest(d)
+        .done()
 }
 
 /// `[begin, end)` of the entries an execution produced.
@@ -352,7 +440,7 @@ pub fn digest_of_by_execution(key: &[u8]) -> Option<Digest> {
 
 /// The expiry index key of an entry expiring at `ms`.
 pub fn expiry(ms: i64, d: &Digest) -> Vec<u8> {
-    subspace(tag::EXPIRY).pack(&(ms, digest_bytes(d)))
+    Key::new(tag::EXPIRY, 32).int(ms).digest(d).done()
 }
 
 /// `[begin, end)` of expiry index keys of entries expiring before `ms`.
@@ -369,12 +457,17 @@ pub fn parse_expiry(key: &[u8]) -> Option<(i64, Digest)> {
 
 /// The group of execution records of `run` (`""` outside any run) that starts with `execution`.
 pub fn execution(run: &str, execution: &str) -> Vec<u8> {
-    subspace(tag::EXECUTION).pack(&(run, execution))
+    Key::new(tag::EXECUTION, 8 + run.len() + execution.len())
+        .str(run)
+        .str(execution)
+        .done()
 }
 
 /// The run (`""` outside any run) of `execution`, an execution that ran a task body for a key.
 pub fn execution_run(execution: &str) -> Vec<u8> {
-    subspace(tag::EXECUTION_RUN).pack(&(execution,))
+    Key::new(tag::EXECUTION_RUN, 4 + execution.len())
+        .str(execution)
+        .done()
 }
 
 /// `[begin, end)` of the execution records of a run.
@@ -384,7 +477,15 @@ pub fn executions_of_run(run: &str) -> (Vec<u8>, Vec<u8>) {
 
 /// The counter of calls of a task that ended with `status` (changed by atomic adds).
 pub fn calls(project: &str, domain: &str, task: &str, status: &str) -> Vec<u8> {
-    subspace(tag::CALLS).pack(&(project, domain, task, status))
+    Key::new(
+        tag::CALLS,
+        8 + project.len() + domain.len() + task.len() + status.len(),
+    )
+    .str(project)
+    .str(domain)
+    .str(task)
+    .str(status)
+    .done()
 }
 
 /// `[begin, end)` of the call counters of one task: [`calls`] ones with `tag::CALLS`, the
@@ -589,6 +690,106 @@ pub fn seq_of_cancel_key(key: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Strings with what the tuple encoding escapes or marks: NUL, 0xff, multi-byte UTF-8.
+    fn awkward_str() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just('\0'),
+                Just('\u{ff}'),
+                Just('é'),
+                Just('a'),
+                Just('\u{10ffff}')
+            ],
+            0..6,
+        )
+        .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    fn awkward_digest() -> impl Strategy<Value = Digest> {
+        prop_oneof![
+            Just(Digest(0)),
+            Just(Digest(u128::MAX)),
+            Just(Digest(0x00ff_00ff_0000_ff00_0000_0000_0000_00ff)),
+            any::<u128>().prop_map(Digest),
+        ]
+    }
+
+    fn awkward_int() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(0i64),
+            Just(-1),
+            Just(i64::MIN),
+            Just(i64::MAX),
+            Just(255),
+            Just(256),
+            Just(-255),
+            Just(-256),
+            any::<i64>(),
+        ]
+    }
+
+    proptest! {
+        /// The direct writer makes exactly the keys the generic tuple packer makes (the keys
+        /// already stored stay readable).
+        #[test]
+        fn direct_keys_match_the_tuple_packer(
+            d in awkward_digest(),
+            part in awkward_int(),
+            ms in awkward_int(),
+            i in any::<u32>(),
+            a in awkward_str(),
+            b in awkward_str(),
+            c in awkward_str(),
+            e in awkward_str(),
+        ) {
+            let entry = subspace(tag::ENTRY);
+            prop_assert_eq!(entry_part(&d, part), entry.pack(&(digest_bytes(&d), part)));
+            prop_assert_eq!(
+                entry_chunk(&d, i),
+                entry.pack(&(digest_bytes(&d), entry_part::CHUNK, i))
+            );
+            prop_assert_eq!(
+                staged_chunk(&d, &a, i),
+                entry.pack(&(digest_bytes(&d), entry_part::STAGED, a.as_str(), i))
+            );
+            prop_assert_eq!(
+                staging_marker(&d, &a),
+                entry.pack(&(digest_bytes(&d), entry_part::STAGED, a.as_str(), -1i64))
+            );
+            prop_assert_eq!(
+                by_task(&a, &b, &c, &e, &d),
+                subspace(tag::BY_TASK).pack(&(
+                    a.as_str(),
+                    b.as_str(),
+                    c.as_str(),
+                    e.as_str(),
+                    digest_bytes(&d)
+                ))
+            );
+            prop_assert_eq!(
+                by_execution(&a, &d),
+                subspace(tag::BY_EXECUTION).pack(&(a.as_str(), digest_bytes(&d)))
+            );
+            prop_assert_eq!(
+                expiry(ms, &d),
+                subspace(tag::EXPIRY).pack(&(ms, digest_bytes(&d)))
+            );
+            prop_assert_eq!(
+                execution(&a, &b),
+                subspace(tag::EXECUTION).pack(&(a.as_str(), b.as_str()))
+            );
+            prop_assert_eq!(
+                execution_run(&a),
+                subspace(tag::EXECUTION_RUN).pack(&(a.as_str(),))
+            );
+            prop_assert_eq!(
+                calls(&a, &b, &c, &e),
+                subspace(tag::CALLS).pack(&(a.as_str(), b.as_str(), c.as_str(), e.as_str()))
+            );
+        }
+    }
 
     #[test]
     fn staged_parts_sort_inside_their_ranges() {

@@ -262,9 +262,7 @@ impl<S: Store> Catalog<S> {
     ) -> Result<Committed> {
         let tx = tx.clone();
         let d = key.digest;
-        let (chunks_begin, chunks_end) = keys::entry_chunks(&d);
-        let (chunks_begin, chunks_end) = (&chunks_begin, &chunks_end);
-        let marker = &keys::staging_marker(&d, &lease.execution);
+        let marker = || keys::staging_marker(&d, &lease.execution);
         let view = EntryView::load(&tx, &d, false).await?;
         let now = self.now_ms();
         let ours = view.held_by(lease);
@@ -328,7 +326,7 @@ impl<S: Store> Catalog<S> {
                 }
             }
         }
-        if staged && tx.get(marker, false).await?.is_none() {
+        if staged && tx.get(&marker(), false).await?.is_none() {
             return Err(Error::StagingLost {
                 digest: d.to_string(),
                 execution: lease.execution.clone(),
@@ -352,7 +350,8 @@ impl<S: Store> Catalog<S> {
         };
         if replacing_corrupt || view.meta.as_ref().is_some_and(|m| m.chunks > 0) {
             // Replacing an entry that had (or may have had) chunks: none may survive.
-            tx.clear_range(chunks_begin, chunks_end);
+            let (chunks_begin, chunks_end) = keys::entry_chunks(&d);
+            tx.clear_range(&chunks_begin, &chunks_end);
         }
         if staged || replacing_corrupt || view.chunks_of.is_some() {
             // Staged chunks of the entry replaced and of executions that died staging;
@@ -360,7 +359,7 @@ impl<S: Store> Catalog<S> {
             clear_staged_except(&tx, &d, staged.then_some(lease.execution.as_str()));
         }
         if staged {
-            tx.clear(marker);
+            tx.clear(&marker());
         } else if !inline {
             for (i, chunk) in output.chunks(chunk_bytes).enumerate() {
                 tx.set(&keys::entry_chunk(&d, i as u32), chunk);
@@ -427,6 +426,9 @@ impl<S: Store> Catalog<S> {
     /// Commits queued groups until the queue is empty.
     async fn drain_commits(&self) {
         loop {
+            // Lets the tasks already runnable finish and queue their outputs first: a store
+            // whose commits never wait (embedded) would otherwise commit them one by one.
+            tokio::task::yield_now().await;
             let batch: Vec<Queued> = {
                 let mut group = self.inner.group.lock();
                 if group.queue.is_empty() {

@@ -1,10 +1,15 @@
-//! The embedded backend: fjall's `OptimisticTxDatabase` in a local directory.
+//! The embedded backend: a fjall database in a local directory, with FoundationDB's
+//! transaction model built on it.
 //!
-//! fjall provides read-your-writes and optimistic conflict detection (a commit fails with a
-//! conflict when a key or range the transaction read was written by a transaction that committed
-//! after it began). This module adds what FoundationDB has and fjall does not: snapshot reads
-//! inside a read-write transaction, `clear_range`, size limits, and commit notifications for
-//! watches.
+//! fjall stores the data (ordered keys, multi-version snapshots, a journal); this module adds
+//! the transactions: a read-write transaction reads one snapshot taken when it began, merged
+//! with its own writes; it records what it read (without `snapshot`) and commits only if no
+//! commit since its read version wrote any of it ([`super::conflicts`], the checks
+//! FoundationDB's resolvers make). Commits are serialized in one critical section that checks,
+//! applies the write batch and logs its keys, so atomic adds and `clear_range` apply to the
+//! latest values there: an add reads nothing, and a clear removes keys committed after the
+//! transaction began, as FoundationDB's do. Also here: size limits, and commit notifications
+//! for watches.
 //!
 //! **Durability.** By default every commit is written to the journal and handed to the operating
 //! system before `commit` returns (fjall's `PersistMode::Buffer`): a crash of the process loses
@@ -15,25 +20,19 @@
 //! **Blocking.** fjall's API is synchronous. Reads and non-syncing commits touch memory (the
 //! memtable, the block cache, the OS page cache) and return in microseconds, so they run inline;
 //! a syncing commit waits for the disk and runs on tokio's blocking pool.
-//!
-//! Snapshot reads inside a read-write transaction read a snapshot taken at the first of them,
-//! merged with the transaction's own writes; a commit landing between the transaction's start
-//! and that first snapshot read can make them newer than its conflict-checked reads.
-//! Being snapshot reads, they are not validated at commit in either case.
 
+use super::conflicts::{Log, OpenVersions, Read, Written};
 use super::memo::{self, Memo, Ticket};
 use super::watch::{Notifier, Subscription};
 use super::{KeyValue, Limits, RangeOptions, Store, StoreCounters, Transaction, WriteSize};
 use crate::error::{Error, Result};
-use fjall::{
-    KeyspaceCreateOptions, OptimisticTxDatabase, OptimisticTxKeyspace, PersistMode, Readable,
-    Slice, Snapshot,
-};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Slice, Snapshot};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const BACKEND: &str = "embedded";
 
@@ -51,35 +50,123 @@ pub struct EmbeddedStore {
 }
 
 struct Shared {
-    db: OptimisticTxDatabase,
-    kv: OptimisticTxKeyspace,
+    db: Database,
+    kv: Keyspace,
     fsync: bool,
     dir: PathBuf,
     limits: Limits,
     notifier: Notifier,
     counters: StoreCounters,
-    /// Orders commits that carry atomic adds against all other commits: an add is applied at
-    /// commit to the latest value, read and written while no other commit can land in between
-    /// (adds take it exclusively, other commits shared, so only adds wait).
-    add_gate: tokio::sync::RwLock<()>,
+    /// The version of the last commit. Written only inside the commit section (under `log`).
+    version: AtomicU64,
+    /// The commit section: held while a commit is checked, applied and logged.
+    log: Mutex<Log>,
+    /// The read versions of open read-write transactions (which bound what `log` keeps).
+    open: Mutex<OpenVersions>,
     /// The entries' metadata as last committed; every commit passes through this handle (the
     /// directory is locked to one process).
     memo: Option<Memo>,
 }
 
-/// fjall forgets the conflict sets of committed transactions only when its snapshot tracker
-/// runs a GC, which it does once per 10,000 closed snapshots; until then every commit walks all
-/// of them (`Oracle::with_commit`), so write-heavy loads slow down as the set grows (measured:
-/// cold cached calls 22k/s without this, 30k/s with it). Closing a few empty snapshots per write
-/// commit makes that GC run several times as often. Each costs a map update; more than a few
-/// cost more than they save (20 per commit halved read-then-insert throughput).
-const SNAPSHOT_CLOSES_PER_COMMIT: usize = 4;
+/// What a commit wrote, for the watches.
+struct Landed {
+    keys: Vec<Slice>,
+    cleared: bool,
+}
 
 impl Shared {
-    fn nudge_snapshot_gc(&self) {
-        for _ in 0..SNAPSHOT_CLOSES_PER_COMMIT {
-            drop(self.db.read_tx());
+    /// Registers a read-write transaction's read version: the last commit's version, read with
+    /// `open` held so that the log is never pruned past it.
+    fn open_version(self: &Arc<Self>) -> OpenVersion {
+        let mut open = self.open.lock();
+        let version = self.version.load(Ordering::Acquire);
+        open.open(version);
+        OpenVersion {
+            shared: self.clone(),
+            version,
         }
+    }
+
+    /// Checks a transaction read at `read_version` against the commits since, and applies its
+    /// writes as the next version: pending adds to the latest values, cleared ranges to the
+    /// keys stored now, then its own writes.
+    fn commit_writes(
+        &self,
+        read_version: u64,
+        mut own: BTreeMap<Slice, Option<Slice>>,
+        cleared: Vec<(Vec<u8>, Vec<u8>)>,
+        adds: BTreeMap<Vec<u8>, i64>,
+        reads: &[Read],
+    ) -> Result<Landed> {
+        let mut log = self.log.lock();
+        if log.conflicts(read_version, reads) {
+            return Err(Error::Conflict { backend: BACKEND });
+        }
+        let kv = &self.kv;
+        // Commits are serialized here: the latest values cannot change until this one lands.
+        for (key, delta) in adds {
+            let old = kv.get(&key).map_err(backend_err)?;
+            let sum = super::decode_counter(old.as_deref()).wrapping_add(delta);
+            own.insert(
+                Slice::from(key),
+                Some(Slice::from(&super::encode_counter(sum)[..])),
+            );
+        }
+        let mut batch = self.db.batch();
+        if self.fsync {
+            batch = batch.durability(Some(PersistMode::SyncData));
+        }
+        for (begin, end) in &cleared {
+            for guard in kv.range(begin.as_slice()..end.as_slice()) {
+                let key = guard.key().map_err(backend_err)?;
+                if !own.contains_key(&key) {
+                    batch.remove(kv, key);
+                }
+            }
+        }
+        let mut keys = Vec::with_capacity(own.len());
+        for (key, value) in &own {
+            match value {
+                Some(value) => batch.insert(kv, key.clone(), value.clone()),
+                None => batch.remove(kv, key.clone()),
+            }
+            keys.push(key.to_vec());
+        }
+        {
+            // The memo's keys among the writes are marked until the commit has ended.
+            let writing = self.memo.as_ref().and_then(|memo| {
+                memo.writing(
+                    own.iter().map(|(k, v)| (k.as_ref(), v.as_deref())),
+                    &cleared,
+                )
+            });
+            batch.commit().map_err(backend_err)?;
+            if let Some(writing) = writing {
+                writing.landed();
+            }
+        }
+        let version = self.version.load(Ordering::Relaxed) + 1;
+        self.version.store(version, Ordering::Release);
+        let landed = Landed {
+            keys: own.into_keys().collect(),
+            cleared: !cleared.is_empty(),
+        };
+        log.push(Written::new(version, keys, cleared));
+        let horizon = self.open.lock().horizon(version);
+        log.prune(horizon);
+        Ok(landed)
+    }
+}
+
+/// A read-write transaction's registered read version, released when it is dropped.
+struct OpenVersion {
+    shared: Arc<Shared>,
+    version: u64,
+}
+
+impl Drop for OpenVersion {
+    fn drop(&mut self) {
+        self.shared.open.lock().close(self.version);
     }
 }
 
@@ -114,7 +201,7 @@ impl EmbeddedStore {
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(&dir).map_err(|e| unreachable(&e))?;
-        let db = OptimisticTxDatabase::builder(&dir).open().map_err(|e| {
+        let db = Database::builder(&dir).open().map_err(|e| {
             if matches!(e, fjall::Error::Locked) {
                 unreachable(&format!(
                     "store directory {} is in use by another process (one node per embedded directory)",
@@ -136,7 +223,9 @@ impl EmbeddedStore {
                 limits: Limits::default(),
                 notifier: Notifier::default(),
                 counters: StoreCounters::default(),
-                add_gate: tokio::sync::RwLock::new(()),
+                version: AtomicU64::new(0),
+                log: Mutex::new(Log::default()),
+                open: Mutex::new(OpenVersions::default()),
                 memo: (memo_bytes > 0).then(|| Memo::new(memo_bytes)),
             }),
         })
@@ -152,20 +241,20 @@ impl Store for EmbeddedStore {
     type Tx = EmbeddedTx;
 
     async fn begin(&self) -> Result<EmbeddedTx> {
-        let mut tx = self.shared.db.write_tx().map_err(backend_err)?;
-        if self.shared.fsync {
-            tx = tx.durability(Some(PersistMode::SyncData));
-        }
+        // The read version before the snapshot: the snapshot holds every commit up to it (and
+        // perhaps later ones, which are then checked as if unseen).
+        let open = self.shared.open_version();
         Ok(EmbeddedTx::new(
             self.shared.clone(),
             State::Write(Box::new(WriteState {
-                tx,
-                snapshot: None,
+                open,
+                snapshot: self.shared.db.snapshot(),
                 own: BTreeMap::new(),
                 cleared: Vec::new(),
                 size: WriteSize::default(),
                 deferred: None,
                 adds: BTreeMap::new(),
+                reads: Vec::new(),
             })),
         ))
     }
@@ -176,7 +265,7 @@ impl Store for EmbeddedStore {
         let ticket = self.shared.memo.as_ref().map(Memo::ticket);
         Ok(EmbeddedTx::new(
             self.shared.clone(),
-            State::Read(self.shared.db.read_tx(), ticket),
+            State::Read(self.shared.db.snapshot(), ticket),
         ))
     }
 
@@ -219,10 +308,11 @@ enum State {
 }
 
 struct WriteState {
-    tx: fjall::OptimisticWriteTx,
-    /// For snapshot reads, which must not add read conflicts; taken at the first one.
-    snapshot: Option<Snapshot>,
-    /// This transaction's own point writes (`None`: cleared), for snapshot reads and notifications.
+    /// The read version, registered while the transaction is open.
+    open: OpenVersion,
+    /// What every read sees (merged with the transaction's own writes).
+    snapshot: Snapshot,
+    /// This transaction's own point writes (`None`: cleared).
     own: BTreeMap<Slice, Option<Slice>>,
     /// Ranges cleared by this transaction, in order.
     cleared: Vec<(Vec<u8>, Vec<u8>)>,
@@ -231,24 +321,18 @@ struct WriteState {
     deferred: Option<Error>,
     /// Atomic adds not yet applied: applied at commit to the latest values, without reads.
     adds: BTreeMap<Vec<u8>, i64>,
+    /// Read-conflict ranges: what was read without `snapshot`.
+    reads: Vec<Read>,
 }
 
 impl WriteState {
-    /// The snapshot for snapshot reads, taken on first use: most transactions never need one.
-    fn snapshot(&mut self, db: &OptimisticTxDatabase) -> &Snapshot {
-        self.snapshot.get_or_insert_with(|| db.read_tx())
-    }
-
     /// Buffers `key = value` (its size already counted); a pending add of `key` is replaced.
-    fn set(&mut self, kv: &OptimisticTxKeyspace, key: &[u8], value: &[u8]) {
+    fn set(&mut self, key: &[u8], value: &[u8]) {
         if self.size.check().is_err() {
-            return; // the commit fails with the limit named; fjall never sees the key
+            return; // the commit fails with the limit named; nothing is buffered
         }
         self.adds.remove(key);
-        // Slices are reference-counted: the transaction and the shadow share the bytes.
-        let (key, value) = (Slice::from(key), Slice::from(value));
-        self.tx.insert(kv, key.clone(), value.clone());
-        self.own.insert(key, Some(value));
+        self.own.insert(Slice::from(key), Some(Slice::from(value)));
     }
 
     /// What this transaction's own writes say about `key`: `Some(value)` if it wrote or cleared it.
@@ -261,6 +345,13 @@ impl WriteState {
             .any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
             .then_some(None)
     }
+}
+
+fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key);
+    k.push(0);
+    k
 }
 
 fn collect(
@@ -281,23 +372,18 @@ fn collect(
 /// One of the transaction's own point writes: key and value (`None`: cleared).
 type OwnWrite<'a> = (&'a Slice, &'a Option<Slice>);
 
-/// A snapshot range read merged with the transaction's own writes (which win over the snapshot).
-fn snapshot_range_with_own(
+/// A range read of the transaction's snapshot merged with its own writes (which win over the
+/// snapshot).
+fn range_with_own(
     ws: &WriteState,
-    kv: &OptimisticTxKeyspace,
+    kv: &Keyspace,
     begin: &[u8],
     end: &[u8],
     options: RangeOptions,
 ) -> Result<Vec<KeyValue>> {
     let limit = options.limit.unwrap_or(usize::MAX);
     let reverse = options.reverse;
-    let Some(snapshot) = &ws.snapshot else {
-        return Err(Error::Backend {
-            backend: BACKEND,
-            detail: "snapshot range read without a snapshot".into(),
-        });
-    };
-    let base = snapshot.range(kv, begin..end);
+    let base = ws.snapshot.range(kv, begin..end);
     let mut base: Box<dyn Iterator<Item = fjall::Guard>> = if reverse {
         Box::new(base.rev())
     } else {
@@ -359,39 +445,31 @@ impl EmbeddedTx {
     }
 
     /// Applies a write to a read-write transaction; writes elsewhere are remembered as errors.
-    fn write(&self, apply: impl FnOnce(&mut WriteState, &OptimisticTxKeyspace)) {
+    fn write(&self, apply: impl FnOnce(&mut WriteState)) {
         let mut state = self.state.lock();
         match &mut *state {
-            State::Write(ws) => apply(ws, &self.shared.kv),
+            State::Write(ws) => apply(ws),
             State::Read(..) => *state = State::Failed(Error::ReadOnly),
             State::Finished | State::Failed(_) => {}
         }
     }
 }
 
-impl EmbeddedTx {
+impl WriteState {
     /// Turns the pending adds inside `[begin, end)` into plain writes of their sums, so that a
     /// range read sees them. Each key is read with a conflict (also for a snapshot range read:
     /// a set computed from a snapshot could lose a concurrent add).
-    fn settle_adds_in(&self, begin: &[u8], end: &[u8]) -> Result<()> {
-        let mut state = self.state.lock();
-        let State::Write(ws) = &mut *state else {
-            return Ok(());
-        };
-        let inside: Vec<(Vec<u8>, i64)> = ws
+    fn settle_adds_in(&mut self, kv: &Keyspace, begin: &[u8], end: &[u8]) -> Result<()> {
+        let inside: Vec<(Vec<u8>, i64)> = self
             .adds
             .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
             .map(|(k, d)| (k.clone(), *d))
             .collect();
-        let kv = &self.shared.kv;
         for (key, delta) in inside {
-            let old = ws
-                .tx
-                .get(kv, &key)
-                .map_err(backend_err)?
-                .map(|v| v.to_vec());
+            let old = self.snapshot.get(kv, &key).map_err(backend_err)?;
             let sum = super::decode_counter(old.as_deref()).wrapping_add(delta);
-            ws.set(kv, &key, &super::encode_counter(sum));
+            self.set(&key, &super::encode_counter(sum));
+            self.reads.push(Read::Key(key));
         }
         Ok(())
     }
@@ -402,36 +480,40 @@ impl Transaction for EmbeddedTx {
         self.shared.limits.check_read(key)?;
         let kv = &self.shared.kv;
         let mut state = self.state.lock();
-        // A pending add reads as the value it would leave: the stored one plus the delta.
-        let pending = match &*state {
-            State::Write(ws) => ws.adds.get(key).copied(),
-            _ => None,
-        };
-        let value = match &mut *state {
-            State::Write(ws) if snapshot => match ws.own_value(key) {
-                Some(own) => return Ok(own),
-                None => ws.snapshot(&self.shared.db).get(kv, key),
-            },
-            State::Write(ws) => ws.tx.get(kv, key),
+        match &mut *state {
+            State::Write(ws) => {
+                if let Some(own) = ws.own_value(key) {
+                    return Ok(own);
+                }
+                let value = ws
+                    .snapshot
+                    .get(kv, key)
+                    .map_err(backend_err)?
+                    .map(|v| v.to_vec());
+                if !snapshot {
+                    ws.reads.push(Read::Key(key.to_vec()));
+                }
+                // A pending add reads as the value it would leave: the stored one plus the delta.
+                Ok(match ws.adds.get(key) {
+                    Some(delta) => Some(
+                        super::encode_counter(
+                            super::decode_counter(value.as_deref()).wrapping_add(*delta),
+                        )
+                        .to_vec(),
+                    ),
+                    None => value,
+                })
+            }
             State::Read(snap, ticket) => {
-                let value = snap.get(kv, key);
-                if let (Some(memo), Some(ticket), Ok(Some(value))) =
-                    (&self.shared.memo, ticket, &value)
+                let value = snap.get(kv, key).map_err(backend_err)?;
+                if let (Some(memo), Some(ticket), Some(value)) = (&self.shared.memo, ticket, &value)
                 {
                     memo.offer(*ticket, key, value);
                 }
-                value
+                Ok(value.map(|v| v.to_vec()))
             }
-            State::Finished | State::Failed(_) => return Err(Error::Finished),
-        };
-        let value = value.map_err(backend_err)?.map(|v| v.to_vec());
-        Ok(match pending {
-            Some(delta) => Some(
-                super::encode_counter(super::decode_counter(value.as_deref()).wrapping_add(delta))
-                    .to_vec(),
-            ),
-            None => value,
-        })
+            State::Finished | State::Failed(_) => Err(Error::Finished),
+        }
     }
 
     async fn get_many(&self, keys: &[&[u8]], snapshot: bool) -> Result<Vec<Option<Vec<u8>>>> {
@@ -453,47 +535,58 @@ impl Transaction for EmbeddedTx {
         }
         self.shared.limits.check_read(begin)?;
         self.shared.limits.check_read(end)?;
-        self.settle_adds_in(begin, end)?;
         let kv = &self.shared.kv;
         let mut state = self.state.lock();
-        let iter = match &mut *state {
-            State::Write(ws) if options.snapshot => {
-                ws.snapshot(&self.shared.db);
-                return snapshot_range_with_own(ws, kv, begin, end, options);
+        match &mut *state {
+            State::Write(ws) => {
+                ws.settle_adds_in(kv, begin, end)?;
+                let out = range_with_own(ws, kv, begin, end, options)?;
+                if !options.snapshot {
+                    // Only the part actually read conflicts when the limit cut the range.
+                    let cut = options.limit.is_some_and(|limit| out.len() == limit);
+                    let read = match (cut, out.last(), options.reverse) {
+                        (true, Some(last), false) => {
+                            Read::Range(begin.to_vec(), key_after(&last.key))
+                        }
+                        (true, Some(last), true) => Read::Range(last.key.clone(), end.to_vec()),
+                        _ => Read::Range(begin.to_vec(), end.to_vec()),
+                    };
+                    ws.reads.push(read);
+                }
+                Ok(out)
             }
-            State::Write(ws) => ws.tx.range(kv, begin..end),
-            State::Read(snap, _) => snap.range(kv, begin..end),
-            State::Finished | State::Failed(_) => return Err(Error::Finished),
-        };
-        if options.reverse {
-            collect(iter.rev(), options.limit)
-        } else {
-            collect(iter, options.limit)
+            State::Read(snap, _) => {
+                let iter = snap.range(kv, begin..end);
+                if options.reverse {
+                    collect(iter.rev(), options.limit)
+                } else {
+                    collect(iter, options.limit)
+                }
+            }
+            State::Finished | State::Failed(_) => Err(Error::Finished),
         }
     }
 
     fn set(&self, key: &[u8], value: &[u8]) {
-        self.write(|ws, kv| {
+        self.write(|ws| {
             ws.size.add(&self.shared.limits, key, Some(value));
-            ws.set(kv, key, value);
+            ws.set(key, value);
         });
     }
 
     fn clear(&self, key: &[u8]) {
-        self.write(|ws, kv| {
+        self.write(|ws| {
             ws.size.add(&self.shared.limits, key, None);
             if ws.size.check().is_err() {
                 return;
             }
             ws.adds.remove(key);
-            let key = Slice::from(key);
-            ws.tx.remove(kv, key.clone());
-            ws.own.insert(key, None);
+            ws.own.insert(Slice::from(key), None);
         });
     }
 
     fn add(&self, key: &[u8], delta: i64) {
-        self.write(|ws, kv| {
+        self.write(|ws| {
             let param = super::encode_counter(delta);
             ws.size.add(&self.shared.limits, key, Some(&param));
             if ws.size.check().is_err() {
@@ -503,7 +596,7 @@ impl Transaction for EmbeddedTx {
                 // Written or cleared by this transaction: the result is known now.
                 Some(own) => {
                     let sum = super::decode_counter(own.as_deref()).wrapping_add(delta);
-                    ws.set(kv, key, &super::encode_counter(sum));
+                    ws.set(key, &super::encode_counter(sum));
                 }
                 None => {
                     let d = ws.adds.entry(key.to_vec()).or_default();
@@ -517,35 +610,15 @@ impl Transaction for EmbeddedTx {
         if begin >= end {
             return;
         }
-        self.write(|ws, kv| {
+        self.write(|ws| {
             ws.size.add(&self.shared.limits, begin, Some(end));
             if ws.size.check().is_err() || self.shared.limits.check_read(end).is_err() {
                 ws.size.add(&self.shared.limits, end, None);
                 return;
             }
-            // Reading the range through the transaction makes a concurrent insert into it a
-            // conflict, so the clear also removes keys committed after this transaction began,
-            // as FoundationDB's clear_range does.
-            let keys: Result<Vec<_>> = ws
-                .tx
-                .range(kv, begin..end)
-                .map(|g| g.key().map_err(backend_err))
-                .collect();
-            match keys {
-                Ok(keys) => {
-                    for key in keys {
-                        ws.tx.remove(kv, key);
-                    }
-                    super::own::clear_own_range(
-                        &mut ws.own,
-                        &mut ws.adds,
-                        &mut ws.cleared,
-                        begin,
-                        end,
-                    );
-                }
-                Err(e) => ws.deferred = Some(e),
-            }
+            // Applied at commit to the keys stored then: a key committed after this
+            // transaction began is removed too, as FoundationDB's clear_range does.
+            super::own::clear_own_range(&mut ws.own, &mut ws.adds, &mut ws.cleared, begin, end);
         });
     }
 
@@ -558,73 +631,44 @@ impl Transaction for EmbeddedTx {
             State::Failed(e) => return Err(e),
         };
         let WriteState {
-            mut tx,
-            mut own,
+            open,
+            snapshot,
+            own,
             cleared,
             size,
             deferred,
-            snapshot,
             adds,
+            reads,
         } = *ws;
         drop(snapshot);
         size.check()?;
         if let Some(e) = deferred {
             return Err(e);
         }
-        // Adds read the latest values with no commit landing before theirs; nothing else waits
-        // for them.
-        let (_shared, _exclusive) = if adds.is_empty() {
-            (Some(self.shared.add_gate.read().await), None)
-        } else {
-            let gate = self.shared.add_gate.write().await;
-            let latest = self.shared.db.read_tx();
-            for (key, delta) in adds {
-                let old = latest
-                    .get(&self.shared.kv, &key)
-                    .map_err(backend_err)?
-                    .map(|v| v.to_vec());
-                let sum = super::decode_counter(old.as_deref()).wrapping_add(delta);
-                let (key, value) = (
-                    Slice::from(key),
-                    Slice::from(&super::encode_counter(sum)[..]),
-                );
-                tx.insert(&self.shared.kv, key.clone(), value.clone());
-                own.insert(key, Some(value));
-            }
-            (None, Some(gate))
-        };
-        // The memo's keys among the writes are marked until the commit has ended.
-        let writing = self.shared.memo.as_ref().and_then(|memo| {
-            memo.writing(
-                own.iter().map(|(k, v)| (k.as_ref(), v.as_deref())),
-                &cleared,
-            )
-        });
-        let outcome = if self.shared.fsync {
-            tokio::task::spawn_blocking(move || tx.commit())
+        // A transaction that wrote nothing has nothing to check: it read one snapshot.
+        if own.is_empty() && cleared.is_empty() && adds.is_empty() {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let read_version = open.version;
+        let apply = move || shared.commit_writes(read_version, own, cleared, adds, &reads);
+        let landed = if self.shared.fsync {
+            tokio::task::spawn_blocking(apply)
                 .await
                 .map_err(backend_err)?
         } else {
-            tx.commit()
+            apply()
         };
-        match outcome {
-            Ok(Ok(())) => {
-                if let Some(writing) = writing {
-                    writing.landed();
-                }
-                self.shared.nudge_snapshot_gc();
-                let notifier = &self.shared.notifier;
-                if cleared.is_empty() {
-                    for key in own.keys() {
-                        notifier.notify_key(key);
-                    }
-                } else {
-                    notifier.notify_all();
-                }
-                Ok(())
+        drop(open);
+        let landed = landed?;
+        let notifier = &self.shared.notifier;
+        if landed.cleared {
+            notifier.notify_all();
+        } else {
+            for key in &landed.keys {
+                notifier.notify_key(key);
             }
-            Ok(Err(fjall::Conflict)) => Err(Error::Conflict { backend: BACKEND }),
-            Err(e) => Err(backend_err(e)),
         }
+        Ok(())
     }
 }

@@ -26,6 +26,7 @@
 //! Clones of a [`MemoryStore`] share one database and one link to it; [`MemoryStore::handle`]
 //! gives another link (another node) to the same database, which can be partitioned alone.
 
+use super::conflicts::{Log, OpenVersions, Read, Written};
 use super::watch::{Notifier, Subscription};
 use super::{KeyValue, Limits, RangeOptions, Store, StoreCounters, Transaction, WriteSize};
 use crate::error::{Error, Result};
@@ -33,7 +34,7 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -91,35 +92,14 @@ pub struct FaultCounters {
 /// One key's versions, oldest first (`None`: cleared at that version).
 type History = Vec<(u64, Option<Arc<[u8]>>)>;
 
-/// What one commit wrote, for the conflict checks of transactions that began before it.
-struct Written {
-    version: u64,
-    keys: BTreeSet<Vec<u8>>,
-    ranges: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-impl Written {
-    fn touches(&self, begin: &[u8], end: &[u8]) -> bool {
-        self.keys
-            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
-            .next()
-            .is_some()
-            || self
-                .ranges
-                .iter()
-                .any(|(b, e)| b.as_slice() < end && begin < e.as_slice())
-    }
-}
-
 #[derive(Default)]
 struct Versions {
     /// The last committed version.
     version: u64,
     data: BTreeMap<Vec<u8>, History>,
-    /// Writes of recent commits, oldest first; pruned below the oldest open read version.
-    log: VecDeque<Written>,
-    /// Read versions of open transactions, with their counts.
-    open: BTreeMap<u64, usize>,
+    /// Writes of recent commits; pruned below the oldest open read version.
+    log: Log,
+    open: OpenVersions,
 }
 
 impl Versions {
@@ -140,7 +120,7 @@ impl Versions {
 
     /// The oldest version an open transaction may read.
     fn horizon(&self) -> u64 {
-        self.open.keys().next().copied().unwrap_or(self.version)
+        self.open.horizon(self.version)
     }
 
     fn write(&mut self, key: &[u8], value: Option<Arc<[u8]>>, version: u64, horizon: u64) {
@@ -161,23 +141,16 @@ impl Versions {
 
     fn prune(&mut self) {
         let horizon = self.horizon();
-        while self.log.front().is_some_and(|w| w.version <= horizon) {
-            self.log.pop_front();
-        }
+        self.log.prune(horizon);
     }
 
     fn open(&mut self) -> u64 {
-        *self.open.entry(self.version).or_default() += 1;
+        self.open.open(self.version);
         self.version
     }
 
     fn close(&mut self, version: u64) {
-        if let Some(n) = self.open.get_mut(&version) {
-            *n -= 1;
-            if *n == 0 {
-                self.open.remove(&version);
-            }
-        }
+        self.open.close(version);
         self.prune();
     }
 }
@@ -443,7 +416,7 @@ struct TxState {
     /// Adds of keys whose value the transaction does not know: applied at commit.
     adds: BTreeMap<Vec<u8>, i64>,
     /// Read-conflict ranges.
-    reads: Vec<(Vec<u8>, Vec<u8>)>,
+    reads: Vec<Read>,
     size: WriteSize,
 }
 
@@ -496,7 +469,7 @@ impl MemoryTx {
             return Ok(own);
         }
         if !snapshot && !st.read_only {
-            st.reads.push((key.to_vec(), key_after(key)));
+            st.reads.push(Read::Key(key.to_vec()));
         }
         let stored = self.store.db.versions.lock().get(key, version);
         Ok(match st.adds.get(key) {
@@ -526,7 +499,7 @@ impl MemoryTx {
             st.own
                 .insert(key.clone(), Some(super::encode_counter(sum).to_vec()));
             if !st.read_only {
-                st.reads.push((key.clone(), key_after(&key)));
+                st.reads.push(Read::Key(key.clone()));
             }
         }
         // Stored pairs at the read version, merged with (and overridden by) own writes.
@@ -570,9 +543,9 @@ impl MemoryTx {
         if !options.snapshot && !st.read_only {
             // Only the part actually read conflicts when the limit cut the range.
             let read = match (out.len() == limit, out.last(), options.reverse) {
-                (true, Some(last), false) => (begin.to_vec(), key_after(&last.key)),
-                (true, Some(last), true) => (last.key.clone(), end.to_vec()),
-                _ => (begin.to_vec(), end.to_vec()),
+                (true, Some(last), false) => Read::Range(begin.to_vec(), key_after(&last.key)),
+                (true, Some(last), true) => Read::Range(last.key.clone(), end.to_vec()),
+                _ => Read::Range(begin.to_vec(), end.to_vec()),
             };
             st.reads.push(read);
         }
@@ -586,10 +559,8 @@ impl MemoryTx {
         };
         let db = &self.store.db;
         let mut versions = db.versions.lock();
-        for w in versions.log.iter().filter(|w| w.version > read_version) {
-            if st.reads.iter().any(|(b, e)| w.touches(b, e)) {
-                return Err(Error::Conflict { backend: BACKEND });
-            }
+        if versions.log.conflicts(read_version, &st.reads) {
+            return Err(Error::Conflict { backend: BACKEND });
         }
         let version = versions.version + 1;
         let horizon = versions.horizon();
@@ -622,11 +593,11 @@ impl MemoryTx {
             keys.insert(k);
         }
         versions.version = version;
-        versions.log.push_back(Written {
+        versions.log.push(Written::new(
             version,
-            keys: keys.clone(),
-            ranges: std::mem::take(&mut st.cleared),
-        });
+            keys.iter().cloned().collect(),
+            std::mem::take(&mut st.cleared),
+        ));
         drop(versions);
         for k in &keys {
             db.notifier.notify_key(k);

@@ -15,6 +15,7 @@
 //! It never interprets keys or values: their layout belongs to [`crate::keys`].
 
 mod any;
+mod conflicts;
 pub mod embedded;
 pub mod fdb_limits;
 #[cfg(feature = "fdb")]
