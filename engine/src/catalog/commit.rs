@@ -48,6 +48,11 @@ pub(super) fn clear_indexes<T: Transaction>(tx: &T, meta: &EntryMeta) {
 /// 16 KiB plus metadata: at most about 4.5 MB, within FoundationDB's 10 MB).
 const GROUP_COMMIT: usize = 256;
 
+/// Most groups committing at once where a commit is only work for this process (the embedded
+/// store): one group is read and checked while another commits, on another core. Where a
+/// commit waits for a server or a disk, one group at a time: the next one grows meanwhile.
+const CPU_GROUP_LANES: usize = 2;
+
 /// A commit waiting for its group.
 pub(super) struct Queued {
     key: CacheKey,
@@ -57,11 +62,11 @@ pub(super) struct Queued {
     done: tokio::sync::oneshot::Sender<Result<Committed>>,
 }
 
-/// Commits waiting for a group, and whether a task is committing groups.
+/// Commits waiting for a group, and how many tasks are committing groups.
 #[derive(Default)]
 pub(super) struct Group {
     queue: Vec<Queued>,
-    running: bool,
+    running: usize,
 }
 
 /// Removes what executions other than `keep` staged for `d`: the leftovers of executions that
@@ -400,6 +405,11 @@ impl<S: Store> Catalog<S> {
         max_age: Option<Duration>,
     ) -> Result<Committed> {
         let (done, answer) = tokio::sync::oneshot::channel();
+        let lanes = if self.inner.store.commits_wait() {
+            1
+        } else {
+            CPU_GROUP_LANES
+        };
         let start = {
             let mut group = self.inner.group.lock();
             group.queue.push(Queued {
@@ -409,7 +419,9 @@ impl<S: Store> Catalog<S> {
                 max_age,
                 done,
             });
-            !std::mem::replace(&mut group.running, true)
+            let start = group.running < lanes;
+            group.running += usize::from(start);
+            start
         };
         if start {
             let catalog = self.clone();
@@ -432,7 +444,7 @@ impl<S: Store> Catalog<S> {
             let batch: Vec<Queued> = {
                 let mut group = self.inner.group.lock();
                 if group.queue.is_empty() {
-                    group.running = false;
+                    group.running -= 1;
                     return;
                 }
                 let n = group
