@@ -5,8 +5,7 @@
 use super::entry::EntryView;
 use super::lease::Lease;
 use super::records::{
-    CacheStatus, EntryMeta, INLINE_MAX, LeaseRecord, LeaseState, STAGE_BYTES, StoredMeta, decode,
-    encode,
+    CacheStatus, EntryMeta, INLINE_MAX, LeaseState, STAGE_BYTES, StoredMeta, encode,
 };
 use super::{CacheKey, Catalog, Hit, duration_ms};
 use crate::blobs::{self, BlobDigest};
@@ -557,9 +556,8 @@ impl<S: Store> Catalog<S> {
         view: &EntryView,
         state: LeaseState,
     ) -> Result<()> {
-        if let Some((_, raw)) = &view.lease {
-            let mut record: LeaseRecord =
-                decode(|| format!("lease record of {}", lease.digest), raw)?;
+        if let Some((record, _)) = &view.lease {
+            let mut record = record.clone();
             record.state = state;
             tx.set(
                 &keys::entry_part(&lease.digest, entry_part::LEASE),
