@@ -4,7 +4,7 @@
 //! fjall stores the data (ordered keys, multi-version snapshots, a journal); this module adds
 //! the transactions: a read-write transaction reads one snapshot taken when it began, merged
 //! with its own writes; it records what it read (without `snapshot`) and commits only if no
-//! commit since its read version wrote any of it ([`super::conflicts`], the checks
+//! commit since its read version wrote any of it (`store/conflicts.rs`, the checks
 //! FoundationDB's resolvers make). Commits are serialized in one critical section that checks,
 //! applies the write batch and logs its keys, so atomic adds and `clear_range` apply to the
 //! latest values there: an add reads nothing, and a clear removes keys committed after the
