@@ -176,6 +176,8 @@ impl Drop for OpenVersion {
 /// of a key absent from such a table (every cold call reads several) read and checksummed its
 /// whole filter from the file: a store that had compacted once slowed 10- to 25-fold
 /// (`store/insert_if_absent/embedded`). A filter costs about 1.25 bytes per stored key.
+/// fjall stores these options with the keyspace when it creates it: a store created before
+/// keeps its defaults.
 fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
         .filter_block_pinning_policy(fjall::config::PinningPolicy::all(true))
