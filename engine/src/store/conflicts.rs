@@ -15,6 +15,23 @@ pub(super) enum Read {
     Range(Vec<u8>, Vec<u8>),
 }
 
+impl Read {
+    /// The read-conflict range of a range read of `[begin, end)`: all of it, or only the part
+    /// actually read when a limit cut it at `last` (the last key returned).
+    pub(super) fn of_range(begin: &[u8], end: &[u8], cut_at: Option<&[u8]>, reverse: bool) -> Read {
+        match (cut_at, reverse) {
+            (Some(last), false) => {
+                let mut after = Vec::with_capacity(last.len() + 1);
+                after.extend_from_slice(last);
+                after.push(0);
+                Read::Range(begin.to_vec(), after)
+            }
+            (Some(last), true) => Read::Range(last.to_vec(), end.to_vec()),
+            (None, _) => Read::Range(begin.to_vec(), end.to_vec()),
+        }
+    }
+}
+
 /// What one commit wrote.
 #[derive(Debug)]
 pub(super) struct Written {
@@ -162,6 +179,24 @@ mod tests {
         assert!(log.conflicts(4, &range("n", "xa")));
         assert!(!log.conflicts(2, &range("c", "m")), "m is not in [c, m)");
         assert!(log.conflicts(2, &range("a", "b")));
+    }
+
+    #[test]
+    fn a_range_cut_by_a_limit_conflicts_only_where_it_was_read() {
+        let mut log = Log::default();
+        log.push(Written::new(2, vec![k("d")], vec![]));
+        let whole = Read::of_range(b"a", b"z", None, false);
+        assert!(log.conflicts(1, &[whole]));
+        // Forward, cut after "c": [a, c\0) does not reach "d".
+        let forward = Read::of_range(b"a", b"z", Some(b"c"), false);
+        assert!(!log.conflicts(1, &[forward]));
+        let forward = Read::of_range(b"a", b"z", Some(b"d"), false);
+        assert!(log.conflicts(1, &[forward]), "the last key returned is read");
+        // Reverse, cut at "e": [e, z) does not reach "d".
+        let reverse = Read::of_range(b"a", b"z", Some(b"e"), true);
+        assert!(!log.conflicts(1, &[reverse]));
+        let reverse = Read::of_range(b"a", b"z", Some(b"d"), true);
+        assert!(log.conflicts(1, &[reverse]));
     }
 
     #[test]

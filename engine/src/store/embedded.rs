@@ -360,13 +360,6 @@ impl WriteState {
     }
 }
 
-fn key_after(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.extend_from_slice(key);
-    k.push(0);
-    k
-}
-
 fn collect(
     iter: impl Iterator<Item = fjall::Guard>,
     limit: Option<usize>,
@@ -556,15 +549,12 @@ impl Transaction for EmbeddedTx {
                 let out = range_with_own(ws, kv, begin, end, options)?;
                 if !options.snapshot {
                     // Only the part actually read conflicts when the limit cut the range.
-                    let cut = options.limit.is_some_and(|limit| out.len() == limit);
-                    let read = match (cut, out.last(), options.reverse) {
-                        (true, Some(last), false) => {
-                            Read::Range(begin.to_vec(), key_after(&last.key))
-                        }
-                        (true, Some(last), true) => Read::Range(last.key.clone(), end.to_vec()),
-                        _ => Read::Range(begin.to_vec(), end.to_vec()),
-                    };
-                    ws.reads.push(read);
+                    let cut_at = out
+                        .last()
+                        .filter(|_| options.limit.is_some_and(|limit| out.len() == limit))
+                        .map(|kv| kv.key.as_slice());
+                    ws.reads
+                        .push(Read::of_range(begin, end, cut_at, options.reverse));
                 }
                 Ok(out)
             }

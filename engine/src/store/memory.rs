@@ -420,12 +420,6 @@ struct TxState {
     size: WriteSize,
 }
 
-fn key_after(key: &[u8]) -> Vec<u8> {
-    let mut k = key.to_vec();
-    k.push(0);
-    k
-}
-
 impl TxState {
     fn read_version(&self) -> Result<u64> {
         match &self.open {
@@ -542,12 +536,12 @@ impl MemoryTx {
         };
         if !options.snapshot && !st.read_only {
             // Only the part actually read conflicts when the limit cut the range.
-            let read = match (out.len() == limit, out.last(), options.reverse) {
-                (true, Some(last), false) => Read::Range(begin.to_vec(), key_after(&last.key)),
-                (true, Some(last), true) => Read::Range(last.key.clone(), end.to_vec()),
-                _ => Read::Range(begin.to_vec(), end.to_vec()),
-            };
-            st.reads.push(read);
+            let cut_at = out
+                .last()
+                .filter(|_| out.len() == limit)
+                .map(|kv| kv.key.as_slice());
+            st.reads
+                .push(Read::of_range(begin, end, cut_at, options.reverse));
         }
         Ok(out)
     }
