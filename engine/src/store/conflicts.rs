@@ -191,7 +191,10 @@ mod tests {
         let forward = Read::of_range(b"a", b"z", Some(b"c"), false);
         assert!(!log.conflicts(1, &[forward]));
         let forward = Read::of_range(b"a", b"z", Some(b"d"), false);
-        assert!(log.conflicts(1, &[forward]), "the last key returned is read");
+        assert!(
+            log.conflicts(1, &[forward]),
+            "the last key returned is read"
+        );
         // Reverse, cut at "e": [e, z) does not reach "d".
         let reverse = Read::of_range(b"a", b"z", Some(b"e"), true);
         assert!(!log.conflicts(1, &[reverse]));
