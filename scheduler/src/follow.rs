@@ -4,9 +4,10 @@
 //! the schedulers like any call that misses. The others follow it: they wait on one shared
 //! cell, and when the leader has its answer it answers all of them in one step (their records
 //! queued as one message, their call summaries kept as one group), then wakes them together, in
-//! the order the run made them. A follower holds nothing of its call while it waits (its key
-//! and encoded input are freed as it joins) and only takes the shared output when woken. Hits
-//! never join: each is one read.
+//! the order the run made them. A follower holds little of its call while it waits (its key,
+//! its encoded input, its place among the run's calls in flight and the call's working state
+//! are freed as it joins: `Ctx::call`) and only takes the shared output when woken. Hits never
+//! join: each is one read.
 //!
 //! The schedulers' single flight deduplicates identical calls too, but it answers each call as
 //! its own message, one by one; this answers a run's followers as one. Calls from different
@@ -28,7 +29,7 @@ use cairn_engine::task::TaskError;
 use cairn_engine::telemetry::semconv as sc;
 use parking_lot::Mutex;
 use std::sync::{Arc, OnceLock};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use tokio::time::Instant;
 
 /// The run's flights, by key: a call leading a key's flight has an entry, which is `Some` once
@@ -145,6 +146,7 @@ impl Flights {
             wait,
             since,
             seq,
+            slot: None,
         })
     }
 }
@@ -156,57 +158,94 @@ pub(crate) struct Following {
     since: Instant,
     /// The call's position in its run.
     seq: u64,
+    /// Its place in the cell's waker list, once it has one.
+    slot: Option<usize>,
 }
 
 impl Following {
     /// The leader's outcome as this follower's; `None` when the leader's call was dropped
-    /// before it had one (join again: one of the followers leads).
-    pub(crate) async fn wait(self, call: &tracing::Span) -> Option<Result<Arc<[u8]>, TaskError>> {
-        // This follower's place in the cell's waker list, once it has one.
-        let mut slot: Option<usize> = None;
-        let followed = std::future::poll_fn(|cx| {
-            if let Some(outcome) = self.cell.outcome.get() {
-                return Poll::Ready(outcome.as_ref());
-            }
-            let mut wakers = self.cell.wakers.lock();
-            // Looked at again under the lock: the outcome is set before the list is taken, so
-            // either it is set now or this waker will be in the list taken.
-            if let Some(outcome) = self.cell.outcome.get() {
-                return Poll::Ready(outcome.as_ref());
-            }
-            match slot {
-                Some(i) if i < wakers.len() => {
-                    if !wakers[i].1.will_wake(cx.waker()) {
-                        wakers[i].1 = cx.waker().clone();
-                    }
-                }
-                _ => {
-                    slot = Some(wakers.len());
-                    wakers.push((self.seq, cx.waker().clone()));
-                }
-            }
-            Poll::Pending
-        })
-        .await?;
+    /// before it had one (join again: one of the followers leads). A named future of two
+    /// references, not an `async fn`: a call keeps it inline while it waits, and thousands of
+    /// waiting calls resume together.
+    pub(crate) fn wait<'a>(&'a mut self, call: &'a tracing::Span) -> Wait<'a> {
+        Wait {
+            following: self,
+            call,
+        }
+    }
+}
+
+/// [`Following::wait`].
+pub(crate) struct Wait<'a> {
+    following: &'a mut Following,
+    call: &'a tracing::Span,
+}
+
+impl Future for Wait<'_> {
+    type Output = Option<Result<Arc<[u8]>, TaskError>>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Wait { following, call } = &mut *self;
+        let Following {
+            cell,
+            wait,
+            since,
+            seq,
+            slot,
+        } = &mut **following;
+        let Some(followed) = std::task::ready!(outcome(cell, slot, *seq, cx)) else {
+            return Poll::Ready(None);
+        };
         // Recording looks each field up by name, even in a span nobody collects.
-        if !self.wait.is_disabled() {
-            self.wait.record(sc::WAIT_BEHIND, followed.behind.as_str());
-            self.wait.record(
+        if !wait.is_disabled() {
+            wait.record(sc::WAIT_BEHIND, followed.behind.as_str());
+            wait.record(
                 sc::WAIT_MS,
-                i64::try_from(self.since.elapsed().as_millis()).unwrap_or(i64::MAX),
+                i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX),
             );
             let outcome = if followed.output.is_ok() {
                 "hit"
             } else {
                 "failed"
             };
-            self.wait.record(sc::WAIT_OUTCOME, outcome);
+            wait.record(sc::WAIT_OUTCOME, outcome);
         }
         if !call.is_disabled() {
             call.record(sc::CACHE_STATUS, tracing::field::debug(followed.status));
         }
-        Some(followed.output.clone())
+        Poll::Ready(Some(followed.output.clone()))
     }
+}
+
+/// The outcome `cell` holds, once its leader set it; until then the waker of `cx` is in its
+/// list, at `slot` (the follower at position `seq` of its run).
+fn outcome<'c>(
+    cell: &'c Cell,
+    slot: &mut Option<usize>,
+    seq: u64,
+    cx: &mut Context<'_>,
+) -> Poll<&'c Option<Followed>> {
+    if let Some(outcome) = cell.outcome.get() {
+        return Poll::Ready(outcome);
+    }
+    let mut wakers = cell.wakers.lock();
+    // Looked at again under the lock: the outcome is set before the list is taken, so either
+    // it is set now or this waker will be in the list taken.
+    if let Some(outcome) = cell.outcome.get() {
+        return Poll::Ready(outcome);
+    }
+    match *slot {
+        Some(i) if i < wakers.len() => {
+            if !wakers[i].1.will_wake(cx.waker()) {
+                wakers[i].1 = cx.waker().clone();
+            }
+        }
+        _ => {
+            *slot = Some(wakers.len());
+            wakers.push((seq, cx.waker().clone()));
+        }
+    }
+    Poll::Pending
 }
 
 /// The leader of a flight. Dropped without answering (its call was dropped), it lets its

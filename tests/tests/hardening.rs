@@ -75,6 +75,67 @@ async fn a_runs_calls_are_bounded_in_flight_and_in_all() {
     assert!(error.contains("more than 150 calls"), "{error}");
 }
 
+/// Released by the workflow of the test below once its other call has its answer.
+static RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Returns once released (or fails after 5 s: the release never came).
+#[cairn::task(cache = true, cache_version = "1", retries = 0)]
+async fn held_until_released(n: i64) -> Result<i64, String> {
+    tokio::time::timeout(Duration::from_secs(5), RELEASE.notified())
+        .await
+        .map_err(|_| "not released within 5 s".to_string())?;
+    Ok(n)
+}
+
+#[cairn::task(cache = true, cache_version = "1")]
+async fn then_released(n: i64) -> i64 {
+    n + 1
+}
+
+/// Calls that wait behind an identical call of their run are not with the schedulers and hold
+/// none of the run's places in flight: with 2 places, a call held until another call of the
+/// run has its answer, and 20 identical calls waiting behind it, that other call still goes.
+/// (When followers held places, it waited behind them for a place, and the held call for it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_behind_an_identical_call_hold_no_place_in_flight() {
+    let shared = SharedStore::new().await;
+    let node = shared
+        .node("followers")
+        .call_limits(CallLimits {
+            max_in_flight: 2,
+            max_calls: 1_000,
+        })
+        .task(held_until_released)
+        .task(then_released)
+        .start()
+        .await
+        .unwrap();
+    let run = node
+        .run(
+            opts().with_run_id("followers-in-flight"),
+            |ctx| async move {
+                let held =
+                    futures::future::join_all((0..21).map(|_| ctx.call(held_until_released, 7)));
+                let then_release = async {
+                    let answer = ctx.call(then_released, 1).await;
+                    RELEASE.notify_one();
+                    answer
+                };
+                tokio::join!(held, then_release)
+            },
+        )
+        .await;
+    let (held, released) = run.output;
+    assert_eq!(released, Ok(2));
+    assert!(held.iter().all(|r| r == &Ok(7)), "{held:?}");
+    let waited = run
+        .calls
+        .iter()
+        .filter(|c| c.status == CacheStatus::Waited)
+        .count();
+    assert_eq!(waited, 20, "{:?}", run.calls);
+}
+
 #[cairn::task(cache = true, cache_version = "1")]
 async fn big(n: usize) -> Vec<u8> {
     vec![7; n]
