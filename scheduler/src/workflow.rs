@@ -138,14 +138,12 @@ enum Step<T: Task> {
 /// leader's call is dropped.
 struct Follow<T: Task> {
     following: Following,
-    span: tracing::Span,
     task: T,
     input: T::Input,
-    seq: u64,
-    looked_up: bool,
+    resumed: Resumed,
 }
 
-/// What a call that joins again keeps from its first pass.
+/// What a call that follows (and may join again) keeps from its first pass.
 struct Resumed {
     seq: u64,
     span: tracing::Span,
@@ -349,26 +347,19 @@ impl Ctx {
             loop {
                 let Follow {
                     mut following,
-                    span,
                     task: t,
                     input: i,
-                    seq,
-                    looked_up,
+                    resumed: r,
                 } = match Box::pin(self.call_boxed(task, input, resumed)).await? {
                     Step::Done(output) => return Ok(output),
                     Step::Follow(follow) => follow,
                 };
-                if let Some(output) = following.wait(&span).await {
+                if let Some(output) = following.wait(&r.span).await {
                     return Self::decoded(t.spec(), output);
                 }
                 // The leader's call was dropped: join again (perhaps to lead), with the key and
                 // the input made again.
-                (task, input) = (t, i);
-                resumed = Some(Resumed {
-                    seq,
-                    span,
-                    looked_up,
-                });
+                (task, input, resumed) = (t, i, Some(r));
             }
         })
     }
@@ -503,11 +494,13 @@ impl Ctx {
                         Join::Follow(following) => {
                             return Ok(Step::Follow(Follow {
                                 following,
-                                span,
                                 task,
                                 input,
-                                seq,
-                                looked_up,
+                                resumed: Resumed {
+                                    seq,
+                                    span,
+                                    looked_up,
+                                },
                             }));
                         }
                     }
