@@ -56,6 +56,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The process's minor page faults so far (`/proc/self/stat`; 0 where there is none): a first
+/// touch of memory the allocator has just taken from the kernel costs one each.
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces), from the state (field 3):
+            // minflt is field 10.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.split(' ').nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
@@ -99,6 +113,7 @@ async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
             .map_or(0, |memo| memo.counters().hits())
     };
     let recalled = memo_hits();
+    let faults = minor_faults();
     let started = Instant::now();
     let report = node
         .run(
@@ -116,6 +131,7 @@ async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
         )
         .await;
     let wall = started.elapsed();
+    let faults = minor_faults() - faults;
     assert!(
         report
             .output
@@ -129,7 +145,7 @@ async fn fan_out(node: &cairn::Node, n: i64, round: &str, expect: CacheStatus) {
     println!(
         "fan-out {round}: {n} calls in {:.3} s = {:.0} calls/s ({statuses} {expect:?} of the \
          {} calls summarised); answered by first {}, p50 {}, p99 {}, last {}; store conflicts \
-         {}, retries {}; from the store's memo {}",
+         {}, retries {}; from the store's memo {}; minor page faults {faults}",
         wall.as_secs_f64(),
         n as f64 / wall.as_secs_f64(),
         report.calls.len(),

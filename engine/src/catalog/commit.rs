@@ -52,6 +52,22 @@ const GROUP_COMMIT: usize = 256;
 /// commit waits for a server or a disk, one group at a time: the next one grows meanwhile.
 const CPU_GROUP_LANES: usize = 2;
 
+/// What one commit's transaction did: its result, and the metadata value it wrote, if it
+/// stored an entry (to prime the store's memo with once the transaction has landed).
+pub(super) struct Outcome {
+    committed: Committed,
+    wrote: Option<Vec<u8>>,
+}
+
+impl From<Committed> for Outcome {
+    fn from(committed: Committed) -> Self {
+        Outcome {
+            committed,
+            wrote: None,
+        }
+    }
+}
+
 /// A commit waiting for its group.
 pub(super) struct Queued {
     key: CacheKey,
@@ -155,8 +171,10 @@ impl<S: Store> Catalog<S> {
             if output.len() <= INLINE_MAX && self.inner.store.max_batch() > 1 && blobs.is_empty() {
                 self.commit_grouped(key, lease, output, max_age).await
             } else {
-                self.commit_visible(key, lease, output, max_age, blobs, chunk_bytes, staged)
-                    .await
+                let outcome = self
+                    .commit_visible(key, lease, output, max_age, blobs, chunk_bytes, staged)
+                    .await;
+                outcome.map(|outcome| self.landed(outcome, output))
             };
         if staged && committed.is_err() {
             self.unstage(&d, &lease.execution).await;
@@ -238,7 +256,7 @@ impl<S: Store> Catalog<S> {
         blobs: &[BlobDigest],
         chunk_bytes: usize,
         staged: bool,
-    ) -> Result<Committed> {
+    ) -> Result<Outcome> {
         transact(
             &self.inner.store,
             &self.inner.config.retry,
@@ -263,7 +281,7 @@ impl<S: Store> Catalog<S> {
         blobs: &[BlobDigest],
         chunk_bytes: usize,
         staged: bool,
-    ) -> Result<Committed> {
+    ) -> Result<Outcome> {
         let tx = tx.clone();
         let d = key.digest;
         let marker = || keys::staging_marker(&d, &lease.execution);
@@ -274,7 +292,7 @@ impl<S: Store> Catalog<S> {
         if let Some(meta) = &view.meta {
             if meta.execution == lease.execution {
                 // Stored by this very execution: a retry after an unknown commit result.
-                return Ok(Committed::Stored(meta.clone()));
+                return Ok(Committed::Stored(meta.clone()).into());
             }
             let live = super::entry::is_live(meta, None, now);
             if live && !(lease.overwrite && ours) {
@@ -290,7 +308,8 @@ impl<S: Store> Catalog<S> {
                         return Ok(Committed::AlreadyStored(Hit {
                             output,
                             meta: meta.clone(),
-                        }));
+                        })
+                        .into());
                     }
                     // Its output is corrupt: the lease holder replaces it.
                     Err(Error::Corrupt { .. }) if ours => replacing_corrupt = true,
@@ -375,7 +394,8 @@ impl<S: Store> Catalog<S> {
             chunks_of: staged.then(|| lease.execution.clone()),
             blobs: blobs.to_vec(),
         };
-        tx.set(&keys::entry_part(&d, entry_part::META), &encode(&stored));
+        let wrote = encode(&stored);
+        tx.set(&keys::entry_part(&d, entry_part::META), &wrote);
         unreferenced.apply(&tx);
         blobs::reference(&tx, &d, blobs);
         let meta = stored.meta;
@@ -388,7 +408,25 @@ impl<S: Store> Catalog<S> {
         if ours {
             self.set_lease_state(&tx, lease, &view, LeaseState::Released)?;
         }
-        Ok(Committed::Stored(meta))
+        Ok(Outcome {
+            committed: Committed::Stored(meta),
+            wrote: Some(wrote),
+        })
+    }
+
+    /// A commit's result once its transaction has landed. The entry it stored, if any, goes
+    /// into the store's memo decoded as a hit would decode it ([`super::entry::Ready`]), built
+    /// from the output and metadata at hand: the first hit of a fresh entry decodes nothing.
+    /// Only if the memo still holds the value this commit wrote.
+    fn landed(&self, outcome: Outcome, output: &[u8]) -> Committed {
+        if let (Some(memo), Some(wrote), Committed::Stored(meta)) =
+            (self.inner.store.memo(), &outcome.wrote, &outcome.committed)
+        {
+            memo.prime(&meta.key.digest, wrote, || {
+                super::entry::Ready::stored(meta, output)
+            });
+        }
+        outcome.committed
     }
 
     /// Commits small outputs (stored inline) of many executions together: whatever was queued
@@ -454,13 +492,15 @@ impl<S: Store> Catalog<S> {
             };
             let results = self.commit_many(&batch).await;
             for (q, result) in batch.into_iter().zip(results) {
-                let _ = q.done.send(result);
+                let _ = q
+                    .done
+                    .send(result.map(|outcome| self.landed(outcome, &q.output)));
             }
         }
     }
 
     /// One transaction for `batch`, split on conflicts (see [`Catalog::commit_grouped`]).
-    async fn commit_many(&self, batch: &[Queued]) -> Vec<Result<Committed>> {
+    async fn commit_many(&self, batch: &[Queued]) -> Vec<Result<Outcome>> {
         let chunk_bytes = self.inner.config.chunk_bytes.max(1);
         super::batch::each_in_batches(
             &self.inner.store,
@@ -565,5 +605,63 @@ impl<S: Store> Catalog<S> {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::entry::Ready;
+    use super::super::{Catalog, KeyInputs, Resolution, ResolveRequest, TaskSignature, TypeDesc};
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    /// A commit on a store that keeps a memo leaves its entry there already decoded, exactly as
+    /// a hit would decode it: the first hit of a fresh entry decodes nothing.
+    #[tokio::test]
+    async fn a_landed_commit_leaves_its_entry_decoded_for_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), false).await.unwrap();
+        let catalog = Catalog::new(store);
+        let sig =
+            TaskSignature::new("square", TypeDesc::of::<i64>()).input("n", TypeDesc::of::<i64>());
+        // Inline (grouped and alone, empty included) and in chunks.
+        let outputs: [Vec<u8>; 3] = [b"81".to_vec(), Vec::new(), vec![7; INLINE_MAX + 1]];
+        for (n, output) in outputs.iter().enumerate() {
+            let mut inputs = KeyInputs::new();
+            inputs.add("n", &(n as i64)).unwrap();
+            let key = CacheKey::new("p", "dev", &sig, "1", &inputs).unwrap();
+            let execution = catalog.new_execution_id();
+            let request = ResolveRequest {
+                key: &key,
+                owner: "test",
+                execution: &execution,
+                lease_ttl: Duration::from_secs(60),
+                max_age: Some(Duration::from_secs(3600)),
+                overwrite: false,
+                takeover: None,
+                trace: None,
+            };
+            let Resolution::Acquired(lease) = catalog.resolve(&request).await.unwrap() else {
+                panic!("a fresh key is acquired");
+            };
+            let committed = catalog
+                .commit(&key, &lease, output, request.max_age)
+                .await
+                .unwrap();
+            assert!(matches!(committed, Committed::Stored(_)));
+            let memo = catalog
+                .store()
+                .memo()
+                .expect("the embedded store keeps a memo");
+            let recalled = memo.get(&key.digest).expect("the commit's value");
+            let primed = recalled
+                .decoded(|_| -> Option<Ready> { None })
+                .expect("decoded at the commit, not at the hit");
+            assert_eq!(
+                Some(primed),
+                Ready::decode(&key.digest, recalled.value()).as_ref(),
+                "the form a hit would decode"
+            );
+        }
     }
 }

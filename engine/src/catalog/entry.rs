@@ -256,6 +256,7 @@ impl<'a> Peek<'a> {
 
 /// An entry as the store's memo keeps it decoded ([`crate::store::memo::Recalled::decoded`]):
 /// checked once, then answered to every later hit with no decoding and no copy.
+#[derive(Debug, PartialEq)]
 pub(super) enum Ready {
     /// The output is inline and matches its metadata (live or not: judged at each hit).
     Inline {
@@ -268,6 +269,22 @@ pub(super) enum Ready {
 }
 
 impl Ready {
+    /// What [`Ready::decode`] makes of the metadata a commit stored as `meta` with `output`:
+    /// built from them, with nothing to decode or check.
+    pub(super) fn stored(meta: &super::records::EntryMeta, output: &[u8]) -> Ready {
+        // An output is inline exactly when it has no chunks (an inline output of 0 bytes
+        // included; one in chunks has at least one).
+        if meta.chunks == 0 {
+            Ready::Inline {
+                created_at_ms: meta.created_at_ms,
+                expires_at_ms: meta.expires_at_ms,
+                output: output.into(),
+            }
+        } else {
+            Ready::Chunked
+        }
+    }
+
     /// `d`'s stored metadata `raw` decoded and its inline output checked; `None` if it does
     /// not decode or fails its check (a read meets the error).
     pub(super) fn decode(d: &Digest, raw: &[u8]) -> Option<Ready> {

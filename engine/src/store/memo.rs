@@ -5,7 +5,9 @@
 //! Which keys: the entries' metadata with their inline outputs (`(ENTRY, d, META)`, found by
 //! [`crate::keys::entry_meta_digest`] and kept by their digest `d`), which is all a hit reads.
 //! Each value can carry what its reader decoded from it ([`Recalled::decoded`]), so a hit
-//! decodes an entry once, not at every call. Values come in two ways:
+//! decodes an entry once, not at every call; the writer of a value, which has that form at
+//! hand, can leave it there once its commit has landed ([`Memo::prime`]), so that no hit
+//! decodes a fresh entry. Values come in two ways:
 //! - **written through**: a commit that writes such a key leaves its value here once the
 //!   commit has landed;
 //! - **read through**: a read-only transaction that reads such a key leaves what it read, if no
@@ -290,6 +292,21 @@ impl Memo {
         found
     }
 
+    /// Gives `d`'s value here, if it is `value`, the decoded form `make` builds (what its
+    /// readers' [`Recalled::decoded`] would make of `value`), so that no reader decodes it: for
+    /// a writer that has that form at hand once its commit has landed. Nothing happens if the
+    /// memo holds another value of `d` (a later commit's) or none, or one already decoded.
+    pub fn prime<T: Any + Send + Sync>(&self, d: &Digest, value: &[u8], make: impl FnOnce() -> T) {
+        let found = self.shards[shard_of(d)]
+            .lock()
+            .values
+            .get(d)
+            .map(|(v, _)| v.clone());
+        if let Some(recalled) = found {
+            recalled.decoded(|kept| (kept == value).then(make));
+        }
+    }
+
     /// Taken before a read-only transaction's snapshot.
     pub fn ticket(&self) -> Ticket {
         Ticket(self.epoch.load(Ordering::SeqCst))
@@ -509,6 +526,28 @@ mod tests {
         let (big, huge) = (meta(5_000), vec![0u8; budget]);
         write(&memo, &big, Some(&huge)).landed();
         assert!(get(&memo, 5_000).is_none());
+    }
+
+    #[test]
+    fn a_writer_primes_only_the_value_it_wrote() {
+        let memo = Memo::new(DEFAULT_BUDGET);
+        let k = meta(1);
+        write(&memo, &k, Some(b"12")).landed();
+        // Another value of the key (a later commit's): not primed with this one's form.
+        memo.prime(&Digest(1), b"13", || 13u32);
+        let r = memo.get(&Digest(1)).unwrap();
+        assert_eq!(r.decoded(|_| None::<u32>), None, "nothing kept");
+        memo.prime(&Digest(1), b"12", || 12u32);
+        assert_eq!(
+            r.decoded(|_| -> Option<u32> { panic!("decoded again") }),
+            Some(&12)
+        );
+        // Absent keys, and keys already decoded, are left alone.
+        memo.prime(&Digest(2), b"12", || 12u32);
+        assert!(memo.get(&Digest(2)).is_none());
+        memo.prime(&Digest(1), b"12", || 99u32);
+        assert_eq!(r.decoded(|_| None::<u32>), Some(&12));
+        assert_eq!(memo.counters().hits(), 1, "priming is not a hit");
     }
 
     #[test]
