@@ -624,7 +624,8 @@ mod tests {
         let catalog = Catalog::new(store);
         let sig =
             TaskSignature::new("square", TypeDesc::of::<i64>()).input("n", TypeDesc::of::<i64>());
-        // Inline (grouped and alone, empty included) and in chunks.
+        // Inline, through the group commit (an empty output included), and in chunks, through
+        // a commit alone.
         let outputs: [Vec<u8>; 3] = [b"81".to_vec(), Vec::new(), vec![7; INLINE_MAX + 1]];
         for (n, output) in outputs.iter().enumerate() {
             let mut inputs = KeyInputs::new();

@@ -292,10 +292,11 @@ impl Memo {
         found
     }
 
-    /// Gives `d`'s value here, if it is `value`, the decoded form `make` builds (what its
-    /// readers' [`Recalled::decoded`] would make of `value`), so that no reader decodes it: for
-    /// a writer that has that form at hand once its commit has landed. Nothing happens if the
-    /// memo holds another value of `d` (a later commit's) or none, or one already decoded.
+    /// If `d`'s value here is `value`, keeps what `make` builds as its decoded form, so that no
+    /// reader decodes it. `make` must build what its readers' [`Recalled::decoded`] would make
+    /// of `value`: this is for a writer that has that form at hand once its commit has landed.
+    /// Nothing happens if the memo holds another value of `d` (a later commit's), or none, or
+    /// a value already decoded.
     pub fn prime<T: Any + Send + Sync>(&self, d: &Digest, value: &[u8], make: impl FnOnce() -> T) {
         let found = self.shards[shard_of(d)]
             .lock()
