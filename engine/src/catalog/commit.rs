@@ -54,7 +54,7 @@ const CPU_GROUP_LANES: usize = 2;
 
 /// What one commit's transaction did: its result, and the metadata value it wrote, if it
 /// stored an entry (to prime the store's memo with once the transaction has landed).
-pub(super) struct Outcome {
+struct Outcome {
     committed: Committed,
     wrote: Option<Vec<u8>>,
 }
